@@ -1,0 +1,108 @@
+//! Loading a component's TOML configuration with errors an operator can act on.
+//!
+//! Both binaries look for their file in the same order: `--config FILE`, then the environment
+//! variable (clap fills both into one option), then `./licsync-cp.toml` / `./licsync-dp.toml`
+//! when present, then built-in defaults. Config structs use `deny_unknown_fields`, so a typo
+//! stops the program with the file, the key and the reason instead of being silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: key '{key}': {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Picks the file to load: the explicit one (flag or environment), else `default_name` in the
+/// working directory when it exists, else none (built-in defaults).
+pub fn locate(explicit: Option<PathBuf>, default_name: &str) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let candidate = PathBuf::from(default_name);
+        candidate.is_file().then_some(candidate)
+    })
+}
+
+/// Parses `path` into `T`; `T::default()` when `path` is `None`.
+pub fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses TOML text; `path` only names the source in errors.
+pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: describe(&e, text),
+    })
+}
+
+/// toml's message with the dotted key path when toml knows the span.
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    let reason = error.message().trim().to_owned();
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let snippet = text.get(span.clone()).unwrap_or("").trim();
+            format!("line {line}, at `{snippet}`: {reason}")
+        }
+        None => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Sample {
+        listen: String,
+        nested: Nested,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Nested {
+        ttl: Option<crate::duration::HumanDuration>,
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_line_and_key() {
+        let path = Path::new("/etc/licsync/x.toml");
+        let err = parse::<Sample>("listen = \"a\"\n[nested]\nttll = \"4h\"\n", path).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/etc/licsync/x.toml"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("ttll"), "{text}");
+
+        let err = parse::<Sample>("[nested]\nttl = \"4 hours\"\n", path).unwrap_err();
+        assert!(err.to_string().contains("invalid duration '4 hours'"), "{err}");
+    }
+
+    #[test]
+    fn no_file_means_defaults() {
+        let sample: Sample = load(None).unwrap();
+        assert_eq!(sample.listen, "");
+    }
+}
