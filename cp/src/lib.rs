@@ -1,1 +1,23 @@
+//! `licsync-cp`, the control plane: stores signed licenses behind a Kong-compatible Admin API,
+//! runs the cluster CA, registers data planes and streams licenses to them over mTLS gRPC.
+//!
+//! # Layout
+//! - Domain: [`model`] (records), [`licenses`] (the single license writer and the snapshot every
+//!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state).
+//! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
+//!   services, TLS listener, CA on disk).
+//! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
+//!   [`cli`] (the `licsync-cp` command line).
+#![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod dataplanes;
+pub mod licenses;
+pub mod model;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod store;

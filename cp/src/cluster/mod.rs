@@ -1,0 +1,1 @@
+//! Cluster listener: CA, TLS and the gRPC services.

@@ -1,0 +1,186 @@
+//! `licsync-cp` configuration: one struct per component, composed into [`CpConfig`].
+//!
+//! Every table is `#[serde(default, deny_unknown_fields)]`: no file at all gives a working
+//! control plane (embedded sled under `./licsync-data`), and a typo stops start-up with the file,
+//! key and reason. `deploy/config/licsync-cp.toml` documents every key and is loaded by a test.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use licsync_common::duration::HumanDuration;
+use licsync_common::telemetry::LogConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpConfig {
+    /// Where the database, the CA and the bootstrap admin token live.
+    pub data_dir: PathBuf,
+    pub admin: AdminConfig,
+    pub cluster: ClusterConfig,
+    pub pki: PkiConfig,
+    pub licenses: LicensesConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+impl Default for CpConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./licsync-data"),
+            admin: AdminConfig::default(),
+            cluster: ClusterConfig::default(),
+            pki: PkiConfig::default(),
+            licenses: LicensesConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin HTTP API address. Keep it on loopback or behind a proxy that terminates TLS.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Cluster gRPC + mTLS address data planes connect to.
+    pub listen: SocketAddr,
+    /// The URL data planes are told to use; defaults to `https://<first server name>:<port>`.
+    pub advertised_url: Option<String>,
+    /// DNS names and IP addresses in the cluster server certificate.
+    pub server_names: Vec<String>,
+    /// HTTP/2 keepalive ping interval on data-plane connections.
+    pub keepalive_interval: HumanDuration,
+    /// How long an unanswered keepalive ping may take before the connection is dropped.
+    pub keepalive_timeout: HumanDuration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8005)),
+            advertised_url: None,
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            keepalive_interval: HumanDuration(Duration::from_secs(20)),
+            keepalive_timeout: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The URL handed to data planes at registration.
+    pub fn cluster_url(&self) -> String {
+        self.advertised_url.clone().unwrap_or_else(|| {
+            let host = self
+                .server_names
+                .first()
+                .map(String::as_str)
+                .unwrap_or("localhost");
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_owned()
+            };
+            format!("https://{host}:{}", self.listen.port())
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PkiConfig {
+    /// Lifetime of each data-plane client certificate.
+    pub dataplane_cert_ttl: HumanDuration,
+    /// Lifetime of the cluster server certificate.
+    pub server_cert_ttl: HumanDuration,
+    /// Lifetime of the cluster CA created at first start.
+    pub ca_ttl: HumanDuration,
+}
+
+impl Default for PkiConfig {
+    fn default() -> Self {
+        Self {
+            dataplane_cert_ttl: HumanDuration(Duration::from_secs(90 * 86_400)),
+            server_cert_ttl: HumanDuration(Duration::from_secs(365 * 86_400)),
+            ca_ttl: HumanDuration(Duration::from_secs(10 * 365 * 86_400)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LicensesConfig {
+    /// Standard base64 Ed25519 public keys; a license signed by any of them is accepted.
+    pub trusted_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Embedded sled database under `<data_dir>/cp.sled`.
+    #[default]
+    Sled,
+    /// Volatile; for tests and benchmarks only.
+    Memory,
+}
+
+/// A configuration that parsed but cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("key '{key}': {reason}")]
+pub struct Invalid {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl CpConfig {
+    /// Checks what serde cannot: relations between keys and value ranges.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        licsync_common::license::TrustedKeys::parse(&self.licenses.trusted_keys).map_err(|e| {
+            Invalid {
+                key: "licenses.trusted_keys",
+                reason: e.to_string(),
+            }
+        })?;
+        if self.cluster.server_names.is_empty() {
+            return Err(Invalid {
+                key: "cluster.server_names",
+                reason: "list at least one DNS name or IP address data planes use to reach the cluster listener".into(),
+            });
+        }
+        if self.pki.dataplane_cert_ttl.0 < Duration::from_secs(1) {
+            return Err(Invalid {
+                key: "pki.dataplane_cert_ttl",
+                reason: "must be at least 1s".into(),
+            });
+        }
+        if let Some(url) = &self.cluster.advertised_url {
+            if !url.starts_with("https://") {
+                return Err(Invalid {
+                    key: "cluster.advertised_url",
+                    reason: format!("'{url}' must start with https://"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

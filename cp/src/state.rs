@@ -1,0 +1,55 @@
+//! The running control plane's shared context, handed to the Admin API and the cluster services.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::CpConfig;
+use crate::dataplanes::DataPlanes;
+use crate::licenses::Licenses;
+use crate::store::Store;
+
+/// Everything a request handler or a data-plane stream needs.
+pub struct ControlPlane {
+    pub config: CpConfig,
+    pub store: Arc<dyn Store>,
+    pub licenses: Arc<Licenses>,
+    pub dataplanes: Arc<DataPlanes>,
+    /// SHA-256 (hex) of the cluster CA certificate, for `--ca-cert-hash sha256:...`.
+    pub ca_fingerprint: String,
+    /// The cluster CA certificate, PEM.
+    pub ca_cert_pem: String,
+    /// The URL data planes are told to use.
+    pub cluster_url: String,
+    ready: AtomicBool,
+}
+
+impl ControlPlane {
+    pub fn new(
+        config: CpConfig,
+        store: Arc<dyn Store>,
+        licenses: Arc<Licenses>,
+        ca_cert_pem: String,
+        ca_fingerprint: String,
+    ) -> Self {
+        let cluster_url = config.cluster.cluster_url();
+        Self {
+            dataplanes: Arc::new(DataPlanes::new(store.clone())),
+            config,
+            store,
+            licenses,
+            ca_fingerprint,
+            ca_cert_pem,
+            cluster_url,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// `/health/ready` answers 200 once storage is open and both listeners accept.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,136 @@
+//! An in-memory [`Store`] for tests and benchmarks: the same semantics as sled, no durability.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
+use crate::model::{ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal};
+
+#[derive(Default)]
+struct Inner {
+    revision: Revision,
+    licenses: BTreeMap<Uuid, StoredLicense>,
+    tokens: BTreeMap<Uuid, RegistrationToken>,
+    dataplanes: BTreeMap<Uuid, DataPlaneRecord>,
+    api_tokens: BTreeMap<Uuid, ApiToken>,
+}
+
+/// Volatile storage; everything is lost when it is dropped.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreResult<T> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))?;
+        Ok(f(&mut inner))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn info(&self) -> StorageInfo {
+        StorageInfo {
+            backend: "memory",
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    async fn licenses(&self) -> StoreResult<LicenseRows> {
+        self.with(|i| LicenseRows {
+            revision: i.revision,
+            licenses: i.licenses.values().cloned().collect(),
+        })
+    }
+
+    async fn put_license(&self, license: &StoredLicense) -> StoreResult<()> {
+        self.with(|i| {
+            i.revision = license.revision;
+            i.licenses.insert(license.id, license.clone());
+        })
+    }
+
+    async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool> {
+        self.with(|i| {
+            let existed = i.licenses.remove(&id).is_some();
+            if existed {
+                i.revision = revision;
+            }
+            existed
+        })
+    }
+
+    async fn insert_registration_token(&self, token: &RegistrationToken) -> StoreResult<()> {
+        self.with(|i| {
+            i.tokens.insert(token.id, token.clone());
+        })
+    }
+
+    async fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>> {
+        self.with(|i| i.tokens.values().cloned().collect())
+    }
+
+    async fn delete_registration_token(&self, id: Uuid) -> StoreResult<bool> {
+        self.with(|i| i.tokens.remove(&id).is_some())
+    }
+
+    async fn consume_registration_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Result<RegistrationToken, TokenRefusal>> {
+        self.with(|i| {
+            let Some(token) = i.tokens.values_mut().find(|t| t.token_hash == token_hash) else {
+                return Err(TokenRefusal::Unknown);
+            };
+            if let Some(refusal) = token_refusal(token, now) {
+                return Err(refusal);
+            }
+            token.uses += 1;
+            Ok(token.clone())
+        })
+    }
+
+    async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()> {
+        self.with(|i| {
+            i.dataplanes.insert(dataplane.id, dataplane.clone());
+        })
+    }
+
+    async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>> {
+        self.with(|i| i.dataplanes.get(&id).cloned())
+    }
+
+    async fn dataplanes(&self) -> StoreResult<Vec<DataPlaneRecord>> {
+        self.with(|i| i.dataplanes.values().cloned().collect())
+    }
+
+    async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
+        self.with(|i| {
+            i.api_tokens.insert(token.id, token.clone());
+        })
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        self.with(|i| i.api_tokens.values().cloned().collect())
+    }
+
+    async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool> {
+        self.with(|i| i.api_tokens.remove(&id).is_some())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

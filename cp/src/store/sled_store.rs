@@ -1,0 +1,343 @@
+//! The embedded default backend: sled, one tree per record kind, values as JSON.
+//!
+//! Multi-record changes (a license and the revision; a token's use count and its hash index)
+//! run in sled transactions, and every write method flushes before returning, which is what lets
+//! the Admin API promise that a `201` survives a `SIGKILL` right after it.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use uuid::Uuid;
+
+use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
+use crate::model::{ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal};
+
+const REVISION_KEY: &[u8] = b"revision";
+
+/// sled-backed storage under `<data_dir>/cp.sled`.
+pub struct SledStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    licenses: sled::Tree,
+    tokens: sled::Tree,
+    token_hashes: sled::Tree,
+    dataplanes: sled::Tree,
+    api_tokens: sled::Tree,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database directory.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot open sled database {}: {e} (is another licsync-cp using this data_dir?)",
+                    path.display()
+                ))
+            })?;
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        Ok(Self {
+            meta: tree("meta")?,
+            licenses: tree("licenses")?,
+            tokens: tree("registration_tokens")?,
+            token_hashes: tree("registration_token_hashes")?,
+            dataplanes: tree("dataplanes")?,
+            api_tokens: tree("api_tokens")?,
+            db,
+        })
+    }
+
+    async fn durable(&self) -> StoreResult<()> {
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_json<T: Serialize>(&self, tree: &sled::Tree, id: Uuid, value: &T) -> StoreResult<()> {
+        tree.insert(id.as_bytes(), encode(value)?).map_err(backend)?;
+        self.durable().await
+    }
+
+    async fn remove(&self, tree: &sled::Tree, id: Uuid) -> StoreResult<bool> {
+        let existed = tree.remove(id.as_bytes()).map_err(backend)?.is_some();
+        self.durable().await?;
+        Ok(existed)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn info(&self) -> StorageInfo {
+        StorageInfo {
+            backend: "sled",
+            version: "0.34",
+        }
+    }
+
+    async fn licenses(&self) -> StoreResult<LicenseRows> {
+        // License writers are serialised by the license service and this runs at start-up, so
+        // the revision and the rows cannot be torn apart by a concurrent write.
+        let revision = self
+            .meta
+            .get(REVISION_KEY)
+            .map_err(backend)?
+            .map(|v| decode_revision(&v))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(LicenseRows {
+            revision,
+            licenses: scan(&self.licenses)?,
+        })
+    }
+
+    async fn put_license(&self, license: &StoredLicense) -> StoreResult<()> {
+        let value = encode(license)?;
+        let revision = license.revision.to_be_bytes();
+        (&self.meta, &self.licenses)
+            .transaction(|(meta, licenses)| {
+                licenses.insert(license.id.as_bytes().as_slice(), value.as_slice())?;
+                meta.insert(REVISION_KEY, revision.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        self.durable().await
+    }
+
+    async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool> {
+        let revision = revision.to_be_bytes();
+        let existed = (&self.meta, &self.licenses)
+            .transaction(|(meta, licenses)| {
+                let existed = licenses.remove(id.as_bytes().as_slice())?.is_some();
+                if existed {
+                    meta.insert(REVISION_KEY, revision.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(existed)
+            })
+            .map_err(tx_error)?;
+        self.durable().await?;
+        Ok(existed)
+    }
+
+    async fn insert_registration_token(&self, token: &RegistrationToken) -> StoreResult<()> {
+        let value = encode(token)?;
+        (&self.tokens, &self.token_hashes)
+            .transaction(|(tokens, hashes)| {
+                tokens.insert(token.id.as_bytes().as_slice(), value.as_slice())?;
+                hashes.insert(token.token_hash.as_bytes(), token.id.as_bytes().as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error)?;
+        self.durable().await
+    }
+
+    async fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>> {
+        scan(&self.tokens)
+    }
+
+    async fn delete_registration_token(&self, id: Uuid) -> StoreResult<bool> {
+        let existed = (&self.tokens, &self.token_hashes)
+            .transaction(|(tokens, hashes)| {
+                let Some(raw) = tokens.remove(id.as_bytes().as_slice())? else {
+                    return Ok(false);
+                };
+                let token: RegistrationToken =
+                    decode(id.as_bytes(), &raw).map_err(ConflictableTransactionError::Abort)?;
+                hashes.remove(token.token_hash.as_bytes())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(true)
+            })
+            .map_err(tx_error)?;
+        self.durable().await?;
+        Ok(existed)
+    }
+
+    async fn consume_registration_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Result<RegistrationToken, TokenRefusal>> {
+        let outcome = (&self.tokens, &self.token_hashes)
+            .transaction(|(tokens, hashes)| {
+                let Some(id) = hashes.get(token_hash.as_bytes())? else {
+                    return Ok(Err(TokenRefusal::Unknown));
+                };
+                let Some(raw) = tokens.get(&id)? else {
+                    return Ok(Err(TokenRefusal::Unknown));
+                };
+                let mut token: RegistrationToken =
+                    decode(&id, &raw).map_err(ConflictableTransactionError::Abort)?;
+                if let Some(refusal) = token_refusal(&token, now) {
+                    return Ok(Err(refusal));
+                }
+                token.uses += 1;
+                let value = encode(&token).map_err(ConflictableTransactionError::Abort)?;
+                tokens.insert(&id, value)?;
+                Ok(Ok(token))
+            })
+            .map_err(tx_error)?;
+        if outcome.is_ok() {
+            self.durable().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()> {
+        self.put_json(&self.dataplanes, dataplane.id, dataplane).await
+    }
+
+    async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>> {
+        self.dataplanes
+            .get(id.as_bytes())
+            .map_err(backend)?
+            .map(|v| decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    async fn dataplanes(&self) -> StoreResult<Vec<DataPlaneRecord>> {
+        scan(&self.dataplanes)
+    }
+
+    async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
+        self.put_json(&self.api_tokens, token.id, token).await
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        scan(&self.api_tokens)
+    }
+
+    async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool> {
+        self.remove(&self.api_tokens, id).await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.durable().await
+    }
+}
+
+fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> StoreResult<Vec<T>> {
+    tree.iter()
+        .map(|item| {
+            let (key, value) = item.map_err(backend)?;
+            decode(&key, &value)
+        })
+        .collect()
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("cannot encode record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: Uuid::from_slice(key)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| String::from_utf8_lossy(key).into_owned()),
+        reason: e.to_string(),
+    })
+}
+
+fn decode_revision(raw: &[u8]) -> Result<Revision, StoreError> {
+    raw.try_into()
+        .map(Revision::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            key: "meta/revision".into(),
+            reason: format!("expected 8 bytes, found {}", raw.len()),
+        })
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn license(revision: Revision) -> StoredLicense {
+        StoredLicense {
+            id: Uuid::new_v4(),
+            document: "{}".into(),
+            signature: format!("{revision:0128x}"),
+            created_at: 1,
+            updated_at: 2,
+            revision,
+        }
+    }
+
+    fn token(max_uses: u32, expires_at: i64) -> RegistrationToken {
+        RegistrationToken {
+            id: Uuid::new_v4(),
+            name: "edge".into(),
+            token_hash: Uuid::new_v4().to_string(),
+            created_at: 0,
+            expires_at,
+            max_uses,
+            uses: 0,
+        }
+    }
+
+    async fn exercise(store: &dyn Store) {
+        let a = license(1);
+        let b = license(2);
+        store.put_license(&a).await.unwrap();
+        store.put_license(&b).await.unwrap();
+        assert!(store.delete_license(a.id, 3).await.unwrap());
+        assert!(!store.delete_license(a.id, 4).await.unwrap());
+        let rows = store.licenses().await.unwrap();
+        assert_eq!(rows.revision, 3, "a delete of an unknown id leaves the revision");
+        assert_eq!(rows.licenses, vec![b]);
+
+        let t = token(1, 100);
+        store.insert_registration_token(&t).await.unwrap();
+        assert_eq!(store.consume_registration_token(&t.token_hash, 10).await.unwrap().unwrap().uses, 1);
+        assert_eq!(
+            store.consume_registration_token(&t.token_hash, 10).await.unwrap(),
+            Err(TokenRefusal::UsedUp { uses: 1, max_uses: 1 })
+        );
+        let late = token(5, 100);
+        store.insert_registration_token(&late).await.unwrap();
+        assert_eq!(
+            store.consume_registration_token(&late.token_hash, 100).await.unwrap(),
+            Err(TokenRefusal::Expired { expired_at: 100 })
+        );
+        assert!(store.delete_registration_token(late.id).await.unwrap());
+        assert_eq!(
+            store.consume_registration_token(&late.token_hash, 1).await.unwrap(),
+            Err(TokenRefusal::Unknown)
+        );
+        assert_eq!(store.registration_tokens().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sled_and_memory_backends_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&SledStore::open(&dir.path().join("db")).unwrap()).await;
+        exercise(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn sled_keeps_licenses_and_revision_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let a = license(7);
+        {
+            let store = SledStore::open(&path).unwrap();
+            store.put_license(&a).await.unwrap();
+        }
+        let rows = SledStore::open(&path).unwrap().licenses().await.unwrap();
+        assert_eq!(rows.revision, 7);
+        assert_eq!(rows.licenses, vec![a]);
+    }
+}
