@@ -97,7 +97,10 @@ mod tests {
         assert!(text.contains("ttll"), "{text}");
 
         let err = parse::<Sample>("[nested]\nttl = \"4 hours\"\n", path).unwrap_err();
-        assert!(err.to_string().contains("invalid duration '4 hours'"), "{err}");
+        assert!(
+            err.to_string().contains("invalid duration '4 hours'"),
+            "{err}"
+        );
     }
 
     #[test]

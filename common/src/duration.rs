@@ -13,7 +13,9 @@ pub struct HumanDuration(pub Duration);
 
 /// A duration string that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration '{0}': write a number and a unit (ms, s, m, h, d), e.g. \"30s\", \"4h\" or \"90d\"")]
+#[error(
+    "invalid duration '{0}': write a number and a unit (ms, s, m, h, d), e.g. \"30s\", \"4h\" or \"90d\""
+)]
 pub struct BadDuration(pub String);
 
 const UNITS: [(&str, u64); 5] = [
@@ -98,18 +100,37 @@ mod tests {
 
     #[test]
     fn parses_and_prints_operator_durations() {
-        for (text, secs) in [("30s", 30), ("4h", 14_400), ("90d", 7_776_000), ("1h30m", 5_400)] {
+        for (text, secs) in [
+            ("30s", 30),
+            ("4h", 14_400),
+            ("90d", 7_776_000),
+            ("1h30m", 5_400),
+        ] {
             let d: HumanDuration = text.parse().unwrap();
             assert_eq!(d.0, Duration::from_secs(secs), "{text}");
         }
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert_eq!(HumanDuration(Duration::from_secs(7_776_000)).to_string(), "90d");
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            HumanDuration(Duration::from_secs(7_776_000)).to_string(),
+            "90d"
+        );
         assert_eq!(HumanDuration(Duration::from_secs(90)).to_string(), "90s");
     }
 
     #[test]
     fn rejects_what_it_cannot_read() {
-        for text in ["", "4", "h", "4 hours", "-1s", "1y", "99999999999999999999d"] {
+        for text in [
+            "",
+            "4",
+            "h",
+            "4 hours",
+            "-1s",
+            "1y",
+            "99999999999999999999d",
+        ] {
             let err = text.parse::<HumanDuration>().unwrap_err();
             assert!(err.to_string().contains("e.g. \"30s\""), "{text}");
         }

@@ -126,8 +126,15 @@ mod tests {
         write_atomic(&path, b"one", PUBLIC_MODE).unwrap();
         write_atomic(&path, b"two", SECRET_MODE).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left behind");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left behind"
+        );
         check_private(&path).unwrap();
     }
 

@@ -48,9 +48,7 @@ pub enum LicenseError {
     NotAString(String),
     #[error("field '{field}' must be a date like 2026-12-31, got '{value}'")]
     BadDate { field: &'static str, value: String },
-    #[error(
-        "license_creation_date {creation} is after license_expiration_date {expiration}"
-    )]
+    #[error("license_creation_date {creation} is after license_expiration_date {expiration}")]
     DatesOutOfOrder { creation: Date, expiration: Date },
     #[error("field 'dataplanes' must be a non-negative decimal integer, got '{0}'")]
     BadDataplanes(String),
@@ -117,7 +115,9 @@ impl License {
         }
         let dataplanes = match payload.get("dataplanes") {
             None => None,
-            Some(raw) => Some(parse_decimal(raw).ok_or_else(|| LicenseError::BadDataplanes(raw.clone()))?),
+            Some(raw) => {
+                Some(parse_decimal(raw).ok_or_else(|| LicenseError::BadDataplanes(raw.clone()))?)
+            }
         };
         Ok(Self {
             payload,
@@ -258,7 +258,9 @@ pub struct SigningKey {
 /// A signing-key file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeyError {
-    #[error("no PKCS#8 \"PRIVATE KEY\" block found; expected a file written by `licsync-cp license keygen`")]
+    #[error(
+        "no PKCS#8 \"PRIVATE KEY\" block found; expected a file written by `licsync-cp license keygen`"
+    )]
     NoPem,
     #[error("the PKCS#8 key is not an Ed25519 key: {0}")]
     NotEd25519(String),
@@ -450,7 +452,9 @@ mod tests {
                 Some(v) => p.insert(field.to_owned(), v.to_owned()),
                 None => p.remove(field),
             };
-            License::parse(&sign_document(&p, &key)).unwrap_err().to_string()
+            License::parse(&sign_document(&p, &key))
+                .unwrap_err()
+                .to_string()
         };
         assert_eq!(with("customer", None), "missing field 'customer'");
         assert_eq!(
@@ -489,7 +493,10 @@ mod tests {
         let (key, pem) = SigningKey::generate().unwrap();
         let loaded = SigningKey::from_pem(&pem).unwrap();
         assert_eq!(key.public_key_base64(), loaded.public_key_base64());
-        assert!(matches!(SigningKey::from_pem("junk"), Err(SigningKeyError::NoPem)));
+        assert!(matches!(
+            SigningKey::from_pem("junk"),
+            Err(SigningKeyError::NoPem)
+        ));
     }
 
     #[test]

@@ -13,8 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
@@ -134,10 +133,9 @@ impl CertificateAuthority {
         dataplane_id: &str,
         ttl: Duration,
     ) -> Result<Issued, PkiError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(|e| PkiError::BadCsr(e.to_string()))?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| PkiError::BadCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(dataplane_id);
         params.subject_alt_names = vec![SanType::URI(
@@ -197,9 +195,9 @@ impl CertInfo {
             .flatten()
             .and_then(|san| {
                 san.value.general_names.iter().find_map(|name| match name {
-                    x509_parser::extensions::GeneralName::URI(uri) => uri
-                        .strip_prefix(DATAPLANE_URI_PREFIX)
-                        .map(str::to_owned),
+                    x509_parser::extensions::GeneralName::URI(uri) => {
+                        uri.strip_prefix(DATAPLANE_URI_PREFIX).map(str::to_owned)
+                    }
                     _ => None,
                 })
             });
@@ -297,7 +295,11 @@ mod tests {
         let (ca, _) = CertificateAuthority::generate("test CA", Duration::from_secs(3600)).unwrap();
         let (_key, csr) = new_key_and_csr("i-want-to-be-admin").unwrap();
         let issued = ca
-            .sign_dataplane(&csr, "0b6a2d6c-4b0e-4c43-9c56-7c8a3f3f0a11", Duration::from_secs(60))
+            .sign_dataplane(
+                &csr,
+                "0b6a2d6c-4b0e-4c43-9c56-7c8a3f3f0a11",
+                Duration::from_secs(60),
+            )
             .unwrap();
         let info = CertInfo::from_pem(&issued.cert_pem).unwrap();
         assert_eq!(
@@ -310,14 +312,23 @@ mod tests {
 
     #[test]
     fn ca_survives_a_pem_round_trip() {
-        let (ca, key_pem) = CertificateAuthority::generate("test CA", Duration::from_secs(3600)).unwrap();
+        let (ca, key_pem) =
+            CertificateAuthority::generate("test CA", Duration::from_secs(3600)).unwrap();
         let loaded = CertificateAuthority::from_pem(ca.cert_pem(), &key_pem).unwrap();
         assert_eq!(loaded.fingerprint(), ca.fingerprint());
         let server = loaded
-            .issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(60))
+            .issue_server(
+                &["localhost".into(), "127.0.0.1".into()],
+                Duration::from_secs(60),
+            )
             .unwrap();
         assert!(server.key_pem.is_some());
-        assert!(CertInfo::from_pem(&server.cert_pem).unwrap().dataplane_id.is_none());
+        assert!(
+            CertInfo::from_pem(&server.cert_pem)
+                .unwrap()
+                .dataplane_id
+                .is_none()
+        );
     }
 
     #[test]

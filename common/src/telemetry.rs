@@ -36,7 +36,9 @@ impl Default for LogConfig {
 
 /// A log filter that cannot be parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid log filter '{filter}' ({source}); use a level such as \"info\" or directives such as \"info,licsync_cp=debug\"")]
+#[error(
+    "invalid log filter '{filter}' ({source}); use a level such as \"info\" or directives such as \"info,licsync_cp=debug\""
+)]
 pub struct BadFilter {
     filter: String,
     source: tracing_subscriber::filter::ParseError,

@@ -35,6 +35,8 @@ struct Live {
     last_seen: Option<i64>,
     sync_status: SyncStatus,
     revision: Revision,
+    /// The license the data plane serves (id, `updated_at`), as of its last acknowledgement.
+    license: Option<(Uuid, i64)>,
 }
 
 /// One row of `GET /clustering/data-planes`.
@@ -113,14 +115,28 @@ impl DataPlanes {
         entry.last_seen = Some(now);
     }
 
-    /// A stream ended; the data plane stays connected while another stream is open.
-    pub fn stream_closed(&self, id: Uuid, now: i64) {
-        let mut live = self.live();
-        if let Some(entry) = live.get_mut(&id) {
+    /// A stream ended; the data plane stays connected while another stream is open. What it
+    /// reported is written through, so the listing survives a control-plane restart.
+    pub async fn stream_closed(&self, id: Uuid, now: i64) -> StoreResult<()> {
+        let license = {
+            let mut live = self.live();
+            let Some(entry) = live.get_mut(&id) else {
+                return Ok(());
+            };
             entry.streams = entry.streams.saturating_sub(1);
             entry.connected = entry.streams > 0;
             entry.last_seen = Some(now);
+            entry.license
+        };
+        if let Some(mut record) = self.store.dataplane(id).await? {
+            record.last_seen = Some(now);
+            if let Some((license_id, updated_at)) = license {
+                record.license_id = Some(license_id);
+                record.license_updated_at = Some(updated_at);
+            }
+            self.store.put_dataplane(&record).await?;
         }
+        Ok(())
     }
 
     /// Any message from the data plane (heartbeat, ack) refreshes `last_seen`.
@@ -130,11 +146,19 @@ impl DataPlanes {
         }
     }
 
-    /// The data plane answered an update.
-    pub fn synced(&self, id: Uuid, revision: Revision, status: SyncStatus, now: i64) {
+    /// The data plane answered an update; `license` is what it now serves.
+    pub fn synced(
+        &self,
+        id: Uuid,
+        revision: Revision,
+        status: SyncStatus,
+        license: Option<(Uuid, i64)>,
+        now: i64,
+    ) {
         if let Some(entry) = self.live().get_mut(&id) {
             entry.revision = revision;
             entry.sync_status = status;
+            entry.license = license;
             entry.last_seen = Some(now);
         }
     }
@@ -152,6 +176,12 @@ impl DataPlanes {
 
 fn view(record: DataPlaneRecord, live: Option<Live>) -> DataPlaneView {
     let live = live.unwrap_or_default();
+    // Before its first sync on this process, the last license written through is the best known.
+    let license = if live.sync_status == SyncStatus::Unknown {
+        record.license_id.zip(record.license_updated_at)
+    } else {
+        live.license
+    };
     DataPlaneView {
         id: record.id,
         name: record.name,
@@ -163,8 +193,8 @@ fn view(record: DataPlaneRecord, live: Option<Live>) -> DataPlaneView {
         connected: live.connected,
         sync_status: live.sync_status,
         revision: live.revision,
-        license_id: record.license_id,
-        license_updated_at: record.license_updated_at,
+        license_id: license.map(|l| l.0),
+        license_updated_at: license.map(|l| l.1),
         cert_expires_at: record.cert_expires_at,
     }
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dataplanes;
+pub mod license_tool;
 pub mod licenses;
 pub mod model;
 pub mod secrets;

@@ -148,7 +148,11 @@ impl Licenses {
     }
 
     /// `PATCH /licenses/{id}`: replaces the document of an existing license.
-    pub async fn patch(&self, id: Uuid, document: String) -> Result<Arc<StoredLicense>, WriteError> {
+    pub async fn patch(
+        &self,
+        id: Uuid,
+        document: String,
+    ) -> Result<Arc<StoredLicense>, WriteError> {
         let license = License::parse_verified(&document, &self.trusted)?;
         let _guard = self.write_lock.lock().await;
         let set = self.current();
@@ -245,7 +249,12 @@ mod tests {
     async fn service() -> (Licenses, SigningKey) {
         let (key, _) = SigningKey::generate().unwrap();
         let trusted = TrustedKeys::parse(&[key.public_key_base64()]).unwrap();
-        (Licenses::load(Arc::new(MemoryStore::new()), trusted).await.unwrap(), key)
+        (
+            Licenses::load(Arc::new(MemoryStore::new()), trusted)
+                .await
+                .unwrap(),
+            key,
+        )
     }
 
     #[tokio::test]
@@ -257,7 +266,11 @@ mod tests {
         assert_eq!(rx.borrow_and_update().revision, 1);
         let (b, outcome) = licenses.put(Uuid::new_v4(), doc(&key, "B")).await.unwrap();
         assert_eq!(outcome, PutOutcome::Created);
-        assert_eq!(licenses.current().active().unwrap().id, b.id, "tie goes to the later write");
+        assert_eq!(
+            licenses.current().active().unwrap().id,
+            b.id,
+            "tie goes to the later write"
+        );
         assert!(licenses.delete(b.id).await.unwrap());
         assert!(!licenses.delete(b.id).await.unwrap());
         assert_eq!(licenses.current().revision, 3);
@@ -269,7 +282,11 @@ mod tests {
         let (licenses, key) = service().await;
         let a = licenses.create(doc(&key, "A")).await.unwrap();
         let err = licenses.create(doc(&key, "A")).await.unwrap_err();
-        assert!(err.to_string().starts_with("UNIQUE violation detected on '{payload="), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("UNIQUE violation detected on '{payload="),
+            "{err}"
+        );
         let (same, outcome) = licenses.put(a.id, doc(&key, "A")).await.unwrap();
         assert_eq!(outcome, PutOutcome::Replaced);
         assert_eq!(same.created_at, a.created_at);
@@ -288,7 +305,10 @@ mod tests {
         let (licenses, _) = service().await;
         let (other, _) = SigningKey::generate().unwrap();
         let err = licenses.create(doc(&other, "A")).await.unwrap_err();
-        assert_eq!(err.to_string(), "Unable to validate license: validation failed");
+        assert_eq!(
+            err.to_string(),
+            "Unable to validate license: validation failed"
+        );
         assert_eq!(licenses.current().revision, 0);
     }
 }

@@ -1,1 +1,64 @@
-fn main() {}
+//! `licsync-cp`: parse the command line, load the configuration, run until SIGTERM or SIGINT.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use licsync_common::{config, telemetry};
+use licsync_cp::cli::{Cli, Command};
+use licsync_cp::config::CpConfig;
+use licsync_cp::server::{self, Listeners};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let Cli { command } = Cli::parse();
+    let result = match command {
+        Command::License(command) => licsync_cp::license_tool::run(command),
+        Command::Serve(args) => serve(args.config).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("licsync-cp: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let path = config::locate(config_path, "licsync-cp.toml");
+    let config: CpConfig = config::load(path.as_deref())?;
+    if let Err(invalid) = config.validate() {
+        let source = path.map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+        anyhow::bail!("invalid config file {source}: {invalid}");
+    }
+    telemetry::init(&config.log)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listeners = Listeners::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        server::run(config, listeners, shutdown).await?;
+        Ok(())
+    })
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        tracing::error!("Cannot install the SIGTERM handler; stop the process with SIGINT.");
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "Shutting down."),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "Shutting down."),
+    }
+    shutdown.cancel();
+}

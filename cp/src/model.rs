@@ -40,11 +40,17 @@ pub struct RegistrationToken {
 /// Why a registration token was not accepted. The text goes to the data plane and the CP log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRefusal {
-    #[error("registration token is unknown or was revoked; create a new one with POST /registration-tokens")]
+    #[error(
+        "registration token is unknown or was revoked; create a new one with POST /registration-tokens"
+    )]
     Unknown,
-    #[error("registration token expired at {expired_at} (unix seconds); create a new one with POST /registration-tokens")]
+    #[error(
+        "registration token expired at {expired_at} (unix seconds); create a new one with POST /registration-tokens"
+    )]
     Expired { expired_at: i64 },
-    #[error("registration token was already used {uses} of {max_uses} times; create a new one with POST /registration-tokens")]
+    #[error(
+        "registration token was already used {uses} of {max_uses} times; create a new one with POST /registration-tokens"
+    )]
     UsedUp { uses: u32, max_uses: u32 },
 }
 

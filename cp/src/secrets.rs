@@ -15,7 +15,9 @@ pub struct RandomFailed;
 /// scanners and operators tell what a leaked string is.
 pub fn generate(prefix: &str) -> Result<String, RandomFailed> {
     let mut bytes = [0u8; 32];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| RandomFailed)?;
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| RandomFailed)?;
     Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 

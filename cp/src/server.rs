@@ -1,1 +1,206 @@
-//! Wiring.
+//! Starting and stopping a control plane on already-bound listeners.
+//!
+//! `main` binds the configured addresses; tests bind `127.0.0.1:0` and call [`run`] directly, so
+//! both exercise the same start-up order: open storage, create the bootstrap admin token, load
+//! the CA, load licenses, serve, and on shutdown stop accepting, end every stream, wait for the
+//! servers within [`DRAIN_DEADLINE`] and flush storage.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use licsync_common::fsutil;
+use licsync_common::license::TrustedKeys;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::cluster::{self, ca::ClusterPki};
+use crate::config::{CpConfig, StorageBackend};
+use crate::licenses::Licenses;
+use crate::state::ControlPlane;
+use crate::store::{MemoryStore, SledStore, Store};
+
+/// How long the servers get to finish after shutdown is signalled; SIGTERM must end the process
+/// within 10 s.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Why the control plane could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::Invalid),
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Bootstrap(#[from] crate::admin::BootstrapError),
+    #[error(transparent)]
+    Pki(#[from] cluster::ca::CaError),
+    #[error("cannot configure TLS for the cluster listener: {0}")]
+    Tls(String),
+    #[error("cluster listener failed: {0}")]
+    Cluster(#[from] tonic::transport::Error),
+    #[error("admin listener failed: {0}")]
+    Admin(std::io::Error),
+}
+
+/// The two listeners a control plane serves.
+pub struct Listeners {
+    pub admin: TcpListener,
+    pub cluster: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses, naming the config key to change when one is taken.
+    pub async fn bind(config: &CpConfig) -> Result<Self, std::io::Error> {
+        Ok(Self {
+            admin: bind(config.admin.listen, "admin.listen").await?,
+            cluster: bind(config.cluster.listen, "cluster.listen").await?,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, std::io::Error> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} ({e}); stop what uses it or set {key}"),
+        )
+    })
+}
+
+/// Runs a control plane until `shutdown` is cancelled.
+pub async fn run(
+    mut config: CpConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    // With `listen = "...:0"` (tests) the advertised URL must carry the port actually bound.
+    if config.cluster.listen.port() == 0 {
+        if let Ok(bound) = listeners.cluster.local_addr() {
+            config.cluster.listen.set_port(bound.port());
+        }
+    }
+    fsutil::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store: Arc<dyn Store> = match config.storage.backend {
+        StorageBackend::Sled => Arc::new(SledStore::open(&config.data_dir.join("cp.sled"))?),
+        StorageBackend::Memory => Arc::new(MemoryStore::new()),
+    };
+    crate::admin::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
+    let pki = ClusterPki::load_or_create(
+        &config.data_dir.join("pki"),
+        &config.cluster.server_names,
+        &config.pki,
+    )?;
+    let (chain, key) = pki
+        .server_identity()
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let tls = cluster::tls::server_config(pki.ca.cert_der(), chain, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    // validate() already parsed these keys.
+    let trusted = TrustedKeys::parse(&config.licenses.trusted_keys).unwrap_or_default();
+    if trusted.is_empty() {
+        tracing::warn!(
+            "licenses.trusted_keys is empty: every license will be refused until a signing key is trusted."
+        );
+    }
+    let licenses = Arc::new(Licenses::load(store.clone(), trusted).await?);
+    let revision = licenses.current().revision;
+    let ca_pem = pki.ca.cert_pem().to_owned();
+    let fingerprint = pki.ca.fingerprint();
+    let cp = Arc::new(ControlPlane::new(
+        config,
+        store.clone(),
+        licenses,
+        ca_pem,
+        fingerprint,
+    ));
+
+    let admin_addr = addr_text(&listeners.admin);
+    let cluster_addr = addr_text(&listeners.cluster);
+    let ca = Arc::new(pki.ca);
+    let mut cluster_task = tokio::spawn(
+        cluster::serve(listeners.cluster, cp.clone(), ca, tls, shutdown.clone())
+            .instrument(tracing::info_span!("cluster_server")),
+    );
+    let admin_shutdown = shutdown.clone();
+    let mut admin_task = tokio::spawn(
+        crate::admin::serve(
+            listeners.admin,
+            cp.clone(),
+            admin_shutdown.cancelled_owned(),
+        )
+        .instrument(tracing::info_span!("admin_server")),
+    );
+    cp.set_ready(true);
+    tracing::info!(
+        event = "cp.started",
+        admin.addr = %admin_addr,
+        cluster.addr = %cluster_addr,
+        cluster_url = %cp.cluster_url,
+        ca_cert_sha256 = %cp.ca_fingerprint,
+        storage = cp.store.info().backend,
+        revision,
+        version = licsync_common::VERSION,
+        "Control plane started."
+    );
+
+    // A listener that dies on its own takes the whole process down rather than leaving half a
+    // control plane running.
+    let failure = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        result = &mut cluster_task => Some(match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(ServeError::Cluster(e)),
+            Err(join) => Some(ServeError::Tls(format!("cluster server task failed: {join}"))),
+        }),
+        result = &mut admin_task => Some(match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(ServeError::Admin(e)),
+            Err(join) => Some(ServeError::Admin(std::io::Error::other(join.to_string()))),
+        }),
+    };
+    cp.set_ready(false);
+    shutdown.cancel();
+    tracing::info!(event = "cp.stopping", "Control plane stopping.");
+    // A task the select above already completed must not be polled again.
+    let drain = async {
+        if !cluster_task.is_finished() {
+            let _ = (&mut cluster_task).await;
+        }
+        if !admin_task.is_finished() {
+            let _ = (&mut admin_task).await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
+        tracing::warn!(
+            deadline_s = DRAIN_DEADLINE.as_secs(),
+            "Servers did not drain in time; stopping anyway."
+        );
+        cluster_task.abort();
+        admin_task.abort();
+    }
+    store.flush().await?;
+    tracing::info!(event = "cp.stopped", "Control plane stopped.");
+    match failure.flatten() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn addr_text(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}

@@ -1,1 +1,71 @@
-//! Admin HTTP API (axum).
+//! The Admin HTTP API (axum): Kong-compatible `/licenses`, registration tokens, the fleet,
+//! status and health probes.
+//!
+//! # Layout
+//! - [`router`] and [`serve`] (here): the routes, the token check in front of all but the
+//!   health probes, JSON fallbacks for unknown routes and methods, graceful shutdown.
+//! - `auth`: the bearer-token middleware; [`bootstrap_admin_token`] creates the first token.
+//! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
+//!   bodies, JSON or form fields, `{id}` and paging parameters).
+//! - `error`: the JSON error answers, in Kong's shapes.
+//! - `licenses`, `registration_tokens`, `fleet`, `status`: one file per resource.
+//!
+//! Handlers hold no state of their own: they translate HTTP to the [`ControlPlane`] services,
+//! so the API can be started on any listener (tests use `127.0.0.1:0`).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use tokio::net::TcpListener;
+
+use crate::state::ControlPlane;
+
+mod auth;
+mod body;
+mod bootstrap;
+mod error;
+mod fleet;
+mod form;
+mod licenses;
+mod params;
+mod registration_tokens;
+mod status;
+
+pub use auth::KONG_ADMIN_TOKEN;
+pub use body::MAX_BODY_BYTES;
+pub use bootstrap::{
+    ADMIN_TOKEN_FILE, BOOTSTRAP_TOKEN_NAME, BootstrapError, bootstrap_admin_token,
+};
+
+/// Every Admin API route over `cp`.
+pub fn router(cp: Arc<ControlPlane>) -> Router {
+    let authenticated = Router::new()
+        .merge(licenses::routes())
+        .merge(registration_tokens::routes())
+        .merge(fleet::routes())
+        .merge(status::routes())
+        .route_layer(middleware::from_fn_with_state(
+            cp.clone(),
+            auth::require_token,
+        ));
+    authenticated
+        .merge(status::health_routes())
+        // Applies to the routes present now, so it comes after every route is added.
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::not_found)
+        .with_state(cp)
+}
+
+/// Serves the Admin API on `listener` until `shutdown` completes, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    cp: Arc<ControlPlane>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(cp))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

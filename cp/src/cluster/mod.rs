@@ -1,1 +1,51 @@
-//! Cluster listener: CA, TLS and the gRPC services.
+//! The cluster listener: gRPC over mutually authenticated TLS, where data planes register and
+//! keep their licenses in sync.
+//!
+//! - [`ca`]: the cluster CA and server certificate on disk.
+//! - [`tls`]: rustls configuration and the accept loop that logs refused handshakes.
+//! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
+//! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required).
+
+use std::sync::Arc;
+
+use licsync_common::pki::CertificateAuthority;
+use licsync_common::proto::license_sync_server::LicenseSyncServer;
+use licsync_common::proto::registration_server::RegistrationServer;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::ControlPlane;
+
+pub mod ca;
+pub mod registration;
+pub mod sync;
+pub mod tls;
+
+/// Largest gRPC message a data plane may send (Hello with many held licenses is the biggest).
+const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
+
+/// Serves both cluster services on `listener` until `shutdown` fires; every open Sync stream
+/// ends then too, so the server drains promptly.
+pub async fn serve(
+    listener: TcpListener,
+    cp: Arc<ControlPlane>,
+    ca: Arc<CertificateAuthority>,
+    tls: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let keepalive = &cp.config.cluster;
+    let registration =
+        RegistrationServer::new(registration::RegistrationService::new(cp.clone(), ca))
+            .max_decoding_message_size(MAX_INBOUND_MESSAGE);
+    let sync = LicenseSyncServer::new(sync::SyncService::new(cp.clone(), shutdown.clone()))
+        .max_decoding_message_size(MAX_INBOUND_MESSAGE);
+    let incoming = tls::incoming(listener, tls, shutdown.clone());
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive.keepalive_interval.0))
+        .http2_keepalive_timeout(Some(keepalive.keepalive_timeout.0))
+        .add_service(registration)
+        .add_service(sync)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+}

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
-use crate::model::{ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal};
+use crate::model::{
+    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+};
 
 #[derive(Default)]
 struct Inner {

@@ -9,7 +9,9 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::model::{ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal};
+use crate::model::{
+    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+};
 
 pub mod memory;
 pub mod sled_store;

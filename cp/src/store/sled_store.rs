@@ -13,7 +13,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use uuid::Uuid;
 
 use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
-use crate::model::{ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal};
+use crate::model::{
+    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+};
 
 const REVISION_KEY: &[u8] = b"revision";
 
@@ -58,8 +60,14 @@ impl SledStore {
         Ok(())
     }
 
-    async fn put_json<T: Serialize>(&self, tree: &sled::Tree, id: Uuid, value: &T) -> StoreResult<()> {
-        tree.insert(id.as_bytes(), encode(value)?).map_err(backend)?;
+    async fn put_json<T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        id: Uuid,
+        value: &T,
+    ) -> StoreResult<()> {
+        tree.insert(id.as_bytes(), encode(value)?)
+            .map_err(backend)?;
         self.durable().await
     }
 
@@ -186,7 +194,8 @@ impl Store for SledStore {
     }
 
     async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()> {
-        self.put_json(&self.dataplanes, dataplane.id, dataplane).await
+        self.put_json(&self.dataplanes, dataplane.id, dataplane)
+            .await
     }
 
     async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>> {
@@ -296,25 +305,48 @@ mod tests {
         assert!(store.delete_license(a.id, 3).await.unwrap());
         assert!(!store.delete_license(a.id, 4).await.unwrap());
         let rows = store.licenses().await.unwrap();
-        assert_eq!(rows.revision, 3, "a delete of an unknown id leaves the revision");
+        assert_eq!(
+            rows.revision, 3,
+            "a delete of an unknown id leaves the revision"
+        );
         assert_eq!(rows.licenses, vec![b]);
 
         let t = token(1, 100);
         store.insert_registration_token(&t).await.unwrap();
-        assert_eq!(store.consume_registration_token(&t.token_hash, 10).await.unwrap().unwrap().uses, 1);
         assert_eq!(
-            store.consume_registration_token(&t.token_hash, 10).await.unwrap(),
-            Err(TokenRefusal::UsedUp { uses: 1, max_uses: 1 })
+            store
+                .consume_registration_token(&t.token_hash, 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .uses,
+            1
+        );
+        assert_eq!(
+            store
+                .consume_registration_token(&t.token_hash, 10)
+                .await
+                .unwrap(),
+            Err(TokenRefusal::UsedUp {
+                uses: 1,
+                max_uses: 1
+            })
         );
         let late = token(5, 100);
         store.insert_registration_token(&late).await.unwrap();
         assert_eq!(
-            store.consume_registration_token(&late.token_hash, 100).await.unwrap(),
+            store
+                .consume_registration_token(&late.token_hash, 100)
+                .await
+                .unwrap(),
             Err(TokenRefusal::Expired { expired_at: 100 })
         );
         assert!(store.delete_registration_token(late.id).await.unwrap());
         assert_eq!(
-            store.consume_registration_token(&late.token_hash, 1).await.unwrap(),
+            store
+                .consume_registration_token(&late.token_hash, 1)
+                .await
+                .unwrap(),
             Err(TokenRefusal::Unknown)
         );
         assert_eq!(store.registration_tokens().await.unwrap().len(), 1);

@@ -1,0 +1,127 @@
+//! Admin API authentication: a bearer token checked against the stored API-token digests.
+//!
+//! The token may come as `Authorization: Bearer <token>` or, as Kong Enterprise clients send
+//! it, `Kong-Admin-Token: <token>`. Tokens are read from the store on every request (there are
+//! a handful), so deleting a token's record revokes it at once. Only digests are compared, in
+//! constant time, and a token is never logged.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::secrets;
+use crate::state::ControlPlane;
+
+/// Kong Enterprise's admin token header.
+pub const KONG_ADMIN_TOKEN: &str = "kong-admin-token";
+
+const HOW_TO_AUTHENTICATE: &str = "send \"Authorization: Bearer <token>\" or \"Kong-Admin-Token: <token>\"; \
+     the first token is in <data_dir>/admin-token";
+
+/// Middleware: lets the request through only with a known API token.
+pub async fn require_token(
+    State(cp): State<Arc<ControlPlane>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(presented) = presented_token(request.headers()) else {
+        tracing::info!(method = %request.method(), path = %request.uri().path(), "Admin API request without a token refused.");
+        return unauthorized(format!(
+            "No API token found in request: {HOW_TO_AUTHENTICATE}"
+        ));
+    };
+    let tokens = match cp.store.api_tokens().await {
+        Ok(tokens) => tokens,
+        Err(error) => return ApiError::storage(error).into_response(),
+    };
+    let digest = secrets::hash(presented);
+    // Compare against every record so the time taken does not depend on which one matches.
+    let known = tokens.iter().fold(false, |found, token| {
+        secrets::digests_equal(&digest, &token.token_hash) | found
+    });
+    if !known {
+        tracing::info!(method = %request.method(), path = %request.uri().path(), "Admin API request with an unknown token refused.");
+        return unauthorized(format!(
+            "Invalid API token: it is unknown or was revoked; {HOW_TO_AUTHENTICATE}"
+        ));
+    }
+    next.run(request).await
+}
+
+/// The token from `Authorization: Bearer` or else `Kong-Admin-Token`, if any.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    bearer
+        .or_else(|| {
+            headers
+                .get(KONG_ADMIN_TOKEN)
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+        })
+        .filter(|token| !token.is_empty())
+}
+
+fn unauthorized(message: String) -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_token_in_either_header() {
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "bearer  abc ")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("kong-admin-token", "xyz")])),
+            Some("xyz")
+        );
+        assert_eq!(
+            presented_token(&headers(&[
+                ("authorization", "Basic Zm9v"),
+                ("kong-admin-token", "xyz")
+            ])),
+            Some("xyz")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Basic Zm9v")])),
+            None
+        );
+        assert_eq!(
+            presented_token(&headers(&[("kong-admin-token", " ")])),
+            None
+        );
+        assert_eq!(presented_token(&HeaderMap::new()), None);
+    }
+}

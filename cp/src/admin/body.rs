@@ -1,0 +1,128 @@
+//! Reading a request body into a JSON object, bounded and with JSON errors.
+//!
+//! axum's `Json` extractor insists on `Content-Type: application/json` and answers its
+//! rejections (and its body limit) in plain text. Kong accepts a JSON body whatever the
+//! content type claims (plain `curl -d '{...}'` sends a form content type) and also real form
+//! bodies (`curl -d payload=...`), and every answer here must be JSON; so this extractor reads
+//! the body itself, stops at [`MAX_BODY_BYTES`], and hands handlers the fields as a JSON object.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::form;
+
+/// Largest request body accepted: 1 MiB (a license document is a few KiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The request body's fields. An empty body is an empty object.
+#[derive(Debug, Default)]
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        if declared_length(&parts.headers).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|error| {
+                ApiError::bad_request(format!("Cannot read request body: {error}"))
+            })?;
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        parse(&parts.headers, &bytes).map(Self)
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request body is larger than the limit of {MAX_BODY_BYTES} bytes (1 MiB)"),
+    )
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() {
+        return Ok(Map::new());
+    }
+    let looks_like_json = matches!(trimmed.first(), Some(b'{' | b'['));
+    if is_form(headers) && !looks_like_json {
+        let text = String::from_utf8_lossy(trimmed);
+        return Ok(form::decode(&text)
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value)))
+            .collect());
+    }
+    match serde_json::from_slice(trimmed) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ApiError::bad_request(
+            "JSON body must be an object, e.g. {\"name\": \"value\"}",
+        )),
+        Err(_) => Err(ApiError::bad_request("Cannot parse JSON body")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(content_type: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h
+    }
+
+    #[test]
+    fn json_is_read_whatever_the_content_type() {
+        let form = headers("application/x-www-form-urlencoded");
+        let fields = parse(&form, br#" {"payload": "x"} "#).unwrap();
+        assert_eq!(fields["payload"], "x");
+        let fields = parse(&HeaderMap::new(), br#"{"a":1}"#).unwrap();
+        assert_eq!(fields["a"], 1);
+        assert!(parse(&headers("text/plain"), b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn form_bodies_become_string_fields() {
+        let form = headers("application/x-www-form-urlencoded; charset=utf-8");
+        let fields = parse(&form, b"name=edge+1&max_uses=3").unwrap();
+        assert_eq!(fields["name"], "edge 1");
+        assert_eq!(fields["max_uses"], "3");
+    }
+
+    #[test]
+    fn malformed_or_non_object_json_is_refused() {
+        let err = parse(&HeaderMap::new(), b"{\"payload\": ").unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        let err = parse(&headers("application/x-www-form-urlencoded"), b"[1]").unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+}

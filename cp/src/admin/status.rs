@@ -1,0 +1,79 @@
+//! `/status` for operators and `/health/*` for orchestrators.
+//!
+//! `/status` needs a token like every other route. The health probes do not, so a kubelet or
+//! load balancer can call them; they reveal nothing but whether the process is up and ready
+//! (storage open, both listeners accepting).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::error::ApiError;
+use crate::model::Revision;
+use crate::state::ControlPlane;
+use crate::store::StorageInfo;
+
+/// The `/status` answer.
+#[derive(Debug, Serialize)]
+struct Status {
+    version: &'static str,
+    storage: StorageInfo,
+    dataplanes: DataPlaneCounts,
+    /// The revision of the current license set.
+    revision: Revision,
+}
+
+#[derive(Debug, Serialize)]
+struct DataPlaneCounts {
+    connected: usize,
+    registered: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+/// The authenticated routes.
+pub(super) fn routes() -> Router<Arc<ControlPlane>> {
+    Router::new().route("/status", get(status))
+}
+
+/// The unauthenticated probes.
+pub(super) fn health_routes() -> Router<Arc<ControlPlane>> {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+}
+
+async fn status(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Status>, ApiError> {
+    let registered = cp.dataplanes.list().await.map_err(ApiError::storage)?.len();
+    Ok(Json(Status {
+        version: licsync_common::VERSION,
+        storage: cp.store.info(),
+        dataplanes: DataPlaneCounts {
+            connected: cp.dataplanes.connected_count(),
+            registered,
+        },
+        revision: cp.licenses.current().revision,
+    }))
+}
+
+async fn live() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+async fn ready(State(cp): State<Arc<ControlPlane>>) -> (StatusCode, Json<Health>) {
+    if cp.is_ready() {
+        (StatusCode::OK, Json(Health { status: "ok" }))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "starting" }),
+        )
+    }
+}

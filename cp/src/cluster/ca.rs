@@ -1,0 +1,155 @@
+//! The cluster CA on disk under `<data_dir>/pki/`.
+//!
+//! Created at first start (ECDSA P-256) and reused afterwards: every data plane pins it, so it
+//! must never change behind their backs. The server certificate is cheap and data planes trust
+//! the CA rather than the leaf, so it is issued afresh at every start for the configured
+//! `cluster.server_names`: a changed name list or a near expiry is fixed by a restart.
+//! Private keys are mode 0600 in a 0700 directory.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use licsync_common::fsutil::{self, PUBLIC_MODE, SECRET_MODE};
+use licsync_common::pki::{self, CertificateAuthority, Issued, PkiError};
+
+use crate::config::PkiConfig;
+
+/// Why the CA could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "{path} is unusable: {source}; restore it from backup, or move the pki directory away to create a new CA (every data plane must then register again)"
+    )]
+    Broken { path: PathBuf, source: PkiError },
+    #[error("cannot issue a certificate: {0}")]
+    Issue(#[from] PkiError),
+}
+
+/// The CA and the server identity of the cluster listener.
+pub struct ClusterPki {
+    pub ca: CertificateAuthority,
+    /// The server certificate followed by the CA certificate, so a data plane that pins only
+    /// the CA fingerprint (`--ca-cert-hash`) can find and check the CA in the handshake.
+    pub server_chain_pem: String,
+    pub server_key_pem: String,
+    pub server: Issued,
+}
+
+impl ClusterPki {
+    /// Loads the CA from `dir` (creating it the first time) and issues the server certificate.
+    pub fn load_or_create(
+        dir: &Path,
+        names: &[String],
+        config: &PkiConfig,
+    ) -> Result<Self, CaError> {
+        fsutil::ensure_private_dir(dir).map_err(|source| CaError::Io {
+            action: "create directory",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let cert_path = dir.join("ca.crt");
+        let key_path = dir.join("ca.key");
+        let ca = if key_path.exists() {
+            let key_pem = read(&key_path)?;
+            let cert_pem = read(&cert_path)?;
+            fsutil::check_private(&key_path).map_err(|source| CaError::Io {
+                action: "use",
+                path: key_path.clone(),
+                source,
+            })?;
+            CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(|source| {
+                CaError::Broken {
+                    path: cert_path.clone(),
+                    source,
+                }
+            })?
+        } else {
+            let (ca, key_pem) =
+                CertificateAuthority::generate("licsync cluster CA", config.ca_ttl.0)?;
+            // The certificate first: a crash in between leaves no key without its certificate.
+            write(&cert_path, ca.cert_pem().as_bytes(), PUBLIC_MODE)?;
+            write(&key_path, key_pem.as_bytes(), SECRET_MODE)?;
+            tracing::info!(event = "pki.ca_created", path = %cert_path.display(), fingerprint = %ca.fingerprint(), "Created the cluster CA.");
+            ca
+        };
+        let server = ca.issue_server(names, config.server_cert_ttl.0)?;
+        let server_key_pem = server.key_pem.clone().unwrap_or_default();
+        let server_chain_pem = format!("{}{}", server.cert_pem, ca.cert_pem());
+        write(
+            &dir.join("server.crt"),
+            server_chain_pem.as_bytes(),
+            PUBLIC_MODE,
+        )?;
+        write(
+            &dir.join("server.key"),
+            server_key_pem.as_bytes(),
+            SECRET_MODE,
+        )?;
+        Ok(Self {
+            ca,
+            server_chain_pem,
+            server_key_pem,
+            server,
+        })
+    }
+
+    /// The certificate chain and key for rustls.
+    pub fn server_identity(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        PkiError,
+    > {
+        let chain = pki::certificates_from_pem(&self.server_chain_pem);
+        let key = pki::private_key_from_pem(&self.server_key_pem, "the server key")?;
+        Ok((chain, key))
+    }
+}
+
+fn read(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(|source| CaError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+    fsutil::write_atomic(path, bytes, mode).map_err(|source| CaError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn ca_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_owned()];
+        let first = ClusterPki::load_or_create(dir.path(), &names, &PkiConfig::default()).unwrap();
+        let second = ClusterPki::load_or_create(dir.path(), &names, &PkiConfig::default()).unwrap();
+        assert_eq!(first.ca.fingerprint(), second.ca.fingerprint());
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let chain = second.server_identity().unwrap().0;
+        assert_eq!(chain.len(), 2);
+        assert_eq!(pki::sha256_hex(&chain[1]), second.ca.fingerprint());
+    }
+}

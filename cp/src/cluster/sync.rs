@@ -1,0 +1,427 @@
+//! `licsync.v1.LicenseSync`: one long-lived stream per data plane.
+//!
+//! Each stream keeps what its data plane holds (`id -> revision`), starting from the Hello, and
+//! sends deltas against the newest [`LicenseSet`]: never what the data plane already has, so a
+//! reconnect after a control-plane restart resends nothing. At most one update is in flight;
+//! while it is, later writes only mark the watch as changed, and the next update is computed from
+//! the newest set once the data plane answers: a burst of writes coalesces into one update and a
+//! slow data plane is never skipped, only brought up to date later. The stream ends when the
+//! control plane shuts down, when the data plane goes away, or when an update stays unanswered
+//! for [`ACK_TIMEOUT`] (the data plane reconnects and resynchronises from its Hello).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use licsync_common::pki::CertInfo;
+use licsync_common::proto::data_plane_message::Message as DpMessage;
+use licsync_common::proto::license_sync_server::LicenseSync;
+use licsync_common::proto::{
+    self, ControlPlaneMessage, DataPlaneMessage, Hello, Nack, control_plane_message,
+};
+use licsync_common::unix_now;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::tls::PeerInfo;
+use crate::dataplanes::SyncStatus;
+use crate::licenses::LicenseSet;
+use crate::model::{DataPlaneRecord, Revision};
+use crate::state::ControlPlane;
+
+/// How long a new stream may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an update may stay unanswered before the stream is restarted.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most licenses a Hello may claim to hold.
+const MAX_HELD: usize = 10_000;
+
+/// The LicenseSync gRPC service.
+pub struct SyncService {
+    cp: Arc<ControlPlane>,
+    shutdown: CancellationToken,
+}
+
+impl SyncService {
+    pub fn new(cp: Arc<ControlPlane>, shutdown: CancellationToken) -> Self {
+        Self { cp, shutdown }
+    }
+}
+
+type Outbound = Result<ControlPlaneMessage, Status>;
+
+#[tonic::async_trait]
+impl LicenseSync for SyncService {
+    type SyncStream = ReceiverStream<Outbound>;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<DataPlaneMessage>>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(|| Status::internal("connection carries no peer information"))?;
+        let record = authenticate(&self.cp, &peer).await?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(DataPlaneMessage {
+                message: Some(DpMessage::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on a Sync stream must be Hello",
+                ));
+            }
+        };
+        let held = parse_held(&hello)?;
+
+        let (tx, rx) = mpsc::channel(4);
+        let span = tracing::info_span!(
+            "dataplane_stream",
+            dataplane.id = %record.id,
+            peer.addr = %peer.remote_addr
+        );
+        let stream = DataPlaneStream {
+            cp: self.cp.clone(),
+            id: record.id,
+            held,
+            rejected: HashMap::new(),
+            pending: None,
+            tx,
+            nonce_counter: 0,
+        };
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(
+            async move {
+                stream.run(record, hello, inbound, peer, shutdown).await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Checks the verified client certificate against the registry: the identity comes from the
+/// certificate, never from a message.
+async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<DataPlaneRecord, Status> {
+    let refuse = |status: Status| {
+        tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane stream.");
+        status
+    };
+    let Some(leaf) = peer.certificates.as_ref().and_then(|c| c.first()) else {
+        return Err(refuse(Status::unauthenticated(
+            "a client certificate is required; register this data plane with `licsync-dp registration create`",
+        )));
+    };
+    let info =
+        CertInfo::from_der(leaf).map_err(|e| refuse(Status::unauthenticated(e.to_string())))?;
+    let id = info
+        .dataplane_id
+        .as_deref()
+        .and_then(|id| id.parse::<Uuid>().ok())
+        .ok_or_else(|| {
+            refuse(Status::unauthenticated(
+                "the client certificate carries no data-plane id; it was not issued by licsync registration",
+            ))
+        })?;
+    let record = cp
+        .dataplanes
+        .find(id)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            refuse(Status::permission_denied(format!(
+                "data plane {id} is not registered with this control plane; register it again"
+            )))
+        })?;
+    if record.revoked {
+        return Err(refuse(Status::permission_denied(format!(
+            "data plane {id} was revoked; register it again with a new registration token"
+        ))));
+    }
+    if record.cert_serial != info.serial {
+        return Err(refuse(Status::permission_denied(format!(
+            "certificate {} of data plane {id} was superseded by a newer one; use the newest registration file",
+            info.serial
+        ))));
+    }
+    Ok(record)
+}
+
+fn parse_held(hello: &Hello) -> Result<HashMap<Uuid, Revision>, Status> {
+    if hello.held.len() > MAX_HELD {
+        return Err(Status::invalid_argument(format!(
+            "Hello lists {} licenses; the limit is {MAX_HELD}",
+            hello.held.len()
+        )));
+    }
+    hello
+        .held
+        .iter()
+        .map(|h| {
+            h.id.parse::<Uuid>()
+                .map(|id| (id, h.revision))
+                .map_err(|_| {
+                    Status::invalid_argument(format!("held license id '{}' is not a UUID", h.id))
+                })
+        })
+        .collect()
+}
+
+/// An update sent and not yet answered.
+struct Pending {
+    nonce: String,
+    revision: Revision,
+    upserted: Vec<(Uuid, Revision)>,
+    removed: Vec<Uuid>,
+    deadline: Instant,
+}
+
+struct DataPlaneStream {
+    cp: Arc<ControlPlane>,
+    id: Uuid,
+    /// What the data plane holds, as far as it has acknowledged.
+    held: HashMap<Uuid, Revision>,
+    /// License versions the data plane refused; not resent until they change.
+    rejected: HashMap<Uuid, Revision>,
+    pending: Option<Pending>,
+    tx: mpsc::Sender<Outbound>,
+    nonce_counter: u64,
+}
+
+impl DataPlaneStream {
+    async fn run(
+        mut self,
+        mut record: DataPlaneRecord,
+        hello: Hello,
+        mut inbound: Streaming<DataPlaneMessage>,
+        peer: PeerInfo,
+        shutdown: CancellationToken,
+    ) {
+        let now = unix_now();
+        self.cp.dataplanes.stream_opened(self.id, now);
+        let ip = peer.remote_addr.ip().to_string();
+        if record.version != hello.version || record.hostname != hello.hostname || record.ip != ip {
+            record.version = truncate(hello.version, 64);
+            record.hostname = truncate(hello.hostname, 255);
+            record.ip = ip;
+            if let Err(error) = self.cp.dataplanes.record(&record).await {
+                tracing::warn!(%error, "Could not record the data plane's version and address.");
+            }
+        }
+        tracing::info!(
+            event = "dataplane.connected",
+            dataplane.id = %self.id,
+            peer.addr = %peer.remote_addr,
+            version = %record.version,
+            held = self.held.len(),
+            revision = hello.revision,
+            "Data plane connected."
+        );
+
+        let mut licenses = self.cp.licenses.subscribe();
+        let first = licenses.borrow_and_update().clone();
+        let reason = match self.send_update(&first, true).await {
+            Err(reason) => reason,
+            Ok(()) => self.serve(&mut licenses, &mut inbound, &shutdown).await,
+        };
+
+        if let Err(error) = self.cp.dataplanes.stream_closed(self.id, unix_now()).await {
+            tracing::warn!(%error, "Could not record the data plane's last contact.");
+        }
+        tracing::info!(event = "dataplane.disconnected", dataplane.id = %self.id, reason, "Data plane disconnected.");
+    }
+
+    /// The stream's main loop; returns why it ended.
+    async fn serve(
+        &mut self,
+        licenses: &mut tokio::sync::watch::Receiver<Arc<LicenseSet>>,
+        inbound: &mut Streaming<DataPlaneMessage>,
+        shutdown: &CancellationToken,
+    ) -> String {
+        loop {
+            let deadline = self.pending.as_ref().map(|p| p.deadline);
+            tokio::select! {
+                _ = shutdown.cancelled() => return "control plane shutting down".into(),
+                _ = self.tx.closed() => return "data plane went away".into(),
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.handle(message),
+                    Ok(None) => return "data plane closed the stream".into(),
+                    Err(status) => return format!("stream error: {}", status.message()),
+                },
+                changed = licenses.changed(), if self.pending.is_none() => {
+                    if changed.is_err() {
+                        return "license service stopped".into();
+                    }
+                    let set = licenses.borrow_and_update().clone();
+                    if let Err(reason) = self.send_update(&set, false).await {
+                        return reason;
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    tracing::warn!(dataplane.id = %self.id, timeout_s = ACK_TIMEOUT.as_secs(), "Data plane did not answer an update; restarting its stream.");
+                    return "update not acknowledged in time".into();
+                }
+            }
+        }
+    }
+
+    /// Sends the delta to `set`; with `always`, also an empty one (the first answer to Hello).
+    async fn send_update(&mut self, set: &LicenseSet, always: bool) -> Result<(), String> {
+        let mut upserted = Vec::new();
+        for (id, license) in &set.licenses {
+            let known = self.held.get(id) == Some(&license.revision)
+                || self.rejected.get(id) == Some(&license.revision);
+            if !known {
+                upserted.push(license.clone());
+            }
+        }
+        let removed: Vec<Uuid> = self
+            .held
+            .keys()
+            .filter(|id| !set.licenses.contains_key(id))
+            .copied()
+            .collect();
+        if upserted.is_empty() && removed.is_empty() && !always {
+            return Ok(());
+        }
+        self.nonce_counter += 1;
+        let nonce = format!("{}-{}", set.revision, self.nonce_counter);
+        let message = ControlPlaneMessage {
+            message: Some(control_plane_message::Message::Update(proto::Update {
+                nonce: nonce.clone(),
+                revision: set.revision,
+                upserted: upserted
+                    .iter()
+                    .map(|l| proto::License {
+                        id: l.id.to_string(),
+                        document: l.document.clone(),
+                        created_at: l.created_at,
+                        updated_at: l.updated_at,
+                        revision: l.revision,
+                    })
+                    .collect(),
+                removed: removed.iter().map(Uuid::to_string).collect(),
+            })),
+        };
+        tracing::info!(
+            event = "sync.sent",
+            dataplane.id = %self.id,
+            nonce,
+            revision = set.revision,
+            upserted = upserted.len(),
+            removed = removed.len(),
+            "Sent an update."
+        );
+        self.pending = Some(Pending {
+            nonce,
+            revision: set.revision,
+            upserted: upserted.iter().map(|l| (l.id, l.revision)).collect(),
+            removed,
+            deadline: Instant::now() + ACK_TIMEOUT,
+        });
+        self.tx
+            .send(Ok(message))
+            .await
+            .map_err(|_| "data plane went away".to_owned())
+    }
+
+    fn handle(&mut self, message: DataPlaneMessage) {
+        let now = unix_now();
+        match message.message {
+            Some(DpMessage::Ack(ack)) => {
+                if let Some(pending) = self.take_pending(&ack.nonce) {
+                    let revision = pending.revision;
+                    self.apply(pending, &[]);
+                    self.report_synced(revision, SyncStatus::Normal, now);
+                    tracing::info!(event = "sync.acked", dataplane.id = %self.id, nonce = %ack.nonce, revision, "Data plane applied an update.");
+                }
+            }
+            Some(DpMessage::Nack(nack)) => {
+                if let Some(pending) = self.take_pending(&nack.nonce) {
+                    let revision = pending.revision;
+                    let rejected = rejected_ids(&nack);
+                    self.apply(pending, &rejected);
+                    self.report_synced(revision, SyncStatus::LicenseRejected, now);
+                    let ids: Vec<String> = rejected.iter().map(|(id, _)| id.to_string()).collect();
+                    tracing::warn!(event = "sync.rejected", dataplane.id = %self.id, nonce = %nack.nonce, revision, rejected = ?ids, reason = %truncate(nack.reason, 512), "Data plane rejected licenses.");
+                }
+            }
+            Some(DpMessage::Heartbeat(_)) => self.cp.dataplanes.seen(self.id, now),
+            Some(DpMessage::Hello(_)) | None => {
+                tracing::debug!(dataplane.id = %self.id, "Ignored an unexpected message.");
+            }
+        }
+    }
+
+    fn take_pending(&mut self, nonce: &str) -> Option<Pending> {
+        match &self.pending {
+            Some(p) if p.nonce == nonce => self.pending.take(),
+            _ => {
+                tracing::debug!(dataplane.id = %self.id, nonce, "Ignored an answer to an update that is not in flight.");
+                None
+            }
+        }
+    }
+
+    /// Records what the data plane now holds after answering `pending`.
+    fn apply(&mut self, pending: Pending, rejected: &[(Uuid, Revision)]) {
+        for id in pending.removed {
+            self.held.remove(&id);
+        }
+        for (id, revision) in pending.upserted {
+            if rejected.iter().any(|(r, _)| *r == id) {
+                self.rejected.insert(id, revision);
+            } else {
+                self.rejected.remove(&id);
+                self.held.insert(id, revision);
+            }
+        }
+    }
+
+    fn report_synced(&self, revision: Revision, status: SyncStatus, now: i64) {
+        let set = self.cp.licenses.current();
+        let active = self
+            .held
+            .iter()
+            .filter_map(|(id, rev)| set.licenses.get(id).filter(|l| l.revision == *rev))
+            .max_by_key(|l| (l.updated_at, l.revision))
+            .map(|l| (l.id, l.updated_at));
+        self.cp
+            .dataplanes
+            .synced(self.id, revision, status, active, now);
+    }
+}
+
+fn rejected_ids(nack: &Nack) -> Vec<(Uuid, Revision)> {
+    nack.rejected
+        .iter()
+        .filter_map(|r| r.id.parse().ok().map(|id| (id, r.revision)))
+        .collect()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}

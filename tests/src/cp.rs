@@ -1,0 +1,181 @@
+//! A `licsync-cp` process under test, with an Admin API client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::process::{Process, binary};
+
+/// How long a control plane may take to start (a cold debug build on a loaded 2-core machine).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running control plane on loopback ports it chose itself.
+pub struct Cp {
+    /// Working directory; the data directory is `dir/data`, the config `dir/licsync-cp.toml`.
+    pub dir: PathBuf,
+    pub process: Process,
+    pub admin_url: String,
+    pub cluster_url: String,
+    pub ca_fingerprint: String,
+    pub token: String,
+    config: toml::Table,
+    http: reqwest::Client,
+}
+
+impl Cp {
+    /// Starts a control plane trusting `trusted_keys`; `overrides` is TOML merged over the
+    /// test defaults (for example `[pki]\ndataplane_cert_ttl = "3s"`).
+    pub async fn start(dir: &Path, trusted_keys: &[&str], overrides: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("create cp dir");
+        let base = format!(
+            r#"
+data_dir = "{data}"
+[admin]
+listen = "127.0.0.1:0"
+[cluster]
+listen = "127.0.0.1:0"
+server_names = ["127.0.0.1", "localhost"]
+[licenses]
+trusted_keys = {keys}
+[log]
+format = "json"
+level = "info"
+"#,
+            data = dir.join("data").display(),
+            keys = serde_json::to_string(trusted_keys).expect("keys"),
+        );
+        let mut config: toml::Table = base.parse().expect("base config");
+        let overrides: toml::Table = overrides.parse().expect("override TOML");
+        merge(&mut config, overrides);
+        Self::launch(dir, config).await
+    }
+
+    async fn launch(dir: &Path, config: toml::Table) -> Self {
+        let path = dir.join("licsync-cp.toml");
+        std::fs::write(&path, toml::to_string(&config).expect("config TOML"))
+            .expect("write config");
+        let process = Process::spawn(
+            &binary("licsync-cp"),
+            &["serve", "--config", path.to_str().expect("utf-8 path")],
+            dir,
+            &[],
+        );
+        let started = process
+            .logs
+            .wait_for_event("cp.started", START_TIMEOUT, |_| true)
+            .await;
+        let field = |name: &str| started[name].as_str().unwrap_or_default().to_owned();
+        let token = std::fs::read_to_string(dir.join("data/admin-token"))
+            .expect("admin-token written at first start")
+            .trim()
+            .to_owned();
+        Self {
+            dir: dir.to_owned(),
+            admin_url: format!("http://{}", field("admin.addr")),
+            cluster_url: field("cluster_url"),
+            ca_fingerprint: field("ca_cert_sha256"),
+            token,
+            process,
+            config,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The addresses actually bound, so a restart reuses them (registered data planes keep
+    /// their cluster URL).
+    fn pinned_config(&self) -> toml::Table {
+        let mut config = self.config.clone();
+        let admin = self.admin_url.trim_start_matches("http://").to_owned();
+        let cluster = self.cluster_url.trim_start_matches("https://").to_owned();
+        let pin = format!("[admin]\nlisten = \"{admin}\"\n[cluster]\nlisten = \"{cluster}\"\n");
+        merge(&mut config, pin.parse().expect("pin TOML"));
+        config
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        self.process.stop(Signal::SIGKILL, Duration::from_secs(10));
+    }
+
+    /// Starts the control plane again on the same data and ports.
+    pub async fn restart(&mut self) {
+        if self.process.is_running() {
+            self.kill();
+        }
+        let config = self.pinned_config();
+        let next = Self::launch(&self.dir, config).await;
+        *self = next;
+    }
+
+    /// Calls the Admin API with the admin token; returns the status and the JSON body
+    /// (`Value::Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.admin_url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin API reachable");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// `POST /licenses`, asserting 201; returns the entity.
+    pub async fn create_license(&self, document: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/licenses",
+                Some(serde_json::json!({ "payload": document })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// A fresh registration token secret (`max_uses` uses, `ttl` like "4h").
+    pub async fn registration_token(&self, max_uses: u32, ttl: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/registration-tokens",
+                Some(serde_json::json!({ "name": "test", "ttl": ttl, "max_uses": max_uses })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"]
+            .as_str()
+            .expect("token in response")
+            .to_owned()
+    }
+}
+
+/// Deep-merges `overrides` into `base` (tables merge, other values replace).
+pub fn merge(base: &mut toml::Table, overrides: toml::Table) {
+    for (key, value) in overrides {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
