@@ -54,8 +54,10 @@ pub fn init(config: &LogConfig) -> Result<(), BadFilter> {
         filter: filter_text.clone(),
         source,
     })?;
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second init (tests calling library entry points) keeps the first subscriber.
     let _ = match config.format {

@@ -132,12 +132,14 @@ fn log_handshake_failure(remote_addr: SocketAddr, error: &io::Error) {
 pub fn explain(error: &rustls::Error) -> &'static str {
     use rustls::AlertDescription as Alert;
     match error {
-        rustls::Error::InvalidCertificate(CertificateError::Expired) => {
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => {
             "the data plane's client certificate has expired; renew it with `licsync-dp registration renew`"
         }
-        rustls::Error::InvalidCertificate(CertificateError::NotValidYet) => {
-            "the data plane's client certificate is not valid yet; check the clocks of both hosts"
-        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "the data plane's client certificate is not valid yet; check the clocks of both hosts",
         rustls::Error::InvalidCertificate(
             CertificateError::UnknownIssuer | CertificateError::BadSignature,
         ) => {

@@ -1,0 +1,312 @@
+//! The `licsync-dp` command line: `run` (the agent) and `registration create | inspect`.
+//!
+//! Every flag's doc comment is its `--help` text. Exit status: 0 on success (and after a clean
+//! SIGTERM/SIGINT shutdown), 1 when the command failed, 2 for a bad command line or
+//! configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use licsync_common::duration::HumanDuration;
+use licsync_common::telemetry::{self, LogConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, DpConfig};
+use crate::registration::{self, CaSource, CreateOptions, RegistrationFile};
+
+/// How long a signalled agent may take to stop before the process exits anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(9);
+
+/// licsync data-plane agent: keeps the license a gateway reads in sync with the control plane.
+#[derive(Debug, Parser)]
+#[command(name = "licsync-dp", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, ./licsync-dp.toml is used when present, else
+    /// built-in defaults.
+    #[arg(long, global = true, env = "LICSYNC_DP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: sync licenses from the control plane and serve the local API.
+    Run,
+    /// Register this data plane with a control plane, or inspect its registration.
+    #[command(subcommand)]
+    Registration(RegistrationCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationCommand {
+    /// Exchange a registration token for a certificate and write DIR/registration.yaml.
+    Create(CreateArgs),
+    /// Print the registration file's identity and certificate expiry as one JSON object.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Registration token from `POST /registration-tokens` on the control plane's Admin API.
+    #[arg(long, env = "LICSYNC_REGISTRATION_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The control plane's cluster listener, e.g. `https://cp.example.com:8005`.
+    #[arg(long, env = "LICSYNC_SERVER", value_name = "URL")]
+    pub server: String,
+    #[command(flatten)]
+    pub ca: CaArgs,
+    /// Name for this data plane at the control plane (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Directory for registration.yaml; created (mode 0700) when missing.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub output_directory: PathBuf,
+    /// Limit on connecting to the control plane and on each call.
+    #[arg(long, default_value = "30s")]
+    pub timeout: HumanDuration,
+}
+
+/// How the cluster CA is trusted: exactly one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct CaArgs {
+    /// The cluster CA certificate (PEM file) copied from the control plane.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The cluster CA certificate's fingerprint, `sha256:HEX` (ca_cert_sha256 from
+    /// `POST /registration-tokens`); the CA is then fetched from the control plane and checked.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub ca_cert_hash: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Registration file to inspect (default: registration_file from the configuration).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let Cli { config, command } = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match command {
+        Command::Run => match load_config(config) {
+            Ok(config) => runtime.block_on(run(config)),
+            Err(code) => code,
+        },
+        Command::Registration(RegistrationCommand::Create(args)) => {
+            init_quiet_logs();
+            runtime.block_on(create(args))
+        }
+        Command::Registration(RegistrationCommand::Inspect(args)) => inspect(config, args),
+    };
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+fn load_config(explicit: Option<PathBuf>) -> Result<DpConfig, ExitCode> {
+    let path = licsync_common::config::locate(explicit, config::DEFAULT_FILE_NAME);
+    DpConfig::load(path.as_deref()).map_err(|e| {
+        eprintln!("Error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Logs of the one-shot commands go to stderr at `warn` unless `LICSYNC_LOG` says otherwise.
+fn init_quiet_logs() {
+    let _ = telemetry::init(&LogConfig {
+        level: "warn".into(),
+        ..LogConfig::default()
+    });
+}
+
+async fn run(config: DpConfig) -> ExitCode {
+    if let Err(e) = telemetry::init(&config.log) {
+        eprintln!("Error: {e}");
+        return ExitCode::from(2);
+    }
+    let listener = match tokio::net::TcpListener::bind(config.local.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(
+                "Cannot listen on local.listen {}: {e}; choose another address or stop what uses it.",
+                config.local.listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = CancellationToken::new();
+    let signalled = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Signal received; shutting down.");
+        signalled.cancel();
+    });
+    let agent = crate::agent::run(config, listener, token.clone().cancelled_owned());
+    let deadline = async {
+        token.cancelled().await;
+        tokio::time::sleep(DRAIN_DEADLINE).await;
+    };
+    tokio::select! {
+        result = agent => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        () = deadline => {
+            tracing::warn!(deadline = ?DRAIN_DEADLINE, "Shutdown took too long; exiting anyway.");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("Cannot install the SIGTERM handler; only Ctrl-C stops the agent.");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn create(args: CreateArgs) -> ExitCode {
+    let CreateArgs {
+        token,
+        server,
+        ca: CaArgs {
+            ca_cert,
+            ca_cert_hash,
+        },
+        name,
+        output_directory,
+        timeout,
+    } = args;
+    let ca = match (ca_cert, ca_cert_hash) {
+        (Some(file), _) => CaSource::File(file),
+        (None, Some(hash)) => CaSource::Hash(hash),
+        // clap's group makes one of them required.
+        (None, None) => {
+            eprintln!("Error: pass --ca-cert FILE or --ca-cert-hash sha256:HEX");
+            return ExitCode::from(2);
+        }
+    };
+    let options = CreateOptions {
+        token,
+        server,
+        ca,
+        name,
+        output_directory,
+        timeout: timeout.0,
+    };
+    match registration::create::create(options).await {
+        Ok(_) => {
+            println!("Registration completed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn inspect(config: Option<PathBuf>, args: InspectArgs) -> ExitCode {
+    let InspectArgs { file } = args;
+    let path = match file {
+        Some(path) => path,
+        None => match load_config(config) {
+            Ok(config) => config.registration_file,
+            Err(code) => return code,
+        },
+    };
+    let report = RegistrationFile::load(&path).and_then(|file| {
+        file.inspect()
+            .map_err(|e| registration::RegistrationError::Invalid {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+    });
+    match report {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent_and_documented() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "licsync-dp",
+            "registration",
+            "create",
+            "--token",
+            "t",
+            "--server",
+            "https://cp:8005",
+            "--ca-cert-hash",
+            "sha256:00",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Registration(RegistrationCommand::Create(_))
+        ));
+        let both = Cli::try_parse_from([
+            "licsync-dp",
+            "registration",
+            "create",
+            "--token",
+            "t",
+            "--server",
+            "https://cp:8005",
+            "--ca-cert",
+            "ca.crt",
+            "--ca-cert-hash",
+            "sha256:00",
+        ]);
+        assert!(
+            both.is_err(),
+            "--ca-cert and --ca-cert-hash exclude each other"
+        );
+        let cli = Cli::try_parse_from(["licsync-dp", "run", "--config", "/etc/dp.toml"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("/etc/dp.toml")));
+    }
+}

@@ -1,0 +1,309 @@
+//! `licsync-dp` configuration: one struct per component, composed into [`DpConfig`].
+//!
+//! Every table is `#[serde(default, deny_unknown_fields)]`: no file at all gives a working
+//! agent (state under `./licsync-data`, registration in `./registration.yaml`), and a typo or
+//! a value that cannot work stops start-up with the file, the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use licsync_common::config::ConfigError;
+use licsync_common::duration::HumanDuration;
+use licsync_common::license::TrustedKeys;
+use licsync_common::telemetry::LogConfig;
+use serde::{Deserialize, Serialize};
+
+/// The name looked for in the working directory when neither `--config` nor
+/// `LICSYNC_DP_CONFIG` is given.
+pub const DEFAULT_FILE_NAME: &str = "licsync-dp.toml";
+
+/// The whole `licsync-dp.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpConfig {
+    /// Where the agent keeps its state (`dp-state.json`) and, by default, the license file.
+    pub data_dir: PathBuf,
+    /// The file `licsync-dp registration create` wrote.
+    pub registration_file: PathBuf,
+    pub license: LicenseConfig,
+    pub local: LocalConfig,
+    pub sync: SyncConfig,
+    pub log: LogConfig,
+}
+
+impl Default for DpConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./licsync-data"),
+            registration_file: PathBuf::from("./registration.yaml"),
+            license: LicenseConfig::default(),
+            local: LocalConfig::default(),
+            sync: SyncConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[license]`: where the active license goes and what to run after it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LicenseConfig {
+    /// The file the gateway reads (`KONG_LICENSE_PATH`); default `<data_dir>/license.json`.
+    pub output_path: Option<PathBuf>,
+    /// Program and arguments run after the license file changed; empty runs nothing.
+    /// Never run through a shell.
+    pub reload_command: Vec<String>,
+    /// How long the reload command may run before it is killed.
+    pub reload_timeout: HumanDuration,
+    /// Standard base64 Ed25519 keys; empty means the keys in the registration file.
+    pub trusted_keys: Vec<String>,
+}
+
+impl Default for LicenseConfig {
+    fn default() -> Self {
+        Self {
+            output_path: None,
+            reload_command: Vec::new(),
+            reload_timeout: HumanDuration(Duration::from_secs(30)),
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+/// `[local]`: the HTTP API for the gateway and for operators on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8007)),
+        }
+    }
+}
+
+/// `[sync]`: the stream to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// How often a heartbeat keeps the control plane's `last_seen` fresh.
+    pub heartbeat_interval: HumanDuration,
+    /// First reconnect delay ceiling; doubles per failed attempt.
+    pub backoff_initial: HumanDuration,
+    /// Largest reconnect delay ceiling.
+    pub backoff_max: HumanDuration,
+    /// HTTP/2 keepalive ping interval, which detects a dead control plane.
+    pub keepalive_interval: HumanDuration,
+    /// How long an unanswered keepalive ping may take before the connection is dropped.
+    pub keepalive_timeout: HumanDuration,
+    /// How long a TCP connect plus TLS handshake may take.
+    pub connect_timeout: HumanDuration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: HumanDuration(Duration::from_secs(30)),
+            backoff_initial: HumanDuration(Duration::from_secs(1)),
+            backoff_max: HumanDuration(Duration::from_secs(60)),
+            keepalive_interval: HumanDuration(Duration::from_secs(20)),
+            keepalive_timeout: HumanDuration(Duration::from_secs(10)),
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl DpConfig {
+    /// Loads `path` (defaults when `None`) and checks the values that parse but cannot work.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Self = licsync_common::config::load(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = licsync_common::config::parse(text, path)?;
+        config.validate(Some(path))?;
+        Ok(config)
+    }
+
+    /// `license.output_path`, or `<data_dir>/license.json`.
+    pub fn output_path(&self) -> PathBuf {
+        self.license
+            .output_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("license.json"))
+    }
+
+    /// `<data_dir>/dp-state.json`.
+    pub fn state_path(&self) -> PathBuf {
+        self.data_dir.join("dp-state.json")
+    }
+
+    fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_owned),
+            key: key.to_owned(),
+            reason,
+        };
+        let positive = [
+            ("sync.heartbeat_interval", self.sync.heartbeat_interval),
+            ("sync.backoff_initial", self.sync.backoff_initial),
+            ("sync.backoff_max", self.sync.backoff_max),
+            ("sync.keepalive_interval", self.sync.keepalive_interval),
+            ("sync.keepalive_timeout", self.sync.keepalive_timeout),
+            ("sync.connect_timeout", self.sync.connect_timeout),
+            ("license.reload_timeout", self.license.reload_timeout),
+        ];
+        for (key, value) in positive {
+            if value.0.is_zero() {
+                return Err(invalid(key, "must be longer than 0s, e.g. \"30s\"".into()));
+            }
+        }
+        if self.sync.backoff_max < self.sync.backoff_initial {
+            return Err(invalid(
+                "sync.backoff_max",
+                format!(
+                    "{} is shorter than sync.backoff_initial ({}); make it at least as long",
+                    self.sync.backoff_max, self.sync.backoff_initial
+                ),
+            ));
+        }
+        if let Some(program) = self.license.reload_command.first()
+            && program.trim().is_empty()
+        {
+            return Err(invalid(
+                "license.reload_command",
+                "the first element must name a program, e.g. [\"/usr/bin/systemctl\", \"reload\", \"kong\"]"
+                    .into(),
+            ));
+        }
+        if self.license.output_path.as_deref() == Some(Path::new("")) {
+            return Err(invalid(
+                "license.output_path",
+                "must be a file path; leave the key out for <data_dir>/license.json".into(),
+            ));
+        }
+        TrustedKeys::parse(&self.license.trusted_keys)
+            .map_err(|e| invalid("license.trusted_keys", e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            invalid(
+                "log.level",
+                format!(
+                    "'{}' is not a log filter ({e}); use a level such as \"info\" or directives such as \"info,licsync_dp=debug\"",
+                    self.log.level
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The trusted keys from `license.trusted_keys` (already validated by [`DpConfig::load`]).
+    pub fn trusted_keys(&self) -> TrustedKeys {
+        TrustedKeys::parse(&self.license.trusted_keys).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DpConfig, String> {
+        DpConfig::parse(text, Path::new("/etc/licsync/licsync-dp.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn no_file_gives_working_defaults() {
+        let config = DpConfig::load(None).unwrap();
+        assert_eq!(
+            config.output_path(),
+            PathBuf::from("./licsync-data/license.json")
+        );
+        assert_eq!(
+            config.state_path(),
+            PathBuf::from("./licsync-data/dp-state.json")
+        );
+        assert_eq!(config.local.listen.to_string(), "127.0.0.1:8007");
+        assert_eq!(config.sync.heartbeat_interval.0, Duration::from_secs(30));
+        assert_eq!(config.sync.backoff_max.0, Duration::from_secs(60));
+        assert_eq!(config.license.reload_timeout.0, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = parse(
+            r#"
+            data_dir = "/var/lib/licsync"
+            registration_file = "/etc/licsync/registration.yaml"
+            [license]
+            output_path = "/etc/kong/license.json"
+            reload_command = ["/usr/bin/kong", "reload"]
+            reload_timeout = "1m"
+            trusted_keys = ["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]
+            [local]
+            listen = "0.0.0.0:9007"
+            [sync]
+            heartbeat_interval = "10s"
+            backoff_initial = "500ms"
+            backoff_max = "2m"
+            keepalive_interval = "15s"
+            keepalive_timeout = "5s"
+            connect_timeout = "3s"
+            [log]
+            level = "debug"
+            format = "json"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.output_path(),
+            PathBuf::from("/etc/kong/license.json")
+        );
+        assert_eq!(config.license.reload_command, ["/usr/bin/kong", "reload"]);
+        assert_eq!(config.sync.backoff_initial.0, Duration::from_millis(500));
+        assert!(!config.trusted_keys().is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let cases = [
+            (
+                "[sync]\nheartbeat_intervall = \"5s\"\n",
+                "heartbeat_intervall",
+            ),
+            (
+                "[sync]\nbackoff_max = \"soon\"\n",
+                "invalid duration 'soon'",
+            ),
+            ("[sync]\nbackoff_initial = \"2m\"\n", "sync.backoff_max"),
+            (
+                "[sync]\nheartbeat_interval = \"0s\"\n",
+                "sync.heartbeat_interval",
+            ),
+            (
+                "[license]\ntrusted_keys = [\"nope\"]\n",
+                "license.trusted_keys",
+            ),
+            (
+                "[license]\nreload_command = [\"\"]\n",
+                "license.reload_command",
+            ),
+            // toml reports a bad value by line and text, not by key (common::config).
+            (
+                "[local]\nlisten = \"localhost\"\n",
+                "line 2, at `\"localhost\"`",
+            ),
+            ("[log]\nlevel = \"info,[\"\n", "log.level"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("/etc/licsync/licsync-dp.toml"), "{err}");
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The local HTTP API on `local.listen` (default `127.0.0.1:8007`), for the gateway beside the
+//! agent, operators on the host and orchestrator probes.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /license` | the active license and its metadata, or 404 before one was received |
+//! | `GET /status` | connection, last sync, revision, certificate expiry |
+//! | `GET /health/live` | 200 while the process runs |
+//! | `GET /health/ready` | 200 once the state is loaded and the license file is in line, else 503 |
+//!
+//! It only reads what the sync client publishes through `watch` channels, so it never waits
+//! on the control plane.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::state::DpState;
+use crate::sync::SyncStatus;
+
+/// What the local API reads.
+#[derive(Clone)]
+pub struct LocalApi {
+    pub dataplane_id: String,
+    pub cluster_url: String,
+    /// Where the active license is written (`license.output_path`).
+    pub license_path: PathBuf,
+    pub status: watch::Receiver<SyncStatus>,
+    pub licenses: watch::Receiver<Arc<DpState>>,
+}
+
+/// The routes, for serving or for calling in tests.
+pub fn router(api: LocalApi) -> Router {
+    Router::new()
+        .route("/license", get(license))
+        .route("/status", get(status))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(api)
+}
+
+/// Serves on an already-bound listener until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    api: LocalApi,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({ "message": text }))).into_response()
+}
+
+async fn license(State(api): State<LocalApi>) -> Response {
+    let state = api.licenses.borrow().clone();
+    let Some(active) = state.active() else {
+        return message(StatusCode::NOT_FOUND, "no license has been received yet");
+    };
+    // Verified licenses are JSON; the raw string is a fallback that cannot normally happen.
+    let document = serde_json::from_str::<Value>(&active.document)
+        .unwrap_or_else(|_| Value::String(active.document.clone()));
+    Json(json!({
+        "id": active.id,
+        "created_at": active.created_at,
+        "updated_at": active.updated_at,
+        "revision": active.revision,
+        "path": api.license_path,
+        "license": document,
+    }))
+    .into_response()
+}
+
+async fn status(State(api): State<LocalApi>) -> Response {
+    let status = api.status.borrow().clone();
+    Json(json!({
+        "dataplane_id": api.dataplane_id,
+        "connected": status.connected,
+        "last_sync": status.last_sync,
+        "revision": status.revision,
+        "cert_expires_at": status.cert_expires_at,
+        "cluster_url": api.cluster_url,
+        "version": licsync_common::VERSION,
+        "ready": status.ready(),
+        "last_error": status.last_error,
+    }))
+    .into_response()
+}
+
+async fn live() -> Response {
+    Json(json!({ "message": "alive" })).into_response()
+}
+
+async fn ready(State(api): State<LocalApi>) -> Response {
+    let status = api.status.borrow().clone();
+    if status.ready() {
+        Json(json!({ "message": "ready" })).into_response()
+    } else if !status.state_loaded {
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the saved state is not loaded yet",
+        )
+    } else {
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the license file could not be written; see the agent's log",
+        )
+    }
+}
+
+async fn not_found() -> Response {
+    message(StatusCode::NOT_FOUND, "Not found")
+}
+
+async fn method_not_allowed() -> Response {
+    message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed; the local API is read-only",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::state::HeldLicense;
+
+    async fn get_json(router: &Router, path: &str) -> (StatusCode, Value) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn answers_reflect_what_the_sync_client_publishes() {
+        let (status_tx, status) = watch::channel(SyncStatus::default());
+        let (state_tx, licenses) = watch::channel(Arc::new(DpState::default()));
+        let router = router(LocalApi {
+            dataplane_id: "dp-1".into(),
+            cluster_url: "https://cp:8005".into(),
+            license_path: PathBuf::from("/etc/kong/license.json"),
+            status,
+            licenses,
+        });
+
+        let (code, body) = get_json(&router, "/license").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({"message": "no license has been received yet"}));
+        assert_eq!(get_json(&router, "/health/live").await.0, StatusCode::OK);
+        assert_eq!(
+            get_json(&router, "/health/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+
+        let mut state = DpState::default();
+        state.upsert(HeldLicense {
+            id: "lic-1".into(),
+            document: r#"{"license":{"payload":{"customer":"X"},"signature":"ab","version":"1"}}"#
+                .into(),
+            created_at: 10,
+            updated_at: 20,
+            revision: 3,
+        });
+        state_tx.send_replace(Arc::new(state));
+        status_tx.send_modify(|s| {
+            s.connected = true;
+            s.last_sync = Some(1_700_000_000);
+            s.revision = 3;
+            s.cert_expires_at = Some(1_800_000_000);
+            s.state_loaded = true;
+            s.license_file_in_line = true;
+        });
+
+        let (code, body) = get_json(&router, "/license").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["id"], "lic-1");
+        assert_eq!(body["revision"], 3);
+        assert_eq!(body["path"], "/etc/kong/license.json");
+        assert_eq!(body["license"]["license"]["payload"]["customer"], "X");
+
+        let (_, body) = get_json(&router, "/status").await;
+        for (key, value) in [
+            ("dataplane_id", json!("dp-1")),
+            ("connected", json!(true)),
+            ("last_sync", json!(1_700_000_000)),
+            ("revision", json!(3)),
+            ("cert_expires_at", json!(1_800_000_000)),
+            ("cluster_url", json!("https://cp:8005")),
+            ("version", json!(licsync_common::VERSION)),
+        ] {
+            assert_eq!(body[key], value, "{key}");
+        }
+        assert_eq!(get_json(&router, "/health/ready").await.0, StatusCode::OK);
+
+        let (code, body) = get_json(&router, "/nope").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert!(body["message"].is_string());
+
+        let response = router
+            .clone()
+            .oneshot(Request::delete("/license").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

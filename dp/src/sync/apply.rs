@@ -1,0 +1,410 @@
+//! Applying one `Update` from the control plane, in the order that keeps a crash harmless:
+//! verify every upserted license, persist the new state, bring the license file in line, and
+//! only then answer `Ack` (all applied) or `Nack` (the licenses that failed verification, each
+//! with its reason; the good ones are kept).
+//!
+//! [`apply_update`] is the pure part (what the new state is and what was rejected);
+//! [`Applier`] adds persistence, the license file and the published views.
+
+use std::sync::Arc;
+
+use licsync_common::license::{License, TrustedKeys};
+use licsync_common::proto::{
+    Ack, DataPlaneMessage, Nack, RejectedLicense, Update, data_plane_message,
+};
+use tokio::sync::watch;
+
+use super::status::SyncStatus;
+use crate::output::{LicenseFile, OutputError};
+use crate::state::{DpState, HeldLicense, StateError, StateStore};
+
+/// The result of applying an update to a state, before anything is persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub state: DpState,
+    pub rejected: Vec<RejectedLicense>,
+}
+
+/// Verifies `update`'s licenses against `keys` and returns the state it leads to.
+///
+/// A rejected license leaves any earlier version of it in place (it was verified when it came),
+/// so the control plane, seeing the old revision in the next `Hello`, sends the new one again.
+pub fn apply_update(current: &DpState, update: &Update, keys: &TrustedKeys, now: i64) -> Applied {
+    let mut state = current.clone();
+    let mut rejected = Vec::new();
+    for license in &update.upserted {
+        tracing::info!(
+            event = "license.received",
+            license.id = %license.id,
+            license.revision = license.revision,
+            "License received."
+        );
+        let verdict = if license.id.trim().is_empty() {
+            Err("the license has no id".to_owned())
+        } else {
+            License::parse_verified(&license.document, keys).map_err(|e| e.to_string())
+        };
+        match verdict {
+            Ok(_) => state.upsert(HeldLicense {
+                id: license.id.clone(),
+                document: license.document.clone(),
+                created_at: license.created_at,
+                updated_at: license.updated_at,
+                revision: license.revision,
+            }),
+            Err(reason) => {
+                tracing::warn!(
+                    event = "license.rejected",
+                    license.id = %license.id,
+                    license.revision = license.revision,
+                    reason = %reason,
+                    "License rejected; the previous version, if any, stays in use."
+                );
+                rejected.push(RejectedLicense {
+                    id: license.id.clone(),
+                    revision: license.revision,
+                    reason,
+                });
+            }
+        }
+    }
+    for id in &update.removed {
+        if state.remove(id).is_some() {
+            tracing::info!(
+                event = "license.withdrawn",
+                license.id = %id,
+                "License withdrawn by the control plane."
+            );
+        }
+    }
+    state.revision = update.revision;
+    state.synced_at = Some(now);
+    Applied { state, rejected }
+}
+
+/// The answer to an update whose licenses were all applied (`Ack`) or not (`Nack`).
+pub fn reply(nonce: &str, rejected: Vec<RejectedLicense>, total: usize) -> DataPlaneMessage {
+    let message = if rejected.is_empty() {
+        data_plane_message::Message::Ack(Ack {
+            nonce: nonce.to_owned(),
+        })
+    } else {
+        let mut reason = format!("{} of {} licenses rejected", rejected.len(), total);
+        for r in &rejected {
+            reason.push_str(&format!("; {}: {}", r.id, r.reason));
+        }
+        data_plane_message::Message::Nack(Nack {
+            nonce: nonce.to_owned(),
+            reason,
+            rejected,
+        })
+    };
+    DataPlaneMessage {
+        message: Some(message),
+    }
+}
+
+/// A `Nack` that is not about particular licenses (the agent itself failed).
+pub fn failure_nack(nonce: &str, reason: String) -> DataPlaneMessage {
+    DataPlaneMessage {
+        message: Some(data_plane_message::Message::Nack(Nack {
+            nonce: nonce.to_owned(),
+            reason,
+            rejected: Vec::new(),
+        })),
+    }
+}
+
+/// The agent could not apply an update; `nack` tells the control plane why.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{error}")]
+    State {
+        error: StateError,
+        nack: DataPlaneMessage,
+    },
+    #[error("{error}")]
+    Output {
+        error: OutputError,
+        nack: DataPlaneMessage,
+    },
+}
+
+impl ApplyError {
+    pub fn nack(&self) -> &DataPlaneMessage {
+        match self {
+            Self::State { nack, .. } | Self::Output { nack, .. } => nack,
+        }
+    }
+}
+
+/// Applies updates durably and publishes the result.
+#[derive(Clone)]
+pub struct Applier {
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) output: Option<LicenseFile>,
+    pub(crate) keys: TrustedKeys,
+    pub(crate) state: watch::Sender<Arc<DpState>>,
+    pub(crate) status: watch::Sender<SyncStatus>,
+}
+
+impl Applier {
+    /// Verifies, persists, writes the license file, and returns the `Ack` or `Nack` to send.
+    pub async fn handle(&self, update: &Update) -> Result<DataPlaneMessage, ApplyError> {
+        let current = self.state.borrow().clone();
+        let Applied { state, rejected } =
+            apply_update(&current, update, &self.keys, licsync_common::unix_now());
+        if let Err(error) = self.store.save(&state).await {
+            let nack = failure_nack(
+                &update.nonce,
+                format!("the data plane could not save its state: {error}"),
+            );
+            return Err(ApplyError::State { error, nack });
+        }
+        let state = Arc::new(state);
+        self.state.send_replace(state.clone());
+        self.status.send_modify(|status| {
+            status.revision = state.revision;
+            status.last_sync = state.synced_at;
+        });
+        if let Err(error) = self.bring_output_in_line(&state).await {
+            let nack = failure_nack(
+                &update.nonce,
+                format!("the data plane could not write its license file: {error}"),
+            );
+            return Err(ApplyError::Output { error, nack });
+        }
+        tracing::info!(
+            event = "sync.applied",
+            revision = update.revision,
+            upserted = update.upserted.len(),
+            removed = update.removed.len(),
+            rejected = rejected.len(),
+            "Update applied."
+        );
+        Ok(reply(&update.nonce, rejected, update.upserted.len()))
+    }
+
+    /// Makes the license file match `state` and records whether it does (`/health/ready`).
+    pub async fn bring_output_in_line(&self, state: &DpState) -> Result<(), OutputError> {
+        let result = match &self.output {
+            Some(file) => file.bring_in_line(state.active()).await.map(|_| ()),
+            None => Ok(()),
+        };
+        let ok = result.is_ok();
+        self.status.send_if_modified(|status| {
+            let changed = status.license_file_in_line != ok;
+            status.license_file_in_line = ok;
+            changed
+        });
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use licsync_common::license::{SigningKey, sign_document};
+    use licsync_common::proto::License as WireLicense;
+
+    use super::*;
+    use crate::state::MemoryStateStore;
+
+    pub(crate) fn signed(key: &SigningKey, customer: &str) -> String {
+        let payload: BTreeMap<String, String> = [
+            ("customer", customer),
+            ("license_key", "KEY-1"),
+            ("license_creation_date", "2024-01-01"),
+            ("license_expiration_date", "2099-12-31"),
+            ("dataplanes", "10"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        sign_document(&payload, key)
+    }
+
+    fn wire(id: &str, document: String, updated_at: i64, revision: u64) -> WireLicense {
+        WireLicense {
+            id: id.into(),
+            document,
+            created_at: 100,
+            updated_at,
+            revision,
+        }
+    }
+
+    struct Fixture {
+        applier: Applier,
+        store: Arc<MemoryStateStore>,
+        trusted: SigningKey,
+        stranger: SigningKey,
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let (trusted, _) = SigningKey::generate().unwrap();
+        let (stranger, _) = SigningKey::generate().unwrap();
+        let keys = TrustedKeys::parse(&[trusted.public_key_base64()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("license.json");
+        let store = Arc::new(MemoryStateStore::default());
+        let applier = Applier {
+            store: store.clone(),
+            output: Some(LicenseFile::new(&path, &[], Duration::from_secs(1))),
+            keys,
+            state: watch::channel(Arc::new(DpState::default())).0,
+            status: watch::channel(SyncStatus::default()).0,
+        };
+        Fixture {
+            applier,
+            store,
+            trusted,
+            stranger,
+            _dir: dir,
+            path,
+        }
+    }
+
+    #[tokio::test]
+    async fn good_licenses_are_kept_and_bad_ones_nacked_with_reasons() {
+        let f = fixture();
+        let good = signed(&f.trusted, "Good Corp");
+        let mut tampered = signed(&f.trusted, "Tampered Corp");
+        tampered = tampered.replace("Tampered Corp", "Tampered Corq");
+        let update = Update {
+            nonce: "n-1".into(),
+            revision: 7,
+            upserted: vec![
+                wire("good", good.clone(), 500, 5),
+                wire("foreign", signed(&f.stranger, "Foreign Corp"), 900, 6),
+                wire("tampered", tampered, 900, 7),
+                wire("garbage", "{not json".into(), 900, 7),
+            ],
+            removed: vec![],
+        };
+        let reply = f.applier.handle(&update).await.unwrap();
+        let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
+            panic!("expected a Nack, got {reply:?}");
+        };
+        assert_eq!(nack.nonce, "n-1");
+        let rejected: Vec<_> = nack
+            .rejected
+            .iter()
+            .map(|r| (r.id.as_str(), r.revision, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                ("foreign", 6, "validation failed"),
+                ("tampered", 7, "validation failed"),
+                ("garbage", 7, "could not decode license json"),
+            ]
+        );
+        assert!(
+            nack.reason.starts_with("3 of 4 licenses rejected"),
+            "{}",
+            nack.reason
+        );
+
+        let saved = f.store.snapshot();
+        assert_eq!(saved.revision, 7);
+        assert_eq!(saved.licenses.len(), 1);
+        assert_eq!(saved.get("good").unwrap().document, good);
+        assert_eq!(
+            std::fs::read_to_string(&f.path).unwrap(),
+            good,
+            "only a verified license is served"
+        );
+        assert_eq!(f.applier.status.borrow().revision, 7);
+    }
+
+    #[tokio::test]
+    async fn all_good_is_acked_and_removal_of_the_last_license_removes_the_file() {
+        let f = fixture();
+        let older = signed(&f.trusted, "Older");
+        let newer = signed(&f.trusted, "Newer");
+        let update = Update {
+            nonce: "n-1".into(),
+            revision: 2,
+            upserted: vec![
+                wire("a", older.clone(), 100, 1),
+                wire("b", newer.clone(), 200, 2),
+            ],
+            removed: vec![],
+        };
+        let reply = f.applier.handle(&update).await.unwrap();
+        assert!(
+            matches!(reply.message, Some(data_plane_message::Message::Ack(Ack { ref nonce })) if nonce == "n-1")
+        );
+        assert_eq!(std::fs::read_to_string(&f.path).unwrap(), newer);
+
+        let update = Update {
+            nonce: "n-2".into(),
+            revision: 3,
+            upserted: vec![],
+            removed: vec!["b".into(), "never-held".into()],
+        };
+        f.applier.handle(&update).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&f.path).unwrap(), older);
+
+        let update = Update {
+            nonce: "n-3".into(),
+            revision: 4,
+            upserted: vec![],
+            removed: vec!["a".into()],
+        };
+        f.applier.handle(&update).await.unwrap();
+        assert!(!f.path.exists());
+        assert!(f.store.snapshot().licenses.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rejected_new_version_keeps_the_old_one() {
+        let f = fixture();
+        let v1 = signed(&f.trusted, "V1");
+        let update = Update {
+            nonce: "1".into(),
+            revision: 1,
+            upserted: vec![wire("a", v1.clone(), 100, 1)],
+            removed: vec![],
+        };
+        f.applier.handle(&update).await.unwrap();
+        let update = Update {
+            nonce: "2".into(),
+            revision: 2,
+            upserted: vec![wire("a", signed(&f.stranger, "V2"), 200, 2)],
+            removed: vec![],
+        };
+        f.applier.handle(&update).await.unwrap();
+        let held = f.store.snapshot();
+        assert_eq!(held.get("a").unwrap().revision, 1);
+        assert_eq!(std::fs::read_to_string(&f.path).unwrap(), v1);
+    }
+
+    #[tokio::test]
+    async fn a_state_that_cannot_be_saved_is_nacked_and_nothing_changes() {
+        let f = fixture();
+        f.store.set_failing(true);
+        let update = Update {
+            nonce: "n".into(),
+            revision: 1,
+            upserted: vec![wire("a", signed(&f.trusted, "A"), 1, 1)],
+            removed: vec![],
+        };
+        let err = f.applier.handle(&update).await.unwrap_err();
+        let Some(data_plane_message::Message::Nack(nack)) = &err.nack().message else {
+            panic!("expected a Nack");
+        };
+        assert!(
+            nack.reason.contains("could not save its state"),
+            "{}",
+            nack.reason
+        );
+        assert!(!f.path.exists(), "nothing is served that was not persisted");
+        assert_eq!(f.applier.state.borrow().revision, 0);
+    }
+}

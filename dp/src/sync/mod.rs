@@ -1,0 +1,264 @@
+//! The `LicenseSync` client: one long-lived, reconnecting mTLS stream to the control plane.
+//!
+//! [`SyncClient::load`] reads the saved state and brings the license file in line before any
+//! connection, so an agent restarted while the control plane is down serves its last license at
+//! once. [`SyncClient::run`] then connects, says `Hello` with what it holds, applies each
+//! `Update` ([`apply`]), heartbeats, and on any failure reconnects with [`backoff`] until
+//! shutdown. It publishes [`SyncStatus`] and the held state through `tokio::sync::watch`.
+//!
+//! Nothing here is tied to the agent process: the fleet benchmark runs thousands of clients in
+//! one process with [`crate::state::MemoryStateStore`] and no license file, and tests point a
+//! client at any URL.
+
+pub mod apply;
+pub mod backoff;
+mod session;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use licsync_common::license::TrustedKeys;
+use licsync_common::pki::{CertInfo, PkiError};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::Instrument;
+
+use crate::cluster::{
+    self, BadClusterUrl, ClientIdentity, ClusterUrl, ConnectOptions, TlsSetupError,
+};
+use crate::config::SyncConfig;
+use crate::output::LicenseFile;
+use crate::registration::RegistrationFile;
+use crate::state::{DpState, StateError, StateStore};
+
+pub use apply::Applier;
+pub use backoff::Backoff;
+pub use status::SyncStatus;
+
+/// Everything a sync client needs to know, independent of where it came from.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub dataplane_id: String,
+    pub cluster_url: ClusterUrl,
+    pub ca_certificate_pem: String,
+    pub identity: ClientIdentity,
+    pub trusted_keys: TrustedKeys,
+    /// Sent in `Hello`.
+    pub hostname: String,
+    /// Sent in `Hello`.
+    pub version: String,
+    pub heartbeat_interval: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub connect: ConnectOptions,
+}
+
+impl SyncSettings {
+    /// Settings from a registration file and the `[sync]` table. `trusted_keys` empty means
+    /// the keys in the registration file.
+    pub fn new(
+        registration: &RegistrationFile,
+        sync: &SyncConfig,
+        trusted_keys: TrustedKeys,
+    ) -> Result<Self, BadClusterUrl> {
+        let trusted_keys = if trusted_keys.is_empty() {
+            registration.trusted_keys()
+        } else {
+            trusted_keys
+        };
+        Ok(Self {
+            dataplane_id: registration.dataplane_id.clone(),
+            cluster_url: registration.cluster_url()?,
+            ca_certificate_pem: registration.ca_certificate.clone(),
+            identity: registration.identity(),
+            trusted_keys,
+            hostname: crate::hostname(),
+            version: licsync_common::VERSION.to_owned(),
+            heartbeat_interval: sync.heartbeat_interval.0,
+            backoff_initial: sync.backoff_initial.0,
+            backoff_max: sync.backoff_max.0,
+            connect: ConnectOptions {
+                connect_timeout: sync.connect_timeout.0,
+                keepalive_interval: Some(sync.keepalive_interval.0),
+                keepalive_timeout: sync.keepalive_timeout.0,
+            },
+        })
+    }
+}
+
+/// A sync client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncSetupError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("the client certificate cannot be read: {0}; register this data plane again")]
+    Certificate(#[from] PkiError),
+}
+
+/// A reconnecting `LicenseSync` client.
+pub struct SyncClient {
+    settings: SyncSettings,
+    endpoint: Endpoint,
+    cert_expires_at: OffsetDateTime,
+    applier: Applier,
+    status: watch::Receiver<SyncStatus>,
+    licenses: watch::Receiver<Arc<DpState>>,
+    loaded: bool,
+}
+
+impl SyncClient {
+    /// Prepares a client; nothing is read or connected yet, and the published status says the
+    /// state is not loaded.
+    pub fn new(
+        settings: SyncSettings,
+        store: Arc<dyn StateStore>,
+        output: Option<LicenseFile>,
+    ) -> Result<Self, SyncSetupError> {
+        let cert = CertInfo::from_pem(&settings.identity.certificate_pem)?;
+        let endpoint = cluster::endpoint(
+            &settings.cluster_url,
+            &settings.ca_certificate_pem,
+            Some(&settings.identity),
+            settings.connect,
+        )?;
+        let (status_tx, status) = watch::channel(SyncStatus {
+            cert_expires_at: Some(cert.not_after.unix_timestamp()),
+            ..SyncStatus::default()
+        });
+        let (state_tx, licenses) = watch::channel(Arc::new(DpState::default()));
+        let applier = Applier {
+            store,
+            output,
+            keys: settings.trusted_keys.clone(),
+            state: state_tx,
+            status: status_tx,
+        };
+        Ok(Self {
+            settings,
+            endpoint,
+            cert_expires_at: cert.not_after,
+            applier,
+            status,
+            licenses,
+            loaded: false,
+        })
+    }
+
+    /// Loads the saved state, publishes it and brings the license file in line with it, before
+    /// any connection. A license file that cannot be written is logged (and `/health/ready`
+    /// says so) but is not fatal: every update tries again.
+    pub async fn load(&mut self) -> Result<(), StateError> {
+        let state = Arc::new(self.applier.store.load().await?);
+        self.applier.state.send_replace(state.clone());
+        self.applier.status.send_modify(|status| {
+            status.revision = state.revision;
+            status.last_sync = state.synced_at;
+            status.state_loaded = true;
+        });
+        if self.settings.trusted_keys.is_empty() {
+            tracing::warn!(
+                "No trusted license-signing key is configured or in the registration file: every license will be rejected. Set license.trusted_keys."
+            );
+        }
+        if let Err(error) = self.applier.bring_output_in_line(&state).await {
+            tracing::error!(%error, "The license file cannot be brought in line with the saved state.");
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Connection state, revision and certificate expiry, updated as they change.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.status.clone()
+    }
+
+    /// The held licenses, updated after each update is persisted.
+    pub fn licenses(&self) -> watch::Receiver<Arc<DpState>> {
+        self.licenses.clone()
+    }
+
+    /// Keeps the stream up until `shutdown` is cancelled. Never gives up: a control plane that
+    /// is down, or that refuses us, is retried with backoff (and logged each time).
+    ///
+    /// Loads the state first when [`SyncClient::load`] was not called, and fails only when the
+    /// state cannot be loaded.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), StateError> {
+        let span = tracing::info_span!(
+            "sync",
+            dataplane.id = %self.settings.dataplane_id,
+            cluster.url = %self.settings.cluster_url,
+        );
+        async move {
+            if !self.loaded {
+                self.load().await?;
+            }
+            self.keep_in_sync(shutdown).await;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn keep_in_sync(self, shutdown: CancellationToken) {
+        self.warn_if_expiring_soon();
+        let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
+        while !shutdown.is_cancelled() {
+            self.check_certificate_before_connecting();
+            let outcome = session::Session {
+                settings: &self.settings,
+                endpoint: &self.endpoint,
+                applier: &self.applier,
+                backoff: &mut backoff,
+            }
+            .run(&shutdown)
+            .await;
+            self.applier.status.send_modify(|s| s.connected = false);
+            match outcome {
+                Ok(()) => break,
+                Err(failure) => {
+                    failure.log();
+                    self.applier
+                        .status
+                        .send_modify(|s| s.last_error = Some(failure.diagnosis.message.clone()));
+                }
+            }
+            let delay = backoff.next_delay();
+            tracing::debug!(?delay, "Reconnecting after a delay.");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        tracing::info!("Sync client stopped.");
+    }
+
+    fn check_certificate_before_connecting(&self) {
+        if self.cert_expires_at <= OffsetDateTime::now_utc() {
+            tracing::error!(
+                cert_expires_at = %licsync_common::time_fmt::rfc3339(self.cert_expires_at),
+                "This data plane's client certificate expired at {}; the control plane will refuse it. Run `licsync-dp registration renew (--username U --password P | --client-id I --client-secret S) <registration file>` to get a new one.",
+                licsync_common::time_fmt::go_utc(self.cert_expires_at),
+            );
+        }
+    }
+
+    fn warn_if_expiring_soon(&self) {
+        let left = self.cert_expires_at - OffsetDateTime::now_utc();
+        if left.is_positive() && left < time::Duration::days(14) {
+            let left = if left.whole_days() >= 1 {
+                format!("{} days", left.whole_days())
+            } else if left.whole_hours() >= 1 {
+                format!("{} hours", left.whole_hours())
+            } else {
+                format!("{} minutes", left.whole_minutes())
+            };
+            tracing::warn!(
+                cert_expires_at = %licsync_common::time_fmt::rfc3339(self.cert_expires_at),
+                "This data plane's client certificate expires in {left}; renew it with `licsync-dp registration renew`.",
+            );
+        }
+    }
+}

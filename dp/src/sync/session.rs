@@ -1,0 +1,236 @@
+//! One `Sync` stream, from connecting to its end: `Hello` with what is held, then updates
+//! answered with `Ack`/`Nack` and heartbeats, until the stream fails or shutdown is signalled.
+
+use std::time::Duration;
+
+use licsync_common::proto::license_sync_client::LicenseSyncClient;
+use licsync_common::proto::{
+    ControlPlaneMessage, DataPlaneMessage, Heartbeat, HeldLicense, Hello, control_plane_message,
+    data_plane_message,
+};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+use super::{Applier, Backoff, SyncSettings};
+use crate::cluster::{self, ClusterUrl, Diagnosis, FailureKind};
+use crate::state::DpState;
+
+/// How long a `Nack` sent just before giving up on a stream gets to reach the control plane.
+const NACK_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a stream ended other than by shutdown.
+#[derive(Debug, Clone)]
+pub(super) struct SessionFailure {
+    /// The stream had been established (so this is a disconnection, not a failed attempt).
+    pub connected: bool,
+    pub diagnosis: Diagnosis,
+}
+
+impl SessionFailure {
+    pub(super) fn log(&self) {
+        let reason = &self.diagnosis.message;
+        match (self.diagnosis.kind, self.connected) {
+            (FailureKind::CertificateRefused | FailureKind::ServerUntrusted, _) => {
+                tracing::error!(event = "sync.refused", %reason, "Cannot sync with the control plane.")
+            }
+            (_, true) => tracing::warn!(
+                event = "dataplane.disconnected",
+                %reason,
+                "Disconnected from the control plane; reconnecting."
+            ),
+            (_, false) => tracing::warn!(
+                event = "sync.connect_failed",
+                %reason,
+                "Cannot connect to the control plane; retrying."
+            ),
+        }
+    }
+}
+
+pub(super) struct Session<'a> {
+    pub settings: &'a SyncSettings,
+    pub endpoint: &'a Endpoint,
+    pub applier: &'a Applier,
+    pub backoff: &'a mut Backoff,
+}
+
+impl Session<'_> {
+    /// `Ok` when shutdown ended the stream.
+    pub(super) async fn run(self, shutdown: &CancellationToken) -> Result<(), SessionFailure> {
+        let url = &self.settings.cluster_url;
+        let not_connected = |diagnosis| SessionFailure {
+            connected: false,
+            diagnosis,
+        };
+        let channel = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            result = self.endpoint.connect() => {
+                result.map_err(|e| not_connected(cluster::diagnose(&e, url)))?
+            }
+        };
+        let held = self.applier.state.borrow().clone();
+        let (tx, rx) = mpsc::channel::<DataPlaneMessage>(16);
+        // Cannot fail: the receiver is alive and the channel empty.
+        let _ = tx.send(hello(&held, self.settings)).await;
+        let mut client = LicenseSyncClient::new(channel);
+        let response = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            result = client.sync(ReceiverStream::new(rx)) => {
+                result.map_err(|status| not_connected(from_status(&status, url)))?
+            }
+        };
+        let mut inbound = response.into_inner();
+        self.applier.status.send_modify(|status| {
+            status.connected = true;
+            status.last_error = None;
+        });
+        tracing::info!(
+            event = "dataplane.connected",
+            held = held.licenses.len(),
+            revision = held.revision,
+            "Connected to the control plane."
+        );
+        let disconnected = |diagnosis| SessionFailure {
+            connected: true,
+            diagnosis,
+        };
+        let every = self.settings.heartbeat_interval;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::info!(
+                        event = "dataplane.disconnected",
+                        reason = "shutting down",
+                        "Disconnected from the control plane."
+                    );
+                    return Ok(());
+                }
+                _ = heartbeat.tick() => {
+                    send(&tx, heartbeat_message(), url).map_err(disconnected)?;
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(ControlPlaneMessage {
+                        message: Some(control_plane_message::Message::Update(update)),
+                    })) => match self.applier.handle(&update).await {
+                        Ok(reply) => {
+                            send(&tx, reply, url).map_err(disconnected)?;
+                            self.backoff.reset();
+                        }
+                        Err(error) => {
+                            // Tell the control plane, then start over: a new Hello states
+                            // exactly what is held, and the license file is tried again.
+                            let _ = tx.try_send(error.nack().clone());
+                            drop(tx);
+                            let _ = tokio::time::timeout(NACK_GRACE, inbound.message()).await;
+                            return Err(disconnected(Diagnosis {
+                                kind: FailureKind::Other,
+                                message: error.to_string(),
+                            }));
+                        }
+                    },
+                    Ok(Some(ControlPlaneMessage {
+                        message: Some(control_plane_message::Message::Heartbeat(_)),
+                    })) => tracing::trace!("Heartbeat from the control plane."),
+                    Ok(Some(ControlPlaneMessage { message: None })) => {
+                        tracing::debug!("Ignoring an empty or unknown message from the control plane.");
+                    }
+                    Ok(None) => {
+                        return Err(disconnected(Diagnosis {
+                            kind: FailureKind::Unreachable,
+                            message: format!("the control plane at {url} closed the stream"),
+                        }));
+                    }
+                    Err(status) => return Err(disconnected(from_status(&status, url))),
+                },
+            }
+        }
+    }
+}
+
+fn hello(state: &DpState, settings: &SyncSettings) -> DataPlaneMessage {
+    DataPlaneMessage {
+        message: Some(data_plane_message::Message::Hello(Hello {
+            version: settings.version.clone(),
+            hostname: settings.hostname.clone(),
+            held: state
+                .licenses
+                .iter()
+                .map(|license| HeldLicense {
+                    id: license.id.clone(),
+                    revision: license.revision,
+                })
+                .collect(),
+            revision: state.revision,
+        })),
+    }
+}
+
+fn heartbeat_message() -> DataPlaneMessage {
+    let now = OffsetDateTime::now_utc();
+    let sent_at_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    DataPlaneMessage {
+        message: Some(data_plane_message::Message::Heartbeat(Heartbeat {
+            sent_at_ms,
+        })),
+    }
+}
+
+/// Queues `message` on the request stream. The queue only fills when the control plane stops
+/// reading, which HTTP/2 keepalive turns into a stream error soon after.
+fn send(
+    tx: &mpsc::Sender<DataPlaneMessage>,
+    message: DataPlaneMessage,
+    url: &ClusterUrl,
+) -> Result<(), Diagnosis> {
+    tx.try_send(message).map_err(|e| Diagnosis {
+        kind: FailureKind::Unreachable,
+        message: match e {
+            mpsc::error::TrySendError::Full(_) => {
+                format!("the control plane at {url} stopped reading the stream")
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                format!("the stream to the control plane at {url} was closed")
+            }
+        },
+    })
+}
+
+/// A status from the `Sync` call or stream in operator words.
+fn from_status(status: &tonic::Status, url: &ClusterUrl) -> Diagnosis {
+    use std::error::Error;
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => Diagnosis {
+            kind: FailureKind::CertificateRefused,
+            message: format!(
+                "the control plane at {url} refused this data plane: {}; check it with `licsync-dp registration inspect`, then renew or register again",
+                status.message()
+            ),
+        },
+        Code::Unimplemented => Diagnosis {
+            kind: FailureKind::Other,
+            message: format!(
+                "the server at {url} does not offer license sync; is cluster_url the control plane's cluster listener?"
+            ),
+        },
+        code => {
+            let diagnosis = cluster::diagnose(status, url);
+            if status.source().is_some() || diagnosis.kind != FailureKind::Other {
+                return diagnosis;
+            }
+            Diagnosis {
+                kind: FailureKind::Other,
+                message: format!(
+                    "the control plane at {url} ended the stream ({code:?}): {}",
+                    status.message()
+                ),
+            }
+        }
+    }
+}

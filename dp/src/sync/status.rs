@@ -1,0 +1,30 @@
+//! What the sync client publishes through a `tokio::sync::watch` for the local API (and for the
+//! fleet benchmark, which watches thousands of them).
+
+use serde::Serialize;
+
+/// The agent's view of its link to the control plane.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncStatus {
+    /// A `Sync` stream is open.
+    pub connected: bool,
+    /// Unix seconds of the last update applied (kept across restarts).
+    pub last_sync: Option<i64>,
+    /// Control-plane revision of the last update applied.
+    pub revision: u64,
+    /// Unix seconds when the client certificate expires.
+    pub cert_expires_at: Option<i64>,
+    /// The state has been loaded (from disk at start-up).
+    pub state_loaded: bool,
+    /// The license file matches the active license (`/health/ready`).
+    pub license_file_in_line: bool,
+    /// Why the last connection attempt or stream failed, in operator words.
+    pub last_error: Option<String>,
+}
+
+impl SyncStatus {
+    /// Ready to serve: state loaded and the license file in line with it.
+    pub fn ready(&self) -> bool {
+        self.state_loaded && self.license_file_in_line
+    }
+}
