@@ -56,17 +56,41 @@ pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigEr
     })
 }
 
-/// toml's message with the dotted key path when toml knows the span.
+/// toml's message, with the line and the dotted key it concerns when toml knows the span.
 fn describe(error: &toml::de::Error, text: &str) -> String {
     let reason = error.message().trim().to_owned();
-    match error.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let snippet = text.get(span.clone()).unwrap_or("").trim();
+    let Some(span) = error.span() else {
+        return reason;
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    match key_at(text, start) {
+        Some(key) => format!("line {line}, key '{key}': {reason}"),
+        None => {
+            let snippet = text.get(span).unwrap_or("").trim();
             format!("line {line}, at `{snippet}`: {reason}")
         }
-        None => reason,
     }
+}
+
+/// The dotted key (`table.key`) assigned on the line containing byte `offset`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -97,10 +121,9 @@ mod tests {
         assert!(text.contains("ttll"), "{text}");
 
         let err = parse::<Sample>("[nested]\nttl = \"4 hours\"\n", path).unwrap_err();
-        assert!(
-            err.to_string().contains("invalid duration '4 hours'"),
-            "{err}"
-        );
+        let text = err.to_string();
+        assert!(text.contains("invalid duration '4 hours'"), "{text}");
+        assert!(text.contains("key 'nested.ttl'"), "{text}");
     }
 
     #[test]
