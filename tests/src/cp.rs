@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::process::{Process, binary};
+use crate::process::{Process, binary, launch};
 
 /// How long a control plane may take to start (a cold debug build on a loaded 2-core machine).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,19 +54,15 @@ level = "info"
     }
 
     async fn launch(dir: &Path, config: toml::Table) -> Self {
-        let path = dir.join("licsync-cp.toml");
-        std::fs::write(&path, toml::to_string(&config).expect("config TOML"))
-            .expect("write config");
-        let process = Process::spawn(
+        let (process, started) = launch(
             &binary("licsync-cp"),
-            &["serve", "--config", path.to_str().expect("utf-8 path")],
+            &["serve"],
             dir,
-            &[],
-        );
-        let started = process
-            .logs
-            .wait_for_event("cp.started", START_TIMEOUT, |_| true)
-            .await;
+            "licsync-cp.toml",
+            &config,
+            "cp.started",
+        )
+        .await;
         let field = |name: &str| started[name].as_str().unwrap_or_default().to_owned();
         let token = std::fs::read_to_string(dir.join("data/admin-token"))
             .expect("admin-token written at first start")

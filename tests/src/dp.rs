@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::cp::{Cp, START_TIMEOUT, merge};
-use crate::process::{Process, binary, run};
+use crate::cp::{Cp, merge};
+use crate::process::{Process, binary, launch, run};
 
 /// A running data-plane agent.
 pub struct Dp {
@@ -76,19 +76,15 @@ level = "info"
     }
 
     async fn launch(dir: &Path, config: toml::Table) -> Self {
-        let path = dir.join("licsync-dp.toml");
-        std::fs::write(&path, toml::to_string(&config).expect("config TOML"))
-            .expect("write config");
-        let process = Process::spawn(
+        let (process, started) = launch(
             &binary("licsync-dp"),
-            &["run", "--config", path.to_str().expect("utf-8 path")],
+            &["run"],
             dir,
-            &[],
-        );
-        let started = process
-            .logs
-            .wait_for_event("dp.started", START_TIMEOUT, |_| true)
-            .await;
+            "licsync-dp.toml",
+            &config,
+            "dp.started",
+        )
+        .await;
         let local = started["local.addr"]
             .as_str()
             .unwrap_or_default()

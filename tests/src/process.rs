@@ -164,6 +164,29 @@ impl Drop for Process {
     }
 }
 
+/// Writes `config` to `dir/<file_name>`, starts `binary <args...> --config <that file>` in `dir`
+/// and waits for its `started_event`; returns the process and that log line.
+pub async fn launch(
+    binary: &Path,
+    args: &[&str],
+    dir: &Path,
+    file_name: &str,
+    config: &toml::Table,
+    started_event: &str,
+) -> (Process, Value) {
+    let path = dir.join(file_name);
+    std::fs::write(&path, toml::to_string(config).expect("config TOML")).expect("write config");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--config", &path]);
+    let process = Process::spawn(binary, &full, dir, &[]);
+    let started = process
+        .logs
+        .wait_for_event(started_event, crate::cp::START_TIMEOUT, |_| true)
+        .await;
+    (process, started)
+}
+
 /// Runs a command to completion and returns (exit code, stdout, stderr).
 pub fn run(binary: &Path, args: &[&str], cwd: &Path) -> (i32, String, String) {
     let output = Command::new(binary)

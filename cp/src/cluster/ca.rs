@@ -29,6 +29,9 @@ pub enum CaError {
     Broken { path: PathBuf, source: PkiError },
     #[error("cannot issue a certificate: {0}")]
     Issue(#[from] PkiError),
+    /// The CA key is readable by others; its message names the file and the fix.
+    #[error("{0}")]
+    Insecure(io::Error),
 }
 
 /// The CA and the server identity of the cluster listener.
@@ -58,11 +61,7 @@ impl ClusterPki {
         let ca = if key_path.exists() {
             let key_pem = read(&key_path)?;
             let cert_pem = read(&cert_path)?;
-            fsutil::check_private(&key_path).map_err(|source| CaError::Io {
-                action: "use",
-                path: key_path.clone(),
-                source,
-            })?;
+            fsutil::check_private(&key_path).map_err(CaError::Insecure)?;
             CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(|source| {
                 CaError::Broken {
                     path: cert_path.clone(),

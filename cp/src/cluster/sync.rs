@@ -345,6 +345,13 @@ impl DataPlaneStream {
                     tracing::info!(event = "sync.acked", dataplane.id = %self.id, nonce = %ack.nonce, revision, "Data plane applied an update.");
                 }
             }
+            Some(DpMessage::Nack(nack)) if nack.rejected.is_empty() => {
+                // The data plane could not apply anything (a full disk, say). What it holds is
+                // unchanged; it reconnects and its next Hello says what it has.
+                if self.take_pending(&nack.nonce).is_some() {
+                    tracing::warn!(event = "sync.failed", dataplane.id = %self.id, nonce = %nack.nonce, reason = %truncate(nack.reason, 512), "Data plane could not apply an update.");
+                }
+            }
             Some(DpMessage::Nack(nack)) => {
                 if let Some(pending) = self.take_pending(&nack.nonce) {
                     let revision = pending.revision;
