@@ -293,10 +293,9 @@ mod tests {
                 "[license]\nreload_command = [\"\"]\n",
                 "license.reload_command",
             ),
-            // toml reports a bad value by line and text, not by key (common::config).
             (
                 "[local]\nlisten = \"localhost\"\n",
-                "line 2, at `\"localhost\"`",
+                "line 2, key 'local.listen'",
             ),
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
         ];

@@ -98,10 +98,16 @@ level = "info"
 
     /// Starts the control plane again on the same data and ports.
     pub async fn restart(&mut self) {
+        self.restart_with("").await;
+    }
+
+    /// Restarts with `overrides` (TOML) merged over the current configuration.
+    pub async fn restart_with(&mut self, overrides: &str) {
         if self.process.is_running() {
             self.kill();
         }
-        let config = self.pinned_config();
+        let mut config = self.pinned_config();
+        merge(&mut config, overrides.parse().expect("override TOML"));
         let next = Self::launch(&self.dir, config).await;
         *self = next;
     }

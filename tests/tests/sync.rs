@@ -114,6 +114,65 @@ async fn restarted_dataplane_serves_last_license_while_cp_is_down_and_resyncs_wi
     assert_eq!(dp.license().as_deref(), Some(doc.as_str()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_rotation_at_the_cp_needs_no_change_on_dataplanes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = Issuer::new();
+    let mut cp = Cp::start(&tmp.path().join("cp"), &[&old.public], "").await;
+    let dp_dir = tmp.path().join("dp");
+    // Registered while only the old key was trusted: the registration file holds just that one.
+    Dp::register_ok(&cp, &dp_dir, "edge").await;
+    let dp = Dp::start(&dp_dir, "").await;
+
+    let new = Issuer::new();
+    let keys = serde_json::to_string(&[&old.public, &new.public]).unwrap();
+    cp.restart_with(&format!("[licenses]\ntrusted_keys = {keys}\n"))
+        .await;
+    let doc = new.license("Signed With The New Key");
+    cp.create_license(&doc).await;
+    dp.wait_for_license(Some(&doc), T).await;
+    assert!(
+        dp.process.logs.events("license.rejected").is_empty(),
+        "{}",
+        dp.process.logs.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataplane_pinning_its_own_keys_nacks_licenses_it_does_not_trust() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = Issuer::new();
+    let theirs = Issuer::new();
+    let cp = Cp::start(&tmp.path().join("cp"), &[&ours.public, &theirs.public], "").await;
+    let dp_dir = tmp.path().join("dp");
+    Dp::register_ok(&cp, &dp_dir, "strict").await;
+    let dp = Dp::start(
+        &dp_dir,
+        &format!("[license]\ntrusted_keys = [\"{}\"]\n", ours.public),
+    )
+    .await;
+
+    let good = ours.license("Trusted");
+    cp.create_license(&good).await;
+    dp.wait_for_license(Some(&good), T).await;
+    // Newer, but signed with a key this agent does not trust: rejected, the old one stays.
+    let foreign = cp.create_license(&theirs.license("Foreign")).await;
+    let rejected = cp
+        .process
+        .logs
+        .wait_for_event("sync.rejected", T, |_| true)
+        .await;
+    assert!(
+        rejected
+            .to_string()
+            .contains(foreign["id"].as_str().unwrap()),
+        "{rejected}"
+    );
+    assert_eq!(dp.license().as_deref(), Some(good.as_str()));
+    let (_, list) = cp.call(Method::GET, "/clustering/data-planes", None).await;
+    assert_eq!(list["data"][0]["sync_status"], "license_rejected", "{list}");
+}
+
 async fn local_get(dp: &Dp, path: &str) -> (u16, serde_json::Value) {
     let response = reqwest::get(format!("{}{path}", dp.local_url))
         .await

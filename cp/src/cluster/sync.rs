@@ -310,6 +310,7 @@ impl DataPlaneStream {
                     })
                     .collect(),
                 removed: removed.iter().map(Uuid::to_string).collect(),
+                trusted_license_keys: self.cp.licenses.trusted_keys().to_base64(),
             })),
         };
         tracing::info!(

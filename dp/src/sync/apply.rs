@@ -143,7 +143,10 @@ impl ApplyError {
 pub struct Applier {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) output: Option<LicenseFile>,
+    /// The configured (or registration-time) keys.
     pub(crate) keys: TrustedKeys,
+    /// Whether `keys` are pinned by the agent's configuration.
+    pub(crate) pinned_keys: bool,
     pub(crate) state: watch::Sender<Arc<DpState>>,
     pub(crate) status: watch::Sender<SyncStatus>,
 }
@@ -152,8 +155,9 @@ impl Applier {
     /// Verifies, persists, writes the license file, and returns the `Ack` or `Nack` to send.
     pub async fn handle(&self, update: &Update) -> Result<DataPlaneMessage, ApplyError> {
         let current = self.state.borrow().clone();
+        let keys = self.keys_for(update);
         let Applied { state, rejected } =
-            apply_update(&current, update, &self.keys, licsync_common::unix_now());
+            apply_update(&current, update, &keys, licsync_common::unix_now());
         if let Err(error) = self.store.save(&state).await {
             let nack = failure_nack(
                 &update.nonce,
@@ -183,6 +187,21 @@ impl Applier {
             "Update applied."
         );
         Ok(reply(&update.nonce, rejected, update.upserted.len()))
+    }
+
+    /// The keys that verify `update`: the pinned ones, else those the control plane sent with
+    /// it (the same authenticated source the registration-time keys came from), else those.
+    fn keys_for(&self, update: &Update) -> TrustedKeys {
+        if self.pinned_keys || update.trusted_license_keys.is_empty() {
+            return self.keys.clone();
+        }
+        match TrustedKeys::parse(&update.trusted_license_keys) {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::warn!(%error, "The control plane sent an unusable license key; verifying with the registration-time keys.");
+                self.keys.clone()
+            }
+        }
     }
 
     /// Makes the license file match `state` and records whether it does (`/health/ready`).
@@ -253,6 +272,7 @@ mod tests {
         let path = dir.path().join("license.json");
         let store = Arc::new(MemoryStateStore::default());
         let applier = Applier {
+            pinned_keys: false,
             store: store.clone(),
             output: Some(LicenseFile::new(&path, &[], Duration::from_secs(1))),
             keys,
@@ -285,6 +305,7 @@ mod tests {
                 wire("garbage", "{not json".into(), 900, 7),
             ],
             removed: vec![],
+            ..Default::default()
         };
         let reply = f.applier.handle(&update).await.unwrap();
         let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
@@ -335,6 +356,7 @@ mod tests {
                 wire("b", newer.clone(), 200, 2),
             ],
             removed: vec![],
+            ..Default::default()
         };
         let reply = f.applier.handle(&update).await.unwrap();
         assert!(
@@ -347,6 +369,7 @@ mod tests {
             revision: 3,
             upserted: vec![],
             removed: vec!["b".into(), "never-held".into()],
+            ..Default::default()
         };
         f.applier.handle(&update).await.unwrap();
         assert_eq!(std::fs::read_to_string(&f.path).unwrap(), older);
@@ -356,6 +379,7 @@ mod tests {
             revision: 4,
             upserted: vec![],
             removed: vec!["a".into()],
+            ..Default::default()
         };
         f.applier.handle(&update).await.unwrap();
         assert!(!f.path.exists());
@@ -371,6 +395,7 @@ mod tests {
             revision: 1,
             upserted: vec![wire("a", v1.clone(), 100, 1)],
             removed: vec![],
+            ..Default::default()
         };
         f.applier.handle(&update).await.unwrap();
         let update = Update {
@@ -378,6 +403,7 @@ mod tests {
             revision: 2,
             upserted: vec![wire("a", signed(&f.stranger, "V2"), 200, 2)],
             removed: vec![],
+            ..Default::default()
         };
         f.applier.handle(&update).await.unwrap();
         let held = f.store.snapshot();
@@ -394,6 +420,7 @@ mod tests {
             revision: 1,
             upserted: vec![wire("a", signed(&f.trusted, "A"), 1, 1)],
             removed: vec![],
+            ..Default::default()
         };
         let err = f.applier.handle(&update).await.unwrap_err();
         let Some(data_plane_message::Message::Nack(nack)) = &err.nack().message else {
@@ -406,5 +433,73 @@ mod tests {
         );
         assert!(!f.path.exists(), "nothing is served that was not persisted");
         assert_eq!(f.applier.state.borrow().revision, 0);
+    }
+}
+
+#[cfg(test)]
+mod key_policy_tests {
+    use std::sync::Arc;
+
+    use licsync_common::license::{SigningKey, TrustedKeys};
+    use licsync_common::proto::{License as WireLicense, Update, data_plane_message};
+    use tokio::sync::watch;
+
+    use super::Applier;
+    use crate::state::{DpState, MemoryStateStore};
+    use crate::sync::status::SyncStatus;
+
+    fn applier(keys: &SigningKey, pinned_keys: bool) -> Applier {
+        Applier {
+            store: Arc::new(MemoryStateStore::default()),
+            output: None,
+            keys: TrustedKeys::parse(&[keys.public_key_base64()]).unwrap(),
+            pinned_keys,
+            state: watch::channel(Arc::new(DpState::default())).0,
+            status: watch::channel(SyncStatus::default()).0,
+        }
+    }
+
+    fn rotated_update(new_key: &SigningKey) -> Update {
+        Update {
+            nonce: "n".into(),
+            revision: 1,
+            upserted: vec![WireLicense {
+                id: "rotated".into(),
+                document: super::tests::signed(new_key, "Rotated Corp"),
+                created_at: 1,
+                updated_at: 1,
+                revision: 1,
+            }],
+            removed: vec![],
+            trusted_license_keys: vec![new_key.public_key_base64()],
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_sent_by_the_control_plane_follow_a_rotation() {
+        let (old, _) = SigningKey::generate().unwrap();
+        let (new, _) = SigningKey::generate().unwrap();
+        let reply = applier(&old, false)
+            .handle(&rotated_update(&new))
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply.message, Some(data_plane_message::Message::Ack(_))),
+            "{reply:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pinned_keys_ignore_what_the_control_plane_sends() {
+        let (old, _) = SigningKey::generate().unwrap();
+        let (new, _) = SigningKey::generate().unwrap();
+        let reply = applier(&old, true)
+            .handle(&rotated_update(&new))
+            .await
+            .unwrap();
+        let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
+            panic!("expected a Nack, got {reply:?}");
+        };
+        assert_eq!(nack.rejected[0].reason, "validation failed");
     }
 }

@@ -46,6 +46,9 @@ pub struct SyncSettings {
     pub ca_certificate_pem: String,
     pub identity: ClientIdentity,
     pub trusted_keys: TrustedKeys,
+    /// `true` when `trusted_keys` came from the agent's own configuration: the keys the control
+    /// plane sends with each update are then ignored.
+    pub pinned_keys: bool,
     /// Sent in `Hello`.
     pub hostname: String,
     /// Sent in `Hello`.
@@ -58,12 +61,13 @@ pub struct SyncSettings {
 
 impl SyncSettings {
     /// Settings from a registration file and the `[sync]` table. `trusted_keys` empty means
-    /// the keys in the registration file.
+    /// the keys in the registration file, replaced by those the control plane sends.
     pub fn new(
         registration: &RegistrationFile,
         sync: &SyncConfig,
         trusted_keys: TrustedKeys,
     ) -> Result<Self, BadClusterUrl> {
+        let pinned_keys = !trusted_keys.is_empty();
         let trusted_keys = if trusted_keys.is_empty() {
             registration.trusted_keys()
         } else {
@@ -75,6 +79,7 @@ impl SyncSettings {
             ca_certificate_pem: registration.ca_certificate.clone(),
             identity: registration.identity(),
             trusted_keys,
+            pinned_keys,
             hostname: crate::hostname(),
             version: licsync_common::VERSION.to_owned(),
             heartbeat_interval: sync.heartbeat_interval.0,
@@ -133,6 +138,7 @@ impl SyncClient {
             store,
             output,
             keys: settings.trusted_keys.clone(),
+            pinned_keys: settings.pinned_keys,
             state: state_tx,
             status: status_tx,
         };
@@ -160,7 +166,7 @@ impl SyncClient {
         });
         if self.settings.trusted_keys.is_empty() {
             tracing::warn!(
-                "No trusted license-signing key is configured or in the registration file: every license will be rejected. Set license.trusted_keys."
+                "No trusted license-signing key is configured or in the registration file: licenses are rejected until the control plane sends its keys (or license.trusted_keys is set)."
             );
         }
         if let Err(error) = self.applier.bring_output_in_line(&state).await {
