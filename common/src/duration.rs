@@ -68,7 +68,7 @@ impl fmt::Display for HumanDuration {
         }
         let (unit, scale) = UNITS
             .iter()
-            .find(|(_, scale)| ms % u128::from(*scale) == 0)
+            .find(|(_, scale)| ms.is_multiple_of(u128::from(*scale)))
             .copied()
             .unwrap_or(("ms", 1));
         write!(f, "{}{unit}", ms / u128::from(scale))

@@ -173,13 +173,13 @@ impl CpConfig {
                 reason: "must be at least 1s".into(),
             });
         }
-        if let Some(url) = &self.cluster.advertised_url {
-            if !url.starts_with("https://") {
-                return Err(Invalid {
-                    key: "cluster.advertised_url",
-                    reason: format!("'{url}' must start with https://"),
-                });
-            }
+        if let Some(url) = &self.cluster.advertised_url
+            && !url.starts_with("https://")
+        {
+            return Err(Invalid {
+                key: "cluster.advertised_url",
+                reason: format!("'{url}' must start with https://"),
+            });
         }
         Ok(())
     }

@@ -83,10 +83,10 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     config.validate()?;
     // With `listen = "...:0"` (tests) the advertised URL must carry the port actually bound.
-    if config.cluster.listen.port() == 0 {
-        if let Ok(bound) = listeners.cluster.local_addr() {
-            config.cluster.listen.set_port(bound.port());
-        }
+    if config.cluster.listen.port() == 0
+        && let Ok(bound) = listeners.cluster.local_addr()
+    {
+        config.cluster.listen.set_port(bound.port());
     }
     fsutil::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
