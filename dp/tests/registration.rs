@@ -1,99 +1,100 @@
-//! `registration create` against a control plane over real TLS: CA pinning by hash, the CA
-//! file alternative, refusals in operator words, and the binary's output.
+//! `registration create` against the real control plane over real TLS: CA pinning by hash, the
+//! CA file alternative, refusals in operator words, and the binary's output.
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use licsync_dp::registration::create::create;
-use licsync_dp::registration::{CaSource, CreateOptions, RegistrationFile};
-use support::FakeControlPlane;
+use licsync_dp::registration::{CaSource, RegistrationFile};
+use support::{ControlPlane, ControlPlaneBuilder, Issuer};
 
-fn options(cp: &FakeControlPlane, dir: &std::path::Path, ca: CaSource) -> CreateOptions {
-    CreateOptions {
-        token: support::TOKEN.into(),
-        server: cp.url(),
-        ca,
-        name: Some("edge-7".into()),
-        output_directory: dir.to_owned(),
-        timeout: Duration::from_secs(10),
-    }
+async fn start(dir: &std::path::Path, issuer: &Issuer) -> ControlPlane {
+    ControlPlaneBuilder::new(dir).trusting(issuer).start().await
 }
 
 #[tokio::test]
 async fn pinned_hash_fetches_the_ca_and_writes_a_private_registration_file() {
-    let cp = FakeControlPlane::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new();
+    let cp = start(&dir.path().join("cp"), &issuer).await;
     let out = dir.path().join("reg");
-    let path = create(options(&cp, &out, CaSource::Hash(cp.ca_hash())))
-        .await
-        .unwrap();
+    let token = cp.registration_token(1).await;
+    let options = cp.create_options(&token.secret, CaSource::Hash(token.ca_hash.clone()), &out);
+    let path = create(options.clone()).await.unwrap();
     assert_eq!(path, out.join("registration.yaml"));
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let file = RegistrationFile::load(&path).unwrap();
-    assert_eq!(file.dataplane_id, "00000000-0000-4000-8000-000000000001");
     assert_eq!(file.dataplane_name, "edge-7");
     assert_eq!(file.cluster_url, cp.url());
-    assert_eq!(file.ca_certificate, cp.ca.cert_pem());
-    assert_eq!(
-        file.trusted_license_keys,
-        [cp.signing_key.public_key_base64()]
-    );
+    assert_eq!(file.ca_certificate, cp.ca_pem());
+    assert_eq!(file.trusted_license_keys, [issuer.public.as_str()]);
     let cert = file.certificate_info().unwrap();
     assert_eq!(
         cert.dataplane_id.as_deref(),
         Some(file.dataplane_id.as_str())
     );
+    // The control plane lists it under the same id, with what the data plane told it.
+    let row = cp.dataplane(&file.dataplane_id).await;
+    assert_eq!(row["name"], "edge-7", "{row}");
+    assert_eq!(row["hostname"], licsync_dp::hostname(), "{row}");
+    assert_eq!(row["version"], licsync_common::VERSION, "{row}");
 
-    let again = create(options(&cp, &out, CaSource::Hash(cp.ca_hash())))
-        .await
-        .unwrap_err();
+    let again = create(options).await.unwrap_err();
     assert!(again.to_string().contains("already exists"), "{again}");
-    cp.stop().await;
+    assert_eq!(RegistrationFile::load(&path).unwrap(), file);
+    cp.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_ca_file_works_too() {
-    let cp = FakeControlPlane::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let cp = start(&dir.path().join("cp"), &Issuer::new()).await;
+    // The file an operator copies from the control plane's data dir.
     let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, cp.ca.cert_pem()).unwrap();
-    let path = create(options(&cp, dir.path(), CaSource::File(ca)))
+    std::fs::copy(cp.ca_cert_path(), &ca).unwrap();
+    let token = cp.registration_token(1).await;
+    let out = dir.path().join("reg");
+    let path = create(cp.create_options(&token.secret, CaSource::File(ca), &out))
         .await
         .unwrap();
-    assert!(RegistrationFile::load(&path).is_ok());
-    cp.stop().await;
+    let file = RegistrationFile::load(&path).unwrap();
+    assert_eq!(file.ca_certificate, cp.ca_pem());
+    assert_eq!(cp.dataplane(&file.dataplane_id).await["name"], "edge-7");
+    cp.shutdown().await;
 }
 
 #[tokio::test]
-async fn a_wrong_fingerprint_is_refused_before_the_token_is_sent() {
-    let cp = FakeControlPlane::start().await;
+async fn a_wrong_fingerprint_or_another_ca_is_refused_before_the_token_is_sent() {
     let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new();
+    let cp = start(&dir.path().join("cp"), &issuer).await;
+    let out = dir.path().join("reg");
+    // Good for one registration only: the last step below proves nothing spent it.
+    let token = cp.registration_token(1).await;
+
     let wrong = "ab".repeat(32);
-    let err = create(options(
-        &cp,
-        dir.path(),
+    let err = create(cp.create_options(
+        &token.secret,
         CaSource::Hash(format!("sha256:{wrong}")),
+        &out,
     ))
     .await
     .unwrap_err()
     .to_string();
     assert!(
         err.starts_with(&format!(
-            "the control plane's CA certificate has fingerprint sha256:{}, not the expected sha256:{wrong}",
-            cp.ca.fingerprint()
+            "the control plane's CA certificate has fingerprint {}, not the expected sha256:{wrong}",
+            token.ca_hash
         )),
         "{err}"
     );
-    assert!(!dir.path().join("registration.yaml").exists());
+    assert!(!out.join("registration.yaml").exists());
 
     // The right CA file for another control plane: the server is not trusted.
-    let other = FakeControlPlane::start().await;
-    let ca = dir.path().join("other-ca.crt");
-    std::fs::write(&ca, other.ca.cert_pem()).unwrap();
-    let err = create(options(&cp, dir.path(), CaSource::File(ca)))
+    let other = start(&dir.path().join("other"), &issuer).await;
+    let err = create(cp.create_options(&token.secret, CaSource::File(other.ca_cert_path()), &out))
         .await
         .unwrap_err()
         .to_string();
@@ -101,43 +102,60 @@ async fn a_wrong_fingerprint_is_refused_before_the_token_is_sent() {
         err.contains("not issued by the CA this data plane trusts"),
         "{err}"
     );
-    other.stop().await;
-    cp.stop().await;
+    assert!(!out.join("registration.yaml").exists());
+
+    // The token was never sent: it still registers one data plane.
+    assert!(cp.dataplanes().await.is_empty());
+    create(cp.create_options(&token.secret, CaSource::Hash(token.ca_hash.clone()), &out))
+        .await
+        .unwrap();
+    assert_eq!(cp.dataplanes().await.len(), 1);
+    other.shutdown().await;
+    cp.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_control_planes_reason_for_refusing_reaches_the_operator() {
-    let cp = FakeControlPlane::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(&cp, dir.path(), CaSource::Hash(cp.ca_hash()));
-    opts.token = support::USED_TOKEN.into();
-    let err = create(opts).await.unwrap_err().to_string();
-    assert!(err.contains("registration token has been used up"), "{err}");
+    let cp = start(&dir.path().join("cp"), &Issuer::new()).await;
+    let token = cp.registration_token(1).await;
+    let hash = CaSource::Hash(token.ca_hash.clone());
+    create(cp.create_options(&token.secret, hash.clone(), &dir.path().join("first")))
+        .await
+        .unwrap();
+
+    let second = dir.path().join("second");
+    let err = create(cp.create_options(&token.secret, hash, &second))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("registration token was already used 1 of 1 times"),
+        "{err}"
+    );
     assert!(err.contains("POST /registration-tokens"), "{err}");
-    assert!(!dir.path().join("registration.yaml").exists());
-    cp.stop().await;
+    assert!(!second.join("registration.yaml").exists());
+    assert_eq!(cp.dataplanes().await.len(), 1);
+    cp.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_binary_prints_registration_completed_and_inspect_prints_go_time() {
-    let cp = FakeControlPlane::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let create = |dir: &std::path::Path| {
+    let cp = start(&dir.path().join("cp"), &Issuer::new()).await;
+    let token = cp.registration_token(1).await;
+    let out = dir.path().join("reg");
+    let create = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_licsync-dp"))
-            .args([
-                "registration",
-                "create",
-                "--server",
-                &cp.url(),
-                "--ca-cert-hash",
-            ])
-            .arg(cp.ca_hash())
+            .args(["registration", "create", "--server", &cp.url()])
+            .arg("--ca-cert-hash")
+            .arg(&token.ca_hash)
             .arg("--output-directory")
-            .arg(dir)
-            .env("LICSYNC_REGISTRATION_TOKEN", support::TOKEN)
+            .arg(&out)
+            .env("LICSYNC_REGISTRATION_TOKEN", &token.secret)
             .output()
     };
-    let output = create(dir.path()).await.unwrap();
+    let output = create().await.unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -148,20 +166,20 @@ async fn the_binary_prints_registration_completed_and_inspect_prints_go_time() {
         "Registration completed\n"
     );
 
-    let output = create(dir.path()).await.unwrap();
+    let output = create().await.unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
             "registration file {}/registration.yaml already exists; choose another --output-directory or remove it",
-            dir.path().display()
+            out.display()
         )),
         "{stderr}"
     );
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_licsync-dp"))
         .args(["registration", "inspect", "--file"])
-        .arg(dir.path().join("registration.yaml"))
+        .arg(out.join("registration.yaml"))
         .output()
         .await
         .unwrap();
@@ -177,10 +195,7 @@ async fn the_binary_prints_registration_completed_and_inspect_prints_go_time() {
         "{expiration}"
     );
     assert_eq!(json["cluster_url"], cp.url());
-    assert!(
-        json["dataplane_id"]
-            .as_str()
-            .is_some_and(|id| !id.is_empty())
-    );
-    cp.stop().await;
+    let id = json["dataplane_id"].as_str().unwrap();
+    assert_eq!(cp.dataplane(id).await["connected"], false);
+    cp.shutdown().await;
 }

@@ -69,8 +69,13 @@ impl ClusterPki {
                 }
             })?
         } else {
-            let (ca, key_pem) =
-                CertificateAuthority::generate("licsync cluster CA", config.ca_ttl.0)?;
+            // A unique subject per cluster: a certificate from another licsync cluster then fails
+            // as "unknown issuer" (and is reported as such) instead of as a bad signature.
+            let name = format!(
+                "licsync cluster CA {}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            let (ca, key_pem) = CertificateAuthority::generate(&name, config.ca_ttl.0)?;
             // The certificate first: a crash in between leaves no key without its certificate.
             write(&cert_path, ca.cert_pem().as_bytes(), PUBLIC_MODE)?;
             write(&key_path, key_pem.as_bytes(), SECRET_MODE)?;

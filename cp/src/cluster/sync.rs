@@ -397,6 +397,16 @@ impl DataPlaneStream {
 
     fn report_synced(&self, revision: Revision, status: SyncStatus, now: i64) {
         let set = self.cp.licenses.current();
+        // An Ack for a later update does not clear a refusal that still stands.
+        let still_rejected = self
+            .rejected
+            .iter()
+            .any(|(id, rev)| set.licenses.get(id).is_some_and(|l| l.revision == *rev));
+        let status = if still_rejected {
+            SyncStatus::LicenseRejected
+        } else {
+            status
+        };
         let active = self
             .held
             .iter()

@@ -1,333 +1,408 @@
-//! A scriptable stand-in for the control plane's cluster listener: real TLS from a real cluster
-//! CA on `127.0.0.1:0`, `Registration` with a fixed token, and `LicenseSync` streams handed to
-//! the test to drive message by message. The real control plane replaces it in `licsync-tests`.
+//! The real control plane (`licsync-cp`), started in-process on `127.0.0.1:0` with its data in
+//! a temp dir and driven through its Admin API as an operator would, plus the waiting helpers
+//! the data-plane tests share.
+//!
+//! [`ControlPlaneBuilder::start`] returns a [`ControlPlane`] once `/health/ready` says so.
+//! [`ControlPlane::shutdown`] cancels it and joins its task, re-raising a panic and failing the
+//! test on a serve error; dropping the handle cancels it (and re-raises a panic if the task has
+//! already ended). [`ControlPlane::restart`] starts a new one on the same data dir and ports,
+//! as a restarted process would be.
 #![allow(dead_code)]
 
+pub mod events;
+
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use licsync_common::duration::HumanDuration;
 use licsync_common::license::{SigningKey, sign_document};
-use licsync_common::pki::{CertInfo, CertificateAuthority};
-use licsync_common::proto::license_sync_server::{LicenseSync, LicenseSyncServer};
-use licsync_common::proto::registration_server::{Registration, RegistrationServer};
-use licsync_common::proto::{
-    ControlPlaneMessage, DataPlaneMessage, Hello, License, RegisterRequest, RegisterResponse,
-    RenewRequest, Update, control_plane_message, data_plane_message,
-};
-use licsync_dp::registration::RegistrationFile;
-use tokio::sync::{Mutex, mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use licsync_cp::config::CpConfig;
+use licsync_cp::server::{Listeners, ServeError};
+use licsync_dp::registration::create::create;
+use licsync_dp::registration::{CaSource, CreateOptions, RegistrationFile};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tonic::{Request, Response, Status, Streaming};
 
-pub const TOKEN: &str = "good-token";
-pub const USED_TOKEN: &str = "used-token";
+/// How long anything may take before the test gives up: a guard against hanging on failure,
+/// never a bound the code must meet (a cold debug build on a loaded 2-core machine is slow).
+pub const GUARD: Duration = Duration::from_secs(30);
 
-pub struct FakeControlPlane {
-    pub addr: SocketAddr,
-    pub ca: Arc<CertificateAuthority>,
-    pub signing_key: Arc<SigningKey>,
-    sessions: Mutex<mpsc::UnboundedReceiver<FakeSession>>,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+/// A license-signing key and the documents it signs.
+pub struct Issuer {
+    key: SigningKey,
+    /// The public key, as `licenses.trusted_keys` and `license.trusted_keys` take it.
+    pub public: String,
 }
 
-/// One `Sync` stream as the control plane sees it.
-pub struct FakeSession {
-    pub dataplane_id: String,
-    to_dp: mpsc::Sender<Result<ControlPlaneMessage, Status>>,
-    from_dp: mpsc::UnboundedReceiver<DataPlaneMessage>,
-}
-
-impl FakeControlPlane {
-    pub async fn start() -> Self {
-        let (ca, _) =
-            CertificateAuthority::generate("fake cluster CA", Duration::from_secs(3600)).unwrap();
-        let server = ca
-            .issue_server(
-                &["localhost".into(), "127.0.0.1".into()],
-                Duration::from_secs(3600),
-            )
-            .unwrap();
-        let (signing_key, _) = SigningKey::generate().unwrap();
-        let ca = Arc::new(ca);
-        let signing_key = Arc::new(signing_key);
-        let (sessions_tx, sessions) = mpsc::unbounded_channel();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tls = ServerTlsConfig::new()
-            // The chain the real control plane sends: [server certificate, CA certificate].
-            .identity(Identity::from_pem(
-                format!("{}{}", server.cert_pem, ca.cert_pem()),
-                server.key_pem.clone().unwrap(),
-            ))
-            .client_ca_root(Certificate::from_pem(ca.cert_pem()))
-            .client_auth_optional(true);
-        let registration = FakeRegistration {
-            ca: ca.clone(),
-            trusted_key: signing_key.public_key_base64(),
-            next_id: AtomicU32::new(1),
-            cluster_url: format!("https://localhost:{}", addr.port()),
-        };
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            Server::builder()
-                .tls_config(tls)
-                .unwrap()
-                .add_service(RegistrationServer::new(registration))
-                .add_service(LicenseSyncServer::new(FakeSync {
-                    sessions: sessions_tx,
-                }))
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stopped.cancelled_owned(),
-                )
-                .await
-                .unwrap();
-        });
-        Self {
-            addr,
-            ca,
-            signing_key,
-            sessions: Mutex::new(sessions),
-            stop,
-            task: Some(task),
-        }
+impl Issuer {
+    pub fn new() -> Self {
+        let (key, _) = SigningKey::generate().unwrap();
+        let public = key.public_key_base64();
+        Self { key, public }
     }
 
-    pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
-    }
-
-    pub fn ca_hash(&self) -> String {
-        format!("sha256:{}", self.ca.fingerprint())
-    }
-
-    /// The next `Sync` stream a data plane opened.
-    pub async fn next_session(&self) -> FakeSession {
-        tokio::time::timeout(Duration::from_secs(10), self.sessions.lock().await.recv())
-            .await
-            .expect("no data plane connected within 10s")
-            .expect("server stopped")
-    }
-
-    /// A license document signed with the trusted key.
+    /// A valid license document for `customer`.
     pub fn license(&self, customer: &str) -> String {
-        signed(&self.signing_key, customer)
+        let payload: BTreeMap<String, String> = [
+            ("customer", customer),
+            ("license_key", "KEY-0001"),
+            ("license_creation_date", "2024-01-01"),
+            ("license_expiration_date", "2099-12-31"),
+            ("dataplanes", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        sign_document(&payload, &self.key)
+    }
+}
+
+/// How to start a control plane.
+pub struct ControlPlaneBuilder {
+    config: CpConfig,
+}
+
+impl ControlPlaneBuilder {
+    /// A control plane keeping its data (sled, CA, admin token) in `data_dir`, listening on
+    /// loopback ports it picks, trusting no license key yet.
+    pub fn new(data_dir: &Path) -> Self {
+        let mut config = CpConfig {
+            data_dir: data_dir.to_owned(),
+            ..CpConfig::default()
+        };
+        config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.cluster.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.cluster.server_names = vec!["127.0.0.1".into(), "localhost".into()];
+        Self { config }
     }
 
-    /// A registration file as `registration create` would write it, for this control plane.
-    pub fn registration(&self, cert_ttl: Duration) -> RegistrationFile {
-        registration_with(
-            &self.ca,
-            &self.ca,
-            &self.url(),
-            &self.signing_key.public_key_base64(),
-            cert_ttl,
-        )
+    /// Accepts licenses signed by `issuer` (`licenses.trusted_keys`).
+    pub fn trusting(mut self, issuer: &Issuer) -> Self {
+        self.config
+            .licenses
+            .trusted_keys
+            .push(issuer.public.clone());
+        self
     }
 
-    /// Stops serving and waits for the server to end.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take()
-            && let Err(e) = task.await
-            && e.is_panic()
-        {
-            std::panic::resume_unwind(e.into_panic());
+    /// `pki.dataplane_cert_ttl`.
+    pub fn dataplane_cert_ttl(mut self, ttl: Duration) -> Self {
+        self.config.pki.dataplane_cert_ttl = HumanDuration(ttl);
+        self
+    }
+
+    pub async fn start(self) -> ControlPlane {
+        match ControlPlane::launch(self.config).await {
+            Ok(cp) => cp,
+            Err(error) => panic!("the control plane did not start: {error}"),
         }
     }
 }
 
-/// A registration whose client certificate comes from `issuer` while trusting `ca`.
-pub fn registration_with(
-    ca: &CertificateAuthority,
-    issuer: &CertificateAuthority,
-    url: &str,
-    trusted_key: &str,
-    cert_ttl: Duration,
-) -> RegistrationFile {
-    let (key_pem, csr) = licsync_common::pki::new_key_and_csr("edge").unwrap();
-    let id = "5b7d1c2e-0f3a-4e6b-8c9d-1a2b3c4d5e6f";
-    let issued = issuer.sign_dataplane(&csr, id, cert_ttl).unwrap();
-    RegistrationFile {
-        dataplane_id: id.into(),
-        dataplane_name: "edge".into(),
-        cluster_url: url.into(),
-        ca_certificate: ca.cert_pem().to_owned(),
-        certificate: issued.cert_pem,
-        private_key: key_pem,
-        trusted_license_keys: vec![trusted_key.to_owned()],
-        registered_at: "2025-01-01T00:00:00Z".into(),
+/// A running control plane.
+pub struct ControlPlane {
+    /// With the ports actually bound, so a restart reuses them.
+    config: CpConfig,
+    admin_token: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+/// A registration token as `POST /registration-tokens` answers it.
+pub struct RegistrationToken {
+    pub secret: String,
+    /// `sha256:HEX`, what `--ca-cert-hash` takes.
+    pub ca_hash: String,
+}
+
+impl ControlPlane {
+    /// Binds, starts and waits for readiness; a start-up failure is returned, not raised.
+    async fn launch(mut config: CpConfig) -> Result<Self, String> {
+        let listeners = Listeners {
+            admin: bind(config.admin.listen).await?,
+            cluster: bind(config.cluster.listen).await?,
+        };
+        let local = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+        config.admin.listen = local(&listeners.admin)?;
+        config.cluster.listen = local(&listeners.cluster)?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(licsync_cp::server::run(
+            config.clone(),
+            listeners,
+            shutdown.clone(),
+        ));
+        let mut cp = Self {
+            config,
+            admin_token: String::new(),
+            http: reqwest::Client::new(),
+            shutdown,
+            task: Some(task),
+        };
+        cp.wait_until_ready().await?;
+        let token_file = cp.config.data_dir.join("admin-token");
+        cp.admin_token = std::fs::read_to_string(&token_file)
+            .map_err(|e| format!("{}: {e}", token_file.display()))?
+            .trim()
+            .to_owned();
+        Ok(cp)
     }
-}
 
-pub fn signed(key: &SigningKey, customer: &str) -> String {
-    let payload: BTreeMap<String, String> = [
-        ("customer", customer),
-        ("license_key", "KEY-0001"),
-        ("license_creation_date", "2024-01-01"),
-        ("license_expiration_date", "2099-12-31"),
-        ("dataplanes", "5"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    sign_document(&payload, key)
-}
-
-pub fn wire(id: &str, document: &str, updated_at: i64, revision: u64) -> License {
-    License {
-        id: id.into(),
-        document: document.into(),
-        created_at: 1_700_000_000,
-        updated_at,
-        revision,
-    }
-}
-
-impl FakeSession {
-    /// The next message other than a heartbeat.
-    pub async fn recv(&mut self) -> DataPlaneMessage {
+    async fn wait_until_ready(&mut self) -> Result<(), String> {
+        let url = format!("{}/health/ready", self.admin_url());
+        let deadline = Instant::now() + GUARD;
         loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), self.from_dp.recv())
-                .await
-                .expect("nothing from the data plane within 10s")
-                .expect("the data plane closed the stream");
-            if !matches!(
-                message.message,
-                Some(data_plane_message::Message::Heartbeat(_))
-            ) {
-                return message;
+            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                return Err(match self.join().await {
+                    Err(error) => error.to_string(),
+                    Ok(()) => "it stopped before it was ready".to_owned(),
+                });
             }
-        }
-    }
-
-    pub async fn hello(&mut self) -> Hello {
-        match self.recv().await.message {
-            Some(data_plane_message::Message::Hello(hello)) => hello,
-            other => panic!("expected Hello, got {other:?}"),
-        }
-    }
-
-    pub async fn send(&self, update: Update) {
-        self.to_dp
-            .send(Ok(ControlPlaneMessage {
-                message: Some(control_plane_message::Message::Update(update)),
-            }))
-            .await
-            .expect("stream closed");
-    }
-
-    /// Ends the stream with an error, as a control plane that goes away would.
-    pub async fn fail(&self, status: Status) {
-        let _ = self.to_dp.send(Err(status)).await;
-    }
-
-    /// Waits until the data plane's side of the stream ends.
-    pub async fn closed(&mut self) {
-        while self.from_dp.recv().await.is_some() {}
-    }
-}
-
-struct FakeRegistration {
-    ca: Arc<CertificateAuthority>,
-    trusted_key: String,
-    next_id: AtomicU32,
-    cluster_url: String,
-}
-
-#[tonic::async_trait]
-impl Registration for FakeRegistration {
-    async fn register(
-        &self,
-        request: Request<RegisterRequest>,
-    ) -> Result<Response<RegisterResponse>, Status> {
-        let request = request.into_inner();
-        match request.token.as_str() {
-            TOKEN => {}
-            USED_TOKEN => {
-                return Err(Status::permission_denied(
-                    "registration token has been used up",
-                ));
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status() == StatusCode::OK
+            {
+                return Ok(());
             }
-            _ => return Err(Status::unauthenticated("unknown registration token")),
+            if Instant::now() > deadline {
+                return Err(format!("{url} did not answer 200 within {GUARD:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let id = format!("00000000-0000-4000-8000-{n:012}");
-        let issued = self
-            .ca
-            .sign_dataplane(&request.csr_der, &id, Duration::from_secs(3600))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(Response::new(RegisterResponse {
-            dataplane_id: id,
-            dataplane_name: request.name,
-            certificate_pem: issued.cert_pem,
-            ca_certificate_pem: self.ca.cert_pem().to_owned(),
-            cluster_url: self.cluster_url.clone(),
-            trusted_license_keys: vec![self.trusted_key.clone()],
-        }))
     }
 
-    async fn renew(
-        &self,
-        _request: Request<RenewRequest>,
-    ) -> Result<Response<RegisterResponse>, Status> {
-        Err(Status::unimplemented("renewal is not faked"))
+    /// Waits for the server task; re-raises its panic.
+    async fn join(&mut self) -> Result<(), ServeError> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("the control plane task was cancelled: {e}"),
+        }
     }
-}
 
-struct FakeSync {
-    sessions: mpsc::UnboundedSender<FakeSession>,
-}
+    /// Stops the control plane and waits for it, failing the test if it panicked or stopped
+    /// with an error.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Err(error) = self.join().await {
+            panic!("the control plane stopped with an error: {error}");
+        }
+    }
 
-#[tonic::async_trait]
-impl LicenseSync for FakeSync {
-    type SyncStream = ReceiverStream<Result<ControlPlaneMessage, Status>>;
-
-    async fn sync(
-        &self,
-        request: Request<Streaming<DataPlaneMessage>>,
-    ) -> Result<Response<Self::SyncStream>, Status> {
-        let dataplane_id = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| CertInfo::from_der(c).ok()))
-            .and_then(|info| info.dataplane_id)
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let mut inbound = request.into_inner();
-        let (to_dp, rx) = mpsc::channel(16);
-        let (from_dp_tx, from_dp) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = inbound.message().await {
-                if from_dp_tx.send(message).is_err() {
-                    break;
+    /// Stops this control plane and starts another on the same data dir and ports, as an
+    /// operator restarting the process would. Retries while the old one still holds the ports
+    /// or the database (its stream tasks end just after it does).
+    pub async fn restart(self) -> Self {
+        let config = self.config.clone();
+        self.shutdown().await;
+        let deadline = Instant::now() + GUARD;
+        loop {
+            match Self::launch(config.clone()).await {
+                Ok(cp) => return cp,
+                Err(error) if Instant::now() > deadline => {
+                    panic!("the control plane did not start again: {error}")
                 }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-        });
-        let _ = self.sessions.send(FakeSession {
-            dataplane_id,
-            to_dp,
-            from_dp,
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.config.admin.listen)
+    }
+
+    /// The cluster listener, as an operator passes it to `registration create --server`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.config.cluster.listen.port())
+    }
+
+    /// The CA certificate file an operator copies to a data plane for `--ca-cert`.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.config.data_dir.join("pki/ca.crt")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_cert_path()).unwrap()
+    }
+
+    /// Calls the Admin API with the admin token; returns the status and the JSON body
+    /// (`Value::Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.admin_url()))
+            .bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// `POST /registration-tokens` for a token good for `max_uses` registrations.
+    pub async fn registration_token(&self, max_uses: u32) -> RegistrationToken {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/registration-tokens",
+                Some(json!({ "name": "test", "max_uses": max_uses })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        RegistrationToken {
+            secret: body["token"].as_str().unwrap().to_owned(),
+            ca_hash: format!("sha256:{}", body["ca_cert_sha256"].as_str().unwrap()),
+        }
+    }
+
+    /// `POST /licenses`; returns the new license's id.
+    pub async fn create_license(&self, document: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/licenses",
+                Some(json!({ "payload": document })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn delete_license(&self, id: &str) {
+        let (status, body) = self
+            .call(Method::DELETE, &format!("/licenses/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+
+    /// The revision of the current license set (`GET /status`).
+    pub async fn revision(&self) -> u64 {
+        let (status, body) = self.call(Method::GET, "/status", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["revision"].as_u64().unwrap()
+    }
+
+    /// `GET /clustering/data-planes/{id}`.
+    pub async fn dataplane(&self, id: &str) -> Value {
+        let (status, body) = self
+            .call(Method::GET, &format!("/clustering/data-planes/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// `GET /clustering/data-planes`.
+    pub async fn dataplanes(&self) -> Vec<Value> {
+        let (status, body) = self
+            .call(Method::GET, "/clustering/data-planes", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].as_array().unwrap().clone()
+    }
+
+    /// `registration create` options for this control plane.
+    pub fn create_options(&self, token: &str, ca: CaSource, dir: &Path) -> CreateOptions {
+        CreateOptions {
+            token: token.to_owned(),
+            server: self.url(),
+            ca,
+            name: Some("edge-7".into()),
+            output_directory: dir.to_owned(),
+            timeout: GUARD,
+        }
+    }
+
+    /// Registers a data plane as an operator would (a fresh token, `--ca-cert-hash`) into
+    /// `dir/registration.yaml`, and returns the file.
+    pub async fn register(&self, dir: &Path) -> RegistrationFile {
+        let token = self.registration_token(1).await;
+        let path = create(self.create_options(&token.secret, CaSource::Hash(token.ca_hash), dir))
+            .await
+            .unwrap();
+        RegistrationFile::load(&path).unwrap()
     }
 }
 
-/// Polls `check` every 20 ms for up to 10 s.
-pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..500 {
-        if let Some(value) = check() {
+impl Drop for ControlPlane {
+    /// Stops the control plane even when a test fails half-way. A task that has already ended
+    /// is joined so its panic is not lost; one still draining is left to the runtime (only
+    /// `shutdown`, being async, can wait for it).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(mut task) = self.task.take()
+            && task.is_finished()
+            && !std::thread::panicking()
+        {
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(Err(e)) = Pin::new(&mut task).poll(&mut cx)
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// Calls `check` every 20 ms until it returns `Some`; fails the test after [`GUARD`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + GUARD;
+    loop {
+        if let Some(value) = check().await {
             return value;
         }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {GUARD:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting for {what}");
+}
+
+/// Waits until the watched value satisfies `ready`; fails the test after [`GUARD`].
+pub async fn wait_for<T: Clone>(
+    what: &str,
+    rx: &mut watch::Receiver<T>,
+    ready: impl FnMut(&T) -> bool,
+) -> T {
+    match tokio::time::timeout(GUARD, rx.wait_for(ready)).await {
+        Ok(Ok(value)) => value.clone(),
+        Ok(Err(_)) => panic!("the sender went away while waiting for {what}"),
+        Err(_) => panic!("timed out after {GUARD:?} waiting for {what}"),
+    }
 }
 
 pub fn read(path: &Path) -> Option<String> {
