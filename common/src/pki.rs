@@ -39,6 +39,8 @@ pub enum PkiError {
     NoCertificate(String),
     #[error("no PEM private key found in {0}")]
     NoPrivateKey(String),
+    #[error("private key cannot be parsed: {0}")]
+    BadPrivateKey(String),
     #[error("certificate cannot be parsed: {0}")]
     BadCertificate(String),
     #[error("certificate lifetime {0:?} is too long")]
@@ -216,6 +218,18 @@ impl CertInfo {
     }
 }
 
+/// Whether the first certificate of `cert_pem` is for the key pair in `key_pem` (PKCS#8 PEM):
+/// its SubjectPublicKeyInfo carries that key pair's public key. A data plane checks this before
+/// it keeps a certificate the control plane issued for its CSR.
+pub fn certificate_matches_key(cert_pem: &str, key_pem: &str) -> Result<bool, PkiError> {
+    let der = first_certificate(cert_pem, "the certificate PEM")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::BadPrivateKey(e.to_string()))?;
+    let certified = &cert.tbs_certificate.subject_pki.subject_public_key.data;
+    Ok(certified.as_ref() == key.public_key_raw())
+}
+
 /// Every certificate in a PEM bundle, in order.
 pub fn certificates_from_pem(pem: &str) -> Vec<CertificateDer<'static>> {
     rustls_pemfile::certs(&mut pem.as_bytes())
@@ -329,6 +343,33 @@ mod tests {
                 .dataplane_id
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_certificate_matches_only_the_key_of_its_csr() {
+        let (ca, ca_key) =
+            CertificateAuthority::generate("test CA", Duration::from_secs(3600)).unwrap();
+        let (key, csr) = new_key_and_csr("edge-1").unwrap();
+        let (other_key, _) = new_key_and_csr("edge-2").unwrap();
+        let issued = ca
+            .sign_dataplane(
+                &csr,
+                "0b6a2d6c-4b0e-4c43-9c56-7c8a3f3f0a11",
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert!(certificate_matches_key(&issued.cert_pem, &key).unwrap());
+        assert!(!certificate_matches_key(&issued.cert_pem, &other_key).unwrap());
+        assert!(!certificate_matches_key(&issued.cert_pem, &ca_key).unwrap());
+        assert!(certificate_matches_key(ca.cert_pem(), &ca_key).unwrap());
+        assert!(matches!(
+            certificate_matches_key("no certificate here", &key),
+            Err(PkiError::NoCertificate(_))
+        ));
+        assert!(matches!(
+            certificate_matches_key(&issued.cert_pem, "no key here"),
+            Err(PkiError::BadPrivateKey(_))
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::model::{DataPlaneRecord, Revision};
@@ -37,6 +38,17 @@ struct Live {
     revision: Revision,
     /// The license the data plane serves (id, `updated_at`), as of its last acknowledgement.
     license: Option<(Uuid, i64)>,
+    /// The newest stream (its number and what ends it); a newer one cancels it.
+    current_stream: Option<(u64, CancellationToken)>,
+    /// Numbers the streams of this data plane.
+    streams_opened: u64,
+}
+
+/// An open stream's registration with [`DataPlanes`].
+pub struct StreamSlot {
+    number: u64,
+    /// Cancelled when a newer stream opens for the same data plane.
+    pub replaced: CancellationToken,
 }
 
 /// One row of `GET /clustering/data-planes`.
@@ -106,23 +118,44 @@ impl DataPlanes {
         self.live().values().filter(|l| l.connected).count()
     }
 
-    /// A stream opened: the data plane is connected and was just seen.
-    pub fn stream_opened(&self, id: Uuid, now: i64) {
+    /// A stream opened: the data plane is connected and was just seen. The slot's token is
+    /// cancelled when a newer stream opens for the same data plane (a restarted agent whose old
+    /// connection is not dead yet, or a registration file copied to a second host): one data
+    /// plane, one stream. The flag says an older stream was replaced.
+    pub fn stream_opened(&self, id: Uuid, now: i64) -> (StreamSlot, bool) {
         let mut live = self.live();
         let entry = live.entry(id).or_default();
         entry.streams += 1;
         entry.connected = true;
         entry.last_seen = Some(now);
+        entry.streams_opened += 1;
+        let slot = StreamSlot {
+            number: entry.streams_opened,
+            replaced: CancellationToken::new(),
+        };
+        let replaced = entry
+            .current_stream
+            .replace((slot.number, slot.replaced.clone()))
+            .map(|(_, older)| older.cancel())
+            .is_some();
+        (slot, replaced)
     }
 
     /// A stream ended; the data plane stays connected while another stream is open. What it
     /// reported is written through, so the listing survives a control-plane restart.
-    pub async fn stream_closed(&self, id: Uuid, now: i64) -> StoreResult<()> {
+    pub async fn stream_closed(&self, id: Uuid, slot: &StreamSlot, now: i64) -> StoreResult<()> {
         let license = {
             let mut live = self.live();
             let Some(entry) = live.get_mut(&id) else {
                 return Ok(());
             };
+            if entry
+                .current_stream
+                .as_ref()
+                .is_some_and(|(n, _)| *n == slot.number)
+            {
+                entry.current_stream = None;
+            }
             entry.streams = entry.streams.saturating_sub(1);
             entry.connected = entry.streams > 0;
             entry.last_seen = Some(now);

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::model::{Revision, StoredLicense};
-use crate::store::{Store, StoreError};
+use crate::store::{LicenseRows, Store, StoreError};
 
 /// An immutable snapshot of every license at one revision. Cheap to clone and share.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +32,19 @@ impl LicenseSet {
         self.licenses
             .values()
             .max_by_key(|l| (l.updated_at, l.revision))
+    }
+}
+
+impl From<LicenseRows> for LicenseSet {
+    fn from(rows: LicenseRows) -> Self {
+        Self {
+            revision: rows.revision,
+            licenses: rows
+                .licenses
+                .into_iter()
+                .map(|l| (l.id, Arc::new(l)))
+                .collect(),
+        }
     }
 }
 
@@ -67,15 +80,7 @@ pub struct Licenses {
 impl Licenses {
     /// Loads the current set from storage.
     pub async fn load(store: Arc<dyn Store>, trusted: TrustedKeys) -> Result<Self, StoreError> {
-        let rows = store.licenses().await?;
-        let set = LicenseSet {
-            revision: rows.revision,
-            licenses: rows
-                .licenses
-                .into_iter()
-                .map(|l| (l.id, Arc::new(l)))
-                .collect(),
-        };
+        let set = LicenseSet::from(store.licenses().await?);
         let (current, _) = watch::channel(Arc::new(set));
         Ok(Self {
             store,
@@ -178,7 +183,10 @@ impl Licenses {
             return Ok(false);
         }
         let revision = set.revision + 1;
-        self.store.delete_license(id, revision).await?;
+        if let Err(error) = self.store.delete_license(id, revision).await {
+            self.resync_after_failure().await;
+            return Err(error.into());
+        }
         let mut next = (*set).clone();
         next.revision = revision;
         next.licenses.remove(&id);
@@ -192,7 +200,10 @@ impl Licenses {
         set: &LicenseSet,
         stored: StoredLicense,
     ) -> Result<Arc<StoredLicense>, WriteError> {
-        self.store.put_license(&stored).await?;
+        if let Err(error) = self.store.put_license(&stored).await {
+            self.resync_after_failure().await;
+            return Err(error.into());
+        }
         let created = !set.licenses.contains_key(&stored.id);
         let stored = Arc::new(stored);
         let mut next = set.clone();
@@ -205,6 +216,29 @@ impl Licenses {
             tracing::info!(event = "license.updated", license.id = %stored.id, revision = stored.revision, "License updated.");
         }
         Ok(stored)
+    }
+}
+
+impl Licenses {
+    /// A failed write may still have reached storage (a transaction committed, its flush
+    /// failed). Republishing what storage holds keeps revisions unique and the uniqueness check
+    /// honest; if storage cannot even be read, the next write fails again and says so.
+    async fn resync_after_failure(&self) {
+        match self.store.licenses().await {
+            Ok(rows) => {
+                let set = LicenseSet::from(rows);
+                if set != *self.current() {
+                    tracing::warn!(
+                        revision = set.revision,
+                        "A failed write reached storage; publishing what storage holds."
+                    );
+                    self.current.send_replace(Arc::new(set));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot read licenses back after a failed write.");
+            }
+        }
     }
 }
 

@@ -197,7 +197,88 @@ async fn every_route_but_health_requires_a_known_token() {
     for path in ["/health/live", "/health/ready"] {
         let response = api.anonymous(Method::GET, path).send().await.unwrap();
         assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let response = api
+            .anonymous(Method::GET, path)
+            .bearer_auth("lsa_not-a-real-token")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} with a stale token"
+        );
     }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_is_checked_before_routing() {
+    let api = Api::start().await;
+    // Without a token, a wrong method or an unknown path is refused like any other request:
+    // the answer must not depend on (or reveal) which routes exist.
+    let requests = [
+        (Method::PUT, "/licenses"),
+        (Method::PATCH, "/licenses"),
+        (Method::DELETE, "/licenses"),
+        (Method::GET, "/nope"),
+        (Method::POST, "/nope"),
+        (Method::GET, "/health"),
+        (Method::GET, "/health/live/"),
+        (Method::GET, "/health/other"),
+    ];
+    for (method, path) in requests {
+        let response = api.anonymous(method.clone(), path).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            response.headers().get("www-authenticate").unwrap(),
+            "Bearer",
+            "{method} {path}"
+        );
+        assert!(
+            response.headers().get("allow").is_none(),
+            "{method} {path} reveals the route's methods"
+        );
+        let body: Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("No API token found in request"),
+            "{method} {path}: {message}"
+        );
+
+        let (status, body) = send(
+            api.anonymous(method.clone(), path)
+                .header("Kong-Admin-Token", "wrong"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid API token"),
+            "{method} {path}: {body}"
+        );
+    }
+
+    // With a token, routing answers as before: JSON 404 and 405.
+    let (status, body) = send(api.get("/nope")).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"message": "Not found"}))
+    );
+    let (status, body) = send(api.call(Method::DELETE, "/licenses")).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"message": "Method not allowed"})
+        )
+    );
     api.stop().await;
 }
 

@@ -35,8 +35,10 @@ pub async fn run(
             config.data_dir.display()
         )
     })?;
-    let settings = SyncSettings::new(&registration, &config.sync, config.trusted_keys())
+    let mut settings = SyncSettings::new(&registration, &config.sync, config.trusted_keys())
         .with_context(|| format!("registration file {}", config.registration_file.display()))?;
+    settings.follow_control_plane_keys =
+        config.license.follow_control_plane_keys && config.license.trusted_keys.is_empty();
     let output = LicenseFile::new(
         config.output_path(),
         &config.license.reload_command,

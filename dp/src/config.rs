@@ -58,6 +58,10 @@ pub struct LicenseConfig {
     pub reload_timeout: HumanDuration,
     /// Standard base64 Ed25519 keys; empty means the keys in the registration file.
     pub trusted_keys: Vec<String>,
+    /// When `trusted_keys` is empty, also accept the keys the control plane sends with every
+    /// update, so a signing-key rotation needs no change here. Off by default: the agent's own
+    /// check then stays independent of the control plane.
+    pub follow_control_plane_keys: bool,
 }
 
 impl Default for LicenseConfig {
@@ -67,6 +71,7 @@ impl Default for LicenseConfig {
             reload_command: Vec::new(),
             reload_timeout: HumanDuration(Duration::from_secs(30)),
             trusted_keys: Vec::new(),
+            follow_control_plane_keys: false,
         }
     }
 }

@@ -68,13 +68,26 @@ async fn expired_client_certificate_is_refused_and_both_sides_say_so() {
         refused["reason"].as_str().unwrap().contains("expired"),
         "{refused}"
     );
-    dp.process
+    // The agent's own check warns before it connects that the certificate has expired; what
+    // must also show is the control plane's refusal, as the agent understood it from the TLS
+    // alert, with what to do about it.
+    let refusal = dp
+        .process
         .logs
-        .wait_for("the agent to report its expired certificate", T, |l| {
-            l.to_string().contains("expired")
+        .wait_for_event("sync.refused", T, |l| {
+            l["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("refused this data plane's certificate"))
         })
         .await;
+    assert_eq!(refusal["level"], "ERROR", "{refusal}");
+    let reason = refusal["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("it has expired") && reason.contains("`licsync-dp registration renew`"),
+        "{refusal}"
+    );
     assert!(cp.process.logs.events("dataplane.connected").is_empty());
+    assert!(dp.process.logs.events("dataplane.connected").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,13 +122,58 @@ async fn certificate_from_another_ca_is_refused_and_both_sides_say_so() {
             .contains("not issued by this cluster's CA"),
         "{refused}"
     );
-    dp.process
+    // Each cluster's CA has its own name, so the control plane answers with the UnknownCA
+    // alert and the agent can tell the operator exactly what happened.
+    let refusal = dp
+        .process
         .logs
-        .wait_for("the agent to report the refusal", T, |l| {
-            l.get("level")
-                .and_then(|v| v.as_str())
-                .is_some_and(|lv| lv == "ERROR" || lv == "WARN")
-                && l.to_string().contains("certificate")
+        .wait_for_event("sync.refused", T, |l| {
+            l["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("refused this data plane's certificate"))
         })
         .await;
+    assert_eq!(refusal["level"], "ERROR", "{refusal}");
+    let reason = refusal["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&other.cluster_url)
+            && reason.contains("it was not issued by the cluster CA")
+            && reason.contains("`licsync-dp registration create`"),
+        "{refusal}"
+    );
+    assert!(other.process.logs.events("dataplane.connected").is_empty());
+}
+
+/// A registration file copied to a second host: the control plane serves one stream per data
+/// plane and says so, instead of silently interleaving two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_file_used_on_two_hosts_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new();
+    let cp = Cp::start(&tmp.path().join("cp"), &[&issuer.public], "").await;
+    let first = tmp.path().join("first");
+    Dp::register_ok(&cp, &first, "original").await;
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(
+        first.join("registration.yaml"),
+        copy.join("registration.yaml"),
+    )
+    .unwrap();
+
+    let _a = Dp::start(&first, "").await;
+    cp.process
+        .logs
+        .wait_for_event("dataplane.connected", T, |_| true)
+        .await;
+    let _b = Dp::start(&copy, "").await;
+    let replaced = cp
+        .process
+        .logs
+        .wait_for_event("dataplane.stream_replaced", T, |_| true)
+        .await;
+    assert!(
+        replaced["message"].as_str().unwrap().contains("two hosts"),
+        "{replaced}"
+    );
 }

@@ -115,14 +115,18 @@ async fn restarted_dataplane_serves_last_license_while_cp_is_down_and_resyncs_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signing_key_rotation_at_the_cp_needs_no_change_on_dataplanes() {
+async fn dataplanes_following_cp_keys_accept_a_signing_key_rotation() {
     let tmp = tempfile::tempdir().unwrap();
     let old = Issuer::new();
     let mut cp = Cp::start(&tmp.path().join("cp"), &[&old.public], "").await;
     let dp_dir = tmp.path().join("dp");
     // Registered while only the old key was trusted: the registration file holds just that one.
     Dp::register_ok(&cp, &dp_dir, "edge").await;
-    let dp = Dp::start(&dp_dir, "").await;
+    let dp = Dp::start(&dp_dir, "[license]\nfollow_control_plane_keys = true\n").await;
+    // By default an agent keeps verifying with the keys it registered with.
+    let strict_dir = tmp.path().join("strict");
+    Dp::register_ok(&cp, &strict_dir, "strict").await;
+    let strict = Dp::start(&strict_dir, "").await;
 
     let new = Issuer::new();
     let keys = serde_json::to_string(&[&old.public, &new.public]).unwrap();
@@ -136,6 +140,12 @@ async fn signing_key_rotation_at_the_cp_needs_no_change_on_dataplanes() {
         "{}",
         dp.process.logs.dump()
     );
+    strict
+        .process
+        .logs
+        .wait_for_event("license.rejected", T, |_| true)
+        .await;
+    assert_eq!(strict.license(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

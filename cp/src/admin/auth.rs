@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::status;
 use crate::secrets;
 use crate::state::ControlPlane;
 
@@ -23,12 +24,16 @@ pub const KONG_ADMIN_TOKEN: &str = "kong-admin-token";
 const HOW_TO_AUTHENTICATE: &str = "send \"Authorization: Bearer <token>\" or \"Kong-Admin-Token: <token>\"; \
      the first token is in <data_dir>/admin-token";
 
-/// Middleware: lets the request through only with a known API token.
+/// Middleware: lets the request through only with a known API token, or when it is for a
+/// health probe. It wraps the whole router, so it runs before routing can answer 404 or 405.
 pub async fn require_token(
     State(cp): State<Arc<ControlPlane>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if status::is_health_probe(request.uri().path()) {
+        return next.run(request).await;
+    }
     let Some(presented) = presented_token(request.headers()) else {
         tracing::info!(method = %request.method(), path = %request.uri().path(), "Admin API request without a token refused.");
         return unauthorized(format!(

@@ -2,8 +2,9 @@
 //! status and health probes.
 //!
 //! # Layout
-//! - [`router`] and [`serve`] (here): the routes, the token check in front of all but the
-//!   health probes, JSON fallbacks for unknown routes and methods, graceful shutdown.
+//! - [`router`] and [`serve`] (here): the routes, the token check in front of everything
+//!   (unknown routes and wrong methods included) but the health probes, JSON fallbacks for
+//!   unknown routes and methods, graceful shutdown.
 //! - `auth`: the bearer-token middleware; [`bootstrap_admin_token`] creates the first token.
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
@@ -40,22 +41,25 @@ pub use bootstrap::{
 };
 
 /// Every Admin API route over `cp`.
+///
+/// The token check wraps the routed service as a whole, so a request without a valid token
+/// gets the same 401 whatever its path or method (no `Allow` header telling which routes
+/// exist); only then do unknown routes answer 404 and wrong methods 405. The health probes
+/// are the one exemption (see [`auth::require_token`]).
 pub fn router(cp: Arc<ControlPlane>) -> Router {
-    let authenticated = Router::new()
+    let routes = Router::new()
         .merge(licenses::routes())
         .merge(registration_tokens::routes())
         .merge(fleet::routes())
         .merge(status::routes())
-        .route_layer(middleware::from_fn_with_state(
-            cp.clone(),
-            auth::require_token,
-        ));
-    authenticated
         .merge(status::health_routes())
         // Applies to the routes present now, so it comes after every route is added.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
-        .with_state(cp)
+        .with_state(cp.clone());
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(cp, auth::require_token))
 }
 
 /// Serves the Admin API on `listener` until `shutdown` completes, then lets requests in

@@ -43,11 +43,23 @@ pub(super) fn routes() -> Router<Arc<ControlPlane>> {
     Router::new().route("/status", get(status))
 }
 
+/// The liveness probe's path.
+const HEALTH_LIVE: &str = "/health/live";
+/// The readiness probe's path.
+const HEALTH_READY: &str = "/health/ready";
+
 /// The unauthenticated probes.
 pub(super) fn health_routes() -> Router<Arc<ControlPlane>> {
     Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+        .route(HEALTH_LIVE, get(live))
+        .route(HEALTH_READY, get(ready))
+}
+
+/// Whether `path` is one of the health probes, the only paths served without a token. It is
+/// compared with the request path exactly as the router matches it, so nothing else (no
+/// trailing slash, no other `/health/...`) slips past the token check.
+pub(super) fn is_health_probe(path: &str) -> bool {
+    path == HEALTH_LIVE || path == HEALTH_READY
 }
 
 async fn status(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Status>, ApiError> {

@@ -13,13 +13,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use licsync_common::pki::CertInfo;
+use licsync_common::pki::{CertInfo, sha256_hex};
 use licsync_common::proto::data_plane_message::Message as DpMessage;
 use licsync_common::proto::license_sync_server::LicenseSync;
 use licsync_common::proto::{
     self, ControlPlaneMessage, DataPlaneMessage, Hello, Nack, control_plane_message,
 };
 use licsync_common::unix_now;
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,7 +32,7 @@ use uuid::Uuid;
 use super::tls::PeerInfo;
 use crate::dataplanes::SyncStatus;
 use crate::licenses::LicenseSet;
-use crate::model::{DataPlaneRecord, Revision};
+use crate::model::{DataPlaneRecord, Revision, StoredLicense};
 use crate::state::ControlPlane;
 
 /// How long a new stream may take to send its Hello.
@@ -68,7 +69,7 @@ impl LicenseSync for SyncService {
             .get::<PeerInfo>()
             .cloned()
             .ok_or_else(|| Status::internal("connection carries no peer information"))?;
-        let record = authenticate(&self.cp, &peer).await?;
+        let (record, cert_not_after) = authenticate(&self.cp, &peer).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(DataPlaneMessage {
@@ -101,7 +102,9 @@ impl LicenseSync for SyncService {
         let shutdown = self.shutdown.clone();
         tokio::spawn(
             async move {
-                stream.run(record, hello, inbound, peer, shutdown).await;
+                stream
+                    .run(record, hello, inbound, peer, shutdown, cert_not_after)
+                    .await;
             }
             .instrument(span),
         );
@@ -111,7 +114,10 @@ impl LicenseSync for SyncService {
 
 /// Checks the verified client certificate against the registry: the identity comes from the
 /// certificate, never from a message.
-async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<DataPlaneRecord, Status> {
+async fn authenticate(
+    cp: &ControlPlane,
+    peer: &PeerInfo,
+) -> Result<(DataPlaneRecord, OffsetDateTime), Status> {
     let refuse = |status: Status| {
         tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane stream.");
         status
@@ -153,10 +159,29 @@ async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<DataPlaneRec
             info.serial
         ))));
     }
-    Ok(record)
+    Ok((record, info.not_after))
 }
 
-fn parse_held(hello: &Hello) -> Result<HashMap<Uuid, Revision>, Status> {
+/// What a data plane holds of one license.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    revision: Revision,
+    /// SHA-256 of the document as reported in Hello; `None` once this stream sent it (then the
+    /// revision alone identifies it).
+    digest: Option<String>,
+}
+
+impl Held {
+    fn is(&self, license: &StoredLicense) -> bool {
+        self.revision == license.revision
+            && self
+                .digest
+                .as_deref()
+                .is_none_or(|d| d == sha256_hex(license.document.as_bytes()))
+    }
+}
+
+fn parse_held(hello: &Hello) -> Result<HashMap<Uuid, Held>, Status> {
     if hello.held.len() > MAX_HELD {
         return Err(Status::invalid_argument(format!(
             "Hello lists {} licenses; the limit is {MAX_HELD}",
@@ -168,12 +193,34 @@ fn parse_held(hello: &Hello) -> Result<HashMap<Uuid, Revision>, Status> {
         .iter()
         .map(|h| {
             h.id.parse::<Uuid>()
-                .map(|id| (id, h.revision))
+                .map(|id| {
+                    let digest = (!h.digest.is_empty()).then(|| h.digest.to_ascii_lowercase());
+                    (
+                        id,
+                        Held {
+                            revision: h.revision,
+                            digest,
+                        },
+                    )
+                })
                 .map_err(|_| {
                     Status::invalid_argument(format!("held license id '{}' is not a UUID", h.id))
                 })
         })
         .collect()
+}
+
+/// What ends a stream besides the data plane itself.
+struct StreamEnds {
+    shutdown: CancellationToken,
+    replaced: CancellationToken,
+    cert_expiry: Instant,
+}
+
+/// The monotonic instant at which wall-clock time `at` arrives.
+fn until(at: OffsetDateTime) -> Instant {
+    let left = at - OffsetDateTime::now_utc();
+    Instant::now() + Duration::try_from(left).unwrap_or(Duration::ZERO)
 }
 
 /// An update sent and not yet answered.
@@ -189,7 +236,7 @@ struct DataPlaneStream {
     cp: Arc<ControlPlane>,
     id: Uuid,
     /// What the data plane holds, as far as it has acknowledged.
-    held: HashMap<Uuid, Revision>,
+    held: HashMap<Uuid, Held>,
     /// License versions the data plane refused; not resent until they change.
     rejected: HashMap<Uuid, Revision>,
     pending: Option<Pending>,
@@ -205,9 +252,13 @@ impl DataPlaneStream {
         mut inbound: Streaming<DataPlaneMessage>,
         peer: PeerInfo,
         shutdown: CancellationToken,
+        cert_not_after: OffsetDateTime,
     ) {
         let now = unix_now();
-        self.cp.dataplanes.stream_opened(self.id, now);
+        let (slot, replaced) = self.cp.dataplanes.stream_opened(self.id, now);
+        if replaced {
+            tracing::warn!(event = "dataplane.stream_replaced", dataplane.id = %self.id, peer.addr = %peer.remote_addr, "A newer stream replaced this data plane's open stream; if this repeats, its registration file is in use on two hosts.");
+        }
         let ip = peer.remote_addr.ip().to_string();
         if record.version != hello.version || record.hostname != hello.hostname || record.ip != ip {
             record.version = truncate(hello.version, 64);
@@ -231,10 +282,22 @@ impl DataPlaneStream {
         let first = licenses.borrow_and_update().clone();
         let reason = match self.send_update(&first, true).await {
             Err(reason) => reason,
-            Ok(()) => self.serve(&mut licenses, &mut inbound, &shutdown).await,
+            Ok(()) => {
+                let ends = StreamEnds {
+                    shutdown,
+                    replaced: slot.replaced.clone(),
+                    cert_expiry: until(cert_not_after),
+                };
+                self.serve(&mut licenses, &mut inbound, &ends).await
+            }
         };
 
-        if let Err(error) = self.cp.dataplanes.stream_closed(self.id, unix_now()).await {
+        if let Err(error) = self
+            .cp
+            .dataplanes
+            .stream_closed(self.id, &slot, unix_now())
+            .await
+        {
             tracing::warn!(%error, "Could not record the data plane's last contact.");
         }
         tracing::info!(event = "dataplane.disconnected", dataplane.id = %self.id, reason, "Data plane disconnected.");
@@ -245,12 +308,19 @@ impl DataPlaneStream {
         &mut self,
         licenses: &mut tokio::sync::watch::Receiver<Arc<LicenseSet>>,
         inbound: &mut Streaming<DataPlaneMessage>,
-        shutdown: &CancellationToken,
+        ends: &StreamEnds,
     ) -> String {
+        let cert_expiry = tokio::time::sleep_until(ends.cert_expiry);
+        tokio::pin!(cert_expiry);
         loop {
             let deadline = self.pending.as_ref().map(|p| p.deadline);
             tokio::select! {
-                _ = shutdown.cancelled() => return "control plane shutting down".into(),
+                _ = ends.shutdown.cancelled() => return "control plane shutting down".into(),
+                _ = ends.replaced.cancelled() => return "replaced by a newer stream".into(),
+                _ = &mut cert_expiry => {
+                    tracing::warn!(event = "cert.expired", dataplane.id = %self.id, "The data plane's client certificate expired; closing its stream. Renew it with `licsync-dp registration renew`.");
+                    return "client certificate expired".into();
+                }
                 _ = self.tx.closed() => return "data plane went away".into(),
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.handle(message),
@@ -278,7 +348,7 @@ impl DataPlaneStream {
     async fn send_update(&mut self, set: &LicenseSet, always: bool) -> Result<(), String> {
         let mut upserted = Vec::new();
         for (id, license) in &set.licenses {
-            let known = self.held.get(id) == Some(&license.revision)
+            let known = self.held.get(id).is_some_and(|h| h.is(license))
                 || self.rejected.get(id) == Some(&license.revision);
             if !known {
                 upserted.push(license.clone());
@@ -390,7 +460,13 @@ impl DataPlaneStream {
                 self.rejected.insert(id, revision);
             } else {
                 self.rejected.remove(&id);
-                self.held.insert(id, revision);
+                self.held.insert(
+                    id,
+                    Held {
+                        revision,
+                        digest: None,
+                    },
+                );
             }
         }
     }
@@ -410,7 +486,7 @@ impl DataPlaneStream {
         let active = self
             .held
             .iter()
-            .filter_map(|(id, rev)| set.licenses.get(id).filter(|l| l.revision == *rev))
+            .filter_map(|(id, held)| set.licenses.get(id).filter(|l| held.is(l)))
             .max_by_key(|l| (l.updated_at, l.revision))
             .map(|l| (l.id, l.updated_at));
         self.cp

@@ -19,8 +19,9 @@ use crate::model::{
 
 const REVISION_KEY: &[u8] = b"revision";
 
-/// sled-backed storage under `<data_dir>/cp.sled`.
-pub struct SledStore {
+/// The database handle and its trees; cheap to clone (sled handles are reference-counted).
+#[derive(Clone)]
+struct Trees {
     db: sled::Db,
     meta: sled::Tree,
     licenses: sled::Tree,
@@ -28,6 +29,18 @@ pub struct SledStore {
     token_hashes: sled::Tree,
     dataplanes: sled::Tree,
     api_tokens: sled::Tree,
+}
+
+/// sled-backed storage under `<data_dir>/cp.sled`.
+///
+/// sled 0.34 deadlocks when `flush_async` calls overlap each other and transactions
+/// (spacejam/sled#1308), which froze the whole control plane under concurrent writes. So writes
+/// go one at a time through [`SledStore::write`]: the change and a blocking `flush` run together
+/// on the blocking pool, never on the async runtime's workers, and never two at once. Reads stay
+/// inline: they are in-memory lookups.
+pub struct SledStore {
+    trees: Trees,
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl SledStore {
@@ -45,36 +58,33 @@ impl SledStore {
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         Ok(Self {
-            meta: tree("meta")?,
-            licenses: tree("licenses")?,
-            tokens: tree("registration_tokens")?,
-            token_hashes: tree("registration_token_hashes")?,
-            dataplanes: tree("dataplanes")?,
-            api_tokens: tree("api_tokens")?,
-            db,
+            trees: Trees {
+                meta: tree("meta")?,
+                licenses: tree("licenses")?,
+                tokens: tree("registration_tokens")?,
+                token_hashes: tree("registration_token_hashes")?,
+                dataplanes: tree("dataplanes")?,
+                api_tokens: tree("api_tokens")?,
+                db,
+            },
+            writer: tokio::sync::Mutex::new(()),
         })
     }
 
-    async fn durable(&self) -> StoreResult<()> {
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
-    }
-
-    async fn put_json<T: Serialize>(
+    /// Runs `change` and then flushes, alone and off the async workers; returns once durable.
+    async fn write<T: Send + 'static>(
         &self,
-        tree: &sled::Tree,
-        id: Uuid,
-        value: &T,
-    ) -> StoreResult<()> {
-        tree.insert(id.as_bytes(), encode(value)?)
-            .map_err(backend)?;
-        self.durable().await
-    }
-
-    async fn remove(&self, tree: &sled::Tree, id: Uuid) -> StoreResult<bool> {
-        let existed = tree.remove(id.as_bytes()).map_err(backend)?.is_some();
-        self.durable().await?;
-        Ok(existed)
+        change: impl FnOnce(&Trees) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let _one_writer = self.writer.lock().await;
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = change(&trees)?;
+            trees.db.flush().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
     }
 }
 
@@ -91,6 +101,7 @@ impl Store for SledStore {
         // License writers are serialised by the license service and this runs at start-up, so
         // the revision and the rows cannot be torn apart by a concurrent write.
         let revision = self
+            .trees
             .meta
             .get(REVISION_KEY)
             .map_err(backend)?
@@ -99,68 +110,77 @@ impl Store for SledStore {
             .unwrap_or(0);
         Ok(LicenseRows {
             revision,
-            licenses: scan(&self.licenses)?,
+            licenses: scan(&self.trees.licenses)?,
         })
     }
 
     async fn put_license(&self, license: &StoredLicense) -> StoreResult<()> {
         let value = encode(license)?;
+        let id = license.id;
         let revision = license.revision.to_be_bytes();
-        (&self.meta, &self.licenses)
-            .transaction(|(meta, licenses)| {
-                licenses.insert(license.id.as_bytes().as_slice(), value.as_slice())?;
-                meta.insert(REVISION_KEY, revision.as_slice())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error)?;
-        self.durable().await
+        self.write(move |t| {
+            (&t.meta, &t.licenses)
+                .transaction(|(meta, licenses)| {
+                    licenses.insert(id.as_bytes().as_slice(), value.as_slice())?;
+                    meta.insert(REVISION_KEY, revision.as_slice())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(tx_error)
+        })
+        .await
     }
 
     async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool> {
         let revision = revision.to_be_bytes();
-        let existed = (&self.meta, &self.licenses)
-            .transaction(|(meta, licenses)| {
-                let existed = licenses.remove(id.as_bytes().as_slice())?.is_some();
-                if existed {
-                    meta.insert(REVISION_KEY, revision.as_slice())?;
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(existed)
-            })
-            .map_err(tx_error)?;
-        self.durable().await?;
-        Ok(existed)
+        self.write(move |t| {
+            (&t.meta, &t.licenses)
+                .transaction(|(meta, licenses)| {
+                    let existed = licenses.remove(id.as_bytes().as_slice())?.is_some();
+                    if existed {
+                        meta.insert(REVISION_KEY, revision.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>(existed)
+                })
+                .map_err(tx_error)
+        })
+        .await
     }
 
     async fn insert_registration_token(&self, token: &RegistrationToken) -> StoreResult<()> {
         let value = encode(token)?;
-        (&self.tokens, &self.token_hashes)
-            .transaction(|(tokens, hashes)| {
-                tokens.insert(token.id.as_bytes().as_slice(), value.as_slice())?;
-                hashes.insert(token.token_hash.as_bytes(), token.id.as_bytes().as_slice())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error)?;
-        self.durable().await
+        let id = token.id;
+        let hash = token.token_hash.clone();
+        self.write(move |t| {
+            (&t.tokens, &t.token_hashes)
+                .transaction(|(tokens, hashes)| {
+                    tokens.insert(id.as_bytes().as_slice(), value.as_slice())?;
+                    hashes.insert(hash.as_bytes(), id.as_bytes().as_slice())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(tx_error)
+        })
+        .await
     }
 
     async fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>> {
-        scan(&self.tokens)
+        scan(&self.trees.tokens)
     }
 
     async fn delete_registration_token(&self, id: Uuid) -> StoreResult<bool> {
-        let existed = (&self.tokens, &self.token_hashes)
-            .transaction(|(tokens, hashes)| {
-                let Some(raw) = tokens.remove(id.as_bytes().as_slice())? else {
-                    return Ok(false);
-                };
-                let token: RegistrationToken =
-                    decode(id.as_bytes(), &raw).map_err(ConflictableTransactionError::Abort)?;
-                hashes.remove(token.token_hash.as_bytes())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(true)
-            })
-            .map_err(tx_error)?;
-        self.durable().await?;
-        Ok(existed)
+        self.write(move |t| {
+            (&t.tokens, &t.token_hashes)
+                .transaction(|(tokens, hashes)| {
+                    let Some(raw) = tokens.remove(id.as_bytes().as_slice())? else {
+                        return Ok(false);
+                    };
+                    let token: RegistrationToken =
+                        decode(id.as_bytes(), &raw).map_err(ConflictableTransactionError::Abort)?;
+                    hashes.remove(token.token_hash.as_bytes())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(true)
+                })
+                .map_err(tx_error)
+        })
+        .await
     }
 
     async fn consume_registration_token(
@@ -168,38 +188,44 @@ impl Store for SledStore {
         token_hash: &str,
         now: i64,
     ) -> StoreResult<Result<RegistrationToken, TokenRefusal>> {
-        let outcome = (&self.tokens, &self.token_hashes)
-            .transaction(|(tokens, hashes)| {
-                let Some(id) = hashes.get(token_hash.as_bytes())? else {
-                    return Ok(Err(TokenRefusal::Unknown));
-                };
-                let Some(raw) = tokens.get(&id)? else {
-                    return Ok(Err(TokenRefusal::Unknown));
-                };
-                let mut token: RegistrationToken =
-                    decode(&id, &raw).map_err(ConflictableTransactionError::Abort)?;
-                if let Some(refusal) = token_refusal(&token, now) {
-                    return Ok(Err(refusal));
-                }
-                token.uses += 1;
-                let value = encode(&token).map_err(ConflictableTransactionError::Abort)?;
-                tokens.insert(&id, value)?;
-                Ok(Ok(token))
-            })
-            .map_err(tx_error)?;
-        if outcome.is_ok() {
-            self.durable().await?;
-        }
-        Ok(outcome)
+        let token_hash = token_hash.to_owned();
+        self.write(move |t| {
+            (&t.tokens, &t.token_hashes)
+                .transaction(|(tokens, hashes)| {
+                    let Some(id) = hashes.get(token_hash.as_bytes())? else {
+                        return Ok(Err(TokenRefusal::Unknown));
+                    };
+                    let Some(raw) = tokens.get(&id)? else {
+                        return Ok(Err(TokenRefusal::Unknown));
+                    };
+                    let mut token: RegistrationToken =
+                        decode(&id, &raw).map_err(ConflictableTransactionError::Abort)?;
+                    if let Some(refusal) = token_refusal(&token, now) {
+                        return Ok(Err(refusal));
+                    }
+                    token.uses += 1;
+                    let value = encode(&token).map_err(ConflictableTransactionError::Abort)?;
+                    tokens.insert(&id, value)?;
+                    Ok(Ok(token))
+                })
+                .map_err(tx_error)
+        })
+        .await
     }
 
     async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()> {
-        self.put_json(&self.dataplanes, dataplane.id, dataplane)
-            .await
+        let value = encode(dataplane)?;
+        let id = dataplane.id;
+        self.write(move |t| {
+            t.dataplanes.insert(id.as_bytes(), value).map_err(backend)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>> {
-        self.dataplanes
+        self.trees
+            .dataplanes
             .get(id.as_bytes())
             .map_err(backend)?
             .map(|v| decode(id.as_bytes(), &v))
@@ -207,23 +233,35 @@ impl Store for SledStore {
     }
 
     async fn dataplanes(&self) -> StoreResult<Vec<DataPlaneRecord>> {
-        scan(&self.dataplanes)
+        scan(&self.trees.dataplanes)
     }
 
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
-        self.put_json(&self.api_tokens, token.id, token).await
+        let value = encode(token)?;
+        let id = token.id;
+        self.write(move |t| {
+            t.api_tokens.insert(id.as_bytes(), value).map_err(backend)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
-        scan(&self.api_tokens)
+        scan(&self.trees.api_tokens)
     }
 
     async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool> {
-        self.remove(&self.api_tokens, id).await
+        self.write(move |t| {
+            Ok(t.api_tokens
+                .remove(id.as_bytes())
+                .map_err(backend)?
+                .is_some())
+        })
+        .await
     }
 
     async fn flush(&self) -> StoreResult<()> {
-        self.durable().await
+        self.write(|_| Ok(())).await
     }
 }
 
@@ -357,6 +395,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         exercise(&SledStore::open(&dir.path().join("db")).unwrap()).await;
         exercise(&MemoryStore::new()).await;
+    }
+
+    /// sled 0.34 deadlocked when flushes overlapped transactions and reads; many concurrent
+    /// writers and readers must all finish (the timeout only guards against a hang).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_and_reads_never_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let mut tasks = Vec::new();
+        for n in 0..128u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = token(1, 100);
+                store.insert_registration_token(&t).await.unwrap();
+                store
+                    .consume_registration_token(&t.token_hash, 1)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                store
+                    .put_api_token(&ApiToken {
+                        id: Uuid::new_v4(),
+                        name: format!("t{n}"),
+                        token_hash: n.to_string(),
+                        created_at: 0,
+                    })
+                    .await
+                    .unwrap();
+                store.api_tokens().await.unwrap();
+                store.registration_tokens().await.unwrap();
+            }));
+        }
+        let all = futures::future::join_all(tasks);
+        let results = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+            .await
+            .expect("storage deadlocked under concurrent writes");
+        for result in results {
+            result.unwrap();
+        }
+        assert_eq!(store.api_tokens().await.unwrap().len(), 128);
     }
 
     #[tokio::test]

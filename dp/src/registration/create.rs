@@ -3,15 +3,17 @@
 //!
 //! Everything that can fail locally is checked before the token is spent: the output file must
 //! not exist, the directory must be creatable and the CA must be known. The private key is made
-//! here and never leaves this machine; only its CSR is sent.
+//! here and never leaves this machine; only its CSR is sent. The answer is checked before the
+//! file is written: its certificate must name the data plane id it comes with and certify
+//! that key.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use licsync_common::fsutil;
 use licsync_common::pki::{self, CertInfo};
-use licsync_common::proto::RegisterRequest;
 use licsync_common::proto::registration_client::RegistrationClient;
+use licsync_common::proto::{RegisterRequest, RegisterResponse};
 use tonic::Code;
 
 use super::{FILE_NAME, RegistrationError, RegistrationFile, ca_pin, now_rfc3339};
@@ -102,25 +104,11 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
         .map_err(|status| refused(&status, &url))?
         .into_inner();
 
-    let bad_answer = |reason: String| RegistrationError::BadAnswer {
-        url: url.to_string(),
-        reason,
-    };
-    if answer.dataplane_id.trim().is_empty() {
-        return Err(bad_answer("no dataplane_id".into()));
-    }
-    let cert = CertInfo::from_pem(&answer.certificate_pem)
-        .map_err(|e| bad_answer(format!("certificate_pem: {e}")))?;
-    if cert
-        .dataplane_id
-        .as_deref()
-        .is_some_and(|id| id != answer.dataplane_id)
-    {
-        return Err(bad_answer(format!(
-            "the certificate names data plane {:?}, the answer {}",
-            cert.dataplane_id, answer.dataplane_id
-        )));
-    }
+    let cert =
+        check_answer(&answer, &private_key).map_err(|reason| RegistrationError::BadAnswer {
+            url: url.to_string(),
+            reason,
+        })?;
     if !answer.ca_certificate_pem.is_empty()
         && pki::certificates_from_pem(&answer.ca_certificate_pem)
             != pki::certificates_from_pem(&ca_pem)
@@ -154,6 +142,43 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
         "Registered with the control plane."
     );
     Ok(path)
+}
+
+/// Checks that `answer` can be kept: its certificate names the data plane id it comes with
+/// and certifies `private_key`, the key this registration generated. On refusal, the reason
+/// in operator words; nothing has been written yet.
+fn check_answer(answer: &RegisterResponse, private_key: &str) -> Result<CertInfo, String> {
+    const NOTHING_WRITTEN: &str = "nothing was written; register again with a new token and report this to the control plane's operator";
+    if answer.dataplane_id.trim().is_empty() {
+        return Err(format!("no dataplane_id; {NOTHING_WRITTEN}"));
+    }
+    let cert = CertInfo::from_pem(&answer.certificate_pem)
+        .map_err(|e| format!("certificate_pem: {e}; {NOTHING_WRITTEN}"))?;
+    match cert.dataplane_id.as_deref() {
+        Some(id) if id == answer.dataplane_id => {}
+        Some(id) => {
+            return Err(format!(
+                "the certificate is for data plane {id}, the answer names data plane {}; {NOTHING_WRITTEN}",
+                answer.dataplane_id
+            ));
+        }
+        None => {
+            return Err(format!(
+                "the certificate carries no data-plane id (URI SAN {}<id>), the answer names data plane {}; {NOTHING_WRITTEN}",
+                pki::DATAPLANE_URI_PREFIX,
+                answer.dataplane_id
+            ));
+        }
+    }
+    match pki::certificate_matches_key(&answer.certificate_pem, private_key) {
+        Ok(true) => Ok(cert),
+        Ok(false) => Err(format!(
+            "the certificate is not for the private key generated for this registration; {NOTHING_WRITTEN}"
+        )),
+        Err(e) => Err(format!(
+            "the certificate cannot be checked against the private key generated for this registration: {e}; {NOTHING_WRITTEN}"
+        )),
+    }
 }
 
 fn refuse_existing(path: &Path) -> Result<(), RegistrationError> {
@@ -264,6 +289,100 @@ mod tests {
         opts.ca = CaSource::Hash("abc".into());
         let err = create(opts).await.unwrap_err().to_string();
         assert!(err.contains("--ca-cert-hash 'abc'"), "{err}");
+    }
+
+    const DP_ID: &str = "0b6a2d6c-4b0e-4c43-9c56-7c8a3f3f0a11";
+
+    /// A CA, and an answer whose certificate it signed for `csr` under `id`.
+    fn answer_for(csr: &[u8], id: &str) -> (pki::CertificateAuthority, RegisterResponse) {
+        let (ca, _) =
+            pki::CertificateAuthority::generate("test CA", Duration::from_secs(3600)).unwrap();
+        let issued = ca
+            .sign_dataplane(csr, id, Duration::from_secs(3600))
+            .unwrap();
+        let answer = RegisterResponse {
+            dataplane_id: DP_ID.into(),
+            certificate_pem: issued.cert_pem,
+            ..RegisterResponse::default()
+        };
+        (ca, answer)
+    }
+
+    #[test]
+    fn an_answer_for_this_key_and_id_is_kept() {
+        let (key, csr) = pki::new_key_and_csr("edge-1").unwrap();
+        let (_, answer) = answer_for(&csr, DP_ID);
+        let cert = check_answer(&answer, &key).unwrap();
+        assert_eq!(cert.dataplane_id.as_deref(), Some(DP_ID));
+    }
+
+    #[test]
+    fn a_certificate_for_another_data_plane_is_refused() {
+        let (key, csr) = pki::new_key_and_csr("edge-1").unwrap();
+        let (_, answer) = answer_for(&csr, "5d1b9e8f-0000-4000-8000-000000000001");
+        let err = check_answer(&answer, &key).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "the certificate is for data plane 5d1b9e8f-0000-4000-8000-000000000001, the answer names data plane {DP_ID}"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("nothing was written"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_without_a_data_plane_id_is_refused() {
+        let (key, csr) = pki::new_key_and_csr("edge-1").unwrap();
+        let (ca, mut answer) = answer_for(&csr, DP_ID);
+        answer.certificate_pem = ca
+            .issue_server(&["localhost".into()], Duration::from_secs(60))
+            .unwrap()
+            .cert_pem;
+        let err = check_answer(&answer, &key).unwrap_err();
+        assert!(
+            err.starts_with(
+                "the certificate carries no data-plane id (URI SAN urn:licsync:dataplane:<id>)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused() {
+        let (key, _) = pki::new_key_and_csr("edge-1").unwrap();
+        let (_, someone_elses_csr) = pki::new_key_and_csr("edge-1").unwrap();
+        let (_, answer) = answer_for(&someone_elses_csr, DP_ID);
+        let err = check_answer(&answer, &key).unwrap_err();
+        assert!(
+            err.starts_with(
+                "the certificate is not for the private key generated for this registration"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_answer_without_an_id_or_certificate_is_refused() {
+        let (key, csr) = pki::new_key_and_csr("edge-1").unwrap();
+        let (_, answer) = answer_for(&csr, DP_ID);
+        let no_id = RegisterResponse {
+            dataplane_id: " ".into(),
+            ..answer.clone()
+        };
+        assert!(
+            check_answer(&no_id, &key)
+                .unwrap_err()
+                .starts_with("no dataplane_id")
+        );
+        let no_cert = RegisterResponse {
+            certificate_pem: String::new(),
+            ..answer
+        };
+        let err = check_answer(&no_cert, &key).unwrap_err();
+        assert!(
+            err.starts_with("certificate_pem: no PEM certificate"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -145,8 +145,8 @@ pub struct Applier {
     pub(crate) output: Option<LicenseFile>,
     /// The configured (or registration-time) keys.
     pub(crate) keys: TrustedKeys,
-    /// Whether `keys` are pinned by the agent's configuration.
-    pub(crate) pinned_keys: bool,
+    /// Whether the keys sent with each update are accepted too.
+    pub(crate) follow_control_plane_keys: bool,
     pub(crate) state: watch::Sender<Arc<DpState>>,
     pub(crate) status: watch::Sender<SyncStatus>,
 }
@@ -189,10 +189,10 @@ impl Applier {
         Ok(reply(&update.nonce, rejected, update.upserted.len()))
     }
 
-    /// The keys that verify `update`: the pinned ones, else those the control plane sent with
-    /// it (the same authenticated source the registration-time keys came from), else those.
+    /// The keys that verify `update`: the configured (or registration-time) ones, or, when the
+    /// operator opted in, those the control plane sent with it.
     fn keys_for(&self, update: &Update) -> TrustedKeys {
-        if self.pinned_keys || update.trusted_license_keys.is_empty() {
+        if !self.follow_control_plane_keys || update.trusted_license_keys.is_empty() {
             return self.keys.clone();
         }
         match TrustedKeys::parse(&update.trusted_license_keys) {
@@ -272,7 +272,7 @@ mod tests {
         let path = dir.path().join("license.json");
         let store = Arc::new(MemoryStateStore::default());
         let applier = Applier {
-            pinned_keys: false,
+            follow_control_plane_keys: false,
             store: store.clone(),
             output: Some(LicenseFile::new(&path, &[], Duration::from_secs(1))),
             keys,
@@ -448,12 +448,12 @@ mod key_policy_tests {
     use crate::state::{DpState, MemoryStateStore};
     use crate::sync::status::SyncStatus;
 
-    fn applier(keys: &SigningKey, pinned_keys: bool) -> Applier {
+    fn applier(keys: &SigningKey, follow_control_plane_keys: bool) -> Applier {
         Applier {
             store: Arc::new(MemoryStateStore::default()),
             output: None,
             keys: TrustedKeys::parse(&[keys.public_key_base64()]).unwrap(),
-            pinned_keys,
+            follow_control_plane_keys,
             state: watch::channel(Arc::new(DpState::default())).0,
             status: watch::channel(SyncStatus::default()).0,
         }
@@ -476,10 +476,10 @@ mod key_policy_tests {
     }
 
     #[tokio::test]
-    async fn keys_sent_by_the_control_plane_follow_a_rotation() {
+    async fn keys_sent_by_the_control_plane_follow_a_rotation_when_opted_in() {
         let (old, _) = SigningKey::generate().unwrap();
         let (new, _) = SigningKey::generate().unwrap();
-        let reply = applier(&old, false)
+        let reply = applier(&old, true)
             .handle(&rotated_update(&new))
             .await
             .unwrap();
@@ -490,10 +490,10 @@ mod key_policy_tests {
     }
 
     #[tokio::test]
-    async fn pinned_keys_ignore_what_the_control_plane_sends() {
+    async fn by_default_keys_sent_by_the_control_plane_are_ignored() {
         let (old, _) = SigningKey::generate().unwrap();
         let (new, _) = SigningKey::generate().unwrap();
-        let reply = applier(&old, true)
+        let reply = applier(&old, false)
             .handle(&rotated_update(&new))
             .await
             .unwrap();

@@ -46,9 +46,9 @@ pub struct SyncSettings {
     pub ca_certificate_pem: String,
     pub identity: ClientIdentity,
     pub trusted_keys: TrustedKeys,
-    /// `true` when `trusted_keys` came from the agent's own configuration: the keys the control
-    /// plane sends with each update are then ignored.
-    pub pinned_keys: bool,
+    /// Also accept the keys the control plane sends with each update (opt-in, and only when no
+    /// keys are configured on the agent): `license.follow_control_plane_keys`.
+    pub follow_control_plane_keys: bool,
     /// Sent in `Hello`.
     pub hostname: String,
     /// Sent in `Hello`.
@@ -61,13 +61,12 @@ pub struct SyncSettings {
 
 impl SyncSettings {
     /// Settings from a registration file and the `[sync]` table. `trusted_keys` empty means
-    /// the keys in the registration file, replaced by those the control plane sends.
+    /// the keys in the registration file. Following the control plane's keys starts off.
     pub fn new(
         registration: &RegistrationFile,
         sync: &SyncConfig,
         trusted_keys: TrustedKeys,
     ) -> Result<Self, BadClusterUrl> {
-        let pinned_keys = !trusted_keys.is_empty();
         let trusted_keys = if trusted_keys.is_empty() {
             registration.trusted_keys()
         } else {
@@ -79,7 +78,7 @@ impl SyncSettings {
             ca_certificate_pem: registration.ca_certificate.clone(),
             identity: registration.identity(),
             trusted_keys,
-            pinned_keys,
+            follow_control_plane_keys: false,
             hostname: crate::hostname(),
             version: licsync_common::VERSION.to_owned(),
             heartbeat_interval: sync.heartbeat_interval.0,
@@ -138,7 +137,7 @@ impl SyncClient {
             store,
             output,
             keys: settings.trusted_keys.clone(),
-            pinned_keys: settings.pinned_keys,
+            follow_control_plane_keys: settings.follow_control_plane_keys,
             state: state_tx,
             status: status_tx,
         };
@@ -166,7 +165,7 @@ impl SyncClient {
         });
         if self.settings.trusted_keys.is_empty() {
             tracing::warn!(
-                "No trusted license-signing key is configured or in the registration file: licenses are rejected until the control plane sends its keys (or license.trusted_keys is set)."
+                "No trusted license-signing key is configured or in the registration file: every license will be rejected. Set license.trusted_keys (or license.follow_control_plane_keys = true)."
             );
         }
         if let Err(error) = self.applier.bring_output_in_line(&state).await {

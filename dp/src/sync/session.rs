@@ -10,6 +10,9 @@ use licsync_common::proto::{
 };
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
+
+/// Largest update accepted from the control plane.
+const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +80,10 @@ impl Session<'_> {
         let (tx, rx) = mpsc::channel::<DataPlaneMessage>(16);
         // Cannot fail: the receiver is alive and the channel empty.
         let _ = tx.send(hello(&held, self.settings)).await;
-        let mut client = LicenseSyncClient::new(channel);
+        // The first update carries every license (each up to 64 KiB): allow far more than
+        // tonic's 4 MiB default so a large set can never wedge a data plane in a retry loop.
+        let mut client =
+            LicenseSyncClient::new(channel).max_decoding_message_size(MAX_UPDATE_BYTES);
         let response = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             result = client.sync(ReceiverStream::new(rx)) => {
@@ -165,6 +171,7 @@ fn hello(state: &DpState, settings: &SyncSettings) -> DataPlaneMessage {
                 .map(|license| HeldLicense {
                     id: license.id.clone(),
                     revision: license.revision,
+                    digest: licsync_common::pki::sha256_hex(license.document.as_bytes()),
                 })
                 .collect(),
             revision: state.revision,
