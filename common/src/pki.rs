@@ -127,8 +127,8 @@ impl CertificateAuthority {
         })
     }
 
-    /// Signs a data plane's CSR. Only the CSR's public key is used; the subject and the URI SAN
-    /// come from `dataplane_id`.
+    /// Signs a data plane's CSR (see [`check_csr`]). Only the CSR's public key is used; the
+    /// subject and the URI SAN come from `dataplane_id`.
     pub fn sign_dataplane(
         &self,
         csr_der: &[u8],
@@ -157,6 +157,14 @@ impl CertificateAuthority {
             not_after,
         })
     }
+}
+
+/// Parses a CSR and verifies its self-signature (proof that the requester holds the key),
+/// without issuing anything: cheap enough to run before a caller is authenticated.
+pub fn check_csr(csr_der: &[u8]) -> Result<(), PkiError> {
+    CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+        .map(|_| ())
+        .map_err(|e| PkiError::BadCsr(e.to_string()))
 }
 
 /// A fresh P-256 key and a CSR for it, made by a data plane: the key never leaves it.

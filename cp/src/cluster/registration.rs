@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use licsync_common::pki::{CertInfo, CertificateAuthority};
+use licsync_common::pki::{CertInfo, CertificateAuthority, check_csr};
 use licsync_common::proto::registration_server::Registration;
 use licsync_common::proto::{RegisterRequest, RegisterResponse, RenewRequest};
 use licsync_common::unix_now;
@@ -61,19 +61,9 @@ impl Registration for RegistrationService {
             )));
         }
 
-        // Sign first: a malformed CSR must not burn the token's use.
-        let id = Uuid::new_v4();
-        let issued = self
-            .ca
-            .sign_dataplane(
-                &req.csr_der,
-                &id.to_string(),
-                self.cp.config.pki.dataplane_cert_ttl.0,
-            )
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let info =
-            CertInfo::from_pem(&issued.cert_pem).map_err(|e| Status::internal(e.to_string()))?;
-
+        // A malformed CSR must not burn the token's use, and nothing is signed for a caller
+        // whose token was refused: check the CSR, consume the token, then sign.
+        check_csr(&req.csr_der).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = unix_now();
         let token = match self
             .cp
@@ -88,6 +78,17 @@ impl Registration for RegistrationService {
                 return Err(Status::permission_denied(refusal.to_string()));
             }
         };
+        let id = Uuid::new_v4();
+        let issued = self
+            .ca
+            .sign_dataplane(
+                &req.csr_der,
+                &id.to_string(),
+                self.cp.config.pki.dataplane_cert_ttl.0,
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let info =
+            CertInfo::from_pem(&issued.cert_pem).map_err(|e| Status::internal(e.to_string()))?;
 
         let name = if req.name.trim().is_empty() {
             req.hostname.clone()
