@@ -243,6 +243,7 @@ impl SyncClient {
     fn check_certificate_before_connecting(&self) {
         if self.cert_expires_at <= OffsetDateTime::now_utc() {
             tracing::error!(
+                event = "cert.expired",
                 cert_expires_at = %licsync_common::time_fmt::rfc3339(self.cert_expires_at),
                 "This data plane's client certificate expired at {}; the control plane will refuse it. Run `licsync-dp registration renew (--username U --password P | --client-id I --client-secret S) <registration file>` to get a new one.",
                 licsync_common::time_fmt::go_utc(self.cert_expires_at),
@@ -261,6 +262,7 @@ impl SyncClient {
                 format!("{} minutes", left.whole_minutes())
             };
             tracing::warn!(
+                event = "cert.expiring",
                 cert_expires_at = %licsync_common::time_fmt::rfc3339(self.cert_expires_at),
                 "This data plane's client certificate expires in {left}; renew it with `licsync-dp registration renew`.",
             );
