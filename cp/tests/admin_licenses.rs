@@ -1,0 +1,423 @@
+//! Every row of SPEC §3's `/licenses` table with Kong's status codes and message texts, body
+//! limits and paging, against a real server on `127.0.0.1:0`.
+
+mod support;
+
+use support::*;
+
+#[tokio::test]
+async fn licenses_are_created_read_replaced_patched_and_deleted() {
+    let api = Api::start().await;
+    let document = api.document("Example Company, Inc");
+
+    let (status, created) = send(
+        api.call(Method::POST, "/licenses")
+            .json(&json!({"payload": document})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap().to_owned();
+    Uuid::parse_str(&id).unwrap();
+    assert_eq!(
+        created["payload"],
+        document.as_str(),
+        "the document as submitted"
+    );
+    let created_at = created["created_at"].as_i64().unwrap();
+    assert!((created_at - unix_now()).abs() < 60);
+    assert_eq!(created["updated_at"], created["created_at"]);
+    assert_eq!(
+        created.as_object().unwrap().len(),
+        4,
+        "entity is id, payload, created_at, updated_at: {created}"
+    );
+
+    let (status, fetched) = send(api.get(&format!("/licenses/{id}"))).await;
+    assert_eq!((status, &fetched), (StatusCode::OK, &created));
+
+    let (status, listed) = send(api.get("/licenses")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed, json!({"data": [created], "next": null}));
+
+    let replacement = api.document("Example Company, Inc (renewed)");
+    let (status, replaced) = send(
+        api.call(Method::PUT, &format!("/licenses/{id}"))
+            .json(&json!({"payload": replacement})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replaced["id"], id.as_str());
+    assert_eq!(replaced["payload"], replacement.as_str());
+    assert_eq!(replaced["created_at"], created_at, "PUT keeps created_at");
+    assert!(replaced["updated_at"].as_i64().unwrap() >= created_at);
+
+    let patched_doc = api.document("Example Company, Inc (patched)");
+    let (status, patched) = send(
+        api.call(Method::PATCH, &format!("/licenses/{id}"))
+            .json(&json!({"payload": patched_doc})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(patched["payload"], patched_doc.as_str());
+    assert_eq!(patched["created_at"], created_at);
+    assert_eq!(
+        api.cp.licenses.current().revision,
+        3,
+        "three durable writes"
+    );
+
+    let (status, body) = send(api.call(Method::DELETE, &format!("/licenses/{id}"))).await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    let (status, body) = send(api.get(&format!("/licenses/{id}"))).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"message": "Not found"}))
+    );
+    let (status, _) = send(api.call(Method::DELETE, &format!("/licenses/{id}"))).await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "deleting an unknown id is 204 too"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn put_creates_under_the_given_id() {
+    let api = Api::start().await;
+    let id = Uuid::new_v4();
+    let (status, body) = send(
+        api.call(Method::PUT, &format!("/licenses/{id}"))
+            .json(&json!({"payload": api.document("A")})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["id"], id.to_string());
+    let (status, _) = send(api.get(&format!("/licenses/{id}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_license_twice_is_a_conflict() {
+    let api = Api::start().await;
+    let document = api.document("A");
+    let first = api.create("A").await;
+
+    let (status, body) = send(
+        api.call(Method::POST, "/licenses")
+            .json(&json!({"payload": document})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["message"],
+        format!("UNIQUE violation detected on '{{payload=\"{document}\"}}'")
+    );
+
+    let (status, body) = send(
+        api.call(Method::PUT, &format!("/licenses/{}", Uuid::new_v4()))
+            .json(&json!({"payload": document})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "another license's payload on PUT"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("UNIQUE violation detected on '{payload=")
+    );
+
+    let (status, _) = send(
+        api.call(
+            Method::PUT,
+            &format!("/licenses/{}", first["id"].as_str().unwrap()),
+        )
+        .json(&json!({"payload": document})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "re-putting a license under its own id is fine"
+    );
+    assert_eq!(api.cp.licenses.current().licenses.len(), 1);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_licenses_are_refused_with_kongs_texts() {
+    let api = Api::start().await;
+    let (untrusted, _) = SigningKey::generate().unwrap();
+    let mut unsigned_customer = payload("A");
+    unsigned_customer.remove("customer");
+    let cases = [
+        (
+            document_signed_by(&untrusted, "A"),
+            "Unable to validate license: validation failed",
+        ),
+        (
+            "this is not json".to_owned(),
+            "Unable to validate license: could not decode license json",
+        ),
+        (
+            sign_document(&unsigned_customer, &api.key),
+            "Unable to validate license: missing field 'customer'",
+        ),
+    ];
+    for (document, message) in cases {
+        let (status, body) = send(
+            api.call(Method::POST, "/licenses")
+                .json(&json!({"payload": document})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert_eq!(
+            body,
+            json!({"message": message, "name": "schema violation", "code": 2,
+                   "fields": {"payload": message}})
+        );
+    }
+
+    let (status, body) = send(api.call(Method::POST, "/licenses").json(&json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["message"],
+        "schema violation (payload: required field missing)"
+    );
+    assert_eq!(body["fields"], json!({"payload": "required field missing"}));
+
+    let (status, body) = send(
+        api.call(Method::POST, "/licenses")
+            .header("content-type", "application/json")
+            .body("{\"payload\": "),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": "Cannot parse JSON body"})
+        )
+    );
+
+    let existing = api.create("B").await;
+    let (status, body) = send(
+        api.call(
+            Method::PATCH,
+            &format!("/licenses/{}", existing["id"].as_str().unwrap()),
+        )
+        .json(&json!({"payload": document_signed_by(&untrusted, "B")})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "PATCH validates too");
+    assert_eq!(
+        body["message"],
+        "Unable to validate license: validation failed"
+    );
+    assert_eq!(
+        api.cp.licenses.current().licenses.len(),
+        1,
+        "nothing invalid was stored"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn ids_are_checked_the_way_kong_checks_them() {
+    let api = Api::start().await;
+    let (status, body) = send(api.get("/licenses/not-a-uuid")).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"message": "Not found"}))
+    );
+    let (status, _) = send(api.get(&format!("/licenses/{}", Uuid::new_v4()))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let invalid_id = json!({
+        "message": "schema violation (id: expected a valid UUID)",
+        "name": "schema violation",
+        "fields": {"id": "expected a valid UUID"},
+        "code": 2,
+    });
+    let (status, body) = send(
+        api.call(Method::PUT, "/licenses/not-a-uuid")
+            .json(&json!({"payload": api.document("A")})),
+    )
+    .await;
+    assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &invalid_id));
+    let (status, body) = send(api.call(Method::DELETE, "/licenses/not-a-uuid")).await;
+    assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &invalid_id));
+
+    let unknown = Uuid::new_v4();
+    let (status, body) = send(
+        api.call(Method::PATCH, &format!("/licenses/{unknown}"))
+            .json(&json!({"payload": api.document("A")})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body["message"],
+        format!("could not find the entity with primary key '{{id=\"{unknown}\"}}'")
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn payload_may_be_an_object_and_bodies_need_no_json_content_type() {
+    let api = Api::start().await;
+
+    let object: Value = serde_json::from_str(&api.document("Object Inc")).unwrap();
+    let (status, body) = send(
+        api.call(Method::POST, "/licenses")
+            .json(&json!({"payload": object})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["payload"],
+        serde_json::to_string(&object).unwrap(),
+        "stored as its compact serialisation"
+    );
+
+    // `curl -d '{"payload": ...}'` sends a form content type with a JSON body.
+    let (status, body) = send(
+        api.call(Method::POST, "/licenses")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(json!({"payload": api.document("Curl Inc")}).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Kong's documented `curl -d payload='{...}'` (a real form body) works too.
+    let document = api.document("Form Inc");
+    let form: String = document
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (status, body) = send(
+        api.call(Method::POST, "/licenses")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("payload={form}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["payload"], document.as_str());
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_refused() {
+    let api = Api::start().await;
+    let huge = format!(
+        "{{\"payload\": \"{}\"}}",
+        "x".repeat(2 * admin::MAX_BODY_BYTES)
+    );
+    let (status, body) = send(api.call(Method::POST, "/licenses").body(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("1048576 bytes"), "{message}");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_without_a_length_are_cut_at_the_limit_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let api = Api::start().await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /licenses HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        api.token
+    );
+    let upload = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..(3 * admin::MAX_BODY_BYTES / chunk.len()) {
+            writer
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            writer.write_all(&chunk).await?;
+            writer.write_all(b"\r\n").await?;
+        }
+        writer.write_all(b"0\r\n\r\n").await
+    });
+    let mut response = Vec::new();
+    let _ = reader.read_to_end(&mut response).await;
+    let _ = upload.await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("1048576 bytes"), "{response}");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn listings_page_in_id_order_with_next_links() {
+    let api = Api::start().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(api.create(&format!("Customer {n}")).await["id"].clone());
+    }
+    ids.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+
+    let mut seen = Vec::new();
+    let mut path = "/licenses?size=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = send(api.get(&path)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 2);
+        seen.extend(data.iter().map(|l| l["id"].clone()));
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(
+                    next.starts_with("/licenses?offset=") && next.ends_with("&size=2"),
+                    "{next}"
+                );
+                path = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen), (3, ids));
+
+    let (status, page) = send(api.get("/licenses?size=5")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page["next"],
+        Value::Null,
+        "an exactly full last page has no next"
+    );
+
+    for query in ["size=0", "size=1001", "size=many"] {
+        let (status, body) = send(api.get(&format!("/licenses?{query}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("between 1 and 1000")
+        );
+    }
+    let (status, body) = send(api.get("/licenses?offset=bogus")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid offset")
+    );
+    api.stop().await;
+}
