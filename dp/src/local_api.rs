@@ -97,6 +97,7 @@ async fn status(State(api): State<LocalApi>) -> Response {
         "version": licsync_common::VERSION,
         "ready": status.ready(),
         "last_error": status.last_error,
+        "licenses_resent": status.licenses_resent,
     }))
     .into_response()
 }
@@ -211,6 +212,7 @@ mod tests {
             ("cert_expires_at", json!(1_800_000_000)),
             ("cluster_url", json!("https://cp:8005")),
             ("version", json!(licsync_common::VERSION)),
+            ("licenses_resent", json!(0)),
         ] {
             assert_eq!(body[key], value, "{key}");
         }

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::process::{Process, binary, launch};
+use crate::process::{Process, binary, launch_with_env};
 
 /// How long a control plane may take to start (a cold debug build on a loaded 2-core machine).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,12 +23,27 @@ pub struct Cp {
     pub token: String,
     config: toml::Table,
     http: reqwest::Client,
+    /// The executable and extra environment, reused by [`Cp::restart`].
+    binary: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Cp {
     /// Starts a control plane trusting `trusted_keys`; `overrides` is TOML merged over the
     /// test defaults (for example `[pki]\ndataplane_cert_ttl = "3s"`).
     pub async fn start(dir: &Path, trusted_keys: &[&str], overrides: &str) -> Self {
+        Self::start_with(dir, trusted_keys, overrides, &binary("licsync-cp"), &[]).await
+    }
+
+    /// [`Cp::start`] with another `licsync-cp` executable (the fleet benchmark runs the release
+    /// build) and extra environment variables for it (e.g. `LICSYNC_LOG`).
+    pub async fn start_with(
+        dir: &Path,
+        trusted_keys: &[&str],
+        overrides: &str,
+        executable: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         std::fs::create_dir_all(dir).expect("create cp dir");
         let base = format!(
             r#"
@@ -50,17 +65,29 @@ level = "info"
         let mut config: toml::Table = base.parse().expect("base config");
         let overrides: toml::Table = overrides.parse().expect("override TOML");
         merge(&mut config, overrides);
-        Self::launch(dir, config).await
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::launch(dir, config, executable.to_owned(), env).await
     }
 
-    async fn launch(dir: &Path, config: toml::Table) -> Self {
-        let (process, started) = launch(
-            &binary("licsync-cp"),
+    async fn launch(
+        dir: &Path,
+        config: toml::Table,
+        executable: PathBuf,
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let env_refs: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (process, started) = launch_with_env(
+            &executable,
             &["serve"],
             dir,
             "licsync-cp.toml",
             &config,
             "cp.started",
+            &env_refs,
         )
         .await;
         let field = |name: &str| started[name].as_str().unwrap_or_default().to_owned();
@@ -77,6 +104,8 @@ level = "info"
             process,
             config,
             http: reqwest::Client::new(),
+            binary: executable,
+            env,
         }
     }
 
@@ -108,7 +137,7 @@ level = "info"
         }
         let mut config = self.pinned_config();
         merge(&mut config, overrides.parse().expect("override TOML"));
-        let next = Self::launch(&self.dir, config).await;
+        let next = Self::launch(&self.dir, config, self.binary.clone(), self.env.clone()).await;
         *self = next;
     }
 

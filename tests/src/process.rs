@@ -174,12 +174,25 @@ pub async fn launch(
     config: &toml::Table,
     started_event: &str,
 ) -> (Process, Value) {
+    launch_with_env(binary, args, dir, file_name, config, started_event, &[]).await
+}
+
+/// [`launch`] with extra environment variables (e.g. `LICSYNC_LOG`).
+pub async fn launch_with_env(
+    binary: &Path,
+    args: &[&str],
+    dir: &Path,
+    file_name: &str,
+    config: &toml::Table,
+    started_event: &str,
+    env: &[(&str, &str)],
+) -> (Process, Value) {
     let path = dir.join(file_name);
     std::fs::write(&path, toml::to_string(config).expect("config TOML")).expect("write config");
     let path = path.to_str().expect("utf-8 path").to_owned();
     let mut full: Vec<&str> = args.to_vec();
     full.extend(["--config", &path]);
-    let process = Process::spawn(binary, &full, dir, &[]);
+    let process = Process::spawn(binary, &full, dir, env);
     let started = process
         .logs
         .wait_for_event(started_event, crate::cp::START_TIMEOUT, |_| true)

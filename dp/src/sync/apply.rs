@@ -23,6 +23,9 @@ use crate::state::{DpState, HeldLicense, StateError, StateStore};
 pub struct Applied {
     pub state: DpState,
     pub rejected: Vec<RejectedLicense>,
+    /// Upserted licenses that were already held at the same revision with the same document:
+    /// sent for nothing. A control plane resends nothing a data plane holds, so this is 0.
+    pub resent: usize,
 }
 
 /// Verifies `update`'s licenses against `keys` and returns the state it leads to.
@@ -32,7 +35,13 @@ pub struct Applied {
 pub fn apply_update(current: &DpState, update: &Update, keys: &TrustedKeys, now: i64) -> Applied {
     let mut state = current.clone();
     let mut rejected = Vec::new();
+    let mut resent = 0;
     for license in &update.upserted {
+        if current.get(&license.id).is_some_and(|held| {
+            held.revision == license.revision && held.document == license.document
+        }) {
+            resent += 1;
+        }
         tracing::info!(
             event = "license.received",
             license.id = %license.id,
@@ -79,7 +88,11 @@ pub fn apply_update(current: &DpState, update: &Update, keys: &TrustedKeys, now:
     }
     state.revision = update.revision;
     state.synced_at = Some(now);
-    Applied { state, rejected }
+    Applied {
+        state,
+        rejected,
+        resent,
+    }
 }
 
 /// The answer to an update whose licenses were all applied (`Ack`) or not (`Nack`).
@@ -156,8 +169,11 @@ impl Applier {
     pub async fn handle(&self, update: &Update) -> Result<DataPlaneMessage, ApplyError> {
         let current = self.state.borrow().clone();
         let keys = self.keys_for(update);
-        let Applied { state, rejected } =
-            apply_update(&current, update, &keys, licsync_common::unix_now());
+        let Applied {
+            state,
+            rejected,
+            resent,
+        } = apply_update(&current, update, &keys, licsync_common::unix_now());
         if let Err(error) = self.store.save(&state).await {
             let nack = failure_nack(
                 &update.nonce,
@@ -170,6 +186,7 @@ impl Applier {
         self.status.send_modify(|status| {
             status.revision = state.revision;
             status.last_sync = state.synced_at;
+            status.licenses_resent += resent as u64;
         });
         if let Err(error) = self.bring_output_in_line(&state).await {
             let nack = failure_nack(
@@ -184,6 +201,7 @@ impl Applier {
             upserted = update.upserted.len(),
             removed = update.removed.len(),
             rejected = rejected.len(),
+            resent,
             "Update applied."
         );
         Ok(reply(&update.nonce, rejected, update.upserted.len()))
@@ -409,6 +427,35 @@ mod tests {
         let held = f.store.snapshot();
         assert_eq!(held.get("a").unwrap().revision, 1);
         assert_eq!(std::fs::read_to_string(&f.path).unwrap(), v1);
+    }
+
+    #[tokio::test]
+    async fn a_license_sent_again_unchanged_is_counted_as_resent() {
+        let f = fixture();
+        let doc = signed(&f.trusted, "Held");
+        let update = |nonce: &str, upserted| Update {
+            nonce: nonce.into(),
+            revision: 2,
+            upserted,
+            removed: vec![],
+            ..Default::default()
+        };
+        f.applier
+            .handle(&update("1", vec![wire("a", doc.clone(), 100, 2)]))
+            .await
+            .unwrap();
+        assert_eq!(f.applier.status.borrow().licenses_resent, 0);
+        // A new revision of the same document is news; the same revision again is not.
+        let again = vec![
+            wire("a", doc.clone(), 100, 2),
+            wire("b", signed(&f.trusted, "New"), 100, 2),
+        ];
+        f.applier.handle(&update("2", again)).await.unwrap();
+        f.applier
+            .handle(&update("3", vec![wire("a", doc, 100, 3)]))
+            .await
+            .unwrap();
+        assert_eq!(f.applier.status.borrow().licenses_resent, 1);
     }
 
     #[tokio::test]

@@ -1,0 +1,272 @@
+//! The control plane under benchmark: the real `licsync-cp` executable as a child process with
+//! its own data directory, the Admin API calls the scenarios time, and the enrolment of
+//! simulated data planes through the real `Registration.Register` RPC.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
+use licsync_common::license::TrustedKeys;
+use licsync_common::pki;
+use licsync_common::proto::RegisterRequest;
+use licsync_common::proto::registration_client::RegistrationClient;
+use licsync_dp::cluster::{self, ClientIdentity, ClusterUrl, ConnectOptions};
+use licsync_dp::config::SyncConfig;
+use licsync_dp::sync::SyncSettings;
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::procfs::{self, Usage};
+use crate::cp::Cp;
+
+/// Keeps the control plane's log to what the benchmark needs (`cp.started`) plus warnings:
+/// ten thousand `dataplane.connected` lines would cost more than the work measured.
+const CP_LOG_FILTER: &str = "warn,licsync_cp::server=info";
+
+/// Most data planes one registration token may register (the Admin API's `max_uses` cap).
+const MAX_TOKEN_USES: usize = 10_000;
+
+/// Registrations in flight at once, over one HTTP/2 connection.
+const REGISTER_CONCURRENCY: usize = 32;
+
+/// A running `licsync-cp` and an Admin API client.
+pub struct BenchCp {
+    pub cp: Cp,
+    http: reqwest::Client,
+}
+
+impl BenchCp {
+    /// Starts `executable` on 127.0.0.1 ports it picks itself, with sled storage under
+    /// `dir/data`, trusting `trusted_key` for licenses.
+    pub async fn start(dir: &Path, executable: &Path, trusted_key: &str) -> anyhow::Result<Self> {
+        ensure!(
+            executable.exists(),
+            "{} does not exist; build it with `cargo build --release -p licsync-cp` or pass --cp-binary",
+            executable.display()
+        );
+        let cp = Cp::start_with(
+            dir,
+            &[trusted_key],
+            "",
+            executable,
+            &[("LICSYNC_LOG", CP_LOG_FILTER)],
+        )
+        .await;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .context("HTTP client")?;
+        Ok(Self { cp, http })
+    }
+
+    /// Resident memory and CPU time of the control-plane process.
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        procfs::usage(&self.cp.process.pid().to_string())
+    }
+
+    /// The cluster CA, read from the data directory and checked against the fingerprint the
+    /// control plane logged at start (what `--ca-cert-hash` pins).
+    pub fn ca_pem(&self) -> anyhow::Result<String> {
+        let path = self.cp.dir.join("data/pki/ca.crt");
+        let pem = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let der = pki::first_certificate(&pem, "the cluster CA")?;
+        ensure!(
+            pki::sha256_hex(&der) == self.cp.ca_fingerprint,
+            "{} is not the CA the control plane announced (sha256:{})",
+            path.display(),
+            self.cp.ca_fingerprint
+        );
+        Ok(pem)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.cp.admin_url)
+    }
+
+    /// `PUT /licenses/{id}`: creates or replaces; the answer comes once the write is durable.
+    pub async fn put_license(&self, id: Uuid, document: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .put(self.url(&format!("/licenses/{id}")))
+            .bearer_auth(&self.cp.token)
+            .json(&json!({ "payload": document }))
+            .send()
+            .await
+            .context("PUT /licenses/{id}")?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = response.text().await.unwrap_or_default();
+            bail!("PUT /licenses/{id} answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// `POST /licenses`: `Ok(Some(id))` on 201, `Ok(None)` on any other status.
+    pub async fn post_license(&self, document: &str) -> anyhow::Result<Option<String>> {
+        let response = self
+            .http
+            .post(self.url("/licenses"))
+            .bearer_auth(&self.cp.token)
+            .json(&json!({ "payload": document }))
+            .send()
+            .await
+            .context("POST /licenses")?;
+        if response.status() != StatusCode::CREATED {
+            return Ok(None);
+        }
+        let body: serde_json::Value = response.json().await.context("POST /licenses body")?;
+        Ok(body["id"].as_str().map(str::to_owned))
+    }
+
+    /// `GET /licenses/{id}`: whether it answered 200 (the body is read in full).
+    pub async fn get_license(&self, id: &str) -> anyhow::Result<bool> {
+        let response = self
+            .http
+            .get(self.url(&format!("/licenses/{id}")))
+            .bearer_auth(&self.cp.token)
+            .send()
+            .await
+            .context("GET /licenses/{id}")?;
+        let ok = response.status() == StatusCode::OK;
+        response.bytes().await.context("GET /licenses/{id} body")?;
+        Ok(ok)
+    }
+
+    /// Registration-token secrets that together register `count` data planes.
+    async fn registration_tokens(&self, count: usize) -> anyhow::Result<Vec<String>> {
+        let mut tokens = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let uses = left.min(MAX_TOKEN_USES);
+            let response = self
+                .http
+                .post(self.url("/registration-tokens"))
+                .bearer_auth(&self.cp.token)
+                .json(&json!({ "name": "licsync-bench", "ttl": "4h", "max_uses": uses }))
+                .send()
+                .await
+                .context("POST /registration-tokens")?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            ensure!(
+                status == StatusCode::CREATED,
+                "POST /registration-tokens answered {status}: {body}"
+            );
+            let token = body["token"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no token in {body}"))?;
+            tokens.extend(std::iter::repeat_n(token.to_owned(), uses));
+            left -= uses;
+        }
+        Ok(tokens)
+    }
+
+    /// Registers `count` simulated data planes, each with its own key pair and CSR, through the
+    /// real `Registration.Register` RPC (what `licsync-dp registration create` calls).
+    pub async fn enrol(&self, count: usize) -> anyhow::Result<Vec<Enrolled>> {
+        let ca_pem = self.ca_pem()?;
+        let url = ClusterUrl::parse(&self.cp.cluster_url)?;
+        let tokens = self.registration_tokens(count).await?;
+        let channel = cluster::endpoint(&url, &ca_pem, None, ConnectOptions::default())?
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {url} to register"))?;
+        let client = RegistrationClient::new(channel);
+        let ca_pem = Arc::new(ca_pem);
+        let mut enrolled: Vec<Enrolled> = futures::stream::iter(tokens.into_iter().enumerate())
+            .map(|(index, token)| {
+                let mut client = client.clone();
+                let ca_pem = ca_pem.clone();
+                async move {
+                    let hostname = format!("bench-dp-{index}");
+                    let (private_key_pem, csr_der) = pki::new_key_and_csr(&hostname)?;
+                    let answer = client
+                        .register(RegisterRequest {
+                            token,
+                            csr_der: csr_der.clone(),
+                            name: hostname.clone(),
+                            hostname: hostname.clone(),
+                            version: licsync_common::VERSION.to_owned(),
+                        })
+                        .await
+                        .map_err(|status| anyhow!("Register for {hostname}: {status}"))?
+                        .into_inner();
+                    anyhow::Ok(Enrolled {
+                        index,
+                        dataplane_id: answer.dataplane_id,
+                        hostname,
+                        private_key_pem,
+                        csr_der,
+                        certificate_pem: answer.certificate_pem,
+                        ca_pem,
+                        trusted_license_keys: answer.trusted_license_keys,
+                    })
+                }
+            })
+            .buffer_unordered(REGISTER_CONCURRENCY)
+            .try_collect()
+            .await?;
+        enrolled.sort_by_key(|e| e.index);
+        Ok(enrolled)
+    }
+}
+
+/// A registered simulated data plane: what `registration.yaml` would hold, plus its CSR so the
+/// floor's CA can certify the same key.
+#[derive(Clone)]
+pub struct Enrolled {
+    pub index: usize,
+    pub dataplane_id: String,
+    /// Sent in `Register` and again in every `Hello`, as the agent does.
+    pub hostname: String,
+    pub private_key_pem: String,
+    pub csr_der: Vec<u8>,
+    pub certificate_pem: String,
+    pub ca_pem: Arc<String>,
+    pub trusted_license_keys: Vec<String>,
+}
+
+impl Enrolled {
+    /// Sync settings as the agent builds them from its registration file and the default
+    /// `[sync]` table, pointed at `url` with the given trust anchor and certificate.
+    pub fn settings(
+        &self,
+        url: &ClusterUrl,
+        ca_pem: &str,
+        certificate_pem: &str,
+    ) -> anyhow::Result<SyncSettings> {
+        let sync = SyncConfig::default();
+        Ok(SyncSettings {
+            dataplane_id: self.dataplane_id.clone(),
+            cluster_url: url.clone(),
+            ca_certificate_pem: ca_pem.to_owned(),
+            identity: ClientIdentity {
+                certificate_pem: certificate_pem.to_owned(),
+                private_key_pem: self.private_key_pem.clone(),
+            },
+            trusted_keys: TrustedKeys::parse(&self.trusted_license_keys)?,
+            follow_control_plane_keys: false,
+            hostname: self.hostname.clone(),
+            version: licsync_common::VERSION.to_owned(),
+            heartbeat_interval: sync.heartbeat_interval.0,
+            backoff_initial: sync.backoff_initial.0,
+            backoff_max: sync.backoff_max.0,
+            connect: ConnectOptions {
+                connect_timeout: sync.connect_timeout.0,
+                keepalive_interval: Some(sync.keepalive_interval.0),
+                keepalive_timeout: sync.keepalive_timeout.0,
+            },
+        })
+    }
+
+    /// Settings for the control plane that registered it.
+    pub fn cp_settings(&self, cluster_url: &str) -> anyhow::Result<SyncSettings> {
+        let url = ClusterUrl::parse(cluster_url)?;
+        self.settings(&url, &self.ca_pem, &self.certificate_pem)
+    }
+}

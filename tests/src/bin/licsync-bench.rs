@@ -1,0 +1,191 @@
+//! `licsync-bench`: the fleet benchmark (see `BENCHMARKS.md`). Thin: parse the command line,
+//! run one scenario from [`licsync_tests::bench`], print its table and, with `--json`, its JSON
+//! object.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use licsync_common::duration::HumanDuration;
+use licsync_tests::bench::admin::{self, AdminOptions};
+use licsync_tests::bench::fleet::{self, FleetOptions};
+use licsync_tests::bench::storm::{self, StormOptions};
+use licsync_tests::bench::table::Table;
+use licsync_tests::bench::{BenchEnv, floor};
+
+/// Benchmarks a real licsync-cp against thousands of simulated data planes.
+#[derive(Debug, Parser)]
+#[command(name = "licsync-bench", version)]
+struct Cli {
+    /// Print one JSON object on stdout; the table then goes to stderr.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The licsync-cp executable to benchmark (default: the one next to licsync-bench).
+    #[arg(long, global = true, env = "LICSYNC_BENCH_CP")]
+    cp_binary: Option<PathBuf>,
+    /// Keep each run's data under this directory (default: a temporary directory, removed).
+    #[arg(long, global = true)]
+    work_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Connect N data planes, make K license writes, time each write's arrival at each.
+    Fleet(FleetArgs),
+    /// SIGKILL the control plane, restart it, time the fleet's resync and count resends.
+    Storm(StormArgs),
+    /// Durable POST /licenses per second and GET /licenses/{id} latency.
+    Admin(AdminArgs),
+    /// The floor server (started by `fleet --with-floor`; not for direct use).
+    #[command(hide = true)]
+    FloorServer {
+        /// Directory holding the floor's CA.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// Simulated data planes.
+    #[arg(long, default_value_t = 100)]
+    dataplanes: usize,
+    /// License writes, one after the other.
+    #[arg(long, default_value_t = 5)]
+    updates: usize,
+    /// Also run the same fleet against the floor (a minimal mTLS broadcast server).
+    #[arg(long)]
+    with_floor: bool,
+    /// Data planes between start and first update at once (0: all at once).
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// How long the whole fleet may take to connect.
+    #[arg(long, default_value = "10m")]
+    connect_timeout: HumanDuration,
+    /// How long one write may take to reach every data plane.
+    #[arg(long, default_value = "60s")]
+    write_timeout: HumanDuration,
+}
+
+#[derive(Debug, Args)]
+struct StormArgs {
+    /// Simulated data planes.
+    #[arg(long, default_value_t = 100)]
+    dataplanes: usize,
+    /// Licenses every data plane holds when the control plane is killed.
+    #[arg(long, default_value_t = 3)]
+    licenses: usize,
+    /// Data planes between start and first update at once (0: all at once).
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// How long the whole fleet may take to connect.
+    #[arg(long, default_value = "10m")]
+    connect_timeout: HumanDuration,
+    /// How long after the kill the fleet may take to resynchronise.
+    #[arg(long, default_value = "5m")]
+    resync_timeout: HumanDuration,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// Requests of each kind (POST, then GET).
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Cli {
+        json,
+        cp_binary,
+        work_dir,
+        scenario,
+    } = Cli::parse();
+    match run(json, cp_binary, work_dir, scenario).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("licsync-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    json: bool,
+    cp_binary: Option<PathBuf>,
+    work_dir: Option<PathBuf>,
+    scenario: Scenario,
+) -> anyhow::Result<()> {
+    let mut env = BenchEnv::beside_current_exe()?;
+    if let Some(path) = cp_binary {
+        env.cp_binary = path;
+    }
+    env.work_dir = work_dir;
+    let (table, value) = match scenario {
+        Scenario::FloorServer { dir } => return floor::serve(&dir).await,
+        Scenario::Fleet(FleetArgs {
+            dataplanes,
+            updates,
+            with_floor,
+            connect_concurrency,
+            connect_timeout,
+            write_timeout,
+        }) => {
+            let options = FleetOptions {
+                dataplanes,
+                updates,
+                with_floor,
+                connect_concurrency,
+                connect_timeout: connect_timeout.0,
+                write_timeout: write_timeout.0,
+            };
+            let report = fleet::run(&env, &options).await?;
+            (report.table(), report.to_json())
+        }
+        Scenario::Storm(StormArgs {
+            dataplanes,
+            licenses,
+            connect_concurrency,
+            connect_timeout,
+            resync_timeout,
+        }) => {
+            let options = StormOptions {
+                dataplanes,
+                licenses,
+                connect_concurrency,
+                connect_timeout: connect_timeout.0,
+                resync_timeout: resync_timeout.0,
+            };
+            let report = storm::run(&env, &options).await?;
+            (report.table(), report.to_json())
+        }
+        Scenario::Admin(AdminArgs {
+            requests,
+            concurrency,
+        }) => {
+            let options = AdminOptions {
+                requests,
+                concurrency,
+            };
+            let report = admin::run(&env, &options).await?;
+            (report.table(), report.to_json())
+        }
+    };
+    print(json, &table, &value);
+    Ok(())
+}
+
+fn print(json: bool, table: &Table, value: &serde_json::Value) {
+    if json {
+        eprintln!("{table}");
+        println!("{value}");
+    } else {
+        println!("{table}");
+    }
+}

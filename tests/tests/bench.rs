@@ -1,0 +1,79 @@
+//! The fleet benchmark at a size a test can afford, asserting correctness only (timing depends
+//! on the machine; the numbers live in `BENCHMARKS.md`): every simulated data plane converges
+//! on every write, against the control plane and against the floor, and a control plane killed
+//! and restarted resends nothing a data plane already holds.
+//!
+//! Runs the debug `licsync-cp` (build it first: `cargo build -p licsync-cp`) and this crate's
+//! `licsync-bench` for the floor.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use licsync_tests::bench::BenchEnv;
+use licsync_tests::bench::fleet::{self, FleetOptions};
+use licsync_tests::bench::storm::{self, StormOptions};
+use licsync_tests::process::binary;
+
+const N: usize = 20;
+
+fn env() -> BenchEnv {
+    BenchEnv {
+        cp_binary: binary("licsync-cp"),
+        bench_binary: PathBuf::from(env!("CARGO_BIN_EXE_licsync-bench")),
+        work_dir: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dataplane_converges_on_every_write_against_the_cp_and_the_floor() {
+    let options = FleetOptions {
+        dataplanes: N,
+        updates: 3,
+        with_floor: true,
+        connect_concurrency: 0,
+        connect_timeout: Duration::from_secs(120),
+        write_timeout: Duration::from_secs(60),
+    };
+    let report = fleet::run(&env(), &options).await.unwrap();
+    let floor = report.floor.as_ref().expect("floor phase ran");
+    for (server, phase) in [("licsync-cp", &report.cp), ("floor", floor)] {
+        assert_eq!(phase.synced, N, "{server}: data planes synced at connect");
+        assert_eq!(phase.write_errors, 0, "{server}: writes refused");
+        assert_eq!(
+            phase.missed, 0,
+            "{server}: (data plane, write) pairs missed"
+        );
+        assert_eq!(phase.propagation.count, N * 3, "{server}: arrivals");
+        assert_eq!(phase.licenses_resent, 0, "{server}: licenses resent");
+    }
+    assert!(report.converged());
+
+    let json = report.to_json();
+    assert_eq!(json["scenario"], "fleet");
+    assert_eq!(json["converged"], true);
+    for key in ["p50", "p90", "p99", "max"] {
+        assert!(json["cp"]["propagation_ms"][key].is_number(), "{json}");
+        assert!(json["floor"]["propagation_ms"][key].is_number(), "{json}");
+    }
+    assert!(json["ratio_to_floor"]["p99"].is_number(), "{json}");
+    assert!(json["cp"]["rss_per_dp_kib"].is_number(), "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_cp_resyncs_everyone_and_resends_nothing() {
+    let options = StormOptions {
+        dataplanes: N,
+        licenses: 2,
+        connect_concurrency: 0,
+        connect_timeout: Duration::from_secs(120),
+        resync_timeout: Duration::from_secs(120),
+    };
+    let report = storm::run(&env(), &options).await.unwrap();
+    assert_eq!(report.synced, N);
+    assert_eq!(report.resynced, N, "every data plane resynchronised");
+    assert_eq!(report.redundant_resends, 0, "nothing held was sent again");
+    assert!(report.state_intact, "every data plane holds what it held");
+    let json = report.to_json();
+    assert_eq!(json["scenario"], "storm");
+    assert_eq!(json["redundant_resends"], 0);
+}
