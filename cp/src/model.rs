@@ -64,8 +64,14 @@ pub struct DataPlaneRecord {
     pub ip: String,
     pub version: String,
     pub registered_at: i64,
-    /// Serial (hex) of the newest certificate issued to it: older ones are refused.
+    /// Serial (hex) of the newest certificate issued to it.
     pub cert_serial: String,
+    /// Serial of the certificate it held before the newest was issued (rotation or renewal).
+    /// Still accepted until the newest one is first used, so a data plane that crashed between
+    /// receiving its new certificate and saving it is not locked out; any other serial is
+    /// refused.
+    #[serde(default)]
+    pub previous_cert_serial: Option<String>,
     pub cert_expires_at: i64,
     pub last_seen: Option<i64>,
     /// The license the data plane reported active, and that license's `updated_at`.

@@ -104,6 +104,7 @@ async fn status_and_fleet_report_what_the_control_plane_knows() {
         version: "0.1.0".into(),
         registered_at: unix_now(),
         cert_serial: "01".into(),
+        previous_cert_serial: None,
         cert_expires_at: unix_now() + 86_400,
         last_seen: None,
         license_id: None,

@@ -103,6 +103,7 @@ impl Registration for RegistrationService {
             version: req.version,
             registered_at: now,
             cert_serial: info.serial,
+            previous_cert_serial: None,
             cert_expires_at: issued.not_after.unix_timestamp(),
             last_seen: None,
             license_id: None,

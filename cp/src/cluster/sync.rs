@@ -60,6 +60,15 @@ type Outbound = Result<ControlPlaneMessage, Status>;
 impl LicenseSync for SyncService {
     type SyncStream = ReceiverStream<Outbound>;
 
+    async fn rotate_certificate(
+        &self,
+        _request: Request<proto::RotateCertificateRequest>,
+    ) -> Result<Response<proto::RotateCertificateResponse>, Status> {
+        Err(Status::unimplemented(
+            "automatic certificate rotation is not available on this control plane version",
+        ))
+    }
+
     async fn sync(
         &self,
         request: Request<Streaming<DataPlaneMessage>>,
@@ -153,7 +162,18 @@ async fn authenticate(
             "data plane {id} was revoked; register it again with a new registration token"
         ))));
     }
-    if record.cert_serial != info.serial {
+    if record.cert_serial == info.serial {
+        if record.previous_cert_serial.is_some() {
+            // The newest certificate is in use: the one before it is retired for good.
+            let mut retired = record.clone();
+            retired.previous_cert_serial = None;
+            cp.dataplanes
+                .record(&retired)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            return Ok((retired, info.not_after));
+        }
+    } else if record.previous_cert_serial.as_deref() != Some(info.serial.as_str()) {
         return Err(refuse(Status::permission_denied(format!(
             "certificate {} of data plane {id} was superseded by a newer one; use the newest registration file",
             info.serial

@@ -278,6 +278,16 @@ type Outbound = Result<ControlPlaneMessage, Status>;
 impl LicenseSync for FloorService {
     type SyncStream = ReceiverStream<Outbound>;
 
+    /// The floor measures streaming only; its certificates do not rotate.
+    async fn rotate_certificate(
+        &self,
+        _request: Request<licsync_common::proto::RotateCertificateRequest>,
+    ) -> Result<Response<licsync_common::proto::RotateCertificateResponse>, Status> {
+        Err(Status::unimplemented(
+            "the floor does not rotate certificates",
+        ))
+    }
+
     async fn sync(
         &self,
         request: Request<Streaming<DataPlaneMessage>>,
