@@ -4,7 +4,8 @@
 //! - [`license`]: Kong's license document, its canonical bytes and Ed25519 verification
 //!   against a set of trusted keys (key rotation means several may be trusted at once).
 //! - [`pki`]: the cluster CA, certificate signing requests and certificate inspection.
-//! - [`proto`]: the generated gRPC wire types of `proto/licsync/v1`.
+//! - [`proto`]: the generated gRPC wire types of `proto/licsync/v1`, encoded with [`codec`]'s
+//!   small-buffer codec.
 //! - [`duration`], [`config`]: human durations (`30s`, `90d`) and TOML loading with errors
 //!   that name the file, the key and the reason.
 //! - [`fsutil`]: crash-safe file replacement and secret files (mode 0600).
@@ -13,6 +14,7 @@
 //! Nothing here owns a socket or a task: the applications decide I/O policy.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod config;
 pub mod duration;
 pub mod fsutil;

@@ -66,13 +66,32 @@ impl Listeners {
     }
 }
 
+/// Pending connections the kernel queues per listener before it drops SYNs (capped by
+/// `net.core.somaxconn`). tokio's default is 1,024; when thousands of data planes reconnect at
+/// once after a control-plane restart, a full queue makes them wait out a TCP retransmission
+/// (1 s, 3 s, 7 s...) or their connect timeout instead of being served in turn.
+pub const LISTEN_BACKLOG: u32 = 8192;
+
 async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, std::io::Error> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    listen(addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr} ({e}); stop what uses it or set {key}"),
         )
     })
+}
+
+fn listen(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std and tokio do for a listener: a restarted control plane can bind again at once
+    // while connections of the previous process linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs a control plane until `shutdown` is cancelled.

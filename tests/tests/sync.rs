@@ -37,8 +37,10 @@ async fn dataplane_follows_newest_license_through_updates_and_deletes() {
     let new_entity = cp.create_license(&new).await;
     dp.wait_for_license(Some(&new), T).await;
 
-    // Replacing the newest license's document reaches the agent.
-    let replaced = issuer.license("New Customer Renewed");
+    // Replacing the newest license's document reaches the agent, also when the document is
+    // many times the gRPC codec's initial buffer (licsync_common::codec::BUFFER_SIZE).
+    let notes = "n".repeat(40 * licsync_common::codec::BUFFER_SIZE);
+    let replaced = issuer.license_with("New Customer Renewed", &[("notes", &notes)]);
     let id = new_entity["id"].as_str().unwrap();
     let (status, body) = cp
         .call(
