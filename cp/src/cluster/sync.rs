@@ -60,6 +60,15 @@ type Outbound = Result<ControlPlaneMessage, Status>;
 impl LicenseSync for SyncService {
     type SyncStream = ReceiverStream<Outbound>;
 
+    async fn report_usage(
+        &self,
+        _request: Request<proto::UsageReport>,
+    ) -> Result<Response<proto::UsageReceipt>, Status> {
+        Err(Status::unimplemented(
+            "usage reporting is not available on this control plane version",
+        ))
+    }
+
     async fn rotate_certificate(
         &self,
         _request: Request<proto::RotateCertificateRequest>,

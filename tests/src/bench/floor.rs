@@ -278,6 +278,14 @@ type Outbound = Result<ControlPlaneMessage, Status>;
 impl LicenseSync for FloorService {
     type SyncStream = ReceiverStream<Outbound>;
 
+    /// The floor measures license streaming only.
+    async fn report_usage(
+        &self,
+        _request: Request<licsync_common::proto::UsageReport>,
+    ) -> Result<Response<licsync_common::proto::UsageReceipt>, Status> {
+        Err(Status::unimplemented("the floor does not meter usage"))
+    }
+
     /// The floor measures streaming only; its certificates do not rotate.
     async fn rotate_certificate(
         &self,
