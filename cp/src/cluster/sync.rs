@@ -7,13 +7,19 @@
 //! the newest set once the data plane answers: a burst of writes coalesces into one update and a
 //! slow data plane is never skipped, only brought up to date later. The stream ends when the
 //! control plane shuts down, when the data plane goes away, or when an update stays unanswered
-//! for [`ACK_TIMEOUT`] (the data plane reconnects and resynchronises from its Hello).
+//! for [`ACK_TIMEOUT`] (the data plane reconnects and resynchronises from its Hello), when the
+//! data plane is revoked, or when its certificate expires.
+//!
+//! A data plane whose Hello reports a version outside Kong's compatibility rule
+//! ([`crate::dataplanes::compat`]) keeps its stream (heartbeats keep it visible) but is sent no
+//! update. `RotateCertificate` issues a fresh certificate to the calling data plane
+//! ([`super::issue::reissue`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use licsync_common::pki::{CertInfo, sha256_hex};
+use licsync_common::pki::{CertInfo, CertificateAuthority, sha256_hex};
 use licsync_common::proto::data_plane_message::Message as DpMessage;
 use licsync_common::proto::license_sync_server::LicenseSync;
 use licsync_common::proto::{
@@ -29,8 +35,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::issue;
 use super::tls::PeerInfo;
-use crate::dataplanes::SyncStatus;
+use crate::dataplanes::{SyncStatus, compat};
 use crate::licenses::LicenseSet;
 use crate::model::{DataPlaneRecord, Revision, StoredLicense};
 use crate::state::ControlPlane;
@@ -45,12 +52,18 @@ const MAX_HELD: usize = 10_000;
 /// The LicenseSync gRPC service.
 pub struct SyncService {
     cp: Arc<ControlPlane>,
+    /// Signs rotated data-plane certificates.
+    ca: Arc<CertificateAuthority>,
     shutdown: CancellationToken,
 }
 
 impl SyncService {
-    pub fn new(cp: Arc<ControlPlane>, shutdown: CancellationToken) -> Self {
-        Self { cp, shutdown }
+    pub fn new(
+        cp: Arc<ControlPlane>,
+        ca: Arc<CertificateAuthority>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { cp, ca, shutdown }
     }
 }
 
@@ -60,13 +73,43 @@ type Outbound = Result<ControlPlaneMessage, Status>;
 impl LicenseSync for SyncService {
     type SyncStream = ReceiverStream<Outbound>;
 
+    /// Issues a fresh certificate for the calling data plane, identified by the certificate it
+    /// presents (which stays valid until the new one is first used).
     async fn rotate_certificate(
         &self,
-        _request: Request<proto::RotateCertificateRequest>,
+        request: Request<proto::RotateCertificateRequest>,
     ) -> Result<Response<proto::RotateCertificateResponse>, Status> {
-        Err(Status::unimplemented(
-            "automatic certificate rotation is not available on this control plane version",
-        ))
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(|| Status::internal("connection carries no peer information"))?;
+        let caller = authenticate(&self.cp, &peer).await?;
+        let csr_der = request.into_inner().csr_der;
+        let reissued = issue::reissue(
+            &self.cp,
+            &self.ca,
+            caller.record.id,
+            &csr_der,
+            Some(&caller.serial),
+        )
+        .await
+        .inspect_err(|status| {
+            tracing::warn!(event = "cert.rotation_refused", dataplane.id = %caller.record.id, peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a certificate rotation.");
+        })?;
+        tracing::info!(
+            event = "cert.rotated",
+            role = "dataplane",
+            dataplane.id = %reissued.record.id,
+            old_serial = %reissued.old_serial,
+            new_serial = %reissued.new_serial,
+            cert_expires_at = reissued.record.cert_expires_at,
+            "Issued a rotated data-plane certificate."
+        );
+        Ok(Response::new(proto::RotateCertificateResponse {
+            certificate_pem: reissued.cert_pem,
+            ca_certificate_pem: self.ca.cert_pem().to_owned(),
+        }))
     }
 
     async fn sync(
@@ -78,7 +121,11 @@ impl LicenseSync for SyncService {
             .get::<PeerInfo>()
             .cloned()
             .ok_or_else(|| Status::internal("connection carries no peer information"))?;
-        let (record, cert_not_after) = authenticate(&self.cp, &peer).await?;
+        let Caller {
+            record,
+            not_after: cert_not_after,
+            ..
+        } = authenticate(&self.cp, &peer).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(DataPlaneMessage {
@@ -107,6 +154,7 @@ impl LicenseSync for SyncService {
             pending: None,
             tx,
             nonce_counter: 0,
+            compatible: true,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(
@@ -121,14 +169,22 @@ impl LicenseSync for SyncService {
     }
 }
 
+/// A data plane that proved who it is with its client certificate.
+struct Caller {
+    /// Its record, as it stands after this authentication.
+    record: DataPlaneRecord,
+    /// When the presented certificate expires.
+    not_after: OffsetDateTime,
+    /// Serial (hex) of the presented certificate.
+    serial: String,
+}
+
 /// Checks the verified client certificate against the registry: the identity comes from the
-/// certificate, never from a message.
-async fn authenticate(
-    cp: &ControlPlane,
-    peer: &PeerInfo,
-) -> Result<(DataPlaneRecord, OffsetDateTime), Status> {
+/// certificate, never from a message. The newest certificate retires the one before it the
+/// first time it is used; any other serial, a revoked or an unknown data plane is refused.
+async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<Caller, Status> {
     let refuse = |status: Status| {
-        tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane stream.");
+        tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane call.");
         status
     };
     let Some(leaf) = peer.certificates.as_ref().and_then(|c| c.first()) else {
@@ -147,39 +203,40 @@ async fn authenticate(
                 "the client certificate carries no data-plane id; it was not issued by licsync registration",
             ))
         })?;
-    let record = cp
+    let serial = info.serial;
+    let outcome = cp
         .dataplanes
-        .find(id)
+        .update(id, |record| {
+            if record.revoked {
+                return Err(Status::permission_denied(format!(
+                    "data plane {id} was revoked; register it again with a new registration token"
+                )));
+            }
+            if record.cert_serial == serial {
+                // The newest certificate is in use: the one before it is retired for good.
+                record.previous_cert_serial = None;
+                Ok(())
+            } else if record.previous_cert_serial.as_deref() == Some(serial.as_str()) {
+                Ok(())
+            } else {
+                Err(Status::permission_denied(format!(
+                    "certificate {serial} of data plane {id} was superseded by a newer one; use the newest registration file"
+                )))
+            }
+        })
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            refuse(Status::permission_denied(format!(
-                "data plane {id} is not registered with this control plane; register it again"
-            )))
-        })?;
-    if record.revoked {
-        return Err(refuse(Status::permission_denied(format!(
-            "data plane {id} was revoked; register it again with a new registration token"
-        ))));
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    match outcome {
+        Some((record, Ok(()))) => Ok(Caller {
+            record,
+            not_after: info.not_after,
+            serial,
+        }),
+        Some((_, Err(status))) => Err(refuse(status)),
+        None => Err(refuse(Status::permission_denied(format!(
+            "data plane {id} is not registered with this control plane; register it again"
+        )))),
     }
-    if record.cert_serial == info.serial {
-        if record.previous_cert_serial.is_some() {
-            // The newest certificate is in use: the one before it is retired for good.
-            let mut retired = record.clone();
-            retired.previous_cert_serial = None;
-            cp.dataplanes
-                .record(&retired)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            return Ok((retired, info.not_after));
-        }
-    } else if record.previous_cert_serial.as_deref() != Some(info.serial.as_str()) {
-        return Err(refuse(Status::permission_denied(format!(
-            "certificate {} of data plane {id} was superseded by a newer one; use the newest registration file",
-            info.serial
-        ))));
-    }
-    Ok((record, info.not_after))
 }
 
 /// What a data plane holds of one license.
@@ -234,6 +291,7 @@ fn parse_held(hello: &Hello) -> Result<HashMap<Uuid, Held>, Status> {
 struct StreamEnds {
     shutdown: CancellationToken,
     replaced: CancellationToken,
+    revoked: CancellationToken,
     cert_expiry: Instant,
 }
 
@@ -262,12 +320,14 @@ struct DataPlaneStream {
     pending: Option<Pending>,
     tx: mpsc::Sender<Outbound>,
     nonce_counter: u64,
+    /// Whether the data plane's version may be synced; when not, no update is sent.
+    compatible: bool,
 }
 
 impl DataPlaneStream {
     async fn run(
         mut self,
-        mut record: DataPlaneRecord,
+        record: DataPlaneRecord,
         hello: Hello,
         mut inbound: Streaming<DataPlaneMessage>,
         peer: PeerInfo,
@@ -280,11 +340,19 @@ impl DataPlaneStream {
             tracing::warn!(event = "dataplane.stream_replaced", dataplane.id = %self.id, peer.addr = %peer.remote_addr, "A newer stream replaced this data plane's open stream; if this repeats, its registration file is in use on two hosts.");
         }
         let ip = peer.remote_addr.ip().to_string();
-        if record.version != hello.version || record.hostname != hello.hostname || record.ip != ip {
-            record.version = truncate(hello.version, 64);
-            record.hostname = truncate(hello.hostname, 255);
-            record.ip = ip;
-            if let Err(error) = self.cp.dataplanes.record(&record).await {
+        let version = truncate(hello.version, 64);
+        let hostname = truncate(hello.hostname, 255);
+        if record.version != version || record.hostname != hostname || record.ip != ip {
+            let reported = self
+                .cp
+                .dataplanes
+                .update(self.id, |r| {
+                    r.version = version.clone();
+                    r.hostname = hostname;
+                    r.ip = ip;
+                })
+                .await;
+            if let Err(error) = reported {
                 tracing::warn!(%error, "Could not record the data plane's version and address.");
             }
         }
@@ -292,20 +360,37 @@ impl DataPlaneStream {
             event = "dataplane.connected",
             dataplane.id = %self.id,
             peer.addr = %peer.remote_addr,
-            version = %record.version,
+            version = %version,
             held = self.held.len(),
             revision = hello.revision,
             "Data plane connected."
         );
+        if let Err(why) = compat::check_current(&version) {
+            self.compatible = false;
+            tracing::warn!(
+                event = "dataplane.version_incompatible",
+                dataplane.id = %self.id,
+                dataplane.version = %version,
+                cp.version = licsync_common::VERSION,
+                reason = %why,
+                "Data plane runs a version this control plane does not sync; it stays connected but gets no updates."
+            );
+        }
 
         let mut licenses = self.cp.licenses.subscribe();
         let first = licenses.borrow_and_update().clone();
-        let reason = match self.send_update(&first, true).await {
+        let opened = if self.compatible {
+            self.send_update(&first, true).await
+        } else {
+            Ok(())
+        };
+        let reason = match opened {
             Err(reason) => reason,
             Ok(()) => {
                 let ends = StreamEnds {
                     shutdown,
                     replaced: slot.replaced.clone(),
+                    revoked: slot.revoked.clone(),
                     cert_expiry: until(cert_not_after),
                 };
                 self.serve(&mut licenses, &mut inbound, &ends).await
@@ -337,6 +422,7 @@ impl DataPlaneStream {
             tokio::select! {
                 _ = ends.shutdown.cancelled() => return "control plane shutting down".into(),
                 _ = ends.replaced.cancelled() => return "replaced by a newer stream".into(),
+                _ = ends.revoked.cancelled() => return "data plane revoked".into(),
                 _ = &mut cert_expiry => {
                     tracing::warn!(event = "cert.expired", dataplane.id = %self.id, "The data plane's client certificate expired; closing its stream. Renew it with `licsync-dp registration renew`.");
                     return "client certificate expired".into();
@@ -347,7 +433,7 @@ impl DataPlaneStream {
                     Ok(None) => return "data plane closed the stream".into(),
                     Err(status) => return format!("stream error: {}", status.message()),
                 },
-                changed = licenses.changed(), if self.pending.is_none() => {
+                changed = licenses.changed(), if self.pending.is_none() && self.compatible => {
                     if changed.is_err() {
                         return "license service stopped".into();
                     }
