@@ -20,12 +20,15 @@ pub const MAX_CSR_BYTES: usize = 16 * 1024;
 /// A certificate issued to an existing data plane, and its record as now stored.
 #[derive(Debug, Clone)]
 pub struct Reissued {
+    /// The data plane's record with the new serial and expiry.
     pub record: DataPlaneRecord,
     /// The new certificate, PEM.
     pub cert_pem: String,
     /// Serial (hex) of the certificate it replaces, now the record's previous serial.
     pub old_serial: String,
+    /// Serial (hex) of the new certificate.
     pub new_serial: String,
+    /// When the new certificate expires.
     pub not_after: OffsetDateTime,
 }
 

@@ -6,7 +6,8 @@
 //! - [`tls`]: rustls configuration and the accept loop that logs refused handshakes.
 //! - [`issue`]: a new certificate for a registered data plane (rotation, renewal).
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
-//! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required).
+//! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
+//!   checks that certificate against the registry.
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::state::ControlPlane;
 
 pub mod ca;
+mod caller;
 pub mod issue;
 pub mod registration;
 pub mod server_cert;

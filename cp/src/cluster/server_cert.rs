@@ -40,6 +40,7 @@ pub struct InUse {
     certified: Arc<CertifiedKey>,
     /// Serial (hex).
     pub serial: String,
+    /// When it expires.
     pub not_after: OffsetDateTime,
     /// Two thirds into its lifetime.
     pub rotate_at: OffsetDateTime,
@@ -127,10 +128,13 @@ impl ResolvesServerCert for ServerIdentity {
 
 /// What the rotation task needs to issue a server certificate.
 pub struct Rotation {
+    /// Where a new certificate is installed.
     pub identity: Arc<ServerIdentity>,
+    /// The cluster CA that signs it.
     pub ca: Arc<CertificateAuthority>,
     /// The pki directory holding `server.crt` and `server.key`.
     pub dir: PathBuf,
+    /// `cluster.server_names`: the DNS names and addresses it is valid for.
     pub names: Vec<String>,
 }
 

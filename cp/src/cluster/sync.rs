@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use licsync_common::pki::{CertInfo, CertificateAuthority, sha256_hex};
+use licsync_common::pki::{CertificateAuthority, sha256_hex};
 use licsync_common::proto::data_plane_message::Message as DpMessage;
 use licsync_common::proto::license_sync_server::LicenseSync;
 use licsync_common::proto::{
@@ -35,6 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::caller::{Caller, authenticate};
 use super::issue;
 use super::tls::PeerInfo;
 use crate::dataplanes::{SyncStatus, compat};
@@ -166,76 +167,6 @@ impl LicenseSync for SyncService {
             .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-/// A data plane that proved who it is with its client certificate.
-struct Caller {
-    /// Its record, as it stands after this authentication.
-    record: DataPlaneRecord,
-    /// When the presented certificate expires.
-    not_after: OffsetDateTime,
-    /// Serial (hex) of the presented certificate.
-    serial: String,
-}
-
-/// Checks the verified client certificate against the registry: the identity comes from the
-/// certificate, never from a message. The newest certificate retires the one before it the
-/// first time it is used; any other serial, a revoked or an unknown data plane is refused.
-async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<Caller, Status> {
-    let refuse = |status: Status| {
-        tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane call.");
-        status
-    };
-    let Some(leaf) = peer.certificates.as_ref().and_then(|c| c.first()) else {
-        return Err(refuse(Status::unauthenticated(
-            "a client certificate is required; register this data plane with `licsync-dp registration create`",
-        )));
-    };
-    let info =
-        CertInfo::from_der(leaf).map_err(|e| refuse(Status::unauthenticated(e.to_string())))?;
-    let id = info
-        .dataplane_id
-        .as_deref()
-        .and_then(|id| id.parse::<Uuid>().ok())
-        .ok_or_else(|| {
-            refuse(Status::unauthenticated(
-                "the client certificate carries no data-plane id; it was not issued by licsync registration",
-            ))
-        })?;
-    let serial = info.serial;
-    let outcome = cp
-        .dataplanes
-        .update(id, |record| {
-            if record.revoked {
-                return Err(Status::permission_denied(format!(
-                    "data plane {id} was revoked; register it again with a new registration token"
-                )));
-            }
-            if record.cert_serial == serial {
-                // The newest certificate is in use: the one before it is retired for good.
-                record.previous_cert_serial = None;
-                Ok(())
-            } else if record.previous_cert_serial.as_deref() == Some(serial.as_str()) {
-                Ok(())
-            } else {
-                Err(Status::permission_denied(format!(
-                    "certificate {serial} of data plane {id} was superseded by a newer one; use the newest registration file"
-                )))
-            }
-        })
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    match outcome {
-        Some((record, Ok(()))) => Ok(Caller {
-            record,
-            not_after: info.not_after,
-            serial,
-        }),
-        Some((_, Err(status))) => Err(refuse(status)),
-        None => Err(refuse(Status::permission_denied(format!(
-            "data plane {id} is not registered with this control plane; register it again"
-        )))),
     }
 }
 

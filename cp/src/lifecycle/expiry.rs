@@ -88,6 +88,7 @@ impl Reminders {
 
 /// The CP's own certificates the walk looks at besides the registry.
 pub struct OwnCertificates {
+    /// The cluster server certificate in use (rotated while running).
     pub server: Arc<ServerIdentity>,
     /// The cluster CA's expiry (unix seconds).
     pub ca_not_after: i64,
