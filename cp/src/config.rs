@@ -67,6 +67,10 @@ pub struct ClusterConfig {
     pub keepalive_interval: HumanDuration,
     /// How long an unanswered keepalive ping may take before the connection is dropped.
     pub keepalive_timeout: HumanDuration,
+    /// A data plane not connected and not heard from for longer than this (or, never
+    /// connected, registered longer ago) is removed from the registry (Kong's
+    /// `cluster_data_plane_purge_delay`).
+    pub dataplane_purge_delay: HumanDuration,
 }
 
 impl Default for ClusterConfig {
@@ -77,6 +81,7 @@ impl Default for ClusterConfig {
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             keepalive_interval: HumanDuration(Duration::from_secs(20)),
             keepalive_timeout: HumanDuration(Duration::from_secs(10)),
+            dataplane_purge_delay: HumanDuration(Duration::from_secs(14 * 86_400)),
         }
     }
 }
@@ -105,7 +110,8 @@ impl ClusterConfig {
 pub struct PkiConfig {
     /// Lifetime of each data-plane client certificate.
     pub dataplane_cert_ttl: HumanDuration,
-    /// Lifetime of the cluster server certificate.
+    /// Lifetime of the cluster server certificate; it is replaced, while running, once two
+    /// thirds of it have passed.
     pub server_cert_ttl: HumanDuration,
     /// Lifetime of the cluster CA created at first start.
     pub ca_ttl: HumanDuration,
@@ -167,11 +173,20 @@ impl CpConfig {
                 reason: "list at least one DNS name or IP address data planes use to reach the cluster listener".into(),
             });
         }
-        if self.pki.dataplane_cert_ttl.0 < Duration::from_secs(1) {
-            return Err(Invalid {
-                key: "pki.dataplane_cert_ttl",
-                reason: "must be at least 1s".into(),
-            });
+        for (key, value) in [
+            ("pki.dataplane_cert_ttl", self.pki.dataplane_cert_ttl.0),
+            ("pki.server_cert_ttl", self.pki.server_cert_ttl.0),
+            (
+                "cluster.dataplane_purge_delay",
+                self.cluster.dataplane_purge_delay.0,
+            ),
+        ] {
+            if value < Duration::from_secs(1) {
+                return Err(Invalid {
+                    key,
+                    reason: "must be at least 1s".into(),
+                });
+            }
         }
         if let Some(url) = &self.cluster.advertised_url
             && !url.starts_with("https://")

@@ -4,6 +4,15 @@
 //! Connection state changes on every heartbeat, so it is kept out of the durable store; what
 //! must survive a restart (identity, certificate serial, last reported license) is written
 //! through to it.
+//!
+//! Several paths rewrite a data plane's record (a stream opening or closing, a certificate
+//! rotation, a revocation, the purge); each read-modify-write goes through [`DataPlanes::update`]
+//! under a per-data-plane lock, so a stream closing can never write back a certificate serial
+//! that a rotation just replaced, nor un-revoke a data plane.
+//!
+//! - [`health`]: `HEALTHY` / `DEGRADED` / `UNHEALTHY` / `UNINITIALIZED` from last contact.
+//! - [`compat`]: Kong's version rule (`version_incompatible`).
+//! - [`purge`]: when a long-silent data plane is removed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,6 +23,16 @@ use uuid::Uuid;
 
 use crate::model::{DataPlaneRecord, Revision};
 use crate::store::{Store, StoreResult};
+
+pub mod compat;
+pub mod health;
+pub mod purge;
+
+pub use health::Health;
+
+/// Record locks, striped by id: enough that unrelated data planes rarely wait on each other,
+/// few enough to allocate once.
+const RECORD_LOCKS: usize = 64;
 
 /// Kong's `sync_status` for a data plane.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -26,6 +45,9 @@ pub enum SyncStatus {
     Normal,
     /// Refused at least one license it was sent (signature it cannot verify).
     LicenseRejected,
+    /// Runs a version this control plane does not sync (see [`compat`]); it stays connected
+    /// but is sent no update.
+    VersionIncompatible,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,6 +64,9 @@ struct Live {
     current_stream: Option<(u64, CancellationToken)>,
     /// Numbers the streams of this data plane.
     streams_opened: u64,
+    /// Cancelled when the data plane is revoked: ends every stream it has, and any stream that
+    /// authenticated just before the revocation and opens just after it.
+    revoked: CancellationToken,
 }
 
 /// An open stream's registration with [`DataPlanes`].
@@ -49,6 +74,8 @@ pub struct StreamSlot {
     number: u64,
     /// Cancelled when a newer stream opens for the same data plane.
     pub replaced: CancellationToken,
+    /// Cancelled when the data plane is revoked.
+    pub revoked: CancellationToken,
 }
 
 /// One row of `GET /clustering/data-planes`.
@@ -68,12 +95,15 @@ pub struct DataPlaneView {
     pub license_id: Option<Uuid>,
     pub license_updated_at: Option<i64>,
     pub cert_expires_at: i64,
+    /// From last contact, as of the request.
+    pub health: Health,
 }
 
 /// Registered data planes and their live state.
 pub struct DataPlanes {
     store: Arc<dyn Store>,
     live: Mutex<HashMap<Uuid, Live>>,
+    records: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl DataPlanes {
@@ -81,7 +111,16 @@ impl DataPlanes {
         Self {
             store,
             live: Mutex::new(HashMap::new()),
+            records: (0..RECORD_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    /// The lock that serialises writes to data plane `id`'s record.
+    async fn lock_record(&self, id: Uuid) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = (id.as_u128() % RECORD_LOCKS as u128) as usize;
+        self.records[stripe].lock().await
     }
 
     fn live(&self) -> MutexGuard<'_, HashMap<Uuid, Live>> {
@@ -89,8 +128,8 @@ impl DataPlanes {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every registered, unrevoked data plane, ordered by id.
-    pub async fn list(&self) -> StoreResult<Vec<DataPlaneView>> {
+    /// Every registered, unrevoked data plane, ordered by id, with its health as of `now`.
+    pub async fn list(&self, now: i64) -> StoreResult<Vec<DataPlaneView>> {
         let mut records = self.store.dataplanes().await?;
         records.retain(|r| !r.revoked);
         records.sort_by_key(|r| r.id);
@@ -99,17 +138,17 @@ impl DataPlanes {
             .into_iter()
             .map(|r| {
                 let state = live.get(&r.id).cloned();
-                view(r, state)
+                view(r, state, now)
             })
             .collect())
     }
 
-    /// One registered, unrevoked data plane.
-    pub async fn get(&self, id: Uuid) -> StoreResult<Option<DataPlaneView>> {
+    /// One registered, unrevoked data plane, with its health as of `now`.
+    pub async fn get(&self, id: Uuid, now: i64) -> StoreResult<Option<DataPlaneView>> {
         let record = self.store.dataplane(id).await?.filter(|r| !r.revoked);
         Ok(record.map(|r| {
             let state = self.live().get(&id).cloned();
-            view(r, state)
+            view(r, state, now)
         }))
     }
 
@@ -132,6 +171,7 @@ impl DataPlanes {
         let slot = StreamSlot {
             number: entry.streams_opened,
             replaced: CancellationToken::new(),
+            revoked: entry.revoked.clone(),
         };
         let replaced = entry
             .current_stream
@@ -161,14 +201,14 @@ impl DataPlanes {
             entry.last_seen = Some(now);
             entry.license
         };
-        if let Some(mut record) = self.store.dataplane(id).await? {
+        self.update(id, |record| {
             record.last_seen = Some(now);
             if let Some((license_id, updated_at)) = license {
                 record.license_id = Some(license_id);
                 record.license_updated_at = Some(updated_at);
             }
-            self.store.put_dataplane(&record).await?;
-        }
+        })
+        .await?;
         Ok(())
     }
 
@@ -196,24 +236,115 @@ impl DataPlanes {
         }
     }
 
-    /// Persists what a data plane reported at connect or after a sync (version, hostname,
-    /// address, active license), so the listing is right after a control-plane restart.
+    /// Stores a new data plane's record (registration). Changes to an existing record go
+    /// through [`DataPlanes::update`].
     pub async fn record(&self, record: &DataPlaneRecord) -> StoreResult<()> {
+        let _lock = self.lock_record(record.id).await;
         self.store.put_dataplane(record).await
     }
 
     pub async fn find(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>> {
         self.store.dataplane(id).await
     }
+
+    /// Reads data plane `id`'s record, lets `change` edit it and writes it back when it
+    /// changed, all under the record's lock. `None` when the data plane is not registered;
+    /// otherwise the record as it now stands and what `change` returned.
+    pub async fn update<T>(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut DataPlaneRecord) -> T,
+    ) -> StoreResult<Option<(DataPlaneRecord, T)>> {
+        let _lock = self.lock_record(id).await;
+        let Some(before) = self.store.dataplane(id).await? else {
+            return Ok(None);
+        };
+        let mut record = before.clone();
+        let out = change(&mut record);
+        if record != before {
+            self.store.put_dataplane(&record).await?;
+        }
+        Ok(Some((record, out)))
+    }
+
+    /// Revokes data plane `id` durably, then ends its open stream (and any that opens after
+    /// authenticating just before this). `None` when it is unknown or already revoked.
+    pub async fn revoke(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>> {
+        let outcome = self
+            .update(id, |record| !std::mem::replace(&mut record.revoked, true))
+            .await?;
+        let Some((record, true)) = outcome else {
+            return Ok(None);
+        };
+        self.live().entry(id).or_default().revoked.cancel();
+        Ok(Some(record))
+    }
+
+    /// Whether data plane `id` has a stream open.
+    pub fn is_connected(&self, id: Uuid) -> bool {
+        self.live().get(&id).is_some_and(|l| l.connected)
+    }
+
+    /// Removes every data plane that is not connected and was last heard from (or, never
+    /// connected, registered) more than `delay` seconds before `now`, counting only time since
+    /// `running_since`; returns what it removed. The decision is [`purge::purge_due`], taken
+    /// under the record's lock just before the removal.
+    pub async fn purge(
+        &self,
+        running_since: i64,
+        now: i64,
+        delay: i64,
+    ) -> StoreResult<Vec<DataPlaneRecord>> {
+        let mut purged = Vec::new();
+        for candidate in self.store.dataplanes().await? {
+            let _lock = self.lock_record(candidate.id).await;
+            let Some(record) = self.store.dataplane(candidate.id).await? else {
+                continue;
+            };
+            let (connected, live_seen) = self
+                .live()
+                .get(&record.id)
+                .map_or((false, None), |l| (l.connected, l.last_seen));
+            let last_contact = live_seen.max(record.last_seen);
+            let due = purge::purge_due(
+                last_contact,
+                record.registered_at,
+                connected,
+                running_since,
+                now,
+                delay,
+            );
+            if !due {
+                continue;
+            }
+            if self.store.delete_dataplane(record.id).await? {
+                let mut live = self.live();
+                if live.get(&record.id).is_some_and(|l| !l.connected) {
+                    live.remove(&record.id);
+                }
+                purged.push(record);
+            }
+        }
+        Ok(purged)
+    }
 }
 
-fn view(record: DataPlaneRecord, live: Option<Live>) -> DataPlaneView {
+/// One listing row: the stored record joined with live state; health and the version rule are
+/// judged as of `now`. Pure, so every boundary is testable.
+fn view(record: DataPlaneRecord, live: Option<Live>, now: i64) -> DataPlaneView {
     let live = live.unwrap_or_default();
     // Before its first sync on this process, the last license written through is the best known.
     let license = if live.sync_status == SyncStatus::Unknown {
         record.license_id.zip(record.license_updated_at)
     } else {
         live.license
+    };
+    let last_seen = live.last_seen.or(record.last_seen);
+    // The version rule holds from the last version the data plane reported, connected or not.
+    let sync_status = if compat::check_current(&record.version).is_err() {
+        SyncStatus::VersionIncompatible
+    } else {
+        live.sync_status
     };
     DataPlaneView {
         id: record.id,
@@ -222,12 +353,132 @@ fn view(record: DataPlaneRecord, live: Option<Live>) -> DataPlaneView {
         ip: record.ip,
         version: record.version,
         registered_at: record.registered_at,
-        last_seen: live.last_seen.or(record.last_seen),
+        last_seen,
         connected: live.connected,
-        sync_status: live.sync_status,
+        sync_status,
         revision: live.revision,
         license_id: license.map(|l| l.0),
         license_updated_at: license.map(|l| l.1),
         cert_expires_at: record.cert_expires_at,
+        health: health::health(last_seen, now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn record(version: &str) -> DataPlaneRecord {
+        DataPlaneRecord {
+            id: Uuid::new_v4(),
+            name: "edge-1".into(),
+            hostname: "edge-1".into(),
+            ip: "127.0.0.1".into(),
+            version: version.into(),
+            registered_at: 1_000,
+            cert_serial: "01".into(),
+            previous_cert_serial: None,
+            cert_expires_at: 9_000,
+            last_seen: Some(2_000),
+            license_id: None,
+            license_updated_at: None,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn view_grades_health_from_the_freshest_contact_as_of_now() {
+        let r = record(licsync_common::VERSION);
+        assert_eq!(view(r.clone(), None, 2_060).health, Health::Healthy);
+        assert_eq!(view(r.clone(), None, 2_061).health, Health::Degraded);
+        assert_eq!(view(r.clone(), None, 2_180).health, Health::Degraded);
+        assert_eq!(view(r.clone(), None, 2_181).health, Health::Unhealthy);
+        let heartbeat = Live {
+            last_seen: Some(2_170),
+            connected: true,
+            ..Live::default()
+        };
+        let fresh = view(r.clone(), Some(heartbeat), 2_181);
+        assert_eq!(
+            (fresh.health, fresh.last_seen),
+            (Health::Healthy, Some(2_170))
+        );
+        let never = DataPlaneRecord {
+            last_seen: None,
+            ..r
+        };
+        assert_eq!(view(never, None, 2_000).health, Health::Uninitialized);
+    }
+
+    #[test]
+    fn view_applies_the_version_rule_whatever_the_live_status() {
+        let normal = Live {
+            sync_status: SyncStatus::Normal,
+            ..Live::default()
+        };
+        let ok = view(record(licsync_common::VERSION), Some(normal.clone()), 0);
+        assert_eq!(ok.sync_status, SyncStatus::Normal);
+        let newer = view(record("99.0.0"), Some(normal), 0);
+        assert_eq!(newer.sync_status, SyncStatus::VersionIncompatible);
+        assert_eq!(
+            serde_json::to_value(newer.sync_status).unwrap(),
+            "version_incompatible"
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_ends_open_and_late_streams_and_hides_the_data_plane() {
+        let store = Arc::new(MemoryStore::new());
+        let fleet = DataPlanes::new(store.clone());
+        let r = record(licsync_common::VERSION);
+        fleet.record(&r).await.unwrap();
+        let (open, _) = fleet.stream_opened(r.id, 2_000);
+        assert!(!open.revoked.is_cancelled());
+
+        let revoked = fleet.revoke(r.id).await.unwrap().unwrap();
+        assert!(revoked.revoked);
+        assert!(open.revoked.is_cancelled(), "the open stream is ended");
+        let (late, _) = fleet.stream_opened(r.id, 2_001);
+        assert!(
+            late.revoked.is_cancelled(),
+            "a stream opening afterwards too"
+        );
+        assert!(store.dataplane(r.id).await.unwrap().unwrap().revoked);
+        assert!(
+            fleet.revoke(r.id).await.unwrap().is_none(),
+            "already revoked"
+        );
+        assert!(fleet.revoke(Uuid::new_v4()).await.unwrap().is_none());
+        assert!(fleet.list(2_000).await.unwrap().is_empty());
+        assert!(fleet.get(r.id, 2_000).await.unwrap().is_none());
+
+        // Closing the stream afterwards records last contact without un-revoking.
+        fleet.stream_closed(r.id, &open, 2_002).await.unwrap();
+        let stored = store.dataplane(r.id).await.unwrap().unwrap();
+        assert!(stored.revoked);
+        assert_eq!(stored.last_seen, Some(2_002));
+    }
+
+    #[tokio::test]
+    async fn purge_spares_connected_and_recent_data_planes() {
+        let store = Arc::new(MemoryStore::new());
+        let fleet = DataPlanes::new(store.clone());
+        let silent = record(licsync_common::VERSION);
+        let connected = record(licsync_common::VERSION);
+        let recent = DataPlaneRecord {
+            last_seen: Some(9_950),
+            ..record(licsync_common::VERSION)
+        };
+        for r in [&silent, &connected, &recent] {
+            fleet.record(r).await.unwrap();
+        }
+        fleet.stream_opened(connected.id, 2_000);
+        // Live contact at 2_000 is older than the delay too: connected is what spares it.
+        let purged = fleet.purge(0, 10_000, 100).await.unwrap();
+        assert_eq!(purged.iter().map(|r| r.id).collect::<Vec<_>>(), [silent.id]);
+        assert!(store.dataplane(silent.id).await.unwrap().is_none());
+        assert!(store.dataplane(connected.id).await.unwrap().is_some());
+        assert!(store.dataplane(recent.id).await.unwrap().is_some());
     }
 }

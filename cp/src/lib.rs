@@ -6,6 +6,7 @@
 //!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state).
 //! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
 //!   services, TLS listener, CA on disk).
+//! - Upkeep: [`lifecycle`] (purge of silent data planes, certificate expiry reminders).
 //! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
 //!   [`cli`] (the `licsync-cp` command line).
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod config;
 pub mod dataplanes;
 pub mod license_tool;
 pub mod licenses;
+pub mod lifecycle;
 pub mod model;
 pub mod secrets;
 pub mod server;

@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use licsync_common::fsutil;
 use licsync_common::license::TrustedKeys;
+use licsync_common::pki::CertInfo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::cluster::server_cert::{Rotation, ServerIdentity};
 use crate::cluster::{self, ca::ClusterPki};
 use crate::config::{CpConfig, StorageBackend};
 use crate::licenses::Licenses;
+use crate::lifecycle::{self, expiry::OwnCertificates};
 use crate::state::ControlPlane;
 use crate::store::{MemoryStore, SledStore, Store};
 
@@ -116,16 +119,19 @@ pub async fn run(
         StorageBackend::Memory => Arc::new(MemoryStore::new()),
     };
     crate::admin::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
-    let pki = ClusterPki::load_or_create(
-        &config.data_dir.join("pki"),
-        &config.cluster.server_names,
-        &config.pki,
-    )?;
-    let (chain, key) = pki
-        .server_identity()
+    let pki_dir = config.data_dir.join("pki");
+    let pki = ClusterPki::load_or_create(&pki_dir, &config.cluster.server_names, &config.pki)?;
+    let provider = cluster::tls::provider();
+    let identity = Arc::new(
+        ServerIdentity::new(provider.clone(), &pki.server, config.pki.server_cert_ttl.0)
+            .map_err(|e| ServeError::Tls(e.to_string()))?,
+    );
+    let tls = cluster::tls::server_config(provider, pki.ca.cert_der(), identity.clone())
         .map_err(|e| ServeError::Tls(e.to_string()))?;
-    let tls = cluster::tls::server_config(pki.ca.cert_der(), chain, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let ca_not_after = CertInfo::from_der(pki.ca.cert_der())
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .not_after
+        .unix_timestamp();
     // validate() already parsed these keys.
     let trusted = TrustedKeys::parse(&config.licenses.trusted_keys).unwrap_or_default();
     if trusted.is_empty() {
@@ -148,6 +154,34 @@ pub async fn run(
     let admin_addr = addr_text(&listeners.admin);
     let cluster_addr = addr_text(&listeners.cluster);
     let ca = Arc::new(pki.ca);
+    let rotation = Rotation {
+        identity: identity.clone(),
+        ca: ca.clone(),
+        dir: pki_dir,
+        names: cp.config.cluster.server_names.clone(),
+    };
+    let upkeep = [
+        tokio::spawn(
+            rotation
+                .run(shutdown.clone())
+                .instrument(tracing::info_span!("server_cert_rotation")),
+        ),
+        tokio::spawn(
+            lifecycle::purge::run(cp.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("dataplane_purge")),
+        ),
+        tokio::spawn(
+            lifecycle::expiry::run(
+                cp.clone(),
+                OwnCertificates {
+                    server: identity,
+                    ca_not_after,
+                },
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("cert_expiry")),
+        ),
+    ];
     let mut cluster_task = tokio::spawn(
         cluster::serve(listeners.cluster, cp.clone(), ca, tls, shutdown.clone())
             .instrument(tracing::info_span!("cluster_server")),
@@ -199,6 +233,9 @@ pub async fn run(
         }
         if !admin_task.is_finished() {
             let _ = (&mut admin_task).await;
+        }
+        for task in upkeep {
+            let _ = task.await;
         }
     };
     if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {

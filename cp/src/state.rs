@@ -20,6 +20,9 @@ pub struct ControlPlane {
     pub ca_cert_pem: String,
     /// The URL data planes are told to use.
     pub cluster_url: String,
+    /// When this process started (unix seconds): silence before it is not held against a data
+    /// plane by the purge.
+    pub started_at: i64,
     ready: AtomicBool,
 }
 
@@ -40,6 +43,7 @@ impl ControlPlane {
             ca_fingerprint,
             ca_cert_pem,
             cluster_url,
+            started_at: licsync_common::unix_now(),
             ready: AtomicBool::new(false),
         }
     }

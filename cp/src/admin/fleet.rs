@@ -1,11 +1,14 @@
 //! `/clustering/data-planes`: the registered data planes and how their sync is going, as
-//! Kong's `/clustering/data-planes` shows a hybrid-mode fleet.
+//! Kong's `/clustering/data-planes` shows a hybrid-mode fleet, with RHACS's health words; and
+//! revocation (`DELETE`), which cuts a data plane off for good.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use licsync_common::unix_now;
 
 use super::error::ApiError;
 use super::params::{EntityId, Page};
@@ -15,11 +18,15 @@ use crate::state::ControlPlane;
 pub(super) fn routes() -> Router<Arc<ControlPlane>> {
     Router::new()
         .route("/clustering/data-planes", get(list))
-        .route("/clustering/data-planes/{id}", get(fetch))
+        .route("/clustering/data-planes/{id}", get(fetch).delete(revoke))
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<DataPlaneView>>, ApiError> {
-    let dataplanes = cp.dataplanes.list().await.map_err(ApiError::storage)?;
+    let dataplanes = cp
+        .dataplanes
+        .list(unix_now())
+        .await
+        .map_err(ApiError::storage)?;
     Ok(Json(Page::all(dataplanes)))
 }
 
@@ -28,6 +35,30 @@ async fn fetch(
     id: EntityId,
 ) -> Result<Json<DataPlaneView>, ApiError> {
     let id = id.or_not_found()?;
-    let dataplane = cp.dataplanes.get(id).await.map_err(ApiError::storage)?;
+    let dataplane = cp
+        .dataplanes
+        .get(id, unix_now())
+        .await
+        .map_err(ApiError::storage)?;
     dataplane.map(Json).ok_or_else(ApiError::not_found)
+}
+
+/// Revokes a data plane: durable before the answer, then its open stream is ended. Its
+/// certificates are refused from then on and it disappears from the listing; it comes back
+/// only by registering anew with a registration token.
+async fn revoke(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
+    let id = id.or_not_found()?;
+    let revoked = cp
+        .dataplanes
+        .revoke(id)
+        .await
+        .map_err(ApiError::storage)?
+        .ok_or_else(ApiError::not_found)?;
+    tracing::info!(
+        event = "dataplane.revoked",
+        dataplane.id = %revoked.id,
+        dataplane.name = %revoked.name,
+        "Revoked a data plane; its certificates are refused from now on."
+    );
+    Ok(StatusCode::NO_CONTENT)
 }

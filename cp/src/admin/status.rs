@@ -63,7 +63,12 @@ pub(super) fn is_health_probe(path: &str) -> bool {
 }
 
 async fn status(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Status>, ApiError> {
-    let registered = cp.dataplanes.list().await.map_err(ApiError::storage)?.len();
+    let registered = cp
+        .dataplanes
+        .list(licsync_common::unix_now())
+        .await
+        .map_err(ApiError::storage)?
+        .len();
     Ok(Json(Status {
         version: licsync_common::VERSION,
         storage: cp.store.info(),

@@ -3,14 +3,16 @@
 //! Created at first start (ECDSA P-256) and reused afterwards: every data plane pins it, so it
 //! must never change behind their backs. The server certificate is cheap and data planes trust
 //! the CA rather than the leaf, so it is issued afresh at every start for the configured
-//! `cluster.server_names`: a changed name list or a near expiry is fixed by a restart.
-//! Private keys are mode 0600 in a 0700 directory.
+//! `cluster.server_names` (a changed name list takes effect at a restart) and again, while
+//! running, before it expires ([`super::server_cert`]). Each issue replaces `server.crt` and
+//! `server.key` atomically. Private keys are mode 0600 in a 0700 directory.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use licsync_common::fsutil::{self, PUBLIC_MODE, SECRET_MODE};
-use licsync_common::pki::{self, CertificateAuthority, Issued, PkiError};
+use licsync_common::pki::{self, CertInfo, CertificateAuthority, PkiError};
+use time::OffsetDateTime;
 
 use crate::config::PkiConfig;
 
@@ -37,11 +39,57 @@ pub enum CaError {
 /// The CA and the server identity of the cluster listener.
 pub struct ClusterPki {
     pub ca: CertificateAuthority,
+    pub server: ServerCert,
+}
+
+/// A server certificate for the cluster listener, as written to `server.crt` / `server.key`.
+pub struct ServerCert {
     /// The server certificate followed by the CA certificate, so a data plane that pins only
     /// the CA fingerprint (`--ca-cert-hash`) can find and check the CA in the handshake.
-    pub server_chain_pem: String,
-    pub server_key_pem: String,
-    pub server: Issued,
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// Serial (hex) of the server certificate.
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+}
+
+impl ServerCert {
+    /// Issues a server certificate for `names` valid for `ttl` and writes it to `dir`
+    /// (`server.crt`, and `server.key` mode 0600), each file replaced atomically.
+    pub fn issue(
+        ca: &CertificateAuthority,
+        dir: &Path,
+        names: &[String],
+        ttl: std::time::Duration,
+    ) -> Result<Self, CaError> {
+        let issued = ca.issue_server(names, ttl)?;
+        let key_pem = issued.key_pem.clone().unwrap_or_default();
+        let chain_pem = format!("{}{}", issued.cert_pem, ca.cert_pem());
+        let info = CertInfo::from_pem(&issued.cert_pem)?;
+        write(&dir.join("server.key"), key_pem.as_bytes(), SECRET_MODE)?;
+        write(&dir.join("server.crt"), chain_pem.as_bytes(), PUBLIC_MODE)?;
+        Ok(Self {
+            chain_pem,
+            key_pem,
+            serial: info.serial,
+            not_after: issued.not_after,
+        })
+    }
+
+    /// The certificate chain and key for rustls.
+    pub fn identity(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        PkiError,
+    > {
+        let chain = pki::certificates_from_pem(&self.chain_pem);
+        let key = pki::private_key_from_pem(&self.key_pem, "the server key")?;
+        Ok((chain, key))
+    }
 }
 
 impl ClusterPki {
@@ -82,40 +130,8 @@ impl ClusterPki {
             tracing::info!(event = "pki.ca_created", path = %cert_path.display(), fingerprint = %ca.fingerprint(), "Created the cluster CA.");
             ca
         };
-        let server = ca.issue_server(names, config.server_cert_ttl.0)?;
-        let server_key_pem = server.key_pem.clone().unwrap_or_default();
-        let server_chain_pem = format!("{}{}", server.cert_pem, ca.cert_pem());
-        write(
-            &dir.join("server.crt"),
-            server_chain_pem.as_bytes(),
-            PUBLIC_MODE,
-        )?;
-        write(
-            &dir.join("server.key"),
-            server_key_pem.as_bytes(),
-            SECRET_MODE,
-        )?;
-        Ok(Self {
-            ca,
-            server_chain_pem,
-            server_key_pem,
-            server,
-        })
-    }
-
-    /// The certificate chain and key for rustls.
-    pub fn server_identity(
-        &self,
-    ) -> Result<
-        (
-            Vec<rustls_pki_types::CertificateDer<'static>>,
-            rustls_pki_types::PrivateKeyDer<'static>,
-        ),
-        PkiError,
-    > {
-        let chain = pki::certificates_from_pem(&self.server_chain_pem);
-        let key = pki::private_key_from_pem(&self.server_key_pem, "the server key")?;
-        Ok((chain, key))
+        let server = ServerCert::issue(&ca, dir, names, config.server_cert_ttl.0)?;
+        Ok(Self { ca, server })
     }
 }
 
@@ -152,8 +168,22 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let chain = second.server_identity().unwrap().0;
+        let chain = second.server.identity().unwrap().0;
         assert_eq!(chain.len(), 2);
         assert_eq!(pki::sha256_hex(&chain[1]), second.ca.fingerprint());
+        assert_ne!(
+            first.server.serial, second.server.serial,
+            "reissued at start"
+        );
+        let key_mode = std::fs::metadata(dir.path().join("server.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o777, 0o600);
+        let on_disk = std::fs::read_to_string(dir.path().join("server.crt")).unwrap();
+        assert_eq!(
+            CertInfo::from_pem(&on_disk).unwrap().serial,
+            second.server.serial
+        );
     }
 }

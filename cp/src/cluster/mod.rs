@@ -2,9 +2,12 @@
 //! keep their licenses in sync.
 //!
 //! - [`ca`]: the cluster CA and server certificate on disk.
+//! - [`server_cert`]: the server certificate in use, swapped for a fresh one before it expires.
 //! - [`tls`]: rustls configuration and the accept loop that logs refused handshakes.
+//! - [`issue`]: a new certificate for a registered data plane (rotation, renewal).
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
-//! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required).
+//! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
+//!   checks that certificate against the registry.
 
 use std::sync::Arc;
 
@@ -18,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use crate::state::ControlPlane;
 
 pub mod ca;
+mod caller;
+pub mod issue;
 pub mod registration;
+pub mod server_cert;
 pub mod sync;
 pub mod tls;
 
@@ -35,10 +41,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let keepalive = &cp.config.cluster;
-    let registration =
-        RegistrationServer::new(registration::RegistrationService::new(cp.clone(), ca))
-            .max_decoding_message_size(MAX_INBOUND_MESSAGE);
-    let sync = LicenseSyncServer::new(sync::SyncService::new(cp.clone(), shutdown.clone()))
+    let registration = RegistrationServer::new(registration::RegistrationService::new(
+        cp.clone(),
+        ca.clone(),
+    ))
+    .max_decoding_message_size(MAX_INBOUND_MESSAGE);
+    let sync = LicenseSyncServer::new(sync::SyncService::new(cp.clone(), ca, shutdown.clone()))
         .max_decoding_message_size(MAX_INBOUND_MESSAGE);
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     tonic::transport::Server::builder()

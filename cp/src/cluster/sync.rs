@@ -7,13 +7,19 @@
 //! the newest set once the data plane answers: a burst of writes coalesces into one update and a
 //! slow data plane is never skipped, only brought up to date later. The stream ends when the
 //! control plane shuts down, when the data plane goes away, or when an update stays unanswered
-//! for [`ACK_TIMEOUT`] (the data plane reconnects and resynchronises from its Hello).
+//! for [`ACK_TIMEOUT`] (the data plane reconnects and resynchronises from its Hello), when the
+//! data plane is revoked, or when its certificate expires.
+//!
+//! A data plane whose Hello reports a version outside Kong's compatibility rule
+//! ([`crate::dataplanes::compat`]) keeps its stream (heartbeats keep it visible) but is sent no
+//! update. `RotateCertificate` issues a fresh certificate to the calling data plane
+//! ([`super::issue::reissue`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use licsync_common::pki::{CertInfo, sha256_hex};
+use licsync_common::pki::{CertificateAuthority, sha256_hex};
 use licsync_common::proto::data_plane_message::Message as DpMessage;
 use licsync_common::proto::license_sync_server::LicenseSync;
 use licsync_common::proto::{
@@ -29,8 +35,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::caller::{Caller, authenticate};
+use super::issue;
 use super::tls::PeerInfo;
-use crate::dataplanes::SyncStatus;
+use crate::dataplanes::{SyncStatus, compat};
 use crate::licenses::LicenseSet;
 use crate::model::{DataPlaneRecord, Revision, StoredLicense};
 use crate::state::ControlPlane;
@@ -45,20 +53,37 @@ const MAX_HELD: usize = 10_000;
 /// The LicenseSync gRPC service.
 pub struct SyncService {
     cp: Arc<ControlPlane>,
+    /// Signs rotated data-plane certificates.
+    ca: Arc<CertificateAuthority>,
     shutdown: CancellationToken,
 }
 
 impl SyncService {
-    pub fn new(cp: Arc<ControlPlane>, shutdown: CancellationToken) -> Self {
-        Self { cp, shutdown }
+    pub fn new(
+        cp: Arc<ControlPlane>,
+        ca: Arc<CertificateAuthority>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { cp, ca, shutdown }
     }
 }
 
 type Outbound = Result<ControlPlaneMessage, Status>;
 
+/// What a stream task hands to tonic. Boxed because tokio's channel allocates its first block
+/// of 32 slots up front: with the ~200-byte `Result<ControlPlaneMessage, Status>` in each slot
+/// that is ~6 KiB per data plane for a channel that holds one or two messages at a time; with
+/// a box per slot it is ~0.3 KiB (the fleet benchmark's memory per data plane, BENCHMARKS.md).
+type Queued = Box<ControlPlaneMessage>;
+
+#[expect(clippy::boxed_local, reason = "the channel's item type is the box")]
+fn unqueue(message: Queued) -> Outbound {
+    Ok(*message)
+}
+
 #[tonic::async_trait]
 impl LicenseSync for SyncService {
-    type SyncStream = ReceiverStream<Outbound>;
+    type SyncStream = futures::stream::Map<ReceiverStream<Queued>, fn(Queued) -> Outbound>;
 
     async fn report_usage(
         &self,
@@ -69,13 +94,43 @@ impl LicenseSync for SyncService {
         ))
     }
 
+    /// Issues a fresh certificate for the calling data plane, identified by the certificate it
+    /// presents (which stays valid until the new one is first used).
     async fn rotate_certificate(
         &self,
-        _request: Request<proto::RotateCertificateRequest>,
+        request: Request<proto::RotateCertificateRequest>,
     ) -> Result<Response<proto::RotateCertificateResponse>, Status> {
-        Err(Status::unimplemented(
-            "automatic certificate rotation is not available on this control plane version",
-        ))
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(|| Status::internal("connection carries no peer information"))?;
+        let caller = authenticate(&self.cp, &peer).await?;
+        let csr_der = request.into_inner().csr_der;
+        let reissued = issue::reissue(
+            &self.cp,
+            &self.ca,
+            caller.record.id,
+            &csr_der,
+            Some(&caller.serial),
+        )
+        .await
+        .inspect_err(|status| {
+            tracing::warn!(event = "cert.rotation_refused", dataplane.id = %caller.record.id, peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a certificate rotation.");
+        })?;
+        tracing::info!(
+            event = "cert.rotated",
+            role = "dataplane",
+            dataplane.id = %reissued.record.id,
+            old_serial = %reissued.old_serial,
+            new_serial = %reissued.new_serial,
+            cert_expires_at = reissued.record.cert_expires_at,
+            "Issued a rotated data-plane certificate."
+        );
+        Ok(Response::new(proto::RotateCertificateResponse {
+            certificate_pem: reissued.cert_pem,
+            ca_certificate_pem: self.ca.cert_pem().to_owned(),
+        }))
     }
 
     async fn sync(
@@ -87,7 +142,11 @@ impl LicenseSync for SyncService {
             .get::<PeerInfo>()
             .cloned()
             .ok_or_else(|| Status::internal("connection carries no peer information"))?;
-        let (record, cert_not_after) = authenticate(&self.cp, &peer).await?;
+        let Caller {
+            record,
+            not_after: cert_not_after,
+            ..
+        } = authenticate(&self.cp, &peer).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(DataPlaneMessage {
@@ -116,6 +175,7 @@ impl LicenseSync for SyncService {
             pending: None,
             tx,
             nonce_counter: 0,
+            compatible: true,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(
@@ -126,69 +186,11 @@ impl LicenseSync for SyncService {
             }
             .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(futures::StreamExt::map(
+            ReceiverStream::new(rx),
+            unqueue as fn(Queued) -> Outbound,
+        )))
     }
-}
-
-/// Checks the verified client certificate against the registry: the identity comes from the
-/// certificate, never from a message.
-async fn authenticate(
-    cp: &ControlPlane,
-    peer: &PeerInfo,
-) -> Result<(DataPlaneRecord, OffsetDateTime), Status> {
-    let refuse = |status: Status| {
-        tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane stream.");
-        status
-    };
-    let Some(leaf) = peer.certificates.as_ref().and_then(|c| c.first()) else {
-        return Err(refuse(Status::unauthenticated(
-            "a client certificate is required; register this data plane with `licsync-dp registration create`",
-        )));
-    };
-    let info =
-        CertInfo::from_der(leaf).map_err(|e| refuse(Status::unauthenticated(e.to_string())))?;
-    let id = info
-        .dataplane_id
-        .as_deref()
-        .and_then(|id| id.parse::<Uuid>().ok())
-        .ok_or_else(|| {
-            refuse(Status::unauthenticated(
-                "the client certificate carries no data-plane id; it was not issued by licsync registration",
-            ))
-        })?;
-    let record = cp
-        .dataplanes
-        .find(id)
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            refuse(Status::permission_denied(format!(
-                "data plane {id} is not registered with this control plane; register it again"
-            )))
-        })?;
-    if record.revoked {
-        return Err(refuse(Status::permission_denied(format!(
-            "data plane {id} was revoked; register it again with a new registration token"
-        ))));
-    }
-    if record.cert_serial == info.serial {
-        if record.previous_cert_serial.is_some() {
-            // The newest certificate is in use: the one before it is retired for good.
-            let mut retired = record.clone();
-            retired.previous_cert_serial = None;
-            cp.dataplanes
-                .record(&retired)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            return Ok((retired, info.not_after));
-        }
-    } else if record.previous_cert_serial.as_deref() != Some(info.serial.as_str()) {
-        return Err(refuse(Status::permission_denied(format!(
-            "certificate {} of data plane {id} was superseded by a newer one; use the newest registration file",
-            info.serial
-        ))));
-    }
-    Ok((record, info.not_after))
 }
 
 /// What a data plane holds of one license.
@@ -243,6 +245,7 @@ fn parse_held(hello: &Hello) -> Result<HashMap<Uuid, Held>, Status> {
 struct StreamEnds {
     shutdown: CancellationToken,
     replaced: CancellationToken,
+    revoked: CancellationToken,
     cert_expiry: Instant,
 }
 
@@ -269,14 +272,16 @@ struct DataPlaneStream {
     /// License versions the data plane refused; not resent until they change.
     rejected: HashMap<Uuid, Revision>,
     pending: Option<Pending>,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Queued>,
     nonce_counter: u64,
+    /// Whether the data plane's version may be synced; when not, no update is sent.
+    compatible: bool,
 }
 
 impl DataPlaneStream {
     async fn run(
         mut self,
-        mut record: DataPlaneRecord,
+        record: DataPlaneRecord,
         hello: Hello,
         mut inbound: Streaming<DataPlaneMessage>,
         peer: PeerInfo,
@@ -289,11 +294,19 @@ impl DataPlaneStream {
             tracing::warn!(event = "dataplane.stream_replaced", dataplane.id = %self.id, peer.addr = %peer.remote_addr, "A newer stream replaced this data plane's open stream; if this repeats, its registration file is in use on two hosts.");
         }
         let ip = peer.remote_addr.ip().to_string();
-        if record.version != hello.version || record.hostname != hello.hostname || record.ip != ip {
-            record.version = truncate(hello.version, 64);
-            record.hostname = truncate(hello.hostname, 255);
-            record.ip = ip;
-            if let Err(error) = self.cp.dataplanes.record(&record).await {
+        let version = truncate(hello.version, 64);
+        let hostname = truncate(hello.hostname, 255);
+        if record.version != version || record.hostname != hostname || record.ip != ip {
+            let reported = self
+                .cp
+                .dataplanes
+                .update(self.id, |r| {
+                    r.version = version.clone();
+                    r.hostname = hostname;
+                    r.ip = ip;
+                })
+                .await;
+            if let Err(error) = reported {
                 tracing::warn!(%error, "Could not record the data plane's version and address.");
             }
         }
@@ -301,20 +314,37 @@ impl DataPlaneStream {
             event = "dataplane.connected",
             dataplane.id = %self.id,
             peer.addr = %peer.remote_addr,
-            version = %record.version,
+            version = %version,
             held = self.held.len(),
             revision = hello.revision,
             "Data plane connected."
         );
+        if let Err(why) = compat::check_current(&version) {
+            self.compatible = false;
+            tracing::warn!(
+                event = "dataplane.version_incompatible",
+                dataplane.id = %self.id,
+                dataplane.version = %version,
+                cp.version = licsync_common::VERSION,
+                reason = %why,
+                "Data plane runs a version this control plane does not sync; it stays connected but gets no updates."
+            );
+        }
 
         let mut licenses = self.cp.licenses.subscribe();
         let first = licenses.borrow_and_update().clone();
-        let reason = match self.send_update(&first, true).await {
+        let opened = if self.compatible {
+            self.send_update(&first, true).await
+        } else {
+            Ok(())
+        };
+        let reason = match opened {
             Err(reason) => reason,
             Ok(()) => {
                 let ends = StreamEnds {
                     shutdown,
                     replaced: slot.replaced.clone(),
+                    revoked: slot.revoked.clone(),
                     cert_expiry: until(cert_not_after),
                 };
                 self.serve(&mut licenses, &mut inbound, &ends).await
@@ -346,6 +376,7 @@ impl DataPlaneStream {
             tokio::select! {
                 _ = ends.shutdown.cancelled() => return "control plane shutting down".into(),
                 _ = ends.replaced.cancelled() => return "replaced by a newer stream".into(),
+                _ = ends.revoked.cancelled() => return "data plane revoked".into(),
                 _ = &mut cert_expiry => {
                     tracing::warn!(event = "cert.expired", dataplane.id = %self.id, "The data plane's client certificate expired; closing its stream. Renew it with `licsync-dp registration renew`.");
                     return "client certificate expired".into();
@@ -356,7 +387,7 @@ impl DataPlaneStream {
                     Ok(None) => return "data plane closed the stream".into(),
                     Err(status) => return format!("stream error: {}", status.message()),
                 },
-                changed = licenses.changed(), if self.pending.is_none() => {
+                changed = licenses.changed(), if self.pending.is_none() && self.compatible => {
                     if changed.is_err() {
                         return "license service stopped".into();
                     }
@@ -429,7 +460,7 @@ impl DataPlaneStream {
             deadline: Instant::now() + ACK_TIMEOUT,
         });
         self.tx
-            .send(Ok(message))
+            .send(Box::new(message))
             .await
             .map_err(|_| "data plane went away".to_owned())
     }

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::server::WebPkiClientVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -40,13 +41,19 @@ pub struct PeerInfo {
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
-/// Builds the server config: server chain and key, client certificates verified against `ca`.
+/// The crypto provider of the cluster listener (ring), shared by its config and the server
+/// certificates it loads.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the server config: the server certificate comes from `identity` at each handshake
+/// (so it can be rotated while running), client certificates are verified against `ca`.
 pub fn server_config(
+    provider: Arc<CryptoProvider>,
     ca: &CertificateDer<'static>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    identity: Arc<dyn ResolvesServerCert>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone())?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -56,7 +63,7 @@ pub fn server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(identity);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -152,7 +159,7 @@ pub fn explain(error: &rustls::Error) -> &'static str {
             "the data plane does not trust this control plane's certificate; its registration file holds another cluster's CA"
         }
         rustls::Error::AlertReceived(Alert::CertificateExpired) => {
-            "the data plane refused this control plane's certificate as expired; restart the control plane to reissue it"
+            "the data plane refused this control plane's certificate as expired; check the cert.rotation_failed log lines, or restart the control plane to reissue it"
         }
         rustls::Error::NoApplicationProtocol => {
             "the client does not speak HTTP/2 (gRPC); point only licsync data planes at the cluster port"

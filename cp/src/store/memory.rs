@@ -118,6 +118,10 @@ impl Store for MemoryStore {
         self.with(|i| i.dataplanes.values().cloned().collect())
     }
 
+    async fn delete_dataplane(&self, id: Uuid) -> StoreResult<bool> {
+        self.with(|i| i.dataplanes.remove(&id).is_some())
+    }
+
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
         self.with(|i| {
             i.api_tokens.insert(token.id, token.clone());

@@ -70,6 +70,9 @@ pub trait Store: Send + Sync + 'static {
     async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()>;
     async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>>;
     async fn dataplanes(&self) -> StoreResult<Vec<DataPlaneRecord>>;
+    /// Removes data plane `id`'s record (the purge of long-silent data planes); `false` when
+    /// it did not exist.
+    async fn delete_dataplane(&self, id: Uuid) -> StoreResult<bool>;
 
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()>;
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;

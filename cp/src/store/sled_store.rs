@@ -236,6 +236,16 @@ impl Store for SledStore {
         scan(&self.trees.dataplanes)
     }
 
+    async fn delete_dataplane(&self, id: Uuid) -> StoreResult<bool> {
+        self.write(move |t| {
+            Ok(t.dataplanes
+                .remove(id.as_bytes())
+                .map_err(backend)?
+                .is_some())
+        })
+        .await
+    }
+
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
         let value = encode(token)?;
         let id = token.id;
@@ -388,6 +398,28 @@ mod tests {
             Err(TokenRefusal::Unknown)
         );
         assert_eq!(store.registration_tokens().await.unwrap().len(), 1);
+
+        let dataplane = DataPlaneRecord {
+            id: Uuid::new_v4(),
+            name: "edge-1".into(),
+            hostname: "edge-1".into(),
+            ip: "127.0.0.1".into(),
+            version: "0.1.0".into(),
+            registered_at: 1,
+            cert_serial: "01".into(),
+            previous_cert_serial: None,
+            cert_expires_at: 100,
+            last_seen: None,
+            license_id: None,
+            license_updated_at: None,
+            revoked: false,
+        };
+        store.put_dataplane(&dataplane).await.unwrap();
+        assert_eq!(store.dataplanes().await.unwrap(), vec![dataplane.clone()]);
+        assert!(store.delete_dataplane(dataplane.id).await.unwrap());
+        assert!(!store.delete_dataplane(dataplane.id).await.unwrap());
+        assert_eq!(store.dataplane(dataplane.id).await.unwrap(), None);
+        assert!(store.dataplanes().await.unwrap().is_empty());
     }
 
     #[tokio::test]

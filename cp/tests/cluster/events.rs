@@ -1,0 +1,86 @@
+//! The control plane's structured log events (`event = "..."`), captured so a test can assert
+//! what an operator would read in the log.
+//!
+//! Capture is per thread: `#[tokio::test]` runs the test and every task it spawns (the control
+//! plane included) on its one thread, so tests running in parallel do not see each other's
+//! events.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::field::{Field, Visit};
+use tracing::subscriber::DefaultGuard;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+/// One captured event: its `event` name, level and other fields, as text.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: String,
+    pub level: tracing::Level,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Event {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+/// The events captured so far, oldest first.
+#[derive(Clone, Default)]
+pub struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Events {
+    /// Captures INFO-and-above events on this thread until the guard is dropped.
+    pub fn capture() -> (Self, DefaultGuard) {
+        let events = Self::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(LevelFilter::INFO)
+            .with(Recorder(events.clone()));
+        (events, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every event named `name`.
+    pub fn named(&self, name: &str) -> Vec<Event> {
+        self.lock()
+            .iter()
+            .filter(|e| e.name == name)
+            .cloned()
+            .collect()
+    }
+}
+
+struct Recorder(Events);
+
+impl<S: tracing::Subscriber> Layer<S> for Recorder {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if let Some(name) = fields.0.remove("event") {
+            self.0.lock().push(Event {
+                name,
+                level: *event.metadata().level(),
+                fields: fields.0,
+            });
+        }
+    }
+}
+
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
