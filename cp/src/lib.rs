@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - Domain: [`model`] (records), [`licenses`] (the single license writer and the snapshot every
-//!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state).
+//!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state),
+//!   [`principals`] (users and connected apps: login checks, throttling, permissions).
 //! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
 //!   services, TLS listener, CA on disk).
 //! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
@@ -18,6 +19,7 @@ pub mod dataplanes;
 pub mod license_tool;
 pub mod licenses;
 pub mod model;
+pub mod principals;
 pub mod secrets;
 pub mod server;
 pub mod state;

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::model::{
-    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, RenewRefusal, Revision,
+    StoredLicense, TokenRefusal, User,
 };
 
 pub mod memory;
@@ -70,10 +71,30 @@ pub trait Store: Send + Sync + 'static {
     async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()>;
     async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>>;
     async fn dataplanes(&self) -> StoreResult<Vec<DataPlaneRecord>>;
+    /// Atomically records a renewed certificate for data plane `id` (see [`apply_renewal`]):
+    /// a revocation or another renewal racing with it cannot be lost or undone.
+    async fn renew_dataplane_cert(
+        &self,
+        id: Uuid,
+        cert_serial: &str,
+        cert_expires_at: i64,
+    ) -> StoreResult<Result<DataPlaneRecord, RenewRefusal>>;
 
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()>;
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
     async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool>;
+
+    /// Stores `user` unless a user with its username exists: `false` then, nothing written.
+    async fn insert_user(&self, user: &User) -> StoreResult<bool>;
+    async fn user(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    async fn delete_user(&self, username: &str) -> StoreResult<bool>;
+
+    /// Stores `app` unless an app with its client id exists: `false` then, nothing written.
+    async fn insert_connected_app(&self, app: &ConnectedApp) -> StoreResult<bool>;
+    async fn connected_app(&self, client_id: &str) -> StoreResult<Option<ConnectedApp>>;
+    async fn connected_apps(&self) -> StoreResult<Vec<ConnectedApp>>;
+    async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool>;
 
     /// Makes every write so far durable (used on shutdown).
     async fn flush(&self) -> StoreResult<()>;
@@ -93,4 +114,32 @@ pub fn token_refusal(token: &RegistrationToken, now: i64) -> Option<TokenRefusal
     } else {
         None
     }
+}
+
+/// Why data plane `id` (whose record is `record`, if any) may not have its certificate
+/// renewed, or `None` when it may.
+pub fn renewal_refusal(record: Option<&DataPlaneRecord>, id: Uuid) -> Option<RenewRefusal> {
+    match record {
+        None => Some(RenewRefusal::Unknown { id }),
+        Some(record) if record.revoked => Some(RenewRefusal::Revoked { id }),
+        Some(_) => None,
+    }
+}
+
+/// The record after a renewal to `cert_serial`, or why it may not be renewed. The certificate
+/// it replaces stays accepted as `previous_cert_serial` until the new one is first used.
+pub fn apply_renewal(
+    record: Option<DataPlaneRecord>,
+    id: Uuid,
+    cert_serial: &str,
+    cert_expires_at: i64,
+) -> Result<DataPlaneRecord, RenewRefusal> {
+    if let Some(refusal) = renewal_refusal(record.as_ref(), id) {
+        return Err(refusal);
+    }
+    let mut record = record.ok_or(RenewRefusal::Unknown { id })?;
+    let old = std::mem::replace(&mut record.cert_serial, cert_serial.to_owned());
+    record.previous_cert_serial = Some(old);
+    record.cert_expires_at = cert_expires_at;
+    Ok(record)
 }

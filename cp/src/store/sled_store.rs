@@ -12,9 +12,12 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use uuid::Uuid;
 
-use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
+use super::{
+    LicenseRows, StorageInfo, Store, StoreError, StoreResult, apply_renewal, token_refusal,
+};
 use crate::model::{
-    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, RenewRefusal, Revision,
+    StoredLicense, TokenRefusal, User,
 };
 
 const REVISION_KEY: &[u8] = b"revision";
@@ -29,6 +32,10 @@ struct Trees {
     token_hashes: sled::Tree,
     dataplanes: sled::Tree,
     api_tokens: sled::Tree,
+    /// Keyed by username (UTF-8).
+    users: sled::Tree,
+    /// Keyed by client id (UTF-8).
+    connected_apps: sled::Tree,
 }
 
 /// sled-backed storage under `<data_dir>/cp.sled`.
@@ -65,6 +72,8 @@ impl SledStore {
                 token_hashes: tree("registration_token_hashes")?,
                 dataplanes: tree("dataplanes")?,
                 api_tokens: tree("api_tokens")?,
+                users: tree("users")?,
+                connected_apps: tree("connected_apps")?,
                 db,
             },
             writer: tokio::sync::Mutex::new(()),
@@ -236,6 +245,35 @@ impl Store for SledStore {
         scan(&self.trees.dataplanes)
     }
 
+    async fn renew_dataplane_cert(
+        &self,
+        id: Uuid,
+        cert_serial: &str,
+        cert_expires_at: i64,
+    ) -> StoreResult<Result<DataPlaneRecord, RenewRefusal>> {
+        let cert_serial = cert_serial.to_owned();
+        // Writes are serialised by `write`, so this read-modify-write cannot interleave with
+        // another write of the record (a revocation, a stream's write-through).
+        self.write(move |t| {
+            let key = id.as_bytes();
+            let current = t
+                .dataplanes
+                .get(key)
+                .map_err(backend)?
+                .map(|raw| decode::<DataPlaneRecord>(key, &raw))
+                .transpose()?;
+            let renewed = match apply_renewal(current, id, &cert_serial, cert_expires_at) {
+                Ok(renewed) => renewed,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            t.dataplanes
+                .insert(key, encode(&renewed)?)
+                .map_err(backend)?;
+            Ok(Ok(renewed))
+        })
+        .await
+    }
+
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
         let value = encode(token)?;
         let id = token.id;
@@ -260,9 +298,76 @@ impl Store for SledStore {
         .await
     }
 
+    async fn insert_user(&self, user: &User) -> StoreResult<bool> {
+        let value = encode(user)?;
+        let key = user.username.clone();
+        self.write(move |t| insert_new(&t.users, &key, value)).await
+    }
+
+    async fn user(&self, username: &str) -> StoreResult<Option<User>> {
+        get_text(&self.trees.users, username)
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        scan(&self.trees.users)
+    }
+
+    async fn delete_user(&self, username: &str) -> StoreResult<bool> {
+        let key = username.to_owned();
+        self.write(move |t| Ok(t.users.remove(key.as_bytes()).map_err(backend)?.is_some()))
+            .await
+    }
+
+    async fn insert_connected_app(&self, app: &ConnectedApp) -> StoreResult<bool> {
+        let value = encode(app)?;
+        let key = app.client_id.clone();
+        self.write(move |t| insert_new(&t.connected_apps, &key, value))
+            .await
+    }
+
+    async fn connected_app(&self, client_id: &str) -> StoreResult<Option<ConnectedApp>> {
+        get_text(&self.trees.connected_apps, client_id)
+    }
+
+    async fn connected_apps(&self) -> StoreResult<Vec<ConnectedApp>> {
+        scan(&self.trees.connected_apps)
+    }
+
+    async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool> {
+        let key = client_id.to_owned();
+        self.write(move |t| {
+            Ok(t.connected_apps
+                .remove(key.as_bytes())
+                .map_err(backend)?
+                .is_some())
+        })
+        .await
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.write(|_| Ok(())).await
     }
+}
+
+/// Inserts `value` under the text `key` unless the key is taken; whether it was inserted.
+fn insert_new(tree: &sled::Tree, key: &str, value: Vec<u8>) -> StoreResult<bool> {
+    Ok(tree
+        .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(value))
+        .map_err(backend)?
+        .is_ok())
+}
+
+/// The record under the text `key`, if any.
+fn get_text<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> StoreResult<Option<T>> {
+    tree.get(key.as_bytes())
+        .map_err(backend)?
+        .map(|raw| {
+            serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> StoreResult<Vec<T>> {
@@ -310,6 +415,7 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Role, Scope};
     use crate::store::MemoryStore;
 
     fn license(revision: Revision) -> StoredLicense {
@@ -388,6 +494,104 @@ mod tests {
             Err(TokenRefusal::Unknown)
         );
         assert_eq!(store.registration_tokens().await.unwrap().len(), 1);
+
+        exercise_principals(store).await;
+        exercise_renewal(store).await;
+    }
+
+    async fn exercise_principals(store: &dyn Store) {
+        let alice = User {
+            username: "alice".into(),
+            password_hash: "$argon2id$v=19$...".into(),
+            role: Role::Admin,
+            created_at: 1,
+        };
+        assert!(store.insert_user(&alice).await.unwrap());
+        let again = User {
+            role: Role::Viewer,
+            ..alice.clone()
+        };
+        assert!(
+            !store.insert_user(&again).await.unwrap(),
+            "a taken username is refused"
+        );
+        assert_eq!(store.user("alice").await.unwrap(), Some(alice.clone()));
+        assert_eq!(store.user("Alice").await.unwrap(), None);
+        assert_eq!(store.users().await.unwrap(), vec![alice]);
+        assert!(store.delete_user("alice").await.unwrap());
+        assert!(!store.delete_user("alice").await.unwrap());
+        assert!(store.users().await.unwrap().is_empty());
+
+        let app = ConnectedApp {
+            client_id: "0123456789abcdef0123456789abcdef".into(),
+            name: "ci".into(),
+            secret_hash: "digest".into(),
+            scopes: vec![Scope::ManageServers],
+            created_at: 2,
+        };
+        assert!(store.insert_connected_app(&app).await.unwrap());
+        assert!(!store.insert_connected_app(&app).await.unwrap());
+        assert_eq!(
+            store.connected_app(&app.client_id).await.unwrap(),
+            Some(app.clone())
+        );
+        assert_eq!(store.connected_apps().await.unwrap(), vec![app.clone()]);
+        assert!(store.delete_connected_app(&app.client_id).await.unwrap());
+        assert_eq!(store.connected_app(&app.client_id).await.unwrap(), None);
+    }
+
+    async fn exercise_renewal(store: &dyn Store) {
+        let id = Uuid::new_v4();
+        assert_eq!(
+            store.renew_dataplane_cert(id, "bb", 20).await.unwrap(),
+            Err(RenewRefusal::Unknown { id })
+        );
+        let record = DataPlaneRecord {
+            id,
+            name: "edge".into(),
+            hostname: "edge-1".into(),
+            ip: "192.0.2.1".into(),
+            version: "0.1.0".into(),
+            registered_at: 1,
+            cert_serial: "aa".into(),
+            previous_cert_serial: None,
+            cert_expires_at: 10,
+            last_seen: None,
+            license_id: None,
+            license_updated_at: None,
+            revoked: false,
+        };
+        store.put_dataplane(&record).await.unwrap();
+        let renewed = store
+            .renew_dataplane_cert(id, "bb", 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                renewed.cert_serial.as_str(),
+                renewed.previous_cert_serial.as_deref(),
+                renewed.cert_expires_at
+            ),
+            ("bb", Some("aa"), 20)
+        );
+        assert_eq!(store.dataplane(id).await.unwrap(), Some(renewed.clone()));
+        store
+            .put_dataplane(&DataPlaneRecord {
+                revoked: true,
+                ..renewed.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.renew_dataplane_cert(id, "cc", 30).await.unwrap(),
+            Err(RenewRefusal::Revoked { id })
+        );
+        assert_eq!(
+            store.dataplane(id).await.unwrap().unwrap().cert_serial,
+            "bb",
+            "a refused renewal changes nothing"
+        );
     }
 
     #[tokio::test]
@@ -435,6 +639,33 @@ mod tests {
             result.unwrap();
         }
         assert_eq!(store.api_tokens().await.unwrap().len(), 128);
+    }
+
+    #[tokio::test]
+    async fn sled_keeps_users_and_apps_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let user = User {
+            username: "alice".into(),
+            password_hash: "$argon2id$v=19$...".into(),
+            role: Role::Viewer,
+            created_at: 1,
+        };
+        let app = ConnectedApp {
+            client_id: "0123456789abcdef0123456789abcdef".into(),
+            name: "ci".into(),
+            secret_hash: "digest".into(),
+            scopes: vec![Scope::ReadServers, Scope::ManageServers],
+            created_at: 2,
+        };
+        {
+            let store = SledStore::open(&path).unwrap();
+            store.insert_user(&user).await.unwrap();
+            store.insert_connected_app(&app).await.unwrap();
+        }
+        let store = SledStore::open(&path).unwrap();
+        assert_eq!(store.users().await.unwrap(), vec![user]);
+        assert_eq!(store.connected_apps().await.unwrap(), vec![app]);
     }
 
     #[tokio::test]
