@@ -14,6 +14,8 @@ use crate::model::{
     StoredLicense, TokenRefusal, User,
 };
 
+#[cfg(test)]
+mod conformance;
 pub mod memory;
 pub mod sled_store;
 
