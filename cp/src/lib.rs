@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - Domain: [`model`] (records), [`licenses`] (the single license writer and the snapshot every
-//!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state).
+//!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state),
+//!   [`principals`] (users and connected apps: login checks, throttling, permissions).
 //! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
 //!   services, TLS listener, CA on disk).
 //! - Upkeep: [`lifecycle`] (purge of silent data planes, certificate expiry reminders).
@@ -20,6 +21,7 @@ pub mod license_tool;
 pub mod licenses;
 pub mod lifecycle;
 pub mod model;
+pub mod principals;
 pub mod secrets;
 pub mod server;
 pub mod state;

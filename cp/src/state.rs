@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::config::CpConfig;
 use crate::dataplanes::DataPlanes;
 use crate::licenses::Licenses;
+use crate::principals::Principals;
 use crate::store::Store;
 
 /// Everything a request handler or a data-plane stream needs.
@@ -14,6 +15,8 @@ pub struct ControlPlane {
     pub store: Arc<dyn Store>,
     pub licenses: Arc<Licenses>,
     pub dataplanes: Arc<DataPlanes>,
+    /// Users and connected apps: login checks with their throttling state.
+    pub principals: Arc<Principals>,
     /// SHA-256 (hex) of the cluster CA certificate, for `--ca-cert-hash sha256:...`.
     pub ca_fingerprint: String,
     /// The cluster CA certificate, PEM.
@@ -37,6 +40,7 @@ impl ControlPlane {
         let cluster_url = config.cluster.cluster_url();
         Self {
             dataplanes: Arc::new(DataPlanes::new(store.clone())),
+            principals: Arc::new(Principals::new(store.clone())),
             config,
             store,
             licenses,

@@ -45,6 +45,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "Not found")
     }
 
+    /// Kong's 409 for an entity whose unique field is taken:
+    /// `UNIQUE violation detected on '{username="alice"}'`.
+    pub fn unique_violation(field: &str, value: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            format!("UNIQUE violation detected on '{{{field}=\"{value}\"}}'"),
+        )
+        .with_kong_name("unique constraint violation", CODE_UNIQUE_VIOLATION)
+        .with_fields(one_field(field, json!(value)))
+    }
+
     /// Kong's 400 for an `id` path segment that is not a UUID.
     pub fn invalid_id() -> Self {
         let mut violations = Violations::default();

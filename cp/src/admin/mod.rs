@@ -9,7 +9,8 @@
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
-//! - `licenses`, `registration_tokens`, `fleet`, `status`: one file per resource.
+//! - `licenses`, `registration_tokens`, `users`, `connected_apps`, `fleet`, `status`: one
+//!   file per resource.
 //!
 //! Handlers hold no state of their own: they translate HTTP to the [`ControlPlane`] services,
 //! so the API can be started on any listener (tests use `127.0.0.1:0`).
@@ -26,6 +27,7 @@ use crate::state::ControlPlane;
 mod auth;
 mod body;
 mod bootstrap;
+mod connected_apps;
 mod error;
 mod fleet;
 mod form;
@@ -33,6 +35,7 @@ mod licenses;
 mod params;
 mod registration_tokens;
 mod status;
+mod users;
 
 pub use auth::KONG_ADMIN_TOKEN;
 pub use body::MAX_BODY_BYTES;
@@ -50,6 +53,8 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
     let routes = Router::new()
         .merge(licenses::routes())
         .merge(registration_tokens::routes())
+        .merge(users::routes())
+        .merge(connected_apps::routes())
         .merge(fleet::routes())
         .merge(status::routes())
         .merge(status::health_routes())

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::model::DataPlaneRecord;
+use crate::model::{DataPlaneRecord, RenewRefusal};
 use crate::state::ControlPlane;
 
 /// Largest accepted CSR; a P-256 CSR is about 300 bytes.
@@ -104,15 +104,13 @@ pub async fn reissue(
 fn unusable(id: Uuid, record: Option<&DataPlaneRecord>) -> Option<Status> {
     match record {
         None => Some(not_registered(id)),
-        Some(r) if r.revoked => Some(Status::permission_denied(format!(
-            "data plane {id} was revoked; register it again with a new registration token"
-        ))),
+        Some(r) if r.revoked => Some(Status::permission_denied(
+            RenewRefusal::Revoked { id }.to_string(),
+        )),
         Some(_) => None,
     }
 }
 
 fn not_registered(id: Uuid) -> Status {
-    Status::permission_denied(format!(
-        "data plane {id} is not registered with this control plane; register it again with a registration token"
-    ))
+    Status::not_found(RenewRefusal::Unknown { id }.to_string())
 }

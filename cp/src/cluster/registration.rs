@@ -1,30 +1,44 @@
 //! `licsync.v1.Registration`: turns a one-time registration token and a CSR into a data-plane
-//! identity (after Flex Gateway's `flexctl registration create`).
+//! identity (after Flex Gateway's `flexctl registration create`), and renews that identity for
+//! a user or connected app allowed to (`flexctl registration renew`).
 //!
 //! The data plane's key never leaves it; the control plane chooses the id and every field of the
 //! certificate. The token is checked and its use counted atomically in storage, so two data
 //! planes racing for a token's last use cannot both win.
+//!
+//! A renewal presents no certificate (the old one may have expired): the credential is checked
+//! and throttled by [`crate::principals`], the data plane must exist and not be revoked, and the
+//! new certificate is for the same data-plane id. The record's new serial is written atomically
+//! with the revocation check; the old certificate stays accepted until the new one is used.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-use licsync_common::pki::{CertInfo, CertificateAuthority, check_csr};
+use licsync_common::pki::{CertInfo, CertificateAuthority};
 use licsync_common::proto::registration_server::Registration;
-use licsync_common::proto::{RegisterRequest, RegisterResponse, RenewRequest};
+use licsync_common::proto::{RegisterRequest, RegisterResponse, RenewRequest, renew_request};
 use licsync_common::unix_now;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use super::issue;
 use super::tls::PeerInfo;
 use crate::model::DataPlaneRecord;
+use crate::principals::{
+    Credential, MAX_CLIENT_SECRET_BYTES, MAX_PASSWORD_BYTES, Refusal, may_renew_dataplanes,
+};
 use crate::secrets;
 use crate::state::ControlPlane;
 
-/// Largest accepted CSR; a P-256 CSR is about 300 bytes.
-const MAX_CSR_BYTES: usize = 16 * 1024;
 const MAX_TOKEN_BYTES: usize = 256;
 const MAX_NAME_BYTES: usize = 128;
 const MAX_HOSTNAME_BYTES: usize = 255;
 const MAX_VERSION_BYTES: usize = 64;
+/// A UUID is 36 bytes; a little slack so the error says "not a UUID" rather than "too long".
+const MAX_DATAPLANE_ID_BYTES: usize = 64;
+/// Longer than any valid username (64 ASCII characters), so a long one is refused as unknown.
+const MAX_USERNAME_BYTES: usize = 256;
+const MAX_CLIENT_ID_BYTES: usize = 64;
 
 /// The Registration gRPC service.
 pub struct RegistrationService {
@@ -54,16 +68,10 @@ impl Registration for RegistrationService {
         check_len("name", &req.name, MAX_NAME_BYTES)?;
         check_len("hostname", &req.hostname, MAX_HOSTNAME_BYTES)?;
         check_len("version", &req.version, MAX_VERSION_BYTES)?;
-        if req.csr_der.len() > MAX_CSR_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "csr_der is {} bytes; the limit is {MAX_CSR_BYTES}",
-                req.csr_der.len()
-            )));
-        }
 
         // A malformed CSR must not burn the token's use, and nothing is signed for a caller
         // whose token was refused: check the CSR, consume the token, then sign.
-        check_csr(&req.csr_der).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        issue::check_bounded_csr(&req.csr_der)?;
         let now = unix_now();
         let token = match self
             .cp
@@ -136,11 +144,123 @@ impl Registration for RegistrationService {
 
     async fn renew(
         &self,
-        _request: Request<RenewRequest>,
+        request: Request<RenewRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        Err(Status::unimplemented(
-            "certificate renewal is not available on this control plane version; register the data plane again with a new registration token",
-        ))
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.remote_addr.ip());
+        let req = request.into_inner();
+        let credential = credential(req.credential)?;
+        if req.dataplane_id.len() > MAX_DATAPLANE_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "dataplane_id is {} bytes; the limit is {MAX_DATAPLANE_ID_BYTES}",
+                req.dataplane_id.len()
+            )));
+        }
+        let id = Uuid::try_parse(&req.dataplane_id).map_err(|_| {
+            Status::invalid_argument(format!(
+                "dataplane_id '{}' is not a UUID; it is the dataplane_id in the registration file",
+                req.dataplane_id
+            ))
+        })?;
+        issue::check_bounded_csr(&req.csr_der)?;
+
+        // Who is asking and whether they may: before anything about the data plane is
+        // revealed or signed.
+        let source = peer.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        let refuse = |status: Status, principal: &dyn std::fmt::Display| {
+            tracing::warn!(
+                event = "registration.renew_refused",
+                dataplane.id = %id,
+                principal = %principal,
+                peer.addr = %source,
+                reason = %status.message(),
+                "Refused a certificate renewal."
+            );
+            status
+        };
+        let principal = self
+            .cp
+            .principals
+            .authenticate(&credential, source, unix_now())
+            .await
+            .map_err(|refusal| {
+                let status = match &refusal {
+                    Refusal::Unavailable(_) => Status::unavailable(refusal.to_string()),
+                    _ => Status::unauthenticated(refusal.to_string()),
+                };
+                refuse(status, &describe(&credential))
+            })?;
+        may_renew_dataplanes(&principal)
+            .map_err(|e| refuse(Status::permission_denied(e.to_string()), &principal))?;
+
+        let reissued = issue::reissue(&self.cp, &self.ca, id, &req.csr_der, None)
+            .await
+            .map_err(|status| refuse(status, &principal))?;
+        let record = reissued.record;
+        let expires_at = record.cert_expires_at;
+        tracing::info!(
+            event = "registration.renewed",
+            dataplane.id = %id,
+            dataplane.name = %record.name,
+            principal = %principal,
+            peer.addr = %source,
+            cert_serial = %record.cert_serial,
+            cert_expires_at = expires_at,
+            "Renewed a data plane's certificate."
+        );
+        Ok(Response::new(RegisterResponse {
+            dataplane_id: id.to_string(),
+            dataplane_name: record.name,
+            certificate_pem: reissued.cert_pem,
+            ca_certificate_pem: self.ca.cert_pem().to_owned(),
+            cluster_url: self.cp.cluster_url.clone(),
+            trusted_license_keys: self.cp.licenses.trusted_keys().to_base64(),
+        }))
+    }
+}
+
+/// The credential of a renewal, its fields bounded; a missing or empty one says what to send.
+fn credential(credential: Option<renew_request::Credential>) -> Result<Credential, Status> {
+    match credential {
+        Some(renew_request::Credential::User(user)) => {
+            check_len("username", &user.username, MAX_USERNAME_BYTES)?;
+            check_len("password", &user.password, MAX_PASSWORD_BYTES)?;
+            if user.username.is_empty() || user.password.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a user credential needs both a username and a password",
+                ));
+            }
+            Ok(Credential::User {
+                username: user.username,
+                password: user.password,
+            })
+        }
+        Some(renew_request::Credential::App(app)) => {
+            check_len("client_id", &app.client_id, MAX_CLIENT_ID_BYTES)?;
+            check_len("client_secret", &app.client_secret, MAX_CLIENT_SECRET_BYTES)?;
+            if app.client_id.is_empty() || app.client_secret.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a connected-app credential needs both a client id and a client secret",
+                ));
+            }
+            Ok(Credential::App {
+                client_id: app.client_id,
+                client_secret: app.client_secret,
+            })
+        }
+        None => Err(Status::unauthenticated(
+            "no credential: renewing needs a user (username and password) or a connected app (client id and secret)",
+        )),
+    }
+}
+
+/// Who a credential claims to be, for logs (never the secret).
+fn describe(credential: &Credential) -> String {
+    match credential {
+        Credential::User { username, .. } => format!("user '{username}'"),
+        Credential::App { client_id, .. } => format!("connected app '{client_id}'"),
     }
 }
 

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
 use crate::model::{
-    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
+    TokenRefusal, User,
 };
 
 #[derive(Default)]
@@ -18,6 +19,8 @@ struct Inner {
     tokens: BTreeMap<Uuid, RegistrationToken>,
     dataplanes: BTreeMap<Uuid, DataPlaneRecord>,
     api_tokens: BTreeMap<Uuid, ApiToken>,
+    users: BTreeMap<String, User>,
+    apps: BTreeMap<String, ConnectedApp>,
 }
 
 /// Volatile storage; everything is lost when it is dropped.
@@ -38,6 +41,15 @@ impl MemoryStore {
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))?;
         Ok(f(&mut inner))
     }
+}
+
+/// Inserts `value` under `key` unless the key is taken; whether it was inserted.
+fn insert_new<T: Clone>(map: &mut BTreeMap<String, T>, key: &str, value: &T) -> bool {
+    if map.contains_key(key) {
+        return false;
+    }
+    map.insert(key.to_owned(), value.clone());
+    true
 }
 
 #[async_trait]
@@ -134,6 +146,38 @@ impl Store for MemoryStore {
 
     async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool> {
         self.with(|i| i.api_tokens.remove(&id).is_some())
+    }
+
+    async fn insert_user(&self, user: &User) -> StoreResult<bool> {
+        self.with(|i| insert_new(&mut i.users, &user.username, user))
+    }
+
+    async fn user(&self, username: &str) -> StoreResult<Option<User>> {
+        self.with(|i| i.users.get(username).cloned())
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        self.with(|i| i.users.values().cloned().collect())
+    }
+
+    async fn delete_user(&self, username: &str) -> StoreResult<bool> {
+        self.with(|i| i.users.remove(username).is_some())
+    }
+
+    async fn insert_connected_app(&self, app: &ConnectedApp) -> StoreResult<bool> {
+        self.with(|i| insert_new(&mut i.apps, &app.client_id, app))
+    }
+
+    async fn connected_app(&self, client_id: &str) -> StoreResult<Option<ConnectedApp>> {
+        self.with(|i| i.apps.get(client_id).cloned())
+    }
+
+    async fn connected_apps(&self) -> StoreResult<Vec<ConnectedApp>> {
+        self.with(|i| i.apps.values().cloned().collect())
+    }
+
+    async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool> {
+        self.with(|i| i.apps.remove(client_id).is_some())
     }
 
     async fn flush(&self) -> StoreResult<()> {

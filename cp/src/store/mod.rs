@@ -10,9 +10,12 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::model::{
-    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
+    TokenRefusal, User,
 };
 
+#[cfg(test)]
+mod conformance;
 pub mod memory;
 pub mod sled_store;
 
@@ -77,6 +80,18 @@ pub trait Store: Send + Sync + 'static {
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()>;
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
     async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool>;
+
+    /// Stores `user` unless a user with its username exists: `false` then, nothing written.
+    async fn insert_user(&self, user: &User) -> StoreResult<bool>;
+    async fn user(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    async fn delete_user(&self, username: &str) -> StoreResult<bool>;
+
+    /// Stores `app` unless an app with its client id exists: `false` then, nothing written.
+    async fn insert_connected_app(&self, app: &ConnectedApp) -> StoreResult<bool>;
+    async fn connected_app(&self, client_id: &str) -> StoreResult<Option<ConnectedApp>>;
+    async fn connected_apps(&self) -> StoreResult<Vec<ConnectedApp>>;
+    async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool>;
 
     /// Makes every write so far durable (used on shutdown).
     async fn flush(&self) -> StoreResult<()>;

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
 use crate::model::{
-    ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
+    TokenRefusal, User,
 };
 
 const REVISION_KEY: &[u8] = b"revision";
@@ -29,6 +30,10 @@ struct Trees {
     token_hashes: sled::Tree,
     dataplanes: sled::Tree,
     api_tokens: sled::Tree,
+    /// Keyed by username (UTF-8).
+    users: sled::Tree,
+    /// Keyed by client id (UTF-8).
+    connected_apps: sled::Tree,
 }
 
 /// sled-backed storage under `<data_dir>/cp.sled`.
@@ -65,6 +70,8 @@ impl SledStore {
                 token_hashes: tree("registration_token_hashes")?,
                 dataplanes: tree("dataplanes")?,
                 api_tokens: tree("api_tokens")?,
+                users: tree("users")?,
+                connected_apps: tree("connected_apps")?,
                 db,
             },
             writer: tokio::sync::Mutex::new(()),
@@ -270,9 +277,76 @@ impl Store for SledStore {
         .await
     }
 
+    async fn insert_user(&self, user: &User) -> StoreResult<bool> {
+        let value = encode(user)?;
+        let key = user.username.clone();
+        self.write(move |t| insert_new(&t.users, &key, value)).await
+    }
+
+    async fn user(&self, username: &str) -> StoreResult<Option<User>> {
+        get_text(&self.trees.users, username)
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        scan(&self.trees.users)
+    }
+
+    async fn delete_user(&self, username: &str) -> StoreResult<bool> {
+        let key = username.to_owned();
+        self.write(move |t| Ok(t.users.remove(key.as_bytes()).map_err(backend)?.is_some()))
+            .await
+    }
+
+    async fn insert_connected_app(&self, app: &ConnectedApp) -> StoreResult<bool> {
+        let value = encode(app)?;
+        let key = app.client_id.clone();
+        self.write(move |t| insert_new(&t.connected_apps, &key, value))
+            .await
+    }
+
+    async fn connected_app(&self, client_id: &str) -> StoreResult<Option<ConnectedApp>> {
+        get_text(&self.trees.connected_apps, client_id)
+    }
+
+    async fn connected_apps(&self) -> StoreResult<Vec<ConnectedApp>> {
+        scan(&self.trees.connected_apps)
+    }
+
+    async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool> {
+        let key = client_id.to_owned();
+        self.write(move |t| {
+            Ok(t.connected_apps
+                .remove(key.as_bytes())
+                .map_err(backend)?
+                .is_some())
+        })
+        .await
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.write(|_| Ok(())).await
     }
+}
+
+/// Inserts `value` under the text `key` unless the key is taken; whether it was inserted.
+fn insert_new(tree: &sled::Tree, key: &str, value: Vec<u8>) -> StoreResult<bool> {
+    Ok(tree
+        .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(value))
+        .map_err(backend)?
+        .is_ok())
+}
+
+/// The record under the text `key`, if any.
+fn get_text<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> StoreResult<Option<T>> {
+    tree.get(key.as_bytes())
+        .map_err(backend)?
+        .map(|raw| {
+            serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> StoreResult<Vec<T>> {

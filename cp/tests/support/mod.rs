@@ -1,5 +1,7 @@
 //! Shared set-up for the Admin API tests: a real server on `127.0.0.1:0` over in-memory
-//! storage, a signing key, and request helpers.
+//! storage, a signing key, and request helpers. [`Api::start_with_cluster`] also serves the
+//! cluster gRPC listener over real TLS with the CA it creates in the data directory, for tests
+//! of the Registration service.
 #![allow(dead_code, unused_imports)]
 
 pub use std::collections::BTreeMap;
@@ -20,7 +22,15 @@ pub use serde_json::{Value, json};
 pub use tempfile::TempDir;
 pub use tokio::sync::oneshot;
 pub use tokio::task::JoinHandle;
+pub use tokio_util::sync::CancellationToken;
 pub use uuid::Uuid;
+
+pub use licsync_common::proto::registration_client::RegistrationClient;
+pub use licsync_common::proto::{
+    AppCredential, RegisterRequest, RegisterResponse, RenewRequest, UserCredential, renew_request,
+};
+pub use tonic::Code;
+pub use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub const FINGERPRINT: &str = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12";
 
@@ -35,12 +45,30 @@ pub struct Api {
     pub dir: TempDir,
     pub shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
+    pub cluster: Option<Cluster>,
+}
+
+/// The cluster listener of an [`Api`] started with [`Api::start_with_cluster`].
+pub struct Cluster {
+    /// Where it listens: `127.0.0.1:<port>`; its certificate names `localhost`.
+    pub addr: std::net::SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl Api {
     /// Starts a control plane over an empty memory store; the admin token is bootstrapped into
     /// a temporary data directory, as on a first start.
     pub async fn start() -> Self {
+        Self::launch(false).await
+    }
+
+    /// Like [`Api::start`], and serves the cluster listener too (CA under `<dir>/pki`).
+    pub async fn start_with_cluster() -> Self {
+        Self::launch(true).await
+    }
+
+    async fn launch(with_cluster: bool) -> Self {
         let (key, _) = SigningKey::generate().unwrap();
         let trusted = TrustedKeys::parse(&[key.public_key_base64()]).unwrap();
         let store = Arc::new(MemoryStore::new());
@@ -51,13 +79,62 @@ impl Api {
             .unwrap()
             .expect("an empty store gets a bootstrap token");
         let token = std::fs::read_to_string(token_file).unwrap();
-        let cp = Arc::new(ControlPlane::new(
-            CpConfig::default(),
-            store.clone(),
-            Arc::new(licenses),
-            String::new(),
-            FINGERPRINT.into(),
-        ));
+        let mut config = CpConfig::default();
+        config.cluster.server_names = vec!["localhost".into(), "127.0.0.1".into()];
+        let (cp, cluster) = if with_cluster {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            config.cluster.listen = addr;
+            let pki = licsync_cp::cluster::ca::ClusterPki::load_or_create(
+                &dir.path().join("pki"),
+                &config.cluster.server_names,
+                &config.pki,
+            )
+            .unwrap();
+            let provider = licsync_cp::cluster::tls::provider();
+            let identity = licsync_cp::cluster::server_cert::ServerIdentity::new(
+                provider.clone(),
+                &pki.server,
+                config.pki.server_cert_ttl.0,
+            )
+            .unwrap();
+            let tls = licsync_cp::cluster::tls::server_config(
+                provider,
+                pki.ca.cert_der(),
+                Arc::new(identity),
+            )
+            .unwrap();
+            let cp = Arc::new(ControlPlane::new(
+                config,
+                store.clone(),
+                Arc::new(licenses),
+                pki.ca.cert_pem().to_owned(),
+                pki.ca.fingerprint(),
+            ));
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(licsync_cp::cluster::serve(
+                listener,
+                cp.clone(),
+                Arc::new(pki.ca),
+                tls,
+                shutdown.clone(),
+            ));
+            let cluster = Cluster {
+                addr,
+                shutdown,
+                task,
+            };
+            (cp, Some(cluster))
+        } else {
+            let cp = Arc::new(ControlPlane::new(
+                config,
+                store.clone(),
+                Arc::new(licenses),
+                String::new(),
+                FINGERPRINT.into(),
+            ));
+            (cp, None)
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
@@ -74,7 +151,29 @@ impl Api {
             dir,
             shutdown: Some(tx),
             task: Some(task),
+            cluster,
         }
+    }
+
+    /// A Registration client over TLS that trusts the CA in the data directory, as a data plane
+    /// given `--ca-cert <data_dir>/pki/ca.crt` would.
+    pub async fn registration_client(&self) -> RegistrationClient<Channel> {
+        let cluster = self
+            .cluster
+            .as_ref()
+            .expect("start the API with Api::start_with_cluster");
+        let ca = std::fs::read_to_string(self.dir.path().join("pki/ca.crt")).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(format!("https://localhost:{}", cluster.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        RegistrationClient::new(channel)
     }
 
     /// A request carrying the admin token as a bearer.
@@ -107,6 +206,14 @@ impl Api {
 
     /// Signals shutdown and waits for the server, re-raising its panic or error.
     pub async fn stop(mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            cluster.shutdown.cancel();
+            match cluster.task.await {
+                Ok(result) => result.expect("the cluster listener serves until shutdown"),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("cluster task failed: {e}"),
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -148,4 +255,49 @@ pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     };
     (status, body)
+}
+
+/// Everything logged on this thread (DEBUG and up), as text, until the guard is dropped.
+/// `#[tokio::test]` runs the test and every task it spawns on its one thread, so parallel
+/// tests do not see each other's lines.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines holding `event=NAME`.
+    pub fn events(&self, name: &str) -> Vec<String> {
+        let needle = format!("event=\"{name}\"");
+        let bare = format!("event={name}");
+        self.text()
+            .lines()
+            .filter(|l| l.contains(&needle) || l.split_whitespace().any(|w| w == bare))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -1,0 +1,305 @@
+//! `/connected-apps`: programs (CI jobs, automation) that authenticate with a client id and
+//! secret, after Anypoint's connected apps, limited to the scopes they were granted.
+//!
+//! The control plane generates both the client id and the secret. The secret is shown once,
+//! in the creation answer; only its SHA-256 is stored, and listings and logs name an app by
+//! client id and name only.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use licsync_common::unix_now;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::body::JsonObject;
+use super::error::{ApiError, Violations};
+use super::params::Page;
+use crate::model::{ConnectedApp, Scope};
+use crate::principals::{MAX_APP_NAME_CHARS, is_client_id, new_client_id, new_client_secret};
+use crate::secrets;
+use crate::state::ControlPlane;
+
+/// Most entries a `scopes` list may have (there are three scopes; repeats are tolerated).
+const MAX_SCOPE_ENTRIES: usize = 16;
+
+pub(super) fn routes() -> Router<Arc<ControlPlane>> {
+    Router::new()
+        .route("/connected-apps", get(list).post(create))
+        .route("/connected-apps/{client_id}", get(show).delete(remove))
+}
+
+/// What `POST /connected-apps` asks for, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AppRequest {
+    name: String,
+    scopes: Vec<Scope>,
+}
+
+impl AppRequest {
+    fn from_body(JsonObject(fields): JsonObject) -> Result<Self, ApiError> {
+        let mut violations = Violations::default();
+        let (mut name, mut scopes) = (None, None);
+        let present = |field: &str| fields.get(field).is_some_and(|v| !v.is_null());
+        let (name_sent, scopes_sent) = (present("name"), present("scopes"));
+        for (field, value) in fields {
+            if value.is_null() {
+                continue;
+            }
+            match field.as_str() {
+                "name" => match value {
+                    Value::String(text) if text.trim().is_empty() => {
+                        violations.add(field, "must not be empty");
+                    }
+                    Value::String(text) if text.chars().count() > MAX_APP_NAME_CHARS => violations
+                        .add(
+                            field,
+                            format!("must be at most {MAX_APP_NAME_CHARS} characters long"),
+                        ),
+                    Value::String(text) => name = Some(text.trim().to_owned()),
+                    _ => violations.add(field, "expected a string"),
+                },
+                "scopes" => match parse_scopes(&value) {
+                    Ok(parsed) => scopes = Some(parsed),
+                    Err(reason) => violations.add(field, reason),
+                },
+                _ => violations.add(field, "unknown field"),
+            }
+        }
+        if !name_sent {
+            violations.add("name", "required field missing; e.g. \"ci-renewals\"");
+        }
+        if !scopes_sent {
+            violations.add(
+                "scopes",
+                format!("required field missing; {}", known_scopes()),
+            );
+        }
+        violations.check()?;
+        match (name, scopes) {
+            (Some(name), Some(scopes)) => Ok(Self { name, scopes }),
+            _ => Err(ApiError::internal(
+                "app request validated without its fields",
+            )),
+        }
+    }
+}
+
+fn known_scopes() -> String {
+    let all: Vec<_> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    format!("known scopes: {}", all.join(", "))
+}
+
+/// A non-empty list of known scopes, sorted and without repeats. A form body sends one
+/// string, which may list several scopes separated by commas or spaces.
+fn parse_scopes(value: &Value) -> Result<Vec<Scope>, String> {
+    let names: Vec<&str> = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().ok_or("expected a list of strings"))
+            .collect::<Result<_, _>>()?,
+        Value::String(text) => text.split([',', ' ']).filter(|s| !s.is_empty()).collect(),
+        _ => return Err("expected a list of strings, e.g. [\"manage:servers\"]".into()),
+    };
+    if names.is_empty() {
+        return Err(format!("must list at least one scope; {}", known_scopes()));
+    }
+    if names.len() > MAX_SCOPE_ENTRIES {
+        return Err(format!("must list at most {MAX_SCOPE_ENTRIES} entries"));
+    }
+    let mut scopes = BTreeSet::new();
+    for name in names {
+        let scope = Scope::parse(name).ok_or_else(|| {
+            let shown: String = name.chars().take(64).collect();
+            format!("unknown scope '{shown}'; {}", known_scopes())
+        })?;
+        scopes.insert(scope);
+    }
+    Ok(scopes.into_iter().collect())
+}
+
+/// The creation answer: the only time the secret is shown.
+#[derive(Serialize)]
+struct Created {
+    client_id: String,
+    client_secret: String,
+    name: String,
+    scopes: Vec<Scope>,
+    created_at: i64,
+}
+
+/// An app as listings show it: never the secret or its digest.
+#[derive(Debug, Serialize)]
+struct AppView {
+    client_id: String,
+    name: String,
+    scopes: Vec<Scope>,
+    created_at: i64,
+}
+
+impl From<ConnectedApp> for AppView {
+    fn from(app: ConnectedApp) -> Self {
+        Self {
+            client_id: app.client_id,
+            name: app.name,
+            scopes: app.scopes,
+            created_at: app.created_at,
+        }
+    }
+}
+
+async fn create(
+    State(cp): State<Arc<ControlPlane>>,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let request = AppRequest::from_body(body)?;
+    let secret = new_client_secret().map_err(|e| ApiError::internal(e.to_string()))?;
+    let app = ConnectedApp {
+        client_id: new_client_id(),
+        name: request.name,
+        secret_hash: secrets::hash(&secret),
+        scopes: request.scopes,
+        created_at: unix_now(),
+    };
+    if !cp
+        .store
+        .insert_connected_app(&app)
+        .await
+        .map_err(ApiError::storage)?
+    {
+        // 128 random bits colliding: not the caller's fault, and a retry fixes it.
+        return Err(ApiError::internal(
+            "the generated client id is already taken; send the request again",
+        ));
+    }
+    let scopes: Vec<_> = app.scopes.iter().map(|s| s.as_str()).collect();
+    tracing::info!(
+        event = "connected_app.created",
+        client_id = %app.client_id,
+        app.name = %app.name,
+        scopes = %scopes.join(","),
+        "Connected app created."
+    );
+    let created = Created {
+        client_id: app.client_id,
+        client_secret: secret,
+        name: app.name,
+        scopes: app.scopes,
+        created_at: app.created_at,
+    };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<AppView>>, ApiError> {
+    let mut apps = cp.store.connected_apps().await.map_err(ApiError::storage)?;
+    apps.sort_by(|a, b| (a.created_at, &a.client_id).cmp(&(b.created_at, &b.client_id)));
+    Ok(Json(Page::all(
+        apps.into_iter().map(AppView::from).collect(),
+    )))
+}
+
+/// The `{client_id}` segment of the shape this control plane hands out, or 404.
+fn client_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    match path {
+        Ok(Path(id)) if is_client_id(&id) => Ok(id),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn show(
+    State(cp): State<Arc<ControlPlane>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<AppView>, ApiError> {
+    let id = client_id(path)?;
+    let app = cp
+        .store
+        .connected_app(&id)
+        .await
+        .map_err(ApiError::storage)?;
+    app.map(|a| Json(AppView::from(a)))
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn remove(
+    State(cp): State<Arc<ControlPlane>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = client_id(path)?;
+    if !cp
+        .store
+        .delete_connected_app(&id)
+        .await
+        .map_err(ApiError::storage)?
+    {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(event = "connected_app.deleted", client_id = %id, "Connected app deleted.");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(value: Value) -> Result<AppRequest, ApiError> {
+        AppRequest::from_body(JsonObject(value.as_object().cloned().unwrap_or_default()))
+    }
+
+    #[test]
+    fn scopes_are_deduplicated_and_sorted_from_lists_or_form_strings() {
+        let r = request(json!({"name": " ci ", "scopes": ["view:organization", "manage:servers", "manage:servers"]}))
+            .unwrap();
+        assert_eq!(r.name, "ci");
+        assert_eq!(
+            r.scopes,
+            vec![Scope::ManageServers, Scope::ViewOrganization]
+        );
+        let r = request(json!({"name": "ci", "scopes": "read:servers, manage:servers"})).unwrap();
+        assert_eq!(r.scopes, vec![Scope::ReadServers, Scope::ManageServers]);
+    }
+
+    #[test]
+    fn bad_requests_name_what_to_fix() {
+        for (body, says) in [
+            (
+                json!({"name": "ci", "scopes": ["manage:all"]}),
+                "unknown scope 'manage:all'; known scopes: read:servers, manage:servers, view:organization",
+            ),
+            (json!({"name": "ci", "scopes": []}), "at least one scope"),
+            (json!({"name": "ci", "scopes": [1]}), "list of strings"),
+            (
+                json!({"name": "ci", "scopes": vec!["read:servers"; 17]}),
+                "at most 16",
+            ),
+            (
+                json!({"name": "", "scopes": ["read:servers"]}),
+                "name: must not be empty",
+            ),
+            (
+                json!({"name": "x".repeat(129), "scopes": ["read:servers"]}),
+                "at most 128",
+            ),
+            (
+                json!({"scopes": ["read:servers"]}),
+                "name: required field missing",
+            ),
+            (json!({"name": "ci"}), "scopes: required field missing"),
+            (
+                json!({"name": "ci", "scopes": ["read:servers"], "secret": "x"}),
+                "secret: unknown field",
+            ),
+        ] {
+            let err = request(body.clone()).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{body}");
+            let text = format!("{err:?}");
+            assert!(text.contains(says), "{body}: {text}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `/users`: the people who may renew data-plane certificates by hand
+//! (`licsync-dp registration renew --username ...`), with a role each.
+//!
+//! Passwords are hashed with Argon2id before they are stored and are never returned or
+//! logged; answers carry the username, role and creation time only.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use licsync_common::unix_now;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::body::JsonObject;
+use super::error::{ApiError, Violations};
+use super::params::Page;
+use crate::model::{Role, User};
+use crate::principals::{MIN_PASSWORD_CHARS, check_password, check_username};
+use crate::state::ControlPlane;
+
+pub(super) fn routes() -> Router<Arc<ControlPlane>> {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route("/users/{name}", get(show).delete(remove))
+}
+
+/// What `POST /users` asks for, validated.
+struct UserRequest {
+    username: String,
+    password: String,
+    role: Role,
+}
+
+/// Leaves the password out.
+impl std::fmt::Debug for UserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRequest")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserRequest {
+    fn from_body(JsonObject(fields): JsonObject) -> Result<Self, ApiError> {
+        let mut violations = Violations::default();
+        let (mut username, mut password, mut role) = (None, None, None);
+        let missing: Vec<&str> = ["username", "password", "role"]
+            .into_iter()
+            .filter(|f| fields.get(*f).is_none_or(Value::is_null))
+            .collect();
+        for (field, value) in fields {
+            if value.is_null() {
+                continue;
+            }
+            match field.as_str() {
+                "username" => match value {
+                    Value::String(name) => match check_username(&name) {
+                        Ok(()) => username = Some(name),
+                        Err(reason) => violations.add(field, reason),
+                    },
+                    _ => violations.add(field, "expected a string"),
+                },
+                // The reason never quotes the password.
+                "password" => match value {
+                    Value::String(text) => match check_password(&text) {
+                        Ok(()) => password = Some(text),
+                        Err(reason) => violations.add(field, reason),
+                    },
+                    _ => violations.add(field, "expected a string"),
+                },
+                "role" => match value.as_str().and_then(Role::parse) {
+                    Some(r) => role = Some(r),
+                    None => violations.add(field, one_of_roles()),
+                },
+                _ => violations.add(field, "unknown field"),
+            }
+        }
+        for field in missing {
+            let hint = match field {
+                "username" => "e.g. \"alice\"".to_owned(),
+                "password" => format!("at least {MIN_PASSWORD_CHARS} characters"),
+                _ => one_of_roles(),
+            };
+            violations.add(field, format!("required field missing; {hint}"));
+        }
+        violations.check()?;
+        match (username, password, role) {
+            (Some(username), Some(password), Some(role)) => Ok(Self {
+                username,
+                password,
+                role,
+            }),
+            _ => Err(ApiError::internal(
+                "user request validated without its fields",
+            )),
+        }
+    }
+}
+
+fn one_of_roles() -> String {
+    let roles: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    format!("expected one of: {}", roles.join(", "))
+}
+
+/// A user as the API shows it: never the password or its hash.
+#[derive(Debug, Serialize)]
+struct UserView {
+    username: String,
+    role: Role,
+    created_at: i64,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            username: user.username,
+            role: user.role,
+            created_at: user.created_at,
+        }
+    }
+}
+
+async fn create(
+    State(cp): State<Arc<ControlPlane>>,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let request = UserRequest::from_body(body)?;
+    let duplicate = || ApiError::unique_violation("username", &request.username);
+    // Checked first so a duplicate does not cost an Argon2 hash; the insert below is the
+    // atomic check that settles a race.
+    if cp
+        .store
+        .user(&request.username)
+        .await
+        .map_err(ApiError::storage)?
+        .is_some()
+    {
+        return Err(duplicate());
+    }
+    let password_hash = cp
+        .principals
+        .hash_password(&request.password)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let user = User {
+        username: request.username.clone(),
+        password_hash,
+        role: request.role,
+        created_at: unix_now(),
+    };
+    if !cp
+        .store
+        .insert_user(&user)
+        .await
+        .map_err(ApiError::storage)?
+    {
+        return Err(duplicate());
+    }
+    tracing::info!(event = "user.created", user = %user.username, role = %user.role, "User created.");
+    Ok((StatusCode::CREATED, Json(UserView::from(user))).into_response())
+}
+
+async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<UserView>>, ApiError> {
+    let mut users = cp.store.users().await.map_err(ApiError::storage)?;
+    users.sort_by(|a, b| a.username.cmp(&b.username));
+    Ok(Json(Page::all(
+        users.into_iter().map(UserView::from).collect(),
+    )))
+}
+
+/// The `{name}` segment of a known-good shape, or 404 (no user can have another shape).
+fn username(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    match path {
+        Ok(Path(name)) if check_username(&name).is_ok() => Ok(name),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn show(
+    State(cp): State<Arc<ControlPlane>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<UserView>, ApiError> {
+    let name = username(path)?;
+    let user = cp.store.user(&name).await.map_err(ApiError::storage)?;
+    user.map(|u| Json(UserView::from(u)))
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn remove(
+    State(cp): State<Arc<ControlPlane>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = username(path)?;
+    if !cp
+        .store
+        .delete_user(&name)
+        .await
+        .map_err(ApiError::storage)?
+    {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(event = "user.deleted", user = %name, "User deleted.");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(value: Value) -> Result<UserRequest, ApiError> {
+        UserRequest::from_body(JsonObject(value.as_object().cloned().unwrap_or_default()))
+    }
+
+    #[test]
+    fn a_complete_request_is_accepted() {
+        let r = request(
+            json!({"username": "alice", "password": "correct horse battery", "role": "admin"}),
+        )
+        .unwrap();
+        assert_eq!((r.username.as_str(), r.role), ("alice", Role::Admin));
+        assert_eq!(r.password, "correct horse battery");
+    }
+
+    #[test]
+    fn every_problem_is_named_and_the_password_is_never_echoed() {
+        let err =
+            request(json!({"username": "al ice", "password": "hunter2", "role": "root", "x": 1}))
+                .unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        let text = format!("{err:?}");
+        for says in [
+            "username",
+            "password",
+            "at least 12 characters",
+            "role",
+            "admin, viewer",
+            "x: unknown field",
+        ] {
+            assert!(text.contains(says), "{says}: {text}");
+        }
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = request(json!({})).unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("3 schema violations"), "{text}");
+        assert!(text.contains("required field missing"), "{text}");
+    }
+}

@@ -1,0 +1,392 @@
+//! `Registration.Renew` over real gRPC and TLS (SPEC §4, §6): a registered data plane gets a
+//! fresh certificate for the same id when an admin user or a connected app with
+//! `manage:servers` asks; everyone else is refused in words an operator can act on, repeated
+//! failures are throttled, and no secret reaches the log.
+
+mod support;
+
+use licsync_common::pki::{CertInfo, new_key_and_csr};
+use support::*;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn create_user(api: &Api, username: &str, role: &str) {
+    let (status, body) = send(api.call(Method::POST, "/users").json(&json!({
+        "username": username, "password": PASSWORD, "role": role
+    })))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// A connected app's client id and secret.
+async fn create_app(api: &Api, scopes: &[&str]) -> (String, String) {
+    let (status, body) = send(
+        api.call(Method::POST, "/connected-apps")
+            .json(&json!({"name": "ci", "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (
+        body["client_id"].as_str().unwrap().to_owned(),
+        body["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Registers a data plane with a fresh registration token, as `registration create` does.
+async fn register(api: &Api, client: &mut RegistrationClient<Channel>) -> RegisterResponse {
+    let (status, body) = send(
+        api.call(Method::POST, "/registration-tokens")
+            .json(&json!({"name": "edge"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_key, csr_der) = new_key_and_csr("edge-1").unwrap();
+    client
+        .register(RegisterRequest {
+            token: body["token"].as_str().unwrap().to_owned(),
+            csr_der,
+            name: "edge-1".into(),
+            hostname: "edge-1.example".into(),
+            version: licsync_common::VERSION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn as_user(username: &str, password: &str) -> renew_request::Credential {
+    renew_request::Credential::User(UserCredential {
+        username: username.into(),
+        password: password.into(),
+    })
+}
+
+fn as_app(client_id: &str, client_secret: &str) -> renew_request::Credential {
+    renew_request::Credential::App(AppCredential {
+        client_id: client_id.into(),
+        client_secret: client_secret.into(),
+    })
+}
+
+async fn renew(
+    client: &mut RegistrationClient<Channel>,
+    credential: Option<renew_request::Credential>,
+    dataplane_id: &str,
+) -> Result<RegisterResponse, tonic::Status> {
+    let (_key, csr_der) = new_key_and_csr("edge-1").unwrap();
+    client
+        .renew(RenewRequest {
+            credential,
+            dataplane_id: dataplane_id.into(),
+            csr_der,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The renewed answer is for the same data plane, with a new certificate whose serial the
+/// control plane now records (the old one kept as the previous serial).
+async fn assert_renewed(api: &Api, registered: &RegisterResponse, renewed: &RegisterResponse) {
+    let id: Uuid = registered.dataplane_id.parse().unwrap();
+    assert_eq!(renewed.dataplane_id, registered.dataplane_id);
+    assert_eq!(renewed.dataplane_name, "edge-1");
+    assert_eq!(renewed.cluster_url, api.cp.cluster_url);
+    assert_eq!(renewed.ca_certificate_pem, registered.ca_certificate_pem);
+    assert_eq!(
+        renewed.trusted_license_keys,
+        vec![api.key.public_key_base64()]
+    );
+    let old = CertInfo::from_pem(&registered.certificate_pem).unwrap();
+    let new = CertInfo::from_pem(&renewed.certificate_pem).unwrap();
+    assert_eq!(
+        new.dataplane_id.as_deref(),
+        Some(registered.dataplane_id.as_str())
+    );
+    assert_ne!(new.serial, old.serial);
+    let record = api.store.dataplane(id).await.unwrap().unwrap();
+    assert_eq!(record.cert_serial, new.serial);
+    assert_eq!(
+        record.previous_cert_serial.as_deref(),
+        Some(old.serial.as_str())
+    );
+    assert_eq!(record.cert_expires_at, new.not_after.unix_timestamp());
+}
+
+#[tokio::test]
+async fn an_admin_user_renews_a_dataplane_certificate() {
+    let (logs, _guard) = Logs::capture();
+    let api = Api::start_with_cluster().await;
+    create_user(&api, "alice", "admin").await;
+    let mut client = api.registration_client().await;
+    let registered = register(&api, &mut client).await;
+
+    let renewed = renew(
+        &mut client,
+        Some(as_user("alice", PASSWORD)),
+        &registered.dataplane_id,
+    )
+    .await
+    .unwrap();
+    assert_renewed(&api, &registered, &renewed).await;
+
+    // A second renewal keeps going from the newest certificate.
+    let again = renew(
+        &mut client,
+        Some(as_user("alice", PASSWORD)),
+        &registered.dataplane_id,
+    )
+    .await
+    .unwrap();
+    assert_renewed(&api, &renewed, &again).await;
+
+    let lines = logs.events("registration.renewed");
+    assert_eq!(lines.len(), 2, "{}", logs.text());
+    assert!(lines[0].contains(&registered.dataplane_id), "{}", lines[0]);
+    assert!(
+        lines[0].contains("user 'alice'") && lines[0].contains("127.0.0.1"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("cert_expires_at="), "{}", lines[0]);
+    assert!(
+        !logs.text().contains(PASSWORD),
+        "the password reached the log"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_connected_app_with_manage_servers_renews_a_dataplane_certificate() {
+    let (logs, _guard) = Logs::capture();
+    let api = Api::start_with_cluster().await;
+    let (client_id, secret) = create_app(&api, &["manage:servers"]).await;
+    let mut client = api.registration_client().await;
+    let registered = register(&api, &mut client).await;
+
+    let renewed = renew(
+        &mut client,
+        Some(as_app(&client_id, &secret)),
+        &registered.dataplane_id,
+    )
+    .await
+    .unwrap();
+    assert_renewed(&api, &registered, &renewed).await;
+    let lines = logs.events("registration.renewed");
+    assert_eq!(lines.len(), 1, "{}", logs.text());
+    assert!(lines[0].contains(&client_id), "{}", lines[0]);
+    assert!(
+        !logs.text().contains(&secret),
+        "the client secret reached the log"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn renewals_are_refused_in_words_an_operator_can_act_on() {
+    let (logs, _guard) = Logs::capture();
+    let api = Api::start_with_cluster().await;
+    create_user(&api, "alice", "admin").await;
+    create_user(&api, "victor", "viewer").await;
+    let (reader_id, reader_secret) = create_app(&api, &["read:servers", "view:organization"]).await;
+    let mut client = api.registration_client().await;
+    let registered = register(&api, &mut client).await;
+    let id: Uuid = registered.dataplane_id.parse().unwrap();
+    let before = api.store.dataplane(id).await.unwrap().unwrap();
+
+    let cases = [
+        (
+            Some(as_user("alice", "wrong password!")),
+            registered.dataplane_id.clone(),
+            Code::Unauthenticated,
+            "wrong password for user 'alice', or no such user",
+        ),
+        (
+            Some(as_user("mallory", PASSWORD)),
+            registered.dataplane_id.clone(),
+            Code::Unauthenticated,
+            "wrong password for user 'mallory', or no such user",
+        ),
+        (
+            Some(as_app(&reader_id, "lsc_not-the-secret")),
+            registered.dataplane_id.clone(),
+            Code::Unauthenticated,
+            "wrong client secret for connected app",
+        ),
+        (
+            Some(as_user("victor", PASSWORD)),
+            registered.dataplane_id.clone(),
+            Code::PermissionDenied,
+            "user 'victor' may not renew data planes: its role is viewer; renewing needs a user with role admin or a connected app with scope manage:servers",
+        ),
+        (
+            Some(as_app(&reader_id, &reader_secret)),
+            registered.dataplane_id.clone(),
+            Code::PermissionDenied,
+            "it lacks scope manage:servers",
+        ),
+        (
+            Some(as_user("alice", PASSWORD)),
+            Uuid::new_v4().to_string(),
+            Code::NotFound,
+            "is not registered on this control plane",
+        ),
+        (
+            Some(as_user("alice", PASSWORD)),
+            "edge-1".to_owned(),
+            Code::InvalidArgument,
+            "dataplane_id 'edge-1' is not a UUID",
+        ),
+        (
+            None,
+            registered.dataplane_id.clone(),
+            Code::Unauthenticated,
+            "no credential: renewing needs a user (username and password) or a connected app",
+        ),
+        (
+            Some(as_user("alice", "")),
+            registered.dataplane_id.clone(),
+            Code::InvalidArgument,
+            "needs both a username and a password",
+        ),
+        (
+            Some(as_user("alice", &"p".repeat(2000))),
+            registered.dataplane_id.clone(),
+            Code::InvalidArgument,
+            "password is 2000 bytes; the limit is 1024",
+        ),
+    ];
+    for (credential, dataplane_id, code, says) in cases {
+        let status = renew(&mut client, credential, &dataplane_id)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{says}: {}", status.message());
+        assert!(
+            status.message().contains(says),
+            "{says}: {}",
+            status.message()
+        );
+    }
+
+    // A CSR that is not one is refused before anyone is authenticated.
+    let status = client
+        .renew(RenewRequest {
+            credential: Some(as_user("alice", PASSWORD)),
+            dataplane_id: registered.dataplane_id.clone(),
+            csr_der: b"not a csr".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+
+    assert_eq!(
+        api.store.dataplane(id).await.unwrap().unwrap(),
+        before,
+        "a refused renewal changes nothing"
+    );
+    let failed = logs.events("auth.failed");
+    assert_eq!(failed.len(), 3, "{}", logs.text());
+    assert!(
+        failed
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("127.0.0.1"))
+    );
+    assert!(failed[0].contains("user 'alice'") && failed[0].contains("wrong_password"));
+    assert!(failed[1].contains("user 'mallory'") && failed[1].contains("unknown_user"));
+    assert!(
+        !logs.text().contains("wrong password!"),
+        "a password reached the log"
+    );
+    assert!(
+        !logs.text().contains("lsc_not-the-secret"),
+        "a secret reached the log"
+    );
+    assert!(!logs.events("registration.renew_refused").is_empty());
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_dataplane_cannot_be_renewed() {
+    let api = Api::start_with_cluster().await;
+    create_user(&api, "alice", "admin").await;
+    let mut client = api.registration_client().await;
+    let registered = register(&api, &mut client).await;
+    let id: Uuid = registered.dataplane_id.parse().unwrap();
+    let mut record = api.store.dataplane(id).await.unwrap().unwrap();
+    record.revoked = true;
+    api.store.put_dataplane(&record).await.unwrap();
+
+    let status = renew(
+        &mut client,
+        Some(as_user("alice", PASSWORD)),
+        &registered.dataplane_id,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        status.message(),
+        format!("data plane {id} was revoked; register it again with a new registration token")
+    );
+    assert_eq!(api.store.dataplane(id).await.unwrap().unwrap(), record);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_a_user_out_even_with_the_right_password() {
+    let (logs, _guard) = Logs::capture();
+    let api = Api::start_with_cluster().await;
+    create_user(&api, "alice", "admin").await;
+    create_user(&api, "bob", "admin").await;
+    let mut client = api.registration_client().await;
+    let registered = register(&api, &mut client).await;
+
+    for attempt in 0..5 {
+        let status = renew(
+            &mut client,
+            Some(as_user("alice", &format!("guess number {attempt}"))),
+            &registered.dataplane_id,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+        assert!(
+            status.message().starts_with("wrong password"),
+            "{}",
+            status.message()
+        );
+    }
+    let status = renew(
+        &mut client,
+        Some(as_user("alice", PASSWORD)),
+        &registered.dataplane_id,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let message = status.message();
+    assert!(
+        message.starts_with("too many failed logins for user 'alice'; try again in "),
+        "{message}"
+    );
+    assert!(message.ends_with(" s"), "{message}");
+
+    // Another user from the same address is not locked out by alice's failures.
+    renew(
+        &mut client,
+        Some(as_user("bob", PASSWORD)),
+        &registered.dataplane_id,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(logs.events("auth.failed").len(), 5, "{}", logs.text());
+    let locked = logs.events("auth.locked_out");
+    assert_eq!(locked.len(), 1, "{}", logs.text());
+    assert!(locked[0].contains("user 'alice'") && locked[0].contains("lockout_s=60"));
+    assert_eq!(logs.events("auth.throttled").len(), 1, "{}", logs.text());
+    assert!(
+        !logs.text().contains("guess number"),
+        "a password reached the log"
+    );
+    api.stop().await;
+}
