@@ -81,6 +81,20 @@ async fn the_agent_rotates_across_several_lifetimes_staying_in_sync_without_rewr
         previous = event.field("serial").unwrap().to_owned();
     }
     assert!(first.not_after < time::OffsetDateTime::now_utc());
+    // Not at once: the first rotation waited for two thirds of the first lifetime (certificate
+    // times have whole seconds, and the lifetime is counted from the registration's second).
+    let expires = |e: &Event| {
+        time::OffsetDateTime::parse(
+            e.field("cert_expires_at").unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let waited = expires(&rotated[0]) - first.not_after;
+    assert!(
+        waited >= TTL * 2 / 3 - Duration::from_secs(2),
+        "the first rotation came {waited} after registration"
+    );
 
     // The file on disk holds a certificate at least as new as the third, for the same data
     // plane, private, with a key that matches it (load checks that).

@@ -209,7 +209,8 @@ impl SyncClient {
 
     /// Keeps the stream up until `shutdown` is cancelled. Never gives up: a control plane that
     /// is down, or that refuses us, is retried with backoff (and logged each time, except that
-    /// an expired certificate is reported once a minute by the expiry schedule instead).
+    /// with an expired certificate only the control plane's first refusal is logged: the
+    /// expiry schedule reports it once a minute instead).
     /// Meanwhile the certificate's [`lifecycle`] runs beside it.
     ///
     /// Loads the state first when [`SyncClient::load`] was not called, and fails only when the
@@ -244,6 +245,9 @@ impl SyncClient {
     async fn keep_in_sync(mut self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
         let mut identity_rx = self.identity.clone();
+        // With an expired certificate, the control plane's refusal is logged once (it says in
+        // its own words why); the expiry schedule repeats the rest once a minute.
+        let mut expired_refusal_logged: Option<String> = None;
         while !shutdown.is_cancelled() {
             let identity = identity_rx.borrow_and_update().clone();
             if let Some(keys) = &identity.trusted_keys {
@@ -278,11 +282,17 @@ impl SyncClient {
                     continue;
                 }
                 Err(failure) => {
-                    if identity.cert.not_after <= OffsetDateTime::now_utc() {
-                        // The expiry schedule says so once a minute, with the renew command.
-                        tracing::debug!(reason = %failure.diagnosis.message, "Cannot sync with an expired certificate.");
-                    } else {
+                    let expired = identity.cert.not_after <= OffsetDateTime::now_utc();
+                    let first_refusal = failure.diagnosis.kind
+                        == cluster::FailureKind::CertificateRefused
+                        && expired_refusal_logged.as_ref() != Some(&identity.cert.serial);
+                    if !expired {
                         failure.log();
+                    } else if first_refusal {
+                        failure.log();
+                        expired_refusal_logged = Some(identity.cert.serial.clone());
+                    } else {
+                        tracing::debug!(reason = %failure.diagnosis.message, "Cannot sync with an expired certificate.");
                     }
                     self.applier
                         .status

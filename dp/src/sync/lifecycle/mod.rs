@@ -108,14 +108,20 @@ impl Identity {
         )
     }
 
-    /// Whether `other` would connect exactly as this one does.
+    /// Whether `other` would connect and verify exactly as this one does. Keys are compared
+    /// only when both name theirs: a client starts with the keys it was given, which came
+    /// from the same file.
     fn same_as(&self, other: &Self) -> bool {
+        let same_keys = match (&self.trusted_keys, &other.trusted_keys) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => true,
+        };
         self.dataplane_id == other.dataplane_id
             && self.cluster_url == other.cluster_url
             && self.ca_certificate_pem == other.ca_certificate_pem
             && self.client.certificate_pem == other.client.certificate_pem
             && self.client.private_key_pem == other.client.private_key_pem
-            && self.trusted_keys == other.trusted_keys
+            && same_keys
     }
 }
 
@@ -338,8 +344,14 @@ impl Lifecycle {
             return;
         };
         if identity.same_as(&self.identity.borrow()) {
+            // Nothing to reconnect for, but the file knows more than the client was started
+            // with (when the lifetime started, its keys): keep that, quietly.
+            self.identity.send_if_modified(|current| {
+                *current = Arc::new(identity);
+                false
+            });
             state.current = Some(registration);
-            state.rotation_at = state.rotation_at.or_else(|| self.rotation_time(state));
+            state.rotation_at = self.rotation_time(state);
             return;
         }
         self.switch(state, registration, cause);
