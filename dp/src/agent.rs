@@ -20,7 +20,7 @@ use crate::local_api::{self, LocalApi};
 use crate::output::LicenseFile;
 use crate::registration::RegistrationFile;
 use crate::state::FileStateStore;
-use crate::sync::{SyncClient, SyncSettings};
+use crate::sync::{RegistrationWatch, SyncClient, SyncSettings};
 
 /// Runs the agent until `shutdown` completes, then stops the sync stream and the local API.
 pub async fn run(
@@ -46,7 +46,13 @@ pub async fn run(
     );
     let store = Arc::new(FileStateStore::new(config.state_path()));
     let mut client = SyncClient::new(settings, store, Some(output))
-        .with_context(|| format!("registration file {}", config.registration_file.display()))?;
+        .with_context(|| format!("registration file {}", config.registration_file.display()))?
+        .watch_registration(RegistrationWatch {
+            path: config.registration_file.clone(),
+            check_interval: config.sync.registration_check_interval.0,
+            rotate: config.sync.rotate_certificate,
+            keys_from_file: config.license.trusted_keys.is_empty(),
+        });
 
     let token = CancellationToken::new();
     let stop = token.clone();
@@ -59,8 +65,6 @@ pub async fn run(
         .local_addr()
         .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string());
     let api = LocalApi {
-        dataplane_id: registration.dataplane_id.clone(),
-        cluster_url: registration.cluster_url.clone(),
         license_path: config.output_path(),
         status: client.status(),
         licenses: client.licenses(),

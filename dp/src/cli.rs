@@ -1,4 +1,4 @@
-//! The `licsync-dp` command line: `run` (the agent) and `registration create | inspect`.
+//! The `licsync-dp` command line: `run` (the agent) and `registration create | renew | inspect`.
 //!
 //! Every flag's doc comment is its `--help` text. Exit status: 0 on success (and after a clean
 //! SIGTERM/SIGINT shutdown), 1 when the command failed, 2 for a bad command line or
@@ -14,7 +14,9 @@ use licsync_common::telemetry::{self, LogConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, DpConfig};
-use crate::registration::{self, CaSource, CreateOptions, RegistrationFile};
+use crate::registration::{
+    self, CaSource, CreateOptions, Credential, RegistrationFile, RenewOptions,
+};
 
 /// How long a signalled agent may take to stop before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(9);
@@ -45,6 +47,9 @@ pub enum Command {
 pub enum RegistrationCommand {
     /// Exchange a registration token for a certificate and write DIR/registration.yaml.
     Create(CreateArgs),
+    /// Get a fresh key and certificate for this data plane (also after it expired) with an
+    /// admin user's or a connected app's credential, into DIR/registration.yaml.
+    Renew(RenewArgs),
     /// Print the registration file's identity and certificate expiry as one JSON object.
     Inspect(InspectArgs),
 }
@@ -83,6 +88,46 @@ pub struct CaArgs {
     pub ca_cert_hash: Option<String>,
 }
 
+/// `registration renew`. The credential flags are checked together by
+/// [`Credential::from_flags`], which names the missing or extra flag.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// An admin user of the control plane (with --password).
+    #[arg(long, value_name = "U")]
+    pub username: Option<String>,
+    /// The user's password (or set LICSYNC_PASSWORD, which keeps it out of the process list).
+    #[arg(long, value_name = "P")]
+    pub password: Option<String>,
+    /// A connected app with the manage:servers scope (with --client-secret).
+    #[arg(long, value_name = "I")]
+    pub client_id: Option<String>,
+    /// The app's secret (or set LICSYNC_CLIENT_SECRET).
+    #[arg(long, value_name = "S")]
+    pub client_secret: Option<String>,
+    /// Directory for the new registration.yaml; it must not hold one already (the file in
+    /// use is never overwritten). Created (mode 0700) when missing.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub output_directory: PathBuf,
+    /// `--update-urls=true` takes the cluster URL the control plane advertises now;
+    /// otherwise the registration file's is kept.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub update_urls: bool,
+    /// Limit on connecting to the control plane and on the call.
+    #[arg(long, default_value = "30s")]
+    pub timeout: HumanDuration,
+    /// The registration file to renew (it may hold an expired certificate).
+    #[arg(value_name = "path-to-registration-file")]
+    pub registration_file: PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Registration file to inspect (default: registration_file from the configuration).
@@ -111,6 +156,10 @@ pub fn main() -> ExitCode {
         Command::Registration(RegistrationCommand::Create(args)) => {
             init_quiet_logs();
             runtime.block_on(create(args))
+        }
+        Command::Registration(RegistrationCommand::Renew(args)) => {
+            init_quiet_logs();
+            runtime.block_on(renew(args))
         }
         Command::Registration(RegistrationCommand::Inspect(args)) => inspect(config, args),
     };
@@ -236,6 +285,60 @@ async fn create(args: CreateArgs) -> ExitCode {
     }
 }
 
+async fn renew(args: RenewArgs) -> ExitCode {
+    let RenewArgs {
+        username,
+        password,
+        client_id,
+        client_secret,
+        output_directory,
+        update_urls,
+        timeout,
+        registration_file,
+    } = args;
+    let credential =
+        match Credential::from_flags(username, password, client_id, client_secret, |name| {
+            std::env::var(name).ok()
+        }) {
+            Ok(credential) => credential,
+            Err(mistake) => usage_error(&mistake),
+        };
+    let options = RenewOptions {
+        credential,
+        registration_file,
+        output_directory,
+        update_urls,
+        timeout: timeout.0,
+    };
+    match registration::renew::renew(options).await {
+        Ok(_) => {
+            println!("Registration renewal completed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reports a command-line mistake the way clap does (message, usage, exit status 2).
+fn usage_error(message: &str) -> ! {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    command.build();
+    let usage = command
+        .find_subcommand_mut("registration")
+        .and_then(|c| c.find_subcommand_mut("renew"))
+        .map(|c| c.render_usage().to_string())
+        .unwrap_or_default();
+    clap::Error::raw(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!("{message}\n\n{usage}\n\nFor more information, try 'licsync-dp registration renew --help'.\n"),
+    )
+    .exit()
+}
+
 fn inspect(config: Option<PathBuf>, args: InspectArgs) -> ExitCode {
     let InspectArgs { file } = args;
     let path = match file {
@@ -245,17 +348,25 @@ fn inspect(config: Option<PathBuf>, args: InspectArgs) -> ExitCode {
             Err(code) => return code,
         },
     };
+    let now = time::OffsetDateTime::now_utc();
     let report = RegistrationFile::load(&path).and_then(|file| {
-        file.inspect()
+        file.inspect(now)
             .map_err(|e| registration::RegistrationError::Invalid {
                 path: path.clone(),
                 reason: e.to_string(),
             })
     });
-    match report {
-        Ok(json) => {
+    match report.map(|json| serde_json::to_string_pretty(&json)) {
+        Ok(Ok(json)) => {
             println!("{json}");
             ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "Error: cannot print the registration of {}: {e}",
+                path.display()
+            );
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("Error: {e}");

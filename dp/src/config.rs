@@ -107,6 +107,13 @@ pub struct SyncConfig {
     pub keepalive_timeout: HumanDuration,
     /// How long a TCP connect plus TLS handshake may take.
     pub connect_timeout: HumanDuration,
+    /// Renew the client certificate over the mTLS connection once two thirds of its lifetime
+    /// have passed, and save it to the registration file. Off only where the agent cannot
+    /// write that file for good (a Kubernetes Secret): there, renew by hand.
+    pub rotate_certificate: bool,
+    /// How often the registration file is checked for a replacement (a manual renewal copied
+    /// into place), which the agent then uses without a restart.
+    pub registration_check_interval: HumanDuration,
 }
 
 impl Default for SyncConfig {
@@ -118,6 +125,8 @@ impl Default for SyncConfig {
             keepalive_interval: HumanDuration(Duration::from_secs(20)),
             keepalive_timeout: HumanDuration(Duration::from_secs(10)),
             connect_timeout: HumanDuration(Duration::from_secs(10)),
+            rotate_certificate: true,
+            registration_check_interval: HumanDuration(Duration::from_secs(5)),
         }
     }
 }
@@ -163,6 +172,10 @@ impl DpConfig {
             ("sync.keepalive_interval", self.sync.keepalive_interval),
             ("sync.keepalive_timeout", self.sync.keepalive_timeout),
             ("sync.connect_timeout", self.sync.connect_timeout),
+            (
+                "sync.registration_check_interval",
+                self.sync.registration_check_interval,
+            ),
             ("license.reload_timeout", self.license.reload_timeout),
         ];
         for (key, value) in positive {
@@ -259,6 +272,8 @@ mod tests {
             keepalive_interval = "15s"
             keepalive_timeout = "5s"
             connect_timeout = "3s"
+            rotate_certificate = false
+            registration_check_interval = "1m"
             [log]
             level = "debug"
             format = "json"
@@ -272,6 +287,11 @@ mod tests {
         assert_eq!(config.license.reload_command, ["/usr/bin/kong", "reload"]);
         assert_eq!(config.sync.backoff_initial.0, Duration::from_millis(500));
         assert!(!config.trusted_keys().is_empty());
+        assert!(!config.sync.rotate_certificate);
+        assert_eq!(
+            config.sync.registration_check_interval.0,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -303,6 +323,10 @@ mod tests {
                 "line 2, key 'local.listen'",
             ),
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
+            (
+                "[sync]\nregistration_check_interval = \"0s\"\n",
+                "sync.registration_check_interval",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).unwrap_err();

@@ -6,8 +6,10 @@
 //!   file and an in-memory backend), [`output`] (which held license is active, the license
 //!   file the gateway reads and the reload command).
 //! - Adapters: [`cluster`] (how the control plane's cluster listener is reached: URL, TLS and
-//!   TLS failures in operator words), [`sync`] (the reconnecting `LicenseSync` client),
-//!   [`registration`] (the registration file and `registration create` / `inspect`),
+//!   TLS failures in operator words), [`sync`] (the reconnecting `LicenseSync` client and,
+//!   beside it, the certificate's lifecycle: rotation, hot reload of the registration file,
+//!   expiry notices), [`registration`] (the registration file and `registration create` /
+//!   `renew` / `inspect`),
 //!   [`local_api`] (the HTTP API on `local.listen`).
 //! - Wiring: [`config`], [`agent`] (start everything on a bound listener, stop on shutdown),
 //!   [`cli`] (the `licsync-dp` command line).

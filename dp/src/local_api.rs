@@ -31,8 +31,6 @@ use crate::sync::SyncStatus;
 /// What the local API reads.
 #[derive(Clone)]
 pub struct LocalApi {
-    pub dataplane_id: String,
-    pub cluster_url: String,
     /// Where the active license is written (`license.output_path`).
     pub license_path: PathBuf,
     pub status: watch::Receiver<SyncStatus>,
@@ -88,12 +86,12 @@ async fn license(State(api): State<LocalApi>) -> Response {
 async fn status(State(api): State<LocalApi>) -> Response {
     let status = api.status.borrow().clone();
     Json(json!({
-        "dataplane_id": api.dataplane_id,
+        "dataplane_id": status.dataplane_id,
         "connected": status.connected,
         "last_sync": status.last_sync,
         "revision": status.revision,
         "cert_expires_at": status.cert_expires_at,
-        "cluster_url": api.cluster_url,
+        "cluster_url": status.cluster_url,
         "version": licsync_common::VERSION,
         "ready": status.ready(),
         "last_error": status.last_error,
@@ -158,11 +156,13 @@ mod tests {
 
     #[tokio::test]
     async fn answers_reflect_what_the_sync_client_publishes() {
-        let (status_tx, status) = watch::channel(SyncStatus::default());
-        let (state_tx, licenses) = watch::channel(Arc::new(DpState::default()));
-        let router = router(LocalApi {
+        let (status_tx, status) = watch::channel(SyncStatus {
             dataplane_id: "dp-1".into(),
             cluster_url: "https://cp:8005".into(),
+            ..SyncStatus::default()
+        });
+        let (state_tx, licenses) = watch::channel(Arc::new(DpState::default()));
+        let router = router(LocalApi {
             license_path: PathBuf::from("/etc/kong/license.json"),
             status,
             licenses,

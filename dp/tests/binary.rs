@@ -39,6 +39,7 @@ fn offline_registration(path: &Path) {
         private_key: key,
         trusted_license_keys: vec![],
         registered_at: "2025-01-01T00:00:00Z".into(),
+        renewed_at: None,
     }
     .save(path)
     .unwrap();

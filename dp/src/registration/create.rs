@@ -91,7 +91,10 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
         .timeout(timeout)
         .connect()
         .await
-        .map_err(|e| RegistrationError::Unreachable(cluster::diagnose(&e, &url)))?;
+        .map_err(|e| RegistrationError::Unreachable {
+            what: "register",
+            diagnosis: cluster::diagnose(&e, &url),
+        })?;
     let answer = RegistrationClient::new(channel)
         .register(RegisterRequest {
             token,
@@ -131,6 +134,7 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
         private_key,
         trusted_license_keys: answer.trusted_license_keys,
         registered_at: now_rfc3339(),
+        renewed_at: None,
     };
     refuse_existing(&path)?;
     file.save(&path)?;
@@ -148,23 +152,36 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
 /// and certifies `private_key`, the key this registration generated. On refusal, the reason
 /// in operator words; nothing has been written yet.
 fn check_answer(answer: &RegisterResponse, private_key: &str) -> Result<CertInfo, String> {
-    const NOTHING_WRITTEN: &str = "nothing was written; register again with a new token and report this to the control plane's operator";
+    check_issued(
+        answer,
+        private_key,
+        "nothing was written; register again with a new token and report this to the control plane's operator",
+    )
+}
+
+/// Checks that an answer's certificate names the data plane id it comes with and certifies
+/// `private_key`; `what_now` ends every refusal, saying what to do.
+pub(super) fn check_issued(
+    answer: &RegisterResponse,
+    private_key: &str,
+    what_now: &str,
+) -> Result<CertInfo, String> {
     if answer.dataplane_id.trim().is_empty() {
-        return Err(format!("no dataplane_id; {NOTHING_WRITTEN}"));
+        return Err(format!("no dataplane_id; {what_now}"));
     }
     let cert = CertInfo::from_pem(&answer.certificate_pem)
-        .map_err(|e| format!("certificate_pem: {e}; {NOTHING_WRITTEN}"))?;
+        .map_err(|e| format!("certificate_pem: {e}; {what_now}"))?;
     match cert.dataplane_id.as_deref() {
         Some(id) if id == answer.dataplane_id => {}
         Some(id) => {
             return Err(format!(
-                "the certificate is for data plane {id}, the answer names data plane {}; {NOTHING_WRITTEN}",
+                "the certificate is for data plane {id}, the answer names data plane {}; {what_now}",
                 answer.dataplane_id
             ));
         }
         None => {
             return Err(format!(
-                "the certificate carries no data-plane id (URI SAN {}<id>), the answer names data plane {}; {NOTHING_WRITTEN}",
+                "the certificate carries no data-plane id (URI SAN {}<id>), the answer names data plane {}; {what_now}",
                 pki::DATAPLANE_URI_PREFIX,
                 answer.dataplane_id
             ));
@@ -173,15 +190,15 @@ fn check_answer(answer: &RegisterResponse, private_key: &str) -> Result<CertInfo
     match pki::certificate_matches_key(&answer.certificate_pem, private_key) {
         Ok(true) => Ok(cert),
         Ok(false) => Err(format!(
-            "the certificate is not for the private key generated for this registration; {NOTHING_WRITTEN}"
+            "the certificate is not for the private key generated for this registration; {what_now}"
         )),
         Err(e) => Err(format!(
-            "the certificate cannot be checked against the private key generated for this registration: {e}; {NOTHING_WRITTEN}"
+            "the certificate cannot be checked against the private key generated for this registration: {e}; {what_now}"
         )),
     }
 }
 
-fn refuse_existing(path: &Path) -> Result<(), RegistrationError> {
+pub(super) fn refuse_existing(path: &Path) -> Result<(), RegistrationError> {
     if path.exists() {
         return Err(RegistrationError::AlreadyExists {
             path: path.to_owned(),
@@ -207,37 +224,16 @@ fn read_ca_file(path: &Path) -> Result<String, RegistrationError> {
 /// A gRPC failure of `Register` in operator words. The control plane puts the reason (token
 /// expired, used up, unknown) in the status message.
 fn refused(status: &tonic::Status, url: &ClusterUrl) -> RegistrationError {
-    use std::error::Error;
-    if matches!(
-        status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
-    ) && status.source().is_some()
-    {
-        return RegistrationError::Unreachable(cluster::diagnose(status, url));
-    }
-    let hint = match status.code() {
+    super::call_failed(status, url, super::Call::Register, |code| match code {
         Code::Unauthenticated
         | Code::PermissionDenied
         | Code::NotFound
         | Code::ResourceExhausted => {
             "; create a new token with POST /registration-tokens on the control plane's Admin API"
+                .into()
         }
-        Code::Unimplemented => "; is --server the control plane's cluster listener (port 8005)?",
-        Code::DeadlineExceeded | Code::Unavailable => {
-            "; try again, or check that the control plane is up"
-        }
-        _ => "",
-    };
-    let message = if status.message().is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        status.message().to_owned()
-    };
-    RegistrationError::Refused {
-        url: url.to_string(),
-        message,
-        hint,
-    }
+        _ => String::new(),
+    })
 }
 
 #[cfg(test)]

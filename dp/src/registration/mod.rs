@@ -7,10 +7,16 @@
 //! written with mode 0600 and replaced atomically.
 //!
 //! - [`create`]: exchanges a registration token for a certificate (`registration create`).
+//! - [`renew`]: exchanges user or connected-app credentials for a fresh certificate for the
+//!   same data plane (`registration renew`), also when the old one has expired.
 //! - [`ca_pin`]: fetches the cluster CA over TLS and checks it against `--ca-cert-hash`.
+//!
+//! The running agent replaces the file itself when it rotates its certificate, and picks up a
+//! file replaced by someone else (see [`crate::sync::lifecycle`]).
 
 pub mod ca_pin;
 pub mod create;
+pub mod renew;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +31,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::cluster::{BadClusterUrl, ClientIdentity, ClusterUrl, Diagnosis, TlsSetupError};
 
 pub use create::{CaSource, CreateOptions};
+pub use renew::{Credential, RenewOptions};
 
 /// The file name `registration create` writes in its output directory.
 pub const FILE_NAME: &str = "registration.yaml";
@@ -45,8 +52,11 @@ pub struct RegistrationFile {
     /// Standard base64 Ed25519 license-signing keys the control plane trusted at registration.
     #[serde(default)]
     pub trusted_license_keys: Vec<String>,
-    /// RFC 3339.
+    /// RFC 3339: when `registration create` wrote the file.
     pub registered_at: String,
+    /// RFC 3339: when the certificate was last renewed (by hand or by rotation), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<String>,
 }
 
 impl std::fmt::Debug for RegistrationFile {
@@ -56,6 +66,7 @@ impl std::fmt::Debug for RegistrationFile {
             .field("dataplane_name", &self.dataplane_name)
             .field("cluster_url", &self.cluster_url)
             .field("registered_at", &self.registered_at)
+            .field("renewed_at", &self.renewed_at)
             .finish_non_exhaustive()
     }
 }
@@ -65,6 +76,11 @@ impl std::fmt::Debug for RegistrationFile {
 pub enum RegistrationError {
     #[error("registration file {} already exists; choose another --output-directory or remove it", .path.display())]
     AlreadyExists { path: PathBuf },
+    #[error(
+        "{} already exists, and renewing never overwrites a registration file; choose another --output-directory (for example a new empty one), or move that file away first",
+        .path.display()
+    )]
+    RenewTargetExists { path: PathBuf },
     #[error(
         "registration file {} not found; register this data plane with `licsync-dp registration create --token T --server https://HOST:8005 --ca-cert-hash sha256:HEX`, or set registration_file in the configuration",
         .path.display()
@@ -98,13 +114,19 @@ pub enum RegistrationError {
     Url(#[from] BadClusterUrl),
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
-    #[error("cannot connect to register: {0}")]
-    Unreachable(Diagnosis),
-    #[error("the control plane at {url} refused the registration: {message}{hint}")]
+    /// `what` is `register` or `renew`.
+    #[error("cannot connect to {what}: {diagnosis}")]
+    Unreachable {
+        what: &'static str,
+        diagnosis: Diagnosis,
+    },
+    /// `what` is `registration` or `renewal`.
+    #[error("the control plane at {url} refused the {what}: {message}{hint}")]
     Refused {
+        what: &'static str,
         url: String,
         message: String,
-        hint: &'static str,
+        hint: String,
     },
     #[error("the control plane at {url} sent an unusable registration answer: {reason}")]
     BadAnswer { url: String, reason: String },
@@ -113,9 +135,22 @@ pub enum RegistrationError {
 }
 
 impl RegistrationFile {
+    /// Largest registration file accepted: a few certificates and keys fit in a few KiB.
+    pub const MAX_BYTES: u64 = 1024 * 1024;
+
     /// Reads and checks `path`. A file others can read is used, with a warning.
     pub fn load(path: &Path) -> Result<Self, RegistrationError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
+        let text = Self::read_text(path)?;
+        if let Err(e) = fsutil::check_private(path) {
+            tracing::warn!(path = %path.display(), reason = %e, "The registration file holds a private key but others can read it.");
+        }
+        Self::parse(&text, path)
+    }
+
+    /// Reads `path` as text, refusing files over [`Self::MAX_BYTES`].
+    pub fn read_text(path: &Path) -> Result<String, RegistrationError> {
+        use std::io::Read;
+        let read_err = |source: std::io::Error| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 RegistrationError::NotFound {
                     path: path.to_owned(),
@@ -126,15 +161,30 @@ impl RegistrationFile {
                     source,
                 }
             }
-        })?;
-        if let Err(e) = fsutil::check_private(path) {
-            tracing::warn!(path = %path.display(), reason = %e, "The registration file holds a private key but others can read it.");
-        }
-        let file: Self =
-            serde_yaml_ng::from_str(&text).map_err(|e| RegistrationError::Invalid {
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mut text = String::new();
+        file.take(Self::MAX_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > Self::MAX_BYTES {
+            return Err(RegistrationError::Invalid {
                 path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+                reason: format!(
+                    "it is larger than {} bytes, far more than a registration holds",
+                    Self::MAX_BYTES
+                ),
+            });
+        }
+        Ok(text)
+    }
+
+    /// Parses and checks the text of a registration file; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, RegistrationError> {
+        let file: Self = serde_yaml_ng::from_str(text).map_err(|e| RegistrationError::Invalid {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
         file.check().map_err(|reason| RegistrationError::Invalid {
             path: path.to_owned(),
             reason,
@@ -142,15 +192,17 @@ impl RegistrationFile {
         Ok(file)
     }
 
-    /// Writes the file atomically with mode 0600.
-    pub fn save(&self, path: &Path) -> Result<(), RegistrationError> {
+    /// Writes the file atomically with mode 0600 and returns the text written, so the agent
+    /// can tell its own writes from a replacement.
+    pub fn save(&self, path: &Path) -> Result<String, RegistrationError> {
         let write_err = |source| RegistrationError::Write {
             path: path.to_owned(),
             source,
         };
         let text =
             serde_yaml_ng::to_string(self).map_err(|e| write_err(std::io::Error::other(e)))?;
-        fsutil::write_atomic(path, text.as_bytes(), fsutil::SECRET_MODE).map_err(write_err)
+        fsutil::write_atomic(path, text.as_bytes(), fsutil::SECRET_MODE).map_err(write_err)?;
+        Ok(text)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -166,6 +218,16 @@ impl RegistrationFile {
             .map_err(|e| format!("certificate: {e}"))?;
         pki::private_key_from_pem(&self.private_key, "private_key")
             .map_err(|e| format!("private_key: {e}"))?;
+        match pki::certificate_matches_key(&self.certificate, &self.private_key) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(
+                    "certificate is not for private_key (were the two copied from different files?)"
+                        .into(),
+                );
+            }
+            Err(e) => return Err(format!("private_key: {e}")),
+        }
         TrustedKeys::parse(&self.trusted_license_keys)
             .map_err(|e| format!("trusted_license_keys: {e}"))?;
         Ok(())
@@ -190,23 +252,94 @@ impl RegistrationFile {
         TrustedKeys::parse(&self.trusted_license_keys).unwrap_or_default()
     }
 
-    /// What `registration inspect` prints: never the private key.
-    pub fn inspect(&self) -> Result<serde_json::Value, pki::PkiError> {
+    /// What `registration inspect` prints: never the private key. Times are in Go's
+    /// `time.Time` format, as Flex Gateway's `registration inspect` prints them;
+    /// `ca_cert_sha256` is the bare hex fingerprint, as `POST /registration-tokens` answers it.
+    pub fn inspect(&self, now: OffsetDateTime) -> Result<serde_json::Value, pki::PkiError> {
         let cert = self.certificate_info()?;
-        let ca_fingerprint = pki::first_certificate(&self.ca_certificate, "ca_certificate")
-            .map(|der| format!("sha256:{}", pki::sha256_hex(&der)))
-            .ok();
+        let ca = pki::first_certificate(&self.ca_certificate, "ca_certificate")?;
         Ok(serde_json::json!({
             "dataplane_id": self.dataplane_id,
             "dataplane_name": self.dataplane_name,
             "cluster_url": self.cluster_url,
-            "registered_at": self.registered_at,
+            "issued_at": time_fmt::go_utc(cert.not_before),
             "expiration_date": time_fmt::go_utc(cert.not_after),
-            "expired": cert.not_after <= OffsetDateTime::now_utc(),
-            "certificate_serial": cert.serial,
-            "ca_certificate_sha256": ca_fingerprint,
+            "expired": cert.not_after <= now,
+            "serial": cert.serial,
+            "ca_cert_sha256": pki::sha256_hex(&ca),
+            "registered_at": self.registered_at,
+            "renewed_at": self.renewed_at,
             "trusted_license_keys": self.trusted_license_keys,
         }))
+    }
+
+    /// When this certificate's lifetime is taken to start, for scheduling its rotation: the
+    /// later of its `not_before` and the time this file says it was registered or renewed.
+    /// The control plane backdates `not_before` to allow for clock skew, which would otherwise
+    /// push the rotation of a short-lived certificate past its expiry.
+    pub fn lifetime_start(&self, cert: &CertInfo) -> OffsetDateTime {
+        let written = self.renewed_at.as_deref().unwrap_or(&self.registered_at);
+        match OffsetDateTime::parse(written, &Rfc3339) {
+            Ok(at) if at > cert.not_before && at < cert.not_after => at,
+            _ => cert.not_before,
+        }
+    }
+}
+
+/// Which `Registration` call failed, for the words of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    Register,
+    Renew,
+}
+
+/// A gRPC failure of a `Registration` call in operator words: a transport failure is
+/// diagnosed like any connection failure; a refusal carries the control plane's reason, then
+/// `hint(code)` (which starts with `; `) or a general one.
+pub(crate) fn call_failed(
+    status: &tonic::Status,
+    url: &ClusterUrl,
+    call: Call,
+    hint: impl Fn(tonic::Code) -> String,
+) -> RegistrationError {
+    use std::error::Error;
+    use tonic::Code;
+    let (verb, noun) = match call {
+        Call::Register => ("register", "registration"),
+        Call::Renew => ("renew", "renewal"),
+    };
+    if matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) && status.source().is_some()
+    {
+        return RegistrationError::Unreachable {
+            what: verb,
+            diagnosis: crate::cluster::diagnose(status, url),
+        };
+    }
+    let mut hint = hint(status.code());
+    if hint.is_empty() {
+        hint = match status.code() {
+            Code::Unimplemented => {
+                "; is the server the control plane's cluster listener (port 8005), and is the control plane recent enough?".into()
+            }
+            Code::DeadlineExceeded | Code::Unavailable => {
+                "; try again, or check that the control plane is up".into()
+            }
+            _ => String::new(),
+        };
+    }
+    let message = if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_owned()
+    };
+    RegistrationError::Refused {
+        what: noun,
+        url: url.to_string(),
+        message,
+        hint,
     }
 }
 
@@ -243,6 +376,7 @@ pub(crate) mod tests {
             private_key: key_pem,
             trusted_license_keys: vec!["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".into()],
             registered_at: now_rfc3339(),
+            renewed_at: None,
         }
     }
 
@@ -275,15 +409,77 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn inspect_prints_go_style_expiry_and_no_key() {
+    fn inspect_prints_exactly_these_fields_in_go_time_and_no_key() {
         let file = sample(Duration::from_secs(3600));
-        let json = file.inspect().unwrap();
-        let expiration = json["expiration_date"].as_str().unwrap();
-        assert!(expiration.ends_with(" +0000 UTC"), "{expiration}");
-        assert_eq!(expiration.len(), "2025-09-25 19:27:32 +0000 UTC".len());
-        assert_eq!(json["dataplane_id"], file.dataplane_id);
-        assert_eq!(json["expired"], false);
+        let cert = file.certificate_info().unwrap();
+        let ca = pki::first_certificate(&file.ca_certificate, "ca").unwrap();
+        let json = file.inspect(OffsetDateTime::now_utc()).unwrap();
+        let expected = serde_json::json!({
+            "dataplane_id": "3f0c2a9e-8d4b-4f6a-9c1e-2b7d5a8e0f13",
+            "dataplane_name": "edge-1",
+            "cluster_url": "https://cp.example.com:8005",
+            "issued_at": time_fmt::go_utc(cert.not_before),
+            "expiration_date": time_fmt::go_utc(cert.not_after),
+            "expired": false,
+            "serial": cert.serial,
+            "ca_cert_sha256": pki::sha256_hex(&ca),
+            "registered_at": file.registered_at,
+            "renewed_at": null,
+            "trusted_license_keys": ["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],
+        });
+        assert_eq!(json, expected);
+        // `2025-09-25 19:27:32 +0000 UTC`, character by character.
+        for field in ["issued_at", "expiration_date"] {
+            let text = json[field].as_str().unwrap();
+            let shape: String = text
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                .collect();
+            assert_eq!(shape, "9999-99-99 99:99:99 +9999 UTC", "{field}: {text}");
+            assert!(text.ends_with(" +0000 UTC"), "{field}: {text}");
+        }
         assert!(!json.to_string().contains("PRIVATE KEY"));
+
+        let later = cert.not_after + time::Duration::seconds(1);
+        assert_eq!(file.inspect(later).unwrap()["expired"], true);
+        assert_eq!(file.inspect(cert.not_after).unwrap()["expired"], true);
+    }
+
+    #[test]
+    fn rotation_counts_the_lifetime_from_issuance_not_from_the_backdated_not_before() {
+        let mut file = sample(Duration::from_secs(3600));
+        let cert = file.certificate_info().unwrap();
+        // The CA backdates not_before by five minutes for clock skew.
+        assert!(cert.not_after - cert.not_before > time::Duration::seconds(3600));
+        let registered = OffsetDateTime::parse(&file.registered_at, &Rfc3339).unwrap();
+        assert_eq!(file.lifetime_start(&cert), registered);
+        let renewed = registered + time::Duration::seconds(60);
+        file.renewed_at = Some(renewed.format(&Rfc3339).unwrap());
+        assert_eq!(file.lifetime_start(&cert), renewed);
+        for nonsense in ["yesterday", "1999-01-01T00:00:00Z", "2999-01-01T00:00:00Z"] {
+            file.renewed_at = Some(nonsense.into());
+            assert_eq!(file.lifetime_start(&cert), cert.not_before, "{nonsense}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_and_key_that_do_not_belong_together_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut file = sample(Duration::from_secs(3600));
+        file.private_key = pki::new_key_and_csr("other").unwrap().0;
+        file.save(&path).unwrap();
+        let err = RegistrationFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("certificate is not for private_key"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, vec![b'#'; 2 * 1024 * 1024]).unwrap();
+        let err = RegistrationFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("larger than 1048576 bytes"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! once. [`SyncClient::run`] then connects, says `Hello` with what it holds, applies each
 //! `Update` ([`apply`]), heartbeats, and on any failure reconnects with [`backoff`] until
 //! shutdown. It publishes [`SyncStatus`] and the held state through `tokio::sync::watch`.
+//! Beside it, the certificate's [`lifecycle`] (rotation, hot reload of the registration file,
+//! expiry notices) publishes the identity to connect with; a new one ends the stream and the
+//! client reconnects with it at once.
 //!
 //! Nothing here is tied to the agent process: the fleet benchmark runs thousands of clients in
 //! one process with [`crate::state::MemoryStateStore`] and no license file, and tests point a
@@ -12,6 +15,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod lifecycle;
 mod session;
 pub mod status;
 
@@ -19,11 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use licsync_common::license::TrustedKeys;
-use licsync_common::pki::{CertInfo, PkiError};
+use licsync_common::pki::PkiError;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::Instrument;
 
 use crate::cluster::{
@@ -36,7 +39,10 @@ use crate::state::{DpState, StateError, StateStore};
 
 pub use apply::Applier;
 pub use backoff::Backoff;
+pub use lifecycle::{Identity, RegistrationWatch};
 pub use status::SyncStatus;
+
+use lifecycle::Lifecycle;
 
 /// Everything a sync client needs to know, independent of where it came from.
 #[derive(Debug, Clone)]
@@ -105,8 +111,10 @@ pub enum SyncSetupError {
 /// A reconnecting `LicenseSync` client.
 pub struct SyncClient {
     settings: SyncSettings,
-    endpoint: Endpoint,
-    cert_expires_at: OffsetDateTime,
+    identity: watch::Receiver<Arc<Identity>>,
+    /// Moved into the lifecycle task by [`SyncClient::run`].
+    identity_tx: Option<watch::Sender<Arc<Identity>>>,
+    registration: Option<RegistrationWatch>,
     applier: Applier,
     status: watch::Receiver<SyncStatus>,
     licenses: watch::Receiver<Arc<DpState>>,
@@ -115,23 +123,23 @@ pub struct SyncClient {
 
 impl SyncClient {
     /// Prepares a client; nothing is read or connected yet, and the published status says the
-    /// state is not loaded.
+    /// state is not loaded. Without [`SyncClient::watch_registration`] the certificate is
+    /// neither rotated nor reloaded (there is no file to keep a new one in).
     pub fn new(
         settings: SyncSettings,
         store: Arc<dyn StateStore>,
         output: Option<LicenseFile>,
     ) -> Result<Self, SyncSetupError> {
-        let cert = CertInfo::from_pem(&settings.identity.certificate_pem)?;
-        let endpoint = cluster::endpoint(
-            &settings.cluster_url,
-            &settings.ca_certificate_pem,
-            Some(&settings.identity),
-            settings.connect,
-        )?;
+        let identity = Identity::from_settings(&settings)?;
+        // Fails now rather than at every reconnect when the TLS material is unusable.
+        identity.endpoint(settings.connect)?;
         let (status_tx, status) = watch::channel(SyncStatus {
-            cert_expires_at: Some(cert.not_after.unix_timestamp()),
+            dataplane_id: identity.dataplane_id.clone(),
+            cluster_url: identity.cluster_url.to_string(),
+            cert_expires_at: Some(identity.cert.not_after.unix_timestamp()),
             ..SyncStatus::default()
         });
+        let (identity_tx, identity_rx) = watch::channel(Arc::new(identity));
         let (state_tx, licenses) = watch::channel(Arc::new(DpState::default()));
         let applier = Applier {
             store,
@@ -143,13 +151,22 @@ impl SyncClient {
         };
         Ok(Self {
             settings,
-            endpoint,
-            cert_expires_at: cert.not_after,
+            identity: identity_rx,
+            identity_tx: Some(identity_tx),
+            registration: None,
             applier,
             status,
             licenses,
             loaded: false,
         })
+    }
+
+    /// Keeps the certificate in `watch.path`: rotates it there before it expires (when
+    /// `watch.rotate`), and switches to a valid replacement put there by someone else.
+    #[must_use]
+    pub fn watch_registration(mut self, watch: RegistrationWatch) -> Self {
+        self.registration = Some(watch);
+        self
     }
 
     /// Loads the saved state, publishes it and brings the license file in line with it, before
@@ -185,8 +202,16 @@ impl SyncClient {
         self.licenses.clone()
     }
 
+    /// The identity connections are made with, updated by rotation and reload.
+    pub fn identity(&self) -> watch::Receiver<Arc<Identity>> {
+        self.identity.clone()
+    }
+
     /// Keeps the stream up until `shutdown` is cancelled. Never gives up: a control plane that
-    /// is down, or that refuses us, is retried with backoff (and logged each time).
+    /// is down, or that refuses us, is retried with backoff (and logged each time, except that
+    /// with an expired certificate only the control plane's first refusal is logged: the
+    /// expiry schedule reports it once a minute instead).
+    /// Meanwhile the certificate's [`lifecycle`] runs beside it.
     ///
     /// Loads the state first when [`SyncClient::load`] was not called, and fails only when the
     /// state cannot be loaded.
@@ -194,37 +219,81 @@ impl SyncClient {
         let span = tracing::info_span!(
             "sync",
             dataplane.id = %self.settings.dataplane_id,
-            cluster.url = %self.settings.cluster_url,
         );
         async move {
             if !self.loaded {
                 self.load().await?;
             }
-            self.keep_in_sync(shutdown).await;
+            let lifecycle = self.identity_tx.take().map(|identity| Lifecycle {
+                identity,
+                status: self.applier.status.clone(),
+                watch: self.registration.clone(),
+                connect: self.settings.connect,
+            });
+            let lifecycle = async {
+                if let Some(lifecycle) = lifecycle {
+                    lifecycle.run(shutdown.clone()).await;
+                }
+            };
+            tokio::join!(lifecycle, self.keep_in_sync(shutdown.clone()));
             Ok(())
         }
         .instrument(span)
         .await
     }
 
-    async fn keep_in_sync(self, shutdown: CancellationToken) {
-        self.warn_if_expiring_soon();
+    async fn keep_in_sync(mut self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
+        let mut identity_rx = self.identity.clone();
+        // With an expired certificate, the control plane's refusal is logged once (it says in
+        // its own words why); the expiry schedule repeats the rest once a minute.
+        let mut expired_refusal_logged: Option<String> = None;
         while !shutdown.is_cancelled() {
-            self.check_certificate_before_connecting();
-            let outcome = session::Session {
-                settings: &self.settings,
-                endpoint: &self.endpoint,
-                applier: &self.applier,
-                backoff: &mut backoff,
+            let identity = identity_rx.borrow_and_update().clone();
+            if let Some(keys) = &identity.trusted_keys {
+                self.applier.keys = keys.clone();
             }
-            .run(&shutdown)
-            .await;
+            let outcome = match identity.endpoint(self.settings.connect) {
+                Ok(endpoint) => {
+                    session::Session {
+                        settings: &self.settings,
+                        url: &identity.cluster_url,
+                        endpoint: &endpoint,
+                        applier: &self.applier,
+                        backoff: &mut backoff,
+                        identity: &mut identity_rx,
+                    }
+                    .run(&shutdown)
+                    .await
+                }
+                Err(error) => Err(session::SessionFailure {
+                    connected: false,
+                    diagnosis: cluster::Diagnosis {
+                        kind: cluster::FailureKind::Other,
+                        message: error.to_string(),
+                    },
+                }),
+            };
             self.applier.status.send_modify(|s| s.connected = false);
             match outcome {
-                Ok(()) => break,
+                Ok(session::SessionEnd::Shutdown) => break,
+                Ok(session::SessionEnd::IdentityChanged) => {
+                    backoff.reset();
+                    continue;
+                }
                 Err(failure) => {
-                    failure.log();
+                    let expired = identity.cert.not_after <= OffsetDateTime::now_utc();
+                    let first_refusal = failure.diagnosis.kind
+                        == cluster::FailureKind::CertificateRefused
+                        && expired_refusal_logged.as_ref() != Some(&identity.cert.serial);
+                    if !expired {
+                        failure.log();
+                    } else if first_refusal {
+                        failure.log();
+                        expired_refusal_logged = Some(identity.cert.serial.clone());
+                    } else {
+                        tracing::debug!(reason = %failure.diagnosis.message, "Cannot sync with an expired certificate.");
+                    }
                     self.applier
                         .status
                         .send_modify(|s| s.last_error = Some(failure.diagnosis.message.clone()));
@@ -235,37 +304,9 @@ impl SyncClient {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
+                () = lifecycle::changed(&mut identity_rx) => backoff.reset(),
             }
         }
         tracing::info!("Sync client stopped.");
-    }
-
-    fn check_certificate_before_connecting(&self) {
-        if self.cert_expires_at <= OffsetDateTime::now_utc() {
-            tracing::error!(
-                event = "cert.expired",
-                cert_expires_at = %licsync_common::time_fmt::rfc3339(self.cert_expires_at),
-                "This data plane's client certificate expired at {}; the control plane will refuse it. Run `licsync-dp registration renew (--username U --password P | --client-id I --client-secret S) <registration file>` to get a new one.",
-                licsync_common::time_fmt::go_utc(self.cert_expires_at),
-            );
-        }
-    }
-
-    fn warn_if_expiring_soon(&self) {
-        let left = self.cert_expires_at - OffsetDateTime::now_utc();
-        if left.is_positive() && left < time::Duration::days(14) {
-            let left = if left.whole_days() >= 1 {
-                format!("{} days", left.whole_days())
-            } else if left.whole_hours() >= 1 {
-                format!("{} hours", left.whole_hours())
-            } else {
-                format!("{} minutes", left.whole_minutes())
-            };
-            tracing::warn!(
-                event = "cert.expiring",
-                cert_expires_at = %licsync_common::time_fmt::rfc3339(self.cert_expires_at),
-                "This data plane's client certificate expires in {left}; renew it with `licsync-dp registration renew`.",
-            );
-        }
     }
 }

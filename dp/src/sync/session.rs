@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use super::{Applier, Backoff, SyncSettings};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{Applier, Backoff, Identity, SyncSettings, lifecycle};
 use crate::cluster::{self, ClusterUrl, Diagnosis, FailureKind};
 use crate::state::DpState;
 
@@ -55,23 +59,38 @@ impl SessionFailure {
     }
 }
 
+/// Why a stream ended without failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SessionEnd {
+    Shutdown,
+    /// A rotated or reloaded certificate is to be used: reconnect with it at once.
+    IdentityChanged,
+}
+
 pub(super) struct Session<'a> {
     pub settings: &'a SyncSettings,
+    /// Where `endpoint` leads, for messages.
+    pub url: &'a ClusterUrl,
     pub endpoint: &'a Endpoint,
     pub applier: &'a Applier,
     pub backoff: &'a mut Backoff,
+    /// Ends the stream when it changes.
+    pub identity: &'a mut watch::Receiver<Arc<Identity>>,
 }
 
 impl Session<'_> {
-    /// `Ok` when shutdown ended the stream.
-    pub(super) async fn run(self, shutdown: &CancellationToken) -> Result<(), SessionFailure> {
-        let url = &self.settings.cluster_url;
+    pub(super) async fn run(
+        self,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, SessionFailure> {
+        let url = self.url;
         let not_connected = |diagnosis| SessionFailure {
             connected: false,
             diagnosis,
         };
         let channel = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            () = lifecycle::changed(self.identity) => return Ok(SessionEnd::IdentityChanged),
             result = self.endpoint.connect() => {
                 result.map_err(|e| not_connected(cluster::diagnose(&e, url)))?
             }
@@ -85,7 +104,8 @@ impl Session<'_> {
         let mut client =
             LicenseSyncClient::new(channel).max_decoding_message_size(MAX_UPDATE_BYTES);
         let response = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            () = lifecycle::changed(self.identity) => return Ok(SessionEnd::IdentityChanged),
             result = client.sync(ReceiverStream::new(rx)) => {
                 result.map_err(|status| not_connected(from_status(&status, url)))?
             }
@@ -116,7 +136,15 @@ impl Session<'_> {
                         reason = "shutting down",
                         "Disconnected from the control plane."
                     );
-                    return Ok(());
+                    return Ok(SessionEnd::Shutdown);
+                }
+                () = lifecycle::changed(self.identity) => {
+                    tracing::info!(
+                        event = "dataplane.disconnected",
+                        reason = "new certificate",
+                        "Disconnecting to reconnect with the new certificate."
+                    );
+                    return Ok(SessionEnd::IdentityChanged);
                 }
                 _ = heartbeat.tick() => {
                     send(&tx, heartbeat_message(), url).map_err(disconnected)?;

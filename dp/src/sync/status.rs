@@ -6,6 +6,11 @@ use serde::Serialize;
 /// The agent's view of its link to the control plane.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SyncStatus {
+    /// The data plane this agent currently is (it changes when a registration file for
+    /// another data plane is put in place).
+    pub dataplane_id: String,
+    /// The cluster URL currently used.
+    pub cluster_url: String,
     /// A `Sync` stream is open.
     pub connected: bool,
     /// Unix seconds of the last update applied (kept across restarts).

@@ -9,6 +9,7 @@
 //! as a restarted process would be.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod events;
 
 use std::collections::BTreeMap;
@@ -205,7 +206,13 @@ impl ControlPlane {
     /// operator restarting the process would. Retries while the old one still holds the ports
     /// or the database (its stream tasks end just after it does).
     pub async fn restart(self) -> Self {
-        let config = self.config.clone();
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`ControlPlane::restart`] with a changed configuration (same data dir and ports).
+    pub async fn restart_with(self, change: impl FnOnce(&mut CpConfig)) -> Self {
+        let mut config = self.config.clone();
+        change(&mut config);
         self.shutdown().await;
         let deadline = Instant::now() + GUARD;
         loop {
@@ -263,6 +270,19 @@ impl ControlPlane {
         (status, value)
     }
 
+    /// The cluster URL the control plane advertises (`cluster_url` of a registration token).
+    pub async fn advertised_url(&self) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/registration-tokens",
+                Some(json!({ "name": "url probe" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["cluster_url"].as_str().unwrap().to_owned()
+    }
+
     /// `POST /registration-tokens` for a token good for `max_uses` registrations.
     pub async fn registration_token(&self, max_uses: u32) -> RegistrationToken {
         let (status, body) = self
@@ -277,6 +297,37 @@ impl ControlPlane {
             secret: body["token"].as_str().unwrap().to_owned(),
             ca_hash: format!("sha256:{}", body["ca_cert_sha256"].as_str().unwrap()),
         }
+    }
+
+    /// `POST /users` for an admin user, who may renew data planes.
+    pub async fn create_admin_user(&self, username: &str, password: &str) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/users",
+                Some(json!({ "username": username, "password": password, "role": "admin" })),
+            )
+            .await;
+        assert!(status.is_success(), "POST /users: {status} {body}");
+    }
+
+    /// `POST /connected-apps` with `scopes`; returns its client id and secret.
+    pub async fn create_app(&self, name: &str, scopes: &[&str]) -> (String, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/connected-apps",
+                Some(json!({ "name": name, "scopes": scopes })),
+            )
+            .await;
+        assert!(status.is_success(), "POST /connected-apps: {status} {body}");
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+                .to_owned()
+        };
+        (field("client_id"), field("client_secret"))
     }
 
     /// `POST /licenses`; returns the new license's id.
