@@ -23,7 +23,7 @@ use licsync_common::pki::{CertInfo, PkiError};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use crate::cluster::{
@@ -110,6 +110,9 @@ pub struct SyncClient {
     applier: Applier,
     status: watch::Receiver<SyncStatus>,
     licenses: watch::Receiver<Arc<DpState>>,
+    /// The connection of the current stream (`None` while disconnected), for the other calls
+    /// that travel on it (usage reports).
+    channel: watch::Sender<Option<Channel>>,
     loaded: bool,
 }
 
@@ -148,6 +151,7 @@ impl SyncClient {
             applier,
             status,
             licenses,
+            channel: watch::Sender::new(None),
             loaded: false,
         })
     }
@@ -185,6 +189,13 @@ impl SyncClient {
         self.licenses.clone()
     }
 
+    /// The connection the current stream runs on, `None` while disconnected: other calls to
+    /// the control plane (usage reports) use it, so they follow the client's identity and TLS
+    /// set-up and never open a connection of their own.
+    pub fn cluster_channel(&self) -> watch::Receiver<Option<Channel>> {
+        self.channel.subscribe()
+    }
+
     /// Keeps the stream up until `shutdown` is cancelled. Never gives up: a control plane that
     /// is down, or that refuses us, is retried with backoff (and logged each time).
     ///
@@ -217,9 +228,11 @@ impl SyncClient {
                 endpoint: &self.endpoint,
                 applier: &self.applier,
                 backoff: &mut backoff,
+                channel: &self.channel,
             }
             .run(&shutdown)
             .await;
+            self.channel.send_replace(None);
             self.applier.status.send_modify(|s| s.connected = false);
             match outcome {
                 Ok(()) => break,

@@ -13,11 +13,12 @@ use tokio::sync::mpsc;
 
 /// Largest update accepted from the control plane.
 const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use super::{Applier, Backoff, SyncSettings};
 use crate::cluster::{self, ClusterUrl, Diagnosis, FailureKind};
@@ -60,6 +61,8 @@ pub(super) struct Session<'a> {
     pub endpoint: &'a Endpoint,
     pub applier: &'a Applier,
     pub backoff: &'a mut Backoff,
+    /// Where the connection is published for usage reports.
+    pub channel: &'a watch::Sender<Option<Channel>>,
 }
 
 impl Session<'_> {
@@ -76,6 +79,7 @@ impl Session<'_> {
                 result.map_err(|e| not_connected(cluster::diagnose(&e, url)))?
             }
         };
+        self.channel.send_replace(Some(channel.clone()));
         let held = self.applier.state.borrow().clone();
         let (tx, rx) = mpsc::channel::<DataPlaneMessage>(16);
         // Cannot fail: the receiver is alive and the channel empty.

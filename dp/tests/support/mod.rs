@@ -9,6 +9,7 @@
 //! as a restarted process would be.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod events;
 
 use std::collections::BTreeMap;
@@ -53,11 +54,17 @@ impl Issuer {
 
     /// A valid license document for `customer`.
     pub fn license(&self, customer: &str) -> String {
+        self.license_expiring(customer, "2099-12-31")
+    }
+
+    /// A valid license document for `customer` whose `license_expiration_date` is
+    /// `expiration` (`YYYY-MM-DD`).
+    pub fn license_expiring(&self, customer: &str, expiration: &str) -> String {
         let payload: BTreeMap<String, String> = [
             ("customer", customer),
             ("license_key", "KEY-0001"),
             ("license_creation_date", "2024-01-01"),
-            ("license_expiration_date", "2099-12-31"),
+            ("license_expiration_date", expiration),
             ("dataplanes", "5"),
         ]
         .into_iter()
