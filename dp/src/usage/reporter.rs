@@ -84,7 +84,13 @@ impl Reporter {
             let Some(channel) = self.current_channel(&shutdown, &mut failures).await else {
                 return;
             };
-            match self.send(channel, &counts).await {
+            // A call stuck on an unresponsive control plane must not hold up shutdown: what
+            // it carried is durable and is reported after the restart.
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => return,
+                outcome = self.send(channel, &counts) => outcome,
+            };
+            match outcome {
                 Ok(recorded) => {
                     self.confirmed(&counts, &recorded);
                     if std::mem::take(&mut failing) {
