@@ -8,9 +8,11 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use licsync_common::duration::HumanDuration;
+use licsync_dp::clock::ManualClock;
 use licsync_dp::config::{DpConfig, SyncConfig, UsageConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -20,6 +22,7 @@ use support::agent::{
 use support::events::Events;
 use support::{ControlPlane, ControlPlaneBuilder, Issuer, eventually};
 use time::OffsetDateTime;
+use time::macros::datetime;
 
 /// The UTC month now, as the agent buckets it.
 fn this_month() -> String {
@@ -152,6 +155,42 @@ async fn post_usage_counts_valid_increments_and_refuses_every_bad_body_with_the_
             .unwrap();
     assert_eq!(file["epoch"], usage["epoch"]);
     assert_eq!(file["buckets"][0]["request_count"], 1_000_000_003);
+    agent.stop().await;
+    cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_before_and_after_midnight_utc_on_the_first_land_in_different_months() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+        .start()
+        .await;
+    cp.register(&dir.path().join("dp")).await;
+    let clock = ManualClock::new(datetime!(2026-12-31 23:59:59.900 UTC));
+    let config = agent_config(&dir.path().join("dp"));
+    let agent = InProcessAgent::start_with_clock(config.clone(), Arc::new(clock.clone())).await;
+    let (_, answer) = agent.api.post_usage(r#"{"request_count": 4}"#).await;
+    assert_eq!(answer["bucket"], "2026-12");
+    clock.set(datetime!(2027-01-01 00:00:00 UTC));
+    let (_, answer) = agent.api.post_usage(r#"{"request_count": 6}"#).await;
+    assert_eq!(answer["bucket"], "2027-01");
+    agent.stop().await;
+
+    // Both months are on disk, newest first.
+    let agent = InProcessAgent::start_with_clock(config, Arc::new(clock)).await;
+    let usage = agent.api.usage().await;
+    let months: Vec<(&str, u64)> = usage["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["bucket"].as_str().unwrap(),
+                b["request_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(months, [("2027-01", 6), ("2026-12", 4)], "{usage}");
     agent.stop().await;
     cp.shutdown().await;
 }

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use licsync_common::pki::CertificateAuthority;
+use licsync_dp::clock::SharedClock;
 use licsync_dp::config::DpConfig;
 use licsync_dp::registration::RegistrationFile;
 use nix::sys::signal::{Signal, kill};
@@ -157,13 +158,19 @@ pub struct InProcessAgent {
 
 impl InProcessAgent {
     pub async fn start(config: DpConfig) -> Self {
+        Self::start_with_clock(config, licsync_dp::clock::system()).await
+    }
+
+    /// An agent whose calendar (usage months, license expiry) is `clock`.
+    pub async fn start_with_clock(config: DpConfig, clock: SharedClock) -> Self {
         let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = LocalApi::new(format!("http://{}", local.local_addr().unwrap()));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(licsync_dp::agent::run(
+        let task = tokio::spawn(licsync_dp::agent::run_with_clock(
             config,
             local,
             stop.clone().cancelled_owned(),
+            clock,
         ));
         api.wait_until_up().await;
         Self { api, stop, task }
