@@ -4,7 +4,9 @@
 //! Order matters: the local API answers (`/health/ready` says 503) while the saved state is
 //! loaded and the license file brought in line with it; only then does the sync client
 //! connect. A restarted agent therefore serves its last license even when the control plane
-//! is down.
+//! is down. The usage counters are opened (or their epoch created) before anything can count,
+//! and on shutdown they are flushed once more after the local API and the statsd listener
+//! have stopped, so a clean stop loses no request.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,21 +14,40 @@ use std::sync::Arc;
 use anyhow::Context;
 use licsync_common::fsutil;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clock::{self, SharedClock};
 use crate::config::DpConfig;
+use crate::license_expiry;
 use crate::local_api::{self, LocalApi};
 use crate::output::LicenseFile;
 use crate::registration::RegistrationFile;
 use crate::state::FileStateStore;
-use crate::sync::{RegistrationWatch, SyncClient, SyncSettings};
+use crate::sync::{Backoff, RegistrationWatch, SyncClient, SyncSettings};
+use crate::usage::http::UsageApi;
+use crate::usage::reporter::Reporter;
+use crate::usage::statsd::StatsdListener;
+use crate::usage::statsd::pattern::MetricFilter;
+use crate::usage::{self, UsageCounter, UsageStore};
 
-/// Runs the agent until `shutdown` completes, then stops the sync stream and the local API.
+/// Runs the agent until `shutdown` completes, then stops the sync stream and the local API
+/// and flushes the usage counters.
 pub async fn run(
     config: DpConfig,
     local: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with_clock(config, local, shutdown, clock::system()).await
+}
+
+/// [`run`] with the calendar time taken from `clock` (usage months, license expiry).
+pub async fn run_with_clock(
+    config: DpConfig,
+    local: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: SharedClock,
 ) -> anyhow::Result<()> {
     let registration = RegistrationFile::load(&config.registration_file)?;
     fsutil::ensure_private_dir(&config.data_dir).with_context(|| {
@@ -39,6 +60,7 @@ pub async fn run(
         .with_context(|| format!("registration file {}", config.registration_file.display()))?;
     settings.follow_control_plane_keys =
         config.license.follow_control_plane_keys && config.license.trusted_keys.is_empty();
+    let cluster_url = settings.cluster_url.clone();
     let output = LicenseFile::new(
         config.output_path(),
         &config.license.reload_command,
@@ -54,6 +76,34 @@ pub async fn run(
             keys_from_file: config.license.trusted_keys.is_empty(),
         });
 
+    let (counter, created) =
+        UsageCounter::open(UsageStore::new(config.usage_path()), clock.clone()).await?;
+    if created {
+        tracing::info!(
+            event = "usage.epoch_created",
+            epoch = %counter.epoch(),
+            path = %config.usage_path().display(),
+            "Counting requests under a new usage epoch."
+        );
+    }
+    let statsd = match config.usage.statsd_listen {
+        None => None,
+        Some(addr) => {
+            // Validated with the configuration.
+            let filter =
+                MetricFilter::parse(&config.usage.statsd_patterns, &config.usage.statsd_exclude)?;
+            Some(
+                StatsdListener::bind(addr, filter, counter.clone())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen for statsd on usage.statsd_listen {addr}; choose another address or leave the key out"
+                        )
+                    })?,
+            )
+        }
+    };
+
     let token = CancellationToken::new();
     let stop = token.clone();
     tokio::spawn(async move {
@@ -68,16 +118,30 @@ pub async fn run(
         license_path: config.output_path(),
         status: client.status(),
         licenses: client.licenses(),
+        usage: UsageApi {
+            counter: counter.clone(),
+            statsd: statsd.as_ref().map(StatsdListener::handle),
+            flush_interval: config.usage.flush_interval.0,
+            report_interval: config.usage.report_interval.0,
+        },
     };
     let mut api_task = tokio::spawn(
         local_api::serve(local, api, token.clone().cancelled_owned())
             .instrument(tracing::info_span!("local_api")),
     );
+    let statsd_task = statsd.map(|listener| {
+        tokio::spawn(
+            listener
+                .run(token.clone())
+                .instrument(tracing::info_span!("statsd")),
+        )
+    });
     tracing::info!(
         event = "dp.started",
         dataplane.id = %registration.dataplane_id,
         cluster.url = %registration.cluster_url,
         local.addr = %local_addr,
+        usage.epoch = %counter.epoch(),
         version = licsync_common::VERSION,
         "licsync-dp starting."
     );
@@ -85,8 +149,35 @@ pub async fn run(
     if let Err(error) = client.load().await {
         token.cancel();
         let _ = api_task.await;
+        finish_usage(&counter, statsd_task, Vec::new()).await?;
         return Err(error.into());
     }
+    let background = vec![
+        tokio::spawn(
+            usage::run_flusher(
+                counter.clone(),
+                config.usage.flush_interval.0,
+                token.clone(),
+            )
+            .instrument(tracing::info_span!("usage_flush")),
+        ),
+        tokio::spawn(
+            Reporter {
+                counter: counter.clone(),
+                channel: client.cluster_channel(),
+                sync_status: client.status(),
+                cluster_url,
+                report_interval: config.usage.report_interval.0,
+                backoff: Backoff::new(config.sync.backoff_initial.0, config.sync.backoff_max.0),
+            }
+            .run(token.clone())
+            .instrument(tracing::info_span!("usage_report")),
+        ),
+        tokio::spawn(
+            license_expiry::run(client.licenses(), clock, token.clone())
+                .instrument(tracing::info_span!("license_expiry")),
+        ),
+    ];
     let mut sync_task = tokio::spawn(client.run(token.clone()));
 
     let result = tokio::select! {
@@ -108,6 +199,40 @@ pub async fn run(
             }
         }
     };
+    let flushed = finish_usage(&counter, statsd_task, background).await;
     tracing::info!("licsync-dp stopped.");
-    result
+    result.and(flushed)
+}
+
+/// Once nothing counts any more (local API and statsd listener stopped), writes what is left
+/// and waits for the usage tasks. A failure here loses counts, so it fails the run.
+async fn finish_usage(
+    counter: &UsageCounter,
+    statsd: Option<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    if let Some(task) = statsd {
+        let _ = task.await;
+    }
+    let flushed = counter.flush().await;
+    for task in background {
+        let _ = task.await;
+    }
+    match flushed {
+        Ok(written) => {
+            tracing::info!(
+                event = "usage.flushed",
+                written,
+                epoch = %counter.epoch(),
+                "Usage counters saved."
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let lost = counter.snapshot().unflushed;
+            tracing::error!(event = "usage.flush_failed", %error, lost, "The last usage counts could not be saved.");
+            Err(anyhow::Error::new(error)
+                .context(format!("{lost} counted requests were not saved")))
+        }
+    }
 }

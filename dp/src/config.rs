@@ -14,6 +14,8 @@ use licsync_common::license::TrustedKeys;
 use licsync_common::telemetry::LogConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::usage::statsd::pattern::MetricFilter;
+
 /// The name looked for in the working directory when neither `--config` nor
 /// `LICSYNC_DP_CONFIG` is given.
 pub const DEFAULT_FILE_NAME: &str = "licsync-dp.toml";
@@ -29,6 +31,7 @@ pub struct DpConfig {
     pub license: LicenseConfig,
     pub local: LocalConfig,
     pub sync: SyncConfig,
+    pub usage: UsageConfig,
     pub log: LogConfig,
 }
 
@@ -40,6 +43,7 @@ impl Default for DpConfig {
             license: LicenseConfig::default(),
             local: LocalConfig::default(),
             sync: SyncConfig::default(),
+            usage: UsageConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -131,6 +135,47 @@ impl Default for SyncConfig {
     }
 }
 
+/// `[usage]`: counting the gateway's requests and reporting them to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// How often counted requests are written to `<data_dir>/usage.json`: what a power loss
+    /// may cost at most. A clean shutdown writes everything.
+    pub flush_interval: HumanDuration,
+    /// How often the counts are reported even when nothing changed (they are also reported
+    /// soon after each flush that wrote new counts, and on every new connection).
+    pub report_interval: HumanDuration,
+    /// UDP address of the statsd listener; `None` (the default) runs none.
+    pub statsd_listen: Option<SocketAddr>,
+    /// Names of the statsd counters that count gateway requests; `*` is one whole
+    /// dot-separated segment (see [`crate::usage::statsd::pattern`]).
+    pub statsd_patterns: Vec<String>,
+    /// Counters matching one of these are not counted even when a pattern matches them.
+    pub statsd_exclude: Vec<String>,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            flush_interval: HumanDuration(Duration::from_secs(1)),
+            report_interval: HumanDuration(Duration::from_secs(10)),
+            statsd_listen: None,
+            statsd_patterns: strings(&[
+                // Kong's statsd plugin, one counter per request whatever its scope.
+                "kong.service.*.request.count",
+                "kong.global.unmatched.request.count",
+                "kong.node.*.service.*.request.count",
+                "kong.node.*.global.unmatched.request.count",
+                "kong.request.count",
+                // Envoy's statsd sink: requests received, once each.
+                "envoy.http.*.downstream_rq_total",
+            ]),
+            statsd_exclude: strings(&["envoy.http.admin.downstream_rq_total"]),
+        }
+    }
+}
+
 impl DpConfig {
     /// Loads `path` (defaults when `None`) and checks the values that parse but cannot work.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -159,6 +204,11 @@ impl DpConfig {
         self.data_dir.join("dp-state.json")
     }
 
+    /// `<data_dir>/usage.json`.
+    pub fn usage_path(&self) -> PathBuf {
+        self.data_dir.join("usage.json")
+    }
+
     fn validate(&self, path: Option<&Path>) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             path: path.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_owned),
@@ -177,6 +227,8 @@ impl DpConfig {
                 self.sync.registration_check_interval,
             ),
             ("license.reload_timeout", self.license.reload_timeout),
+            ("usage.flush_interval", self.usage.flush_interval),
+            ("usage.report_interval", self.usage.report_interval),
         ];
         for (key, value) in positive {
             if value.0.is_zero() {
@@ -209,6 +261,16 @@ impl DpConfig {
         }
         TrustedKeys::parse(&self.license.trusted_keys)
             .map_err(|e| invalid("license.trusted_keys", e.to_string()))?;
+        MetricFilter::parse(&self.usage.statsd_patterns, &[])
+            .map_err(|e| invalid("usage.statsd_patterns", e.to_string()))?;
+        MetricFilter::parse(&[], &self.usage.statsd_exclude)
+            .map_err(|e| invalid("usage.statsd_exclude", e.to_string()))?;
+        if self.usage.statsd_listen.is_some() && self.usage.statsd_patterns.is_empty() {
+            return Err(invalid(
+                "usage.statsd_patterns",
+                "is empty, so the statsd listener would count nothing; list the request counters, e.g. [\"kong.service.*.request.count\"], or leave usage.statsd_listen out".into(),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             invalid(
                 "log.level",
@@ -274,6 +336,13 @@ mod tests {
             connect_timeout = "3s"
             rotate_certificate = false
             registration_check_interval = "1m"
+
+            [usage]
+            flush_interval = "250ms"
+            report_interval = "1m"
+            statsd_listen = "127.0.0.1:8125"
+            statsd_patterns = ["kong.service.*.request.count"]
+            statsd_exclude = []
             [log]
             level = "debug"
             format = "json"
@@ -291,6 +360,15 @@ mod tests {
         assert_eq!(
             config.sync.registration_check_interval.0,
             Duration::from_secs(60)
+        );
+        assert_eq!(config.usage.flush_interval.0, Duration::from_millis(250));
+        assert_eq!(
+            config.usage.statsd_listen,
+            Some("127.0.0.1:8125".parse().unwrap())
+        );
+        assert_eq!(
+            config.usage_path(),
+            PathBuf::from("/var/lib/licsync/usage.json")
         );
     }
 
@@ -326,6 +404,28 @@ mod tests {
             (
                 "[sync]\nregistration_check_interval = \"0s\"\n",
                 "sync.registration_check_interval",
+            ),
+            ("[usage]\nflush_intervall = \"1s\"\n", "flush_intervall"),
+            ("[usage]\nflush_interval = \"0s\"\n", "usage.flush_interval"),
+            (
+                "[usage]\nreport_interval = \"0s\"\n",
+                "usage.report_interval",
+            ),
+            (
+                "[usage]\nstatsd_listen = \"localhost:8125\"\n",
+                "key 'usage.statsd_listen'",
+            ),
+            (
+                "[usage]\nstatsd_patterns = [\"kong.**.count\"]\n",
+                "usage.statsd_patterns",
+            ),
+            (
+                "[usage]\nstatsd_exclude = [\"a..b\"]\n",
+                "usage.statsd_exclude",
+            ),
+            (
+                "[usage]\nstatsd_listen = \"127.0.0.1:8125\"\nstatsd_patterns = []\n",
+                "would count nothing",
             ),
         ];
         for (text, expected) in cases {

@@ -4,7 +4,9 @@
 //! # Layout
 //! - Domain: [`state`] (what the agent holds, behind the [`state::StateStore`] trait with a
 //!   file and an in-memory backend), [`output`] (which held license is active, the license
-//!   file the gateway reads and the reload command).
+//!   file the gateway reads and the reload command), [`usage`] (request counting, durable
+//!   monthly counters, exactly-once reporting), [`license_expiry`] (expiry warnings on Kong's
+//!   schedule), [`clock`] (injectable calendar time).
 //! - Adapters: [`cluster`] (how the control plane's cluster listener is reached: URL, TLS and
 //!   TLS failures in operator words), [`sync`] (the reconnecting `LicenseSync` client and,
 //!   beside it, the certificate's lifecycle: rotation, hot reload of the registration file,
@@ -20,13 +22,16 @@
 
 pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod license_expiry;
 pub mod local_api;
 pub mod output;
 pub mod registration;
 pub mod state;
 pub mod sync;
+pub mod usage;
 
 /// This machine's host name, as sent to the control plane (`Hello`, `Register`).
 ///

@@ -4,12 +4,14 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /license` | the active license and its metadata, or 404 before one was received |
-//! | `GET /status` | connection, last sync, revision, certificate expiry |
+//! | `GET /status` | connection, last sync, revision, certificate expiry, usage counting and reporting |
+//! | `POST /usage` | counts gateway requests ([`crate::usage::http`]) |
+//! | `GET /usage` | the usage counters and what the control plane confirmed |
 //! | `GET /health/live` | 200 while the process runs |
 //! | `GET /health/ready` | 200 once the state is loaded and the license file is in line, else 503 |
 //!
-//! It only reads what the sync client publishes through `watch` channels, so it never waits
-//! on the control plane.
+//! It only reads what the sync client publishes through `watch` channels and the in-memory
+//! usage counters, so it never waits on the control plane or the disk.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -17,16 +19,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::state::DpState;
 use crate::sync::SyncStatus;
+use crate::usage::http::{self as usage_http, UsageApi};
 
 /// What the local API reads.
 #[derive(Clone)]
@@ -35,6 +38,13 @@ pub struct LocalApi {
     pub license_path: PathBuf,
     pub status: watch::Receiver<SyncStatus>,
     pub licenses: watch::Receiver<Arc<DpState>>,
+    pub usage: UsageApi,
+}
+
+impl FromRef<LocalApi> for UsageApi {
+    fn from_ref(api: &LocalApi) -> Self {
+        api.usage.clone()
+    }
 }
 
 /// The routes, for serving or for calling in tests.
@@ -42,6 +52,10 @@ pub fn router(api: LocalApi) -> Router {
     Router::new()
         .route("/license", get(license))
         .route("/status", get(status))
+        .route(
+            "/usage",
+            post(usage_http::post_usage).get(usage_http::get_usage),
+        )
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .fallback(not_found)
@@ -96,6 +110,7 @@ async fn status(State(api): State<LocalApi>) -> Response {
         "ready": status.ready(),
         "last_error": status.last_error,
         "licenses_resent": status.licenses_resent,
+        "usage": api.usage.status(),
     }))
     .into_response()
 }
@@ -128,7 +143,7 @@ async fn not_found() -> Response {
 async fn method_not_allowed() -> Response {
     message(
         StatusCode::METHOD_NOT_ALLOWED,
-        "Method not allowed; the local API is read-only",
+        "Method not allowed; see the local API's routes in the licsync-dp documentation",
     )
 }
 
@@ -140,6 +155,7 @@ mod tests {
 
     use super::*;
     use crate::state::HeldLicense;
+    use crate::usage::{UsageCounter, UsageStore};
 
     async fn get_json(router: &Router, path: &str) -> (StatusCode, Value) {
         let response = router
@@ -156,6 +172,13 @@ mod tests {
 
     #[tokio::test]
     async fn answers_reflect_what_the_sync_client_publishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (counter, _) = UsageCounter::open(
+            UsageStore::new(dir.path().join("usage.json")),
+            crate::clock::system(),
+        )
+        .await
+        .unwrap();
         let (status_tx, status) = watch::channel(SyncStatus {
             dataplane_id: "dp-1".into(),
             cluster_url: "https://cp:8005".into(),
@@ -166,6 +189,12 @@ mod tests {
             license_path: PathBuf::from("/etc/kong/license.json"),
             status,
             licenses,
+            usage: UsageApi {
+                counter: counter.clone(),
+                statsd: None,
+                flush_interval: std::time::Duration::from_secs(1),
+                report_interval: std::time::Duration::from_secs(10),
+            },
         });
 
         let (code, body) = get_json(&router, "/license").await;
@@ -216,6 +245,7 @@ mod tests {
         ] {
             assert_eq!(body[key], value, "{key}");
         }
+        assert_eq!(body["usage"]["epoch"], counter.epoch());
         assert_eq!(get_json(&router, "/health/ready").await.0, StatusCode::OK);
 
         let (code, body) = get_json(&router, "/nope").await;

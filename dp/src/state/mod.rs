@@ -6,9 +6,8 @@
 //!
 //! Storage is behind [`StateStore`]: [`FileStateStore`] for the agent (one JSON file replaced
 //! atomically), [`MemoryStateStore`] for tests and the fleet benchmark. The whole state is
-//! saved at once: it is a handful of small documents. Usage counters will join [`DpState`] as a
-//! `#[serde(default)]` field, so files written before them still load; counters that change on
-//! every request should be flushed on a timer, not per request.
+//! saved at once: it is a handful of small documents. Usage counters, which change on every
+//! request, live in a file of their own and are flushed on a timer ([`crate::usage`]).
 
 mod file;
 mod memory;

@@ -27,6 +27,7 @@ use licsync_common::pki::PkiError;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::cluster::{
@@ -118,6 +119,9 @@ pub struct SyncClient {
     applier: Applier,
     status: watch::Receiver<SyncStatus>,
     licenses: watch::Receiver<Arc<DpState>>,
+    /// The connection of the current stream (`None` while disconnected), for the other calls
+    /// that travel on it (usage reports).
+    channel: watch::Sender<Option<Channel>>,
     loaded: bool,
 }
 
@@ -157,6 +161,7 @@ impl SyncClient {
             applier,
             status,
             licenses,
+            channel: watch::Sender::new(None),
             loaded: false,
         })
     }
@@ -205,6 +210,13 @@ impl SyncClient {
     /// The identity connections are made with, updated by rotation and reload.
     pub fn identity(&self) -> watch::Receiver<Arc<Identity>> {
         self.identity.clone()
+    }
+
+    /// The connection the current stream runs on, `None` while disconnected: other calls to
+    /// the control plane (usage reports) use it, so they follow the client's identity and TLS
+    /// set-up and never open a connection of their own.
+    pub fn cluster_channel(&self) -> watch::Receiver<Option<Channel>> {
+        self.channel.subscribe()
     }
 
     /// Keeps the stream up until `shutdown` is cancelled. Never gives up: a control plane that
@@ -262,6 +274,7 @@ impl SyncClient {
                         applier: &self.applier,
                         backoff: &mut backoff,
                         identity: &mut identity_rx,
+                        channel: &self.channel,
                     }
                     .run(&shutdown)
                     .await
@@ -274,6 +287,7 @@ impl SyncClient {
                     },
                 }),
             };
+            self.channel.send_replace(None);
             self.applier.status.send_modify(|s| s.connected = false);
             match outcome {
                 Ok(session::SessionEnd::Shutdown) => break,

@@ -1,6 +1,7 @@
 //! One `Sync` stream, from connecting to its end: `Hello` with what is held, then updates
 //! answered with `Ack`/`Nack` and heartbeats, until the stream fails or shutdown is signalled.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
@@ -10,22 +11,19 @@ use licsync_common::proto::{
 };
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-
-/// Largest update accepted from the control plane.
-const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Endpoint;
-
-use std::sync::Arc;
-
-use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
 
 use super::{Applier, Backoff, Identity, SyncSettings, lifecycle};
 use crate::cluster::{self, ClusterUrl, Diagnosis, FailureKind};
 use crate::state::DpState;
+
+/// Largest update accepted from the control plane.
+const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
 
 /// How long a `Nack` sent just before giving up on a stream gets to reach the control plane.
 const NACK_GRACE: Duration = Duration::from_secs(1);
@@ -76,6 +74,8 @@ pub(super) struct Session<'a> {
     pub backoff: &'a mut Backoff,
     /// Ends the stream when it changes.
     pub identity: &'a mut watch::Receiver<Arc<Identity>>,
+    /// Where the connection is published for usage reports.
+    pub channel: &'a watch::Sender<Option<Channel>>,
 }
 
 impl Session<'_> {
@@ -95,6 +95,7 @@ impl Session<'_> {
                 result.map_err(|e| not_connected(cluster::diagnose(&e, url)))?
             }
         };
+        self.channel.send_replace(Some(channel.clone()));
         let held = self.applier.state.borrow().clone();
         let (tx, rx) = mpsc::channel::<DataPlaneMessage>(16);
         // Cannot fail: the receiver is alive and the channel empty.

@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod events;
+pub mod usage_agent;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -54,11 +55,17 @@ impl Issuer {
 
     /// A valid license document for `customer`.
     pub fn license(&self, customer: &str) -> String {
+        self.license_expiring(customer, "2099-12-31")
+    }
+
+    /// A valid license document for `customer` whose `license_expiration_date` is
+    /// `expiration` (`YYYY-MM-DD`).
+    pub fn license_expiring(&self, customer: &str, expiration: &str) -> String {
         let payload: BTreeMap<String, String> = [
             ("customer", customer),
             ("license_key", "KEY-0001"),
             ("license_creation_date", "2024-01-01"),
-            ("license_expiration_date", "2099-12-31"),
+            ("license_expiration_date", expiration),
             ("dataplanes", "5"),
         ]
         .into_iter()

@@ -1,0 +1,307 @@
+//! The usage counters on disk: `<data_dir>/usage.json`, mode 0600, replaced atomically and
+//! durably (temporary file, fsync, rename, directory fsync), so a crash leaves the previous
+//! counts or the new ones, never a torn file.
+//!
+//! The file carries the **epoch**: a UUID drawn when the file is first created. Counts are
+//! cumulative within an epoch, and the control plane keeps the maximum it has seen per
+//! (data plane, epoch, bucket). A data dir that is wiped (or a file moved aside) starts a new
+//! epoch from zero, which the control plane adds to what the old epoch reported, instead of
+//! a count that restarted below what the control plane already holds and went unnoticed.
+//!
+//! Its own file, not a field of `dp-state.json`: the counters are rewritten every flush
+//! interval while the license state changes rarely, and a damaged counter file must never
+//! stop the license from being served (nor the other way round).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use licsync_common::fsutil;
+use serde::{Deserialize, Serialize};
+
+use super::Bucket;
+
+/// Version of the on-disk layout, written in every usage file.
+pub const USAGE_FORMAT: u32 = 1;
+
+/// What one bucket holds on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketTotals {
+    /// Requests counted in this month since the epoch began, durable.
+    pub request_count: u64,
+    /// What the control plane last confirmed holding for this bucket (its receipt), if it
+    /// ever did. Informational, and what allows an old bucket to be pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<u64>,
+}
+
+impl BucketTotals {
+    /// The control plane has confirmed at least everything counted here.
+    pub fn confirmed(&self) -> bool {
+        self.reported.is_some_and(|r| r >= self.request_count)
+    }
+}
+
+/// The whole `usage.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageFile {
+    pub format: u32,
+    /// UUID, drawn when this file was first created.
+    pub epoch: String,
+    /// Unix seconds when the epoch began.
+    pub created_at: i64,
+    /// Per UTC month, oldest first.
+    #[serde(with = "bucket_list")]
+    pub buckets: BTreeMap<Bucket, BucketTotals>,
+}
+
+impl UsageFile {
+    /// A new epoch with nothing counted yet.
+    pub fn new_epoch(created_at: i64) -> Self {
+        Self {
+            format: USAGE_FORMAT,
+            epoch: uuid::Uuid::new_v4().to_string(),
+            created_at,
+            buckets: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why the usage file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageStoreError {
+    #[error("cannot read usage file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "usage file {path} is damaged ({reason}); move it aside and restart: the agent then counts under a new usage epoch, and the control plane keeps what the old one reported"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
+        "usage file {path} was written by a newer licsync-dp (format {found}, this one reads {USAGE_FORMAT}); upgrade licsync-dp"
+    )]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("cannot save usage file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("the usage store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where the counters live between runs.
+#[derive(Debug, Clone)]
+pub struct UsageStore {
+    path: PathBuf,
+}
+
+impl UsageStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved counters, or a new epoch (saved before it is returned, so the epoch is
+    /// durable before anything is counted under it). `true` when the epoch is new.
+    pub async fn load_or_create(&self, now: i64) -> Result<(UsageFile, bool), UsageStoreError> {
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_blocking(&path))
+            .await
+            .map_err(|e| UsageStoreError::Unavailable(e.to_string()))??;
+        match loaded {
+            Some(file) => Ok((file, false)),
+            None => {
+                let file = UsageFile::new_epoch(now);
+                self.save(&file).await?;
+                Ok((file, true))
+            }
+        }
+    }
+
+    /// Replaces the saved counters; durable when it returns `Ok`.
+    pub async fn save(&self, file: &UsageFile) -> Result<(), UsageStoreError> {
+        let write_error = |source| UsageStoreError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut bytes =
+            serde_json::to_vec_pretty(file).map_err(|e| write_error(io::Error::other(e)))?;
+        bytes.push(b'\n');
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fsutil::ensure_private_dir(dir)?;
+            }
+            fsutil::write_atomic(&path, &bytes, fsutil::SECRET_MODE)
+        })
+        .await
+        .map_err(|e| UsageStoreError::Unavailable(e.to_string()))?
+        .map_err(write_error)
+    }
+}
+
+fn load_blocking(path: &Path) -> Result<Option<UsageFile>, UsageStoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(UsageStoreError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let damaged = |reason: String| UsageStoreError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    // The format first, so a newer layout says "upgrade" rather than "damaged".
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let Format { format } = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    if format > USAGE_FORMAT {
+        return Err(UsageStoreError::TooNew {
+            path: path.to_owned(),
+            found: format,
+        });
+    }
+    let file: UsageFile = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    if uuid::Uuid::parse_str(&file.epoch).is_err() {
+        return Err(damaged(format!("epoch '{}' is not a UUID", file.epoch)));
+    }
+    Ok(Some(file))
+}
+
+/// `buckets` as a list of `{"bucket","request_count","reported"}` objects, oldest first: what
+/// an operator reading the file expects, and the shape of the control plane's report.
+mod bucket_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Bucket, BucketTotals};
+
+    #[derive(Serialize, Deserialize)]
+    struct Row {
+        bucket: Bucket,
+        #[serde(flatten)]
+        totals: BucketTotals,
+    }
+
+    pub fn serialize<S: Serializer>(
+        buckets: &BTreeMap<Bucket, BucketTotals>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(buckets.iter().map(|(bucket, totals)| Row {
+            bucket: *bucket,
+            totals: *totals,
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<Bucket, BucketTotals>, D::Error> {
+        let rows = Vec::<Row>::deserialize(deserializer)?;
+        let mut buckets = BTreeMap::new();
+        for row in rows {
+            if buckets.insert(row.bucket, row.totals).is_some() {
+                return Err(serde::de::Error::custom(format!(
+                    "bucket {} appears twice",
+                    row.bucket
+                )));
+            }
+        }
+        Ok(buckets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_file_is_a_durable_new_epoch_and_reloads_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UsageStore::new(dir.path().join("data/usage.json"));
+        let (mut file, created) = store.load_or_create(1_700_000_000).await.unwrap();
+        assert!(created);
+        assert!(uuid::Uuid::parse_str(&file.epoch).is_ok());
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+
+        file.buckets.insert(
+            "2026-10".parse().unwrap(),
+            BucketTotals {
+                request_count: 7,
+                reported: Some(5),
+            },
+        );
+        file.buckets.insert(
+            "2026-11".parse().unwrap(),
+            BucketTotals {
+                request_count: 3,
+                reported: None,
+            },
+        );
+        store.save(&file).await.unwrap();
+        let (again, created) = UsageStore::new(store.path())
+            .load_or_create(1_800_000_000)
+            .await
+            .unwrap();
+        assert!(!created, "an existing file keeps its epoch");
+        assert_eq!(again, file);
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        assert!(
+            text.find("2026-10").unwrap() < text.find("2026-11").unwrap(),
+            "oldest first: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn damaged_or_newer_files_are_reported_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.json");
+        let store = UsageStore::new(&path);
+        let epoch = uuid::Uuid::new_v4();
+        for (text, expected) in [
+            ("{\"format\":1,\"epo", "move it aside"),
+            (
+                "{\"format\":1,\"epoch\":\"x\",\"created_at\":1,\"buckets\":[]}",
+                "not a UUID",
+            ),
+            (
+                &format!(
+                    "{{\"format\":1,\"epoch\":\"{epoch}\",\"created_at\":1,\"buckets\":[{{\"bucket\":\"2026-1\",\"request_count\":1}}]}}"
+                ),
+                "expected YYYY-MM",
+            ),
+            (
+                &format!(
+                    "{{\"format\":1,\"epoch\":\"{epoch}\",\"created_at\":1,\"buckets\":[{{\"bucket\":\"2026-01\",\"request_count\":1}},{{\"bucket\":\"2026-01\",\"request_count\":2}}]}}"
+                ),
+                "appears twice",
+            ),
+            ("{\"format\":2}", "upgrade licsync-dp"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = store.load_or_create(1).await.unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("usage.json"),
+                "{text}: {err}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                text,
+                "a damaged file is left for the operator"
+            );
+        }
+    }
+}
