@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use licsync_dp::registration::create::create;
 use licsync_dp::registration::{CaSource, RegistrationFile};
+use support::events::Events;
 use support::{ControlPlane, ControlPlaneBuilder, Issuer};
 
 async fn start(dir: &std::path::Path, issuer: &Issuer) -> ControlPlane {
@@ -15,6 +16,7 @@ async fn start(dir: &std::path::Path, issuer: &Issuer) -> ControlPlane {
 
 #[tokio::test]
 async fn pinned_hash_fetches_the_ca_and_writes_a_private_registration_file() {
+    let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
     let cp = start(&dir.path().join("cp"), &issuer).await;
@@ -40,6 +42,17 @@ async fn pinned_hash_fetches_the_ca_and_writes_a_private_registration_file() {
     assert_eq!(row["name"], "edge-7", "{row}");
     assert_eq!(row["hostname"], licsync_dp::hostname(), "{row}");
     assert_eq!(row["version"], licsync_common::VERSION, "{row}");
+    // Both sides log it, with the same id: the control plane `dataplane.registered`, the data
+    // plane `registration.created`.
+    for name in ["dataplane.registered", "registration.created"] {
+        let logged = events.named(name);
+        assert_eq!(logged.len(), 1, "{name}: {logged:?}");
+        assert_eq!(
+            logged[0].field("dataplane.id"),
+            Some(file.dataplane_id.as_str()),
+            "{name}"
+        );
+    }
 
     let again = create(options).await.unwrap_err();
     assert!(again.to_string().contains("already exists"), "{again}");

@@ -3,14 +3,16 @@
 //!
 //! Capture is per thread: `#[tokio::test]` runs the test and every task it spawns (the control
 //! plane included) on its one thread, so tests running in parallel do not see each other's
-//! events.
+//! events. One global subscriber routes each event to its thread's sink: per-thread (scoped)
+//! subscribers race with `tracing`'s per-callsite interest cache when another test thread
+//! reaches a callsite first, and an event is then occasionally not delivered.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use tracing::field::{Field, Visit};
-use tracing::subscriber::DefaultGuard;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
@@ -34,12 +36,18 @@ pub struct Events(Arc<Mutex<Vec<Event>>>);
 
 impl Events {
     /// Captures INFO-and-above events on this thread until the guard is dropped.
-    pub fn capture() -> (Self, DefaultGuard) {
+    pub fn capture() -> (Self, Capture) {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::registry()
+                .with(LevelFilter::INFO)
+                .with(Recorder);
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in a test binary");
+        });
         let events = Self::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(LevelFilter::INFO)
-            .with(Recorder(events.clone()));
-        (events, tracing::subscriber::set_default(subscriber))
+        SINK.with(|sink| *sink.borrow_mut() = Some(events.clone()));
+        (events, Capture(()))
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
@@ -56,14 +64,31 @@ impl Events {
     }
 }
 
-struct Recorder(Events);
+thread_local! {
+    /// Where this thread's events go while a [`Capture`] lives.
+    static SINK: RefCell<Option<Events>> = const { RefCell::new(None) };
+}
+
+/// Ends this thread's capture when dropped.
+pub struct Capture(());
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        SINK.with(|sink| *sink.borrow_mut() = None);
+    }
+}
+
+struct Recorder;
 
 impl<S: tracing::Subscriber> Layer<S> for Recorder {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let Some(events) = SINK.with(|sink| sink.borrow().clone()) else {
+            return;
+        };
         let mut fields = Fields::default();
         event.record(&mut fields);
         if let Some(name) = fields.0.remove("event") {
-            self.0.lock().push(Event {
+            events.lock().push(Event {
                 name,
                 level: *event.metadata().level(),
                 fields: fields.0,

@@ -259,20 +259,59 @@ pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
 
 /// Everything logged on this thread (DEBUG and up), as text, until the guard is dropped.
 /// `#[tokio::test]` runs the test and every task it spawns on its one thread, so parallel
-/// tests do not see each other's lines.
+/// tests do not see each other's lines. One global subscriber writes each line to its thread's
+/// sink: per-thread (scoped) subscribers race with `tracing`'s per-callsite interest cache when
+/// another test thread reaches a callsite first, and a line is then occasionally lost.
 #[derive(Clone, Default)]
 pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
 
+thread_local! {
+    /// Where this thread's log lines go while a [`Capture`] lives.
+    static SINK: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Ends this thread's capture when dropped.
+pub struct Capture(());
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        SINK.with(|sink| *sink.borrow_mut() = None);
+    }
+}
+
+/// The global subscriber's writer: this thread's [`Logs`], or nowhere.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        SINK.with(|sink| {
+            if let Some(logs) = sink.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Logs {
-    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+    pub fn capture() -> (Self, Capture) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_writer(|| ThreadSink)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in a test binary");
+        });
         let logs = Self::default();
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || sink.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        SINK.with(|sink| *sink.borrow_mut() = Some(logs.clone()));
+        (logs, Capture(()))
     }
 
     pub fn text(&self) -> String {
@@ -288,16 +327,5 @@ impl Logs {
             .filter(|l| l.contains(&needle) || l.split_whitespace().any(|w| w == bare))
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -139,7 +139,7 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
     refuse_existing(&path)?;
     file.save(&path)?;
     tracing::info!(
-        event = "dataplane.registered",
+        event = "registration.created",
         dataplane.id = %file.dataplane_id,
         path = %path.display(),
         cert_expires_at = %licsync_common::time_fmt::rfc3339(cert.not_after),
