@@ -30,13 +30,14 @@ pub(super) async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<C
         tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane call.");
         status
     };
-    let Some(leaf) = peer.certificates.as_ref().and_then(|c| c.first()) else {
+    let Some(client) = peer.client.as_deref() else {
         return Err(refuse(Status::unauthenticated(
             "a client certificate is required; register this data plane with `licsync-dp registration create`",
         )));
     };
-    let info =
-        CertInfo::from_der(leaf).map_err(|e| refuse(Status::unauthenticated(e.to_string())))?;
+    let info: &CertInfo = client
+        .as_ref()
+        .map_err(|e| refuse(Status::unauthenticated(e.clone())))?;
     let id = info
         .dataplane_id
         .as_deref()
@@ -46,7 +47,7 @@ pub(super) async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<C
                 "the client certificate carries no data-plane id; it was not issued by licsync registration",
             ))
         })?;
-    let serial = info.serial;
+    let serial = info.serial.clone();
     let outcome = cp
         .dataplanes
         .update(id, |record| {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use licsync_common::pki::CertInfo;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
@@ -37,8 +38,12 @@ const MAX_CONCURRENT_HANDSHAKES: usize = 512;
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub remote_addr: SocketAddr,
-    /// The verified client chain (leaf first), when the client presented one.
-    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The verified client certificate (the leaf), read once at the handshake, when the client
+    /// presented one; `Err` with the reason when it verified but cannot be read. Kept parsed
+    /// rather than as DER: a connection lives for days and there are thousands of them, so
+    /// the few fields a call needs are cheaper to hold than the certificate, and no call
+    /// parses it again.
+    pub client: Option<Arc<Result<CertInfo, String>>>,
 }
 
 /// The crypto provider of the cluster listener (ring), shared by its config and the server
@@ -103,12 +108,13 @@ pub fn incoming(
                     let _ = tcp.set_nodelay(true);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let certificates = stream
+                            let client = stream
                                 .get_ref()
                                 .1
                                 .peer_certificates()
-                                .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
-                            let info = PeerInfo { remote_addr, certificates };
+                                .and_then(|chain| chain.first())
+                                .map(|leaf| Arc::new(CertInfo::from_der(leaf).map_err(|e| e.to_string())));
+                            let info = PeerInfo { remote_addr, client };
                             let _ = tx.send(Ok(TlsConnection { stream, info })).await;
                         }
                         Ok(Err(error)) => log_handshake_failure(remote_addr, &error),
