@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::CpConfig;
 use crate::dataplanes::DataPlanes;
+use crate::entitlement::Entitlement;
 use crate::licenses::Licenses;
 use crate::store::Store;
+use crate::usage::{ReportKey, UsageLedger};
 
 /// Everything a request handler or a data-plane stream needs.
 pub struct ControlPlane {
@@ -20,6 +22,13 @@ pub struct ControlPlane {
     pub ca_cert_pem: String,
     /// The URL data planes are told to use.
     pub cluster_url: String,
+    /// Usage counters reported by data planes (group-committed).
+    pub usage: UsageLedger,
+    /// The active license's `dataplanes` against the registered fleet.
+    pub entitlement: Entitlement,
+    /// Signs usage reports; `None` until [`ControlPlane::with_report_key`] (then
+    /// `/license/report` answers 503).
+    pub report_key: Option<Arc<ReportKey>>,
     ready: AtomicBool,
 }
 
@@ -34,6 +43,9 @@ impl ControlPlane {
         let cluster_url = config.cluster.cluster_url();
         Self {
             dataplanes: Arc::new(DataPlanes::new(store.clone())),
+            usage: UsageLedger::new(store.clone()),
+            entitlement: Entitlement::new(config.licenses.enforce_dataplane_limit),
+            report_key: None,
             config,
             store,
             licenses,
@@ -42,6 +54,12 @@ impl ControlPlane {
             cluster_url,
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// Sets the key that signs usage reports (`server::run` loads it from `<data_dir>/pki`).
+    pub fn with_report_key(mut self, key: Arc<ReportKey>) -> Self {
+        self.report_key = Some(key);
+        self
     }
 
     /// `/health/ready` answers 200 once storage is open and both listeners accept.

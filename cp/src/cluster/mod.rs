@@ -4,7 +4,8 @@
 //! - [`ca`]: the cluster CA and server certificate on disk.
 //! - [`tls`]: rustls configuration and the accept loop that logs refused handshakes.
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
-//! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required).
+//! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); its
+//!   `ReportUsage` call is in [`usage`].
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub mod ca;
 pub mod registration;
 pub mod sync;
 pub mod tls;
+pub mod usage;
 
 /// Largest gRPC message a data plane may send (Hello with many held licenses is the biggest).
 const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;

@@ -62,11 +62,9 @@ impl LicenseSync for SyncService {
 
     async fn report_usage(
         &self,
-        _request: Request<proto::UsageReport>,
+        request: Request<proto::UsageReport>,
     ) -> Result<Response<proto::UsageReceipt>, Status> {
-        Err(Status::unimplemented(
-            "usage reporting is not available on this control plane version",
-        ))
+        super::usage::report_usage(&self.cp, request).await
     }
 
     async fn rotate_certificate(
@@ -132,7 +130,7 @@ impl LicenseSync for SyncService {
 
 /// Checks the verified client certificate against the registry: the identity comes from the
 /// certificate, never from a message.
-async fn authenticate(
+pub(super) async fn authenticate(
     cp: &ControlPlane,
     peer: &PeerInfo,
 ) -> Result<(DataPlaneRecord, OffsetDateTime), Status> {

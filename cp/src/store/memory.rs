@@ -6,10 +6,13 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
+use super::{
+    LicenseRows, StorageInfo, Store, StoreError, StoreResult, UsageKey, merge_usage, token_refusal,
+};
 use crate::model::{
     ApiToken, DataPlaneRecord, RegistrationToken, Revision, StoredLicense, TokenRefusal,
 };
+use crate::usage::{Month, UsageRow, UsageSubmission};
 
 #[derive(Default)]
 struct Inner {
@@ -18,6 +21,7 @@ struct Inner {
     tokens: BTreeMap<Uuid, RegistrationToken>,
     dataplanes: BTreeMap<Uuid, DataPlaneRecord>,
     api_tokens: BTreeMap<Uuid, ApiToken>,
+    usage: BTreeMap<UsageKey, u64>,
 }
 
 /// Volatile storage; everything is lost when it is dropped.
@@ -130,6 +134,31 @@ impl Store for MemoryStore {
 
     async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool> {
         self.with(|i| i.api_tokens.remove(&id).is_some())
+    }
+
+    async fn record_usage(
+        &self,
+        submissions: Vec<UsageSubmission>,
+    ) -> StoreResult<Vec<Vec<(Month, u64)>>> {
+        self.with(|i| {
+            let merged = merge_usage(&submissions, |key| Ok(i.usage.get(key).copied()))?;
+            i.usage.extend(merged.changed);
+            Ok(merged.recorded)
+        })?
+    }
+
+    async fn usage(&self) -> StoreResult<Vec<UsageRow>> {
+        self.with(|i| {
+            i.usage
+                .iter()
+                .map(|(&(dataplane, epoch, month), &count)| UsageRow {
+                    dataplane,
+                    epoch,
+                    month,
+                    count,
+                })
+                .collect()
+        })
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -15,6 +15,7 @@ pub use licsync_cp::model::DataPlaneRecord;
 pub use licsync_cp::secrets;
 pub use licsync_cp::state::ControlPlane;
 pub use licsync_cp::store::{MemoryStore, Store};
+pub use licsync_cp::usage::ReportKey;
 pub use reqwest::{Method, RequestBuilder, StatusCode};
 pub use serde_json::{Value, json};
 pub use tempfile::TempDir;
@@ -51,13 +52,16 @@ impl Api {
             .unwrap()
             .expect("an empty store gets a bootstrap token");
         let token = std::fs::read_to_string(token_file).unwrap();
-        let cp = Arc::new(ControlPlane::new(
-            CpConfig::default(),
-            store.clone(),
-            Arc::new(licenses),
-            String::new(),
-            FINGERPRINT.into(),
-        ));
+        let cp = Arc::new(
+            ControlPlane::new(
+                CpConfig::default(),
+                store.clone(),
+                Arc::new(licenses),
+                String::new(),
+                FINGERPRINT.into(),
+            )
+            .with_report_key(Arc::new(ReportKey::ephemeral().unwrap())),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
