@@ -8,6 +8,9 @@
 //!   small-buffer codec.
 //! - [`duration`], [`config`]: human durations (`30s`, `90d`) and TOML loading with errors
 //!   that name the file, the key and the reason.
+//! - [`report`]: the canonical bytes, checksum and signature of a usage report, and the
+//!   verification a vendor runs offline.
+//! - [`expiry`]: Kong's license-expiry log schedule, as a pure function of the date.
 //! - [`fsutil`]: crash-safe file replacement and secret files (mode 0600).
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
 //!
@@ -17,9 +20,11 @@
 pub mod codec;
 pub mod config;
 pub mod duration;
+pub mod expiry;
 pub mod fsutil;
 pub mod license;
 pub mod pki;
+pub mod report;
 pub mod telemetry;
 pub mod time_fmt;
 

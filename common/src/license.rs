@@ -295,6 +295,13 @@ impl SigningKey {
             .map_err(|e| SigningKeyError::NotEd25519(e.to_string()))
     }
 
+    /// The Ed25519 signature of `message` (used for licenses and for signed usage reports).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.pair.sign(message).as_ref());
+        out
+    }
+
     /// The public key as standard base64, the form `licenses.trusted_keys` takes.
     pub fn public_key_base64(&self) -> String {
         BASE64.encode(self.pair.public_key().as_ref())

@@ -1,5 +1,6 @@
 //! The `licsync-cp` command line: `serve` runs the control plane; `license keygen | sign | verify`
-//! are the offline tools a license issuer uses (no server needed).
+//! are the offline tools a license issuer uses (no server needed); `report` saves a running
+//! control plane's signed usage report and `report verify` checks a saved one offline.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,62 @@ pub enum Command {
     /// Create signing keys, sign and verify license documents offline.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Save the signed usage report of a running control plane (`report --server URL --token T
+    /// --output FILE`), or check a saved one offline (`report verify --file FILE --key B64`).
+    Report(ReportCommand),
+}
+
+/// `report`: fetch and save, unless the `verify` subcommand is given.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ReportCommand {
+    #[command(subcommand)]
+    pub verify: Option<ReportSubcommand>,
+    #[command(flatten)]
+    pub fetch: FetchReportArgs,
+}
+
+/// Saving a report from the Admin API (HashiCorp-style manual utilization reporting: the file
+/// goes to the vendor by whatever means the site allows).
+#[derive(Debug, Args)]
+pub struct FetchReportArgs {
+    /// The control plane's Admin API.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8001")]
+    pub server: String,
+    /// An Admin API token (the first one is in <data_dir>/admin-token); sent as
+    /// Kong-Admin-Token. Prefer the environment variable: arguments are visible to other users.
+    #[arg(
+        long,
+        env = "LICSYNC_CP_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        required = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Where to save the report (replaced atomically).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub output: Option<PathBuf>,
+    /// Include the per-data-plane breakdown (`?by=dataplane`).
+    #[arg(long)]
+    pub by_dataplane: bool,
+    /// CA certificate (PEM) to trust when --server is https.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportSubcommand {
+    /// Check a saved report: exits 0 only when its checksum matches its content and the report
+    /// key signed it; otherwise says what does not match.
+    Verify {
+        /// The saved report.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// The report public key (standard base64), from GET /license/report/key or
+        /// <data_dir>/pki/report.pub of the control plane that signed it.
+        #[arg(long, value_name = "B64")]
+        key: String,
+    },
 }
 
 #[derive(Debug, Args)]

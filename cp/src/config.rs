@@ -132,6 +132,9 @@ impl Default for PkiConfig {
 pub struct LicensesConfig {
     /// Standard base64 Ed25519 public keys; a license signed by any of them is accepted.
     pub trusted_keys: Vec<String>,
+    /// Refuse a registration that would make the registered data planes exceed the active
+    /// license's `dataplanes`; off, exceeding it is only warned about and reported.
+    pub enforce_dataplane_limit: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

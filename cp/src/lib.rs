@@ -4,12 +4,15 @@
 //! # Layout
 //! - Domain: [`model`] (records), [`licenses`] (the single license writer and the snapshot every
 //!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state),
-//!   [`principals`] (users and connected apps: login checks, throttling, permissions).
+//!   [`principals`] (users and connected apps: login checks, throttling, permissions),
+//!   [`usage`] (metered request counts and the signed report), [`entitlement`] and [`expiry`]
+//!   (what the log says about the active license, watched by [`license_watch`]).
 //! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
 //!   services, TLS listener, CA on disk).
 //! - Upkeep: [`lifecycle`] (purge of silent data planes, certificate expiry reminders).
 //! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
-//!   [`cli`] (the `licsync-cp` command line).
+//!   [`cli`] (the `licsync-cp` command line), [`license_tool`] and [`report_tool`] (its offline
+//!   commands).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -17,12 +20,17 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dataplanes;
+pub mod entitlement;
+pub mod expiry;
 pub mod license_tool;
+pub mod license_watch;
 pub mod licenses;
 pub mod lifecycle;
 pub mod model;
 pub mod principals;
+pub mod report_tool;
 pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod usage;

@@ -2,7 +2,8 @@
 //!
 //! `main` binds the configured addresses; tests bind `127.0.0.1:0` and call [`run`] directly, so
 //! both exercise the same start-up order: open storage, create the bootstrap admin token, load
-//! the CA, load licenses, serve, and on shutdown stop accepting, end every stream, wait for the
+//! the CA and the report key, load licenses, serve (and watch the active license's expiry and
+//! entitlement), and on shutdown stop accepting, end every stream, wait for the
 //! servers within [`DRAIN_DEADLINE`] and flush storage.
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use crate::licenses::Licenses;
 use crate::lifecycle::{self, expiry::OwnCertificates};
 use crate::state::ControlPlane;
 use crate::store::{MemoryStore, SledStore, Store};
+use crate::usage::ReportKey;
 
 /// How long the servers get to finish after shutdown is signalled; SIGTERM must end the process
 /// within 10 s.
@@ -45,6 +47,8 @@ pub enum ServeError {
     Bootstrap(#[from] crate::admin::BootstrapError),
     #[error(transparent)]
     Pki(#[from] cluster::ca::CaError),
+    #[error(transparent)]
+    ReportKey(#[from] crate::usage::report_key::ReportKeyError),
     #[error("cannot configure TLS for the cluster listener: {0}")]
     Tls(String),
     #[error("cluster listener failed: {0}")]
@@ -141,15 +145,13 @@ pub async fn run(
     }
     let licenses = Arc::new(Licenses::load(store.clone(), trusted).await?);
     let revision = licenses.current().revision;
+    let report_key = ReportKey::load_or_create(&config.data_dir.join("pki"))?;
     let ca_pem = pki.ca.cert_pem().to_owned();
     let fingerprint = pki.ca.fingerprint();
-    let cp = Arc::new(ControlPlane::new(
-        config,
-        store.clone(),
-        licenses,
-        ca_pem,
-        fingerprint,
-    ));
+    let cp = Arc::new(
+        ControlPlane::new(config, store.clone(), licenses, ca_pem, fingerprint)
+            .with_report_key(Arc::new(report_key)),
+    );
 
     let admin_addr = addr_text(&listeners.admin);
     let cluster_addr = addr_text(&listeners.cluster);
@@ -194,6 +196,10 @@ pub async fn run(
             admin_shutdown.cancelled_owned(),
         )
         .instrument(tracing::info_span!("admin_server")),
+    );
+    let watch_task = tokio::spawn(
+        crate::license_watch::watch(cp.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("license_watch")),
     );
     cp.set_ready(true);
     tracing::info!(
@@ -246,6 +252,7 @@ pub async fn run(
         cluster_task.abort();
         admin_task.abort();
     }
+    watch_task.abort();
     store.flush().await?;
     tracing::info!(event = "cp.stopped", "Control plane stopped.");
     match failure.flatten() {

@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::CpConfig;
 use crate::dataplanes::DataPlanes;
+use crate::entitlement::Entitlement;
 use crate::licenses::Licenses;
 use crate::principals::Principals;
 use crate::store::Store;
+use crate::usage::{ReportKey, UsageLedger};
 
 /// Everything a request handler or a data-plane stream needs.
 pub struct ControlPlane {
@@ -26,6 +28,13 @@ pub struct ControlPlane {
     /// When this process started (unix seconds): silence before it is not held against a data
     /// plane by the purge.
     pub started_at: i64,
+    /// Usage counters reported by data planes (group-committed).
+    pub usage: UsageLedger,
+    /// The active license's `dataplanes` against the registered fleet.
+    pub entitlement: Entitlement,
+    /// Signs usage reports; `None` until [`ControlPlane::with_report_key`] (then
+    /// `/license/report` answers 503).
+    pub report_key: Option<Arc<ReportKey>>,
     ready: AtomicBool,
 }
 
@@ -41,6 +50,9 @@ impl ControlPlane {
         Self {
             dataplanes: Arc::new(DataPlanes::new(store.clone())),
             principals: Arc::new(Principals::new(store.clone())),
+            usage: UsageLedger::new(store.clone()),
+            entitlement: Entitlement::new(config.licenses.enforce_dataplane_limit),
+            report_key: None,
             config,
             store,
             licenses,
@@ -50,6 +62,12 @@ impl ControlPlane {
             started_at: licsync_common::unix_now(),
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// Sets the key that signs usage reports (`server::run` loads it from `<data_dir>/pki`).
+    pub fn with_report_key(mut self, key: Arc<ReportKey>) -> Self {
+        self.report_key = Some(key);
+        self
     }
 
     /// `/health/ready` answers 200 once storage is open and both listeners accept.

@@ -1,7 +1,8 @@
 //! The fleet benchmark at a size a test can afford, asserting correctness only (timing depends
 //! on the machine; the numbers live in `BENCHMARKS.md`): every simulated data plane converges
-//! on every write, against the control plane and against the floor, and a control plane killed
-//! and restarted resends nothing a data plane already holds.
+//! on every write, against the control plane and against the floor, a control plane killed
+//! and restarted resends nothing a data plane already holds, and usage reports from many data
+//! planes at once (retries among them) add up exactly.
 //!
 //! Runs the debug `licsync-cp` (build it first: `cargo build -p licsync-cp`) and this crate's
 //! `licsync-bench` for the floor.
@@ -12,6 +13,7 @@ use std::time::Duration;
 use licsync_tests::bench::BenchEnv;
 use licsync_tests::bench::fleet::{self, FleetOptions};
 use licsync_tests::bench::storm::{self, StormOptions};
+use licsync_tests::bench::usage::{self, UsageOptions};
 use licsync_tests::process::binary;
 
 const N: usize = 20;
@@ -76,4 +78,26 @@ async fn a_killed_and_restarted_cp_resyncs_everyone_and_resends_nothing() {
     let json = report.to_json();
     assert_eq!(json["scenario"], "storm");
     assert_eq!(json["redundant_resends"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reports_from_many_dataplanes_add_up_exactly() {
+    let options = UsageOptions {
+        dataplanes: N,
+        duration: Duration::from_secs(3),
+        retry_every: 4,
+    };
+    let report = usage::run(&env(), &options).await.unwrap();
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert!(report.receipts >= N as u64, "every data plane got receipts");
+    assert!(report.retries > 0, "retries were sent");
+    assert_eq!(report.receipt_mismatches, 0);
+    assert_eq!(report.cp_total, report.receipted_total);
+    assert_eq!(report.receipted_total, report.sent_total);
+    assert_eq!(report.dataplanes_off, 0);
+    assert!(report.exact());
+    let json = report.to_json();
+    assert_eq!(json["scenario"], "usage");
+    assert_eq!(json["exact"], true);
+    assert!(json["reports_per_s"].as_f64().unwrap() > 0.0, "{json}");
 }

@@ -9,8 +9,8 @@
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
-//! - `licenses`, `registration_tokens`, `users`, `connected_apps`, `fleet`, `status`: one
-//!   file per resource.
+//! - `licenses`, `registration_tokens`, `users`, `connected_apps`, `fleet`, `report`
+//!   (`/license/report`), `status`: one file per resource.
 //!
 //! Handlers hold no state of their own: they translate HTTP to the [`ControlPlane`] services,
 //! so the API can be started on any listener (tests use `127.0.0.1:0`).
@@ -34,6 +34,7 @@ mod form;
 mod licenses;
 mod params;
 mod registration_tokens;
+mod report;
 mod status;
 mod users;
 
@@ -56,6 +57,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .merge(users::routes())
         .merge(connected_apps::routes())
         .merge(fleet::routes())
+        .merge(report::routes())
         .merge(status::routes())
         .merge(status::health_routes())
         // Applies to the routes present now, so it comes after every route is added.

@@ -7,7 +7,7 @@
 //! - [`issue`]: a new certificate for a registered data plane (rotation, renewal).
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
 //! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
-//!   checks that certificate against the registry.
+//!   checks that certificate against the registry; its `ReportUsage` call is in [`usage`].
 
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ pub mod registration;
 pub mod server_cert;
 pub mod sync;
 pub mod tls;
+pub mod usage;
 
 /// Largest gRPC message a data plane may send (Hello with many held licenses is the biggest).
 const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;

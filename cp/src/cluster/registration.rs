@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::issue;
 use super::tls::PeerInfo;
+use crate::entitlement::AdmissionError;
 use crate::model::DataPlaneRecord;
 use crate::principals::{
     Credential, MAX_CLIENT_SECRET_BYTES, MAX_PASSWORD_BYTES, Refusal, may_renew_dataplanes,
@@ -72,6 +73,14 @@ impl Registration for RegistrationService {
         // A malformed CSR must not burn the token's use, and nothing is signed for a caller
         // whose token was refused: check the CSR, consume the token, then sign.
         issue::check_bounded_csr(&req.csr_der)?;
+        // Nor when the license's data-plane limit is enforced and reached.
+        let admission = self.cp.entitlement.admit(&self.cp).await.map_err(|refusal| {
+            tracing::warn!(event = "registration.refused", peer.addr = %peer, hostname = %req.hostname, reason = %refusal, "Refused a registration.");
+            match refusal {
+                AdmissionError::LimitReached { .. } => Status::failed_precondition(refusal.to_string()),
+                AdmissionError::Storage(error) => Status::unavailable(error.to_string()),
+            }
+        })?;
         let now = unix_now();
         let token = match self
             .cp
@@ -132,6 +141,7 @@ impl Registration for RegistrationService {
             cert_expires_at = record.cert_expires_at,
             "Registered a data plane."
         );
+        self.cp.entitlement.registered(&self.cp, admission).await;
         Ok(Response::new(RegisterResponse {
             dataplane_id: id.to_string(),
             dataplane_name: name,

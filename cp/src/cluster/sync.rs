@@ -87,11 +87,9 @@ impl LicenseSync for SyncService {
 
     async fn report_usage(
         &self,
-        _request: Request<proto::UsageReport>,
+        request: Request<proto::UsageReport>,
     ) -> Result<Response<proto::UsageReceipt>, Status> {
-        Err(Status::unimplemented(
-            "usage reporting is not available on this control plane version",
-        ))
+        super::usage::report_usage(&self.cp, request).await
     }
 
     /// Issues a fresh certificate for the calling data plane, identified by the certificate it

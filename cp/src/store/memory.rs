@@ -6,11 +6,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
+use super::{
+    LicenseRows, StorageInfo, Store, StoreError, StoreResult, UsageKey, merge_usage, token_refusal,
+};
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
+use crate::usage::{Month, UsageRow, UsageSubmission};
 
 #[derive(Default)]
 struct Inner {
@@ -21,6 +24,7 @@ struct Inner {
     api_tokens: BTreeMap<Uuid, ApiToken>,
     users: BTreeMap<String, User>,
     apps: BTreeMap<String, ConnectedApp>,
+    usage: BTreeMap<UsageKey, u64>,
 }
 
 /// Volatile storage; everything is lost when it is dropped.
@@ -178,6 +182,31 @@ impl Store for MemoryStore {
 
     async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool> {
         self.with(|i| i.apps.remove(client_id).is_some())
+    }
+
+    async fn record_usage(
+        &self,
+        submissions: Vec<UsageSubmission>,
+    ) -> StoreResult<Vec<Vec<(Month, u64)>>> {
+        self.with(|i| {
+            let merged = merge_usage(&submissions, |key| Ok(i.usage.get(key).copied()))?;
+            i.usage.extend(merged.changed);
+            Ok(merged.recorded)
+        })?
+    }
+
+    async fn usage(&self) -> StoreResult<Vec<UsageRow>> {
+        self.with(|i| {
+            i.usage
+                .iter()
+                .map(|(&(dataplane, epoch, month), &count)| UsageRow {
+                    dataplane,
+                    epoch,
+                    month,
+                    count,
+                })
+                .collect()
+        })
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -3,8 +3,12 @@
 //!
 //! The contract every backend keeps: when a write method returns `Ok`, the write is durable
 //! (the Admin API answers only after that), and `put_license` / `delete_license` record the new
-//! revision atomically with the change. Uniqueness of license signatures is decided by the
+//! revision atomically with the change, and `record_usage` applies a whole batch of usage
+//! reports atomically (all or none) with one flush. Uniqueness of license signatures is decided by the
 //! license service, which serialises license writes; backends only persist.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -13,6 +17,7 @@ use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
+use crate::usage::{Month, UsageRow, UsageSubmission};
 
 #[cfg(test)]
 mod conformance;
@@ -93,8 +98,75 @@ pub trait Store: Send + Sync + 'static {
     async fn connected_apps(&self) -> StoreResult<Vec<ConnectedApp>>;
     async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool>;
 
+    /// Raises every (data plane, epoch, month) counter named in `submissions` to the count
+    /// submitted when that is higher, in one atomic write made durable before returning (group
+    /// commit: the usage ledger batches reports that arrive together). Returns, per submission
+    /// and in its order, the count now stored for each of its months.
+    async fn record_usage(
+        &self,
+        submissions: Vec<UsageSubmission>,
+    ) -> StoreResult<Vec<Vec<(Month, u64)>>>;
+    /// Every usage counter.
+    async fn usage(&self) -> StoreResult<Vec<UsageRow>>;
+
     /// Makes every write so far durable (used on shutdown).
     async fn flush(&self) -> StoreResult<()>;
+}
+
+/// A usage counter's identity: (data plane, epoch, month).
+pub type UsageKey = (Uuid, Uuid, Month);
+
+/// What a batch of usage submissions does to storage.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MergedUsage {
+    /// Counters whose value rises, with their new value.
+    pub changed: Vec<(UsageKey, u64)>,
+    /// Per submission, in order: the value each of its counters has after the batch.
+    pub recorded: Vec<Vec<(Month, u64)>>,
+}
+
+/// The max rule every backend applies to a batch: each counter becomes the maximum of what
+/// `stored` holds and every count submitted for it, so duplicates, retries and reordering (also
+/// within one batch) never add.
+pub fn merge_usage(
+    submissions: &[UsageSubmission],
+    mut stored: impl FnMut(&UsageKey) -> StoreResult<Option<u64>>,
+) -> StoreResult<MergedUsage> {
+    // Per counter: (stored before, value after).
+    let mut counters: HashMap<UsageKey, (Option<u64>, u64)> = HashMap::new();
+    for submission in submissions {
+        for &(month, count) in &submission.counts {
+            let key = (submission.dataplane, submission.epoch, month);
+            let entry = match counters.entry(key) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let before = stored(&key)?;
+                    entry.insert((before, before.unwrap_or(0)))
+                }
+            };
+            entry.1 = entry.1.max(count);
+        }
+    }
+    let recorded = submissions
+        .iter()
+        .map(|s| {
+            s.counts
+                .iter()
+                .map(|&(month, count)| {
+                    let value = counters
+                        .get(&(s.dataplane, s.epoch, month))
+                        .map_or(count, |c| c.1);
+                    (month, value)
+                })
+                .collect()
+        })
+        .collect();
+    let changed = counters
+        .into_iter()
+        .filter(|(_, (before, after))| *before != Some(*after))
+        .map(|(key, (_, after))| (key, after))
+        .collect();
+    Ok(MergedUsage { changed, recorded })
 }
 
 /// The refusal for a token record at `now`, or `None` when it may be used once more.

@@ -3,6 +3,10 @@
 //! Multi-record changes (a license and the revision; a token's use count and its hash index)
 //! run in sled transactions, and every write method flushes before returning, which is what lets
 //! the Admin API promise that a `201` survives a `SIGKILL` right after it.
+//!
+//! Usage counters live in the `usage` tree under a 39-byte key, data-plane id (16 bytes),
+//! epoch (16 bytes), month (`YYYY-MM`), so one data plane's counters are one key range in
+//! chronological order; the value is the count as 8 big-endian bytes.
 
 use std::path::Path;
 
@@ -12,11 +16,14 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use uuid::Uuid;
 
-use super::{LicenseRows, StorageInfo, Store, StoreError, StoreResult, token_refusal};
+use super::{
+    LicenseRows, StorageInfo, Store, StoreError, StoreResult, UsageKey, merge_usage, token_refusal,
+};
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
+use crate::usage::{Month, UsageRow, UsageSubmission};
 
 const REVISION_KEY: &[u8] = b"revision";
 
@@ -34,6 +41,7 @@ struct Trees {
     users: sled::Tree,
     /// Keyed by client id (UTF-8).
     connected_apps: sled::Tree,
+    usage: sled::Tree,
 }
 
 /// sled-backed storage under `<data_dir>/cp.sled`.
@@ -72,6 +80,7 @@ impl SledStore {
                 api_tokens: tree("api_tokens")?,
                 users: tree("users")?,
                 connected_apps: tree("connected_apps")?,
+                usage: tree("usage")?,
                 db,
             },
             writer: tokio::sync::Mutex::new(()),
@@ -323,6 +332,43 @@ impl Store for SledStore {
         .await
     }
 
+    async fn record_usage(
+        &self,
+        submissions: Vec<UsageSubmission>,
+    ) -> StoreResult<Vec<Vec<(Month, u64)>>> {
+        self.write(move |t| {
+            // Reading outside a transaction is safe: `write` runs one change at a time, and
+            // this tree has no other writer. One batch (atomic in sled) instead of a
+            // transaction: a group of thousands of reports would make a transaction's
+            // conflict tracking the bottleneck.
+            let merged = merge_usage(&submissions, |key| {
+                t.usage
+                    .get(usage_key(key))
+                    .map_err(backend)?
+                    .map(|raw| decode_count(&raw))
+                    .transpose()
+            })?;
+            let mut batch = sled::Batch::default();
+            for (key, count) in &merged.changed {
+                batch.insert(usage_key(key).as_slice(), count.to_be_bytes().as_slice());
+            }
+            t.usage.apply_batch(batch).map_err(backend)?;
+            Ok(merged.recorded)
+        })
+        .await
+    }
+
+    async fn usage(&self) -> StoreResult<Vec<UsageRow>> {
+        self.trees
+            .usage
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode_usage_row(&key, &value)
+            })
+            .collect()
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.write(|_| Ok(())).await
     }
@@ -347,6 +393,46 @@ fn get_text<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> StoreResult<Op
             })
         })
         .transpose()
+}
+
+fn usage_key((dataplane, epoch, month): &UsageKey) -> [u8; 39] {
+    let mut key = [0u8; 39];
+    key[..16].copy_from_slice(dataplane.as_bytes());
+    key[16..32].copy_from_slice(epoch.as_bytes());
+    key[32..].copy_from_slice(&month.to_bytes());
+    key
+}
+
+fn decode_usage_row(key: &[u8], value: &[u8]) -> StoreResult<UsageRow> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: format!("usage/{}", String::from_utf8_lossy(key)),
+        reason,
+    };
+    if key.len() != 39 {
+        return Err(corrupt(format!(
+            "expected a 39-byte key, found {}",
+            key.len()
+        )));
+    }
+    let month = std::str::from_utf8(&key[32..])
+        .map_err(|e| corrupt(e.to_string()))?
+        .parse::<Month>()
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(UsageRow {
+        dataplane: Uuid::from_slice(&key[..16]).map_err(|e| corrupt(e.to_string()))?,
+        epoch: Uuid::from_slice(&key[16..32]).map_err(|e| corrupt(e.to_string()))?,
+        month,
+        count: decode_count(value)?,
+    })
+}
+
+fn decode_count(raw: &[u8]) -> StoreResult<u64> {
+    raw.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            key: "usage counter".into(),
+            reason: format!("expected 8 bytes, found {}", raw.len()),
+        })
 }
 
 fn scan<T: DeserializeOwned>(tree: &sled::Tree) -> StoreResult<Vec<T>> {
@@ -555,5 +641,54 @@ mod tests {
         let rows = SledStore::open(&path).unwrap().licenses().await.unwrap();
         assert_eq!(rows.revision, 7);
         assert_eq!(rows.licenses, vec![a]);
+    }
+
+    #[tokio::test]
+    async fn sled_keeps_usage_counters_across_reopen() {
+        use crate::usage::UsageSubmission;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let (dp, epoch) = (Uuid::new_v4(), Uuid::new_v4());
+        let (nov, dec): (Month, Month) = ("2026-11".parse().unwrap(), "2026-12".parse().unwrap());
+        let submit = |counts: Vec<(Month, u64)>| UsageSubmission {
+            dataplane: dp,
+            epoch,
+            counts,
+        };
+        {
+            let store = SledStore::open(&path).unwrap();
+            // Two reports for the same counter in one batch: the higher wins.
+            let recorded = store
+                .record_usage(vec![
+                    submit(vec![(dec, 7), (nov, 5)]),
+                    submit(vec![(nov, 9)]),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(recorded, vec![vec![(dec, 7), (nov, 9)], vec![(nov, 9)]]);
+            let lower = store
+                .record_usage(vec![submit(vec![(nov, 3)])])
+                .await
+                .unwrap();
+            assert_eq!(lower, vec![vec![(nov, 9)]]);
+        }
+        let rows = SledStore::open(&path).unwrap().usage().await.unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                UsageRow {
+                    dataplane: dp,
+                    epoch,
+                    month: nov,
+                    count: 9
+                },
+                UsageRow {
+                    dataplane: dp,
+                    epoch,
+                    month: dec,
+                    count: 7
+                },
+            ]
+        );
     }
 }

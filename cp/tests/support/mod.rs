@@ -17,6 +17,7 @@ pub use licsync_cp::model::DataPlaneRecord;
 pub use licsync_cp::secrets;
 pub use licsync_cp::state::ControlPlane;
 pub use licsync_cp::store::{MemoryStore, Store};
+pub use licsync_cp::usage::ReportKey;
 pub use reqwest::{Method, RequestBuilder, StatusCode};
 pub use serde_json::{Value, json};
 pub use tempfile::TempDir;
@@ -104,13 +105,13 @@ impl Api {
                 Arc::new(identity),
             )
             .unwrap();
-            let cp = Arc::new(ControlPlane::new(
+            let cp = Arc::new(with_report_key(ControlPlane::new(
                 config,
                 store.clone(),
                 Arc::new(licenses),
                 pki.ca.cert_pem().to_owned(),
                 pki.ca.fingerprint(),
-            ));
+            )));
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(licsync_cp::cluster::serve(
                 listener,
@@ -126,13 +127,13 @@ impl Api {
             };
             (cp, Some(cluster))
         } else {
-            let cp = Arc::new(ControlPlane::new(
+            let cp = Arc::new(with_report_key(ControlPlane::new(
                 config,
                 store.clone(),
                 Arc::new(licenses),
                 String::new(),
                 FINGERPRINT.into(),
-            ));
+            )));
             (cp, None)
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -328,4 +329,9 @@ impl Logs {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// A control plane as `server::run` builds it: with a report key (an ephemeral one here).
+fn with_report_key(cp: ControlPlane) -> ControlPlane {
+    cp.with_report_key(Arc::new(ReportKey::ephemeral().unwrap()))
 }

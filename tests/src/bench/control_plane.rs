@@ -11,12 +11,14 @@ use futures::{StreamExt, TryStreamExt};
 use licsync_common::license::TrustedKeys;
 use licsync_common::pki;
 use licsync_common::proto::RegisterRequest;
+use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::registration_client::RegistrationClient;
 use licsync_dp::cluster::{self, ClientIdentity, ClusterUrl, ConnectOptions};
 use licsync_dp::config::SyncConfig;
 use licsync_dp::sync::SyncSettings;
 use reqwest::StatusCode;
 use serde_json::json;
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 use super::procfs::{self, Usage};
@@ -39,6 +41,39 @@ pub struct BenchCp {
 }
 
 impl BenchCp {
+    /// Wraps a control plane started some other way (the end-to-end tests start the debug
+    /// build with their own configuration).
+    pub fn new(cp: Cp) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .context("HTTP client")?;
+        Ok(Self { cp, http })
+    }
+
+    /// `GET /license/report[?by=dataplane]`: the signed usage report as received.
+    pub async fn usage_report(&self, by_dataplane: bool) -> anyhow::Result<serde_json::Value> {
+        let path = if by_dataplane {
+            "/license/report?by=dataplane"
+        } else {
+            "/license/report"
+        };
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.cp.token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        ensure!(
+            status == StatusCode::OK,
+            "GET {path} answered {status}: {body}"
+        );
+        Ok(body)
+    }
+
     /// Starts `executable` on 127.0.0.1 ports it picks itself, with sled storage under
     /// `dir/data`, trusting `trusted_key` for licenses.
     pub async fn start(dir: &Path, executable: &Path, trusted_key: &str) -> anyhow::Result<Self> {
@@ -55,11 +90,7 @@ impl BenchCp {
             &[("LICSYNC_LOG", CP_LOG_FILTER)],
         )
         .await;
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .context("HTTP client")?;
-        Ok(Self { cp, http })
+        Self::new(cp)
     }
 
     /// Resident memory and CPU time of the control-plane process.
@@ -262,6 +293,29 @@ impl Enrolled {
                 keepalive_timeout: sync.keepalive_timeout.0,
             },
         })
+    }
+
+    /// A `LicenseSync` client on its own mTLS connection to `cluster_url`, presenting this data
+    /// plane's certificate (what the agent uses to send `ReportUsage`).
+    pub async fn license_sync_client(
+        &self,
+        cluster_url: &str,
+    ) -> anyhow::Result<LicenseSyncClient<Channel>> {
+        let url = ClusterUrl::parse(cluster_url)?;
+        let identity = ClientIdentity {
+            certificate_pem: self.certificate_pem.clone(),
+            private_key_pem: self.private_key_pem.clone(),
+        };
+        let channel = cluster::endpoint(
+            &url,
+            &self.ca_pem,
+            Some(&identity),
+            ConnectOptions::default(),
+        )?
+        .connect()
+        .await
+        .with_context(|| format!("data plane {} cannot connect to {url}", self.dataplane_id))?;
+        Ok(LicenseSyncClient::new(channel))
     }
 
     /// Settings for the control plane that registered it.

@@ -7,7 +7,8 @@
 //! - Scenarios, each returning a report with a table and one JSON object (keys documented in
 //!   `BENCHMARKS.md`): [`fleet`] (connect, propagation, memory, CPU; optionally against the
 //!   [`floor`]), [`storm`] (SIGKILL and restart the control plane, time the resync, count
-//!   resends), [`admin`] (durable `POST /licenses` rate, `GET /licenses/{id}` latency).
+//!   resends), [`admin`] (durable `POST /licenses` rate, `GET /licenses/{id}` latency),
+//!   [`usage`] (durable `ReportUsage` rate at the control plane, and exact totals).
 //! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`simulated`]
 //!   (the in-process data planes and their probes), [`floor`] (the minimal tonic server to
 //!   compare against), [`stats`] (percentiles), [`procfs`] (RSS, CPU, open-file limit),
@@ -24,6 +25,7 @@ pub mod simulated;
 pub mod stats;
 pub mod storm;
 pub mod table;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 

@@ -29,6 +29,14 @@ pub fn usage(pid: &str) -> anyhow::Result<Usage> {
     })
 }
 
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), as printed there: how busy the
+/// shared machine was when a run started.
+pub fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    (fields.len() == 3).then(|| fields.join(" "))
+}
+
 /// `VmRSS:  1234 kB` in a `/proc/<pid>/status` text.
 fn rss_kib(status: &str) -> Option<u64> {
     status

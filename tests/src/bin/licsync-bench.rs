@@ -12,6 +12,7 @@ use licsync_tests::bench::admin::{self, AdminOptions};
 use licsync_tests::bench::fleet::{self, FleetOptions};
 use licsync_tests::bench::storm::{self, StormOptions};
 use licsync_tests::bench::table::Table;
+use licsync_tests::bench::usage::{self, UsageOptions};
 use licsync_tests::bench::{BenchEnv, floor};
 
 /// Benchmarks a real licsync-cp against thousands of simulated data planes.
@@ -39,6 +40,9 @@ enum Scenario {
     Storm(StormArgs),
     /// Durable POST /licenses per second and GET /licenses/{id} latency.
     Admin(AdminArgs),
+    /// N data planes send usage reports as fast as receipts come; durable reports per second
+    /// and whether the control plane's total is exact.
+    Usage(UsageArgs),
     /// The floor server (started by `fleet --with-floor`; not for direct use).
     #[command(hide = true)]
     FloorServer {
@@ -97,6 +101,19 @@ struct AdminArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+struct UsageArgs {
+    /// Simulated data planes, each on its own mTLS connection.
+    #[arg(long, default_value_t = 100)]
+    dataplanes: usize,
+    /// How long they report.
+    #[arg(long, default_value = "10s")]
+    duration: HumanDuration,
+    /// Every k-th report of a data plane repeats its previous one (a retry); 0: never.
+    #[arg(long, default_value_t = 8)]
+    retry_every: u64,
 }
 
 #[tokio::main]
@@ -174,6 +191,19 @@ async fn run(
                 concurrency,
             };
             let report = admin::run(&env, &options).await?;
+            (report.table(), report.to_json())
+        }
+        Scenario::Usage(UsageArgs {
+            dataplanes,
+            duration,
+            retry_every,
+        }) => {
+            let options = UsageOptions {
+                dataplanes,
+                duration: duration.0,
+                retry_every,
+            };
+            let report = usage::run(&env, &options).await?;
             (report.table(), report.to_json())
         }
     };

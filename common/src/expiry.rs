@@ -1,0 +1,102 @@
+//! Kong's license-expiry log schedule, as a pure function of the expiration date and today's
+//! date, so the control plane and every data plane log the same thing on the same day and the
+//! boundaries are tested without waiting for a calendar.
+//!
+//! Kong Gateway logs a warning every day from 90 days before its license expires, an error every
+//! day from 30 days before, and a critical error every day after it has expired (and keeps
+//! serving). A license is in force through the whole of its expiration date, UTC, so the
+//! expiration date itself is "expires today" (an error), and the day after is the first
+//! "expired" day.
+
+use time::Date;
+
+/// Days before expiry from which a warning is logged daily.
+pub const WARN_FROM_DAYS: i64 = 90;
+/// Days before expiry from which an error is logged daily.
+pub const ERROR_FROM_DAYS: i64 = 30;
+
+/// How loudly to speak about an expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExpiryStage {
+    /// 90 to 31 days left: WARN.
+    Approaching,
+    /// 30 to 0 days left (0: the expiration date itself): ERROR.
+    Imminent,
+    /// Past the expiration date: ERROR with `severity = "critical"`.
+    Expired,
+}
+
+impl ExpiryStage {
+    /// The `severity` field logged with the notice.
+    pub fn severity(self) -> &'static str {
+        match self {
+            Self::Approaching => "warning",
+            Self::Imminent => "error",
+            Self::Expired => "critical",
+        }
+    }
+}
+
+/// What to log about a license on one day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryNotice {
+    pub stage: ExpiryStage,
+    /// Whole days from `today` to the expiration date: 0 on the expiration date, negative once
+    /// expired (-1 the day after).
+    pub days_left: i64,
+}
+
+/// The notice due on `today` (UTC) for a license expiring on `expiration`, or `None` while
+/// more than [`WARN_FROM_DAYS`] days are left.
+pub fn expiry_notice(expiration: Date, today: Date) -> Option<ExpiryNotice> {
+    let days_left = (expiration - today).whole_days();
+    let stage = if days_left < 0 {
+        ExpiryStage::Expired
+    } else if days_left <= ERROR_FROM_DAYS {
+        ExpiryStage::Imminent
+    } else if days_left <= WARN_FROM_DAYS {
+        ExpiryStage::Approaching
+    } else {
+        return None;
+    };
+    Some(ExpiryNotice { stage, days_left })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn stage_on(today: Date) -> Option<ExpiryStage> {
+        expiry_notice(date!(2026 - 12 - 31), today).map(|n| n.stage)
+    }
+
+    #[test]
+    fn stages_change_exactly_at_90_30_and_after_the_expiration_date() {
+        // 2026-12-31 minus 90 days is 2026-10-02; minus 30 days is 2026-12-01.
+        assert_eq!(stage_on(date!(2026 - 10 - 01)), None);
+        assert_eq!(
+            stage_on(date!(2026 - 10 - 02)),
+            Some(ExpiryStage::Approaching)
+        );
+        assert_eq!(
+            stage_on(date!(2026 - 11 - 30)),
+            Some(ExpiryStage::Approaching)
+        );
+        assert_eq!(stage_on(date!(2026 - 12 - 01)), Some(ExpiryStage::Imminent));
+        assert_eq!(stage_on(date!(2026 - 12 - 31)), Some(ExpiryStage::Imminent));
+        assert_eq!(stage_on(date!(2027 - 01 - 01)), Some(ExpiryStage::Expired));
+        assert_eq!(stage_on(date!(2030 - 06 - 01)), Some(ExpiryStage::Expired));
+        assert_eq!(stage_on(date!(2020 - 01 - 01)), None);
+    }
+
+    #[test]
+    fn days_left_counts_to_the_expiration_date() {
+        let expiration = date!(2026 - 12 - 31);
+        let on = |today| expiry_notice(expiration, today).unwrap().days_left;
+        assert_eq!(on(date!(2026 - 10 - 02)), 90);
+        assert_eq!(on(date!(2026 - 12 - 31)), 0);
+        assert_eq!(on(date!(2027 - 01 - 01)), -1);
+        assert_eq!(ExpiryStage::Expired.severity(), "critical");
+    }
+}
