@@ -2,15 +2,17 @@
 //! on the machine; the numbers live in `BENCHMARKS.md`): every simulated data plane converges
 //! on every write, against the control plane and against the floor, a control plane killed
 //! and restarted resends nothing a data plane already holds, and usage reports from many data
-//! planes at once (retries among them) add up exactly.
+//! planes at once (retries among them) add up exactly, as do `POST /usage` increments at one
+//! data-plane agent, in memory and on disk after a clean stop.
 //!
-//! Runs the debug `licsync-cp` (build it first: `cargo build -p licsync-cp`) and this crate's
-//! `licsync-bench` for the floor.
+//! Runs the debug `licsync-cp` and `licsync-dp` (build them first: `cargo build -p licsync-cp
+//! -p licsync-dp`) and this crate's `licsync-bench` for the floor.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use licsync_tests::bench::BenchEnv;
+use licsync_tests::bench::dp_usage::{self, DpUsageOptions};
 use licsync_tests::bench::fleet::{self, FleetOptions};
 use licsync_tests::bench::storm::{self, StormOptions};
 use licsync_tests::bench::usage::{self, UsageOptions};
@@ -21,6 +23,7 @@ const N: usize = 20;
 fn env() -> BenchEnv {
     BenchEnv {
         cp_binary: binary("licsync-cp"),
+        dp_binary: binary("licsync-dp"),
         bench_binary: PathBuf::from(env!("CARGO_BIN_EXE_licsync-bench")),
         work_dir: None,
     }
@@ -100,4 +103,32 @@ async fn usage_reports_from_many_dataplanes_add_up_exactly() {
     assert_eq!(json["scenario"], "usage");
     assert_eq!(json["exact"], true);
     assert!(json["reports_per_s"].as_f64().unwrap() > 0.0, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_usage_increments_at_one_agent_add_up_in_memory_and_on_disk() {
+    let options = DpUsageOptions {
+        connections: 2,
+        duration: Duration::from_secs(1),
+        // Some clients reconnect mid-run: a new connection must not lose or double a count.
+        requests_per_connection: 50,
+    };
+    let report = dp_usage::run(&env(), &options).await.unwrap();
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!(report.refused, 0, "{:?}", report.first_error);
+    assert!(report.accepted > 0, "the agent accepted increments");
+    assert!(report.connections_opened >= 2);
+    assert_eq!(report.agent_total, report.accepted, "GET /usage total");
+    assert!(report.clean_exit, "the agent exits 0 on SIGTERM");
+    assert_eq!(
+        report.file_total, report.accepted,
+        "usage.json after SIGTERM"
+    );
+    assert!(report.exact());
+    let json = report.to_json();
+    assert_eq!(json["scenario"], "dp-usage");
+    assert_eq!(json["exact"], true);
+    assert_eq!(json["accepted"], json["file_total"]);
+    assert!(json["increments_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["latency_ms"]["p99"].is_number(), "{json}");
 }

@@ -8,7 +8,9 @@
 //!   `BENCHMARKS.md`): [`fleet`] (connect, propagation, memory, CPU; optionally against the
 //!   [`floor`]), [`storm`] (SIGKILL and restart the control plane, time the resync, count
 //!   resends), [`admin`] (durable `POST /licenses` rate, `GET /licenses/{id}` latency),
-//!   [`usage`] (durable `ReportUsage` rate at the control plane, and exact totals).
+//!   [`usage`] (durable `ReportUsage` rate at the control plane, and exact totals),
+//!   [`dp_usage`] (`POST /usage` increments per second at one real `licsync-dp`, and exact
+//!   totals in memory and on disk).
 //! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`simulated`]
 //!   (the in-process data planes and their probes), [`floor`] (the minimal tonic server to
 //!   compare against), [`stats`] (percentiles), [`procfs`] (RSS, CPU, open-file limit),
@@ -18,6 +20,7 @@
 
 pub mod admin;
 pub mod control_plane;
+pub mod dp_usage;
 pub mod fleet;
 pub mod floor;
 pub mod procfs;
@@ -40,6 +43,8 @@ pub const FD_HEADROOM: u64 = 512;
 pub struct BenchEnv {
     /// The `licsync-cp` executable under test.
     pub cp_binary: PathBuf,
+    /// The `licsync-dp` executable under test (`dp-usage`).
+    pub dp_binary: PathBuf,
     /// The `licsync-bench` executable, which also serves the floor (`floor-server`).
     pub bench_binary: PathBuf,
     /// Parent of each run's data directory; a fresh temporary directory when `None`.
@@ -47,8 +52,9 @@ pub struct BenchEnv {
 }
 
 impl BenchEnv {
-    /// The running executable as `licsync-bench`, and the `licsync-cp` next to it (both land in
-    /// `target/release` with `cargo build --release -p licsync-cp -p licsync-tests`).
+    /// The running executable as `licsync-bench`, and the `licsync-cp` and `licsync-dp` next
+    /// to it (all land in `target/release` with `cargo build --release -p licsync-cp -p
+    /// licsync-dp -p licsync-tests`).
     pub fn beside_current_exe() -> anyhow::Result<Self> {
         let bench_binary = std::env::current_exe().context("path of this executable")?;
         let dir = bench_binary
@@ -56,6 +62,7 @@ impl BenchEnv {
             .context("directory of this executable")?;
         Ok(Self {
             cp_binary: dir.join("licsync-cp"),
+            dp_binary: dir.join("licsync-dp"),
             bench_binary,
             work_dir: None,
         })

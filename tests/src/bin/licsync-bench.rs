@@ -1,4 +1,4 @@
-//! `licsync-bench`: the fleet benchmark (see `BENCHMARKS.md`). Thin: parse the command line,
+//! `licsync-bench`: the fleet and data-plane benchmarks (see `BENCHMARKS.md`). Thin: parse the command line,
 //! run one scenario from [`licsync_tests::bench`], print its table and, with `--json`, its JSON
 //! object.
 #![forbid(unsafe_code)]
@@ -9,13 +9,15 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use licsync_common::duration::HumanDuration;
 use licsync_tests::bench::admin::{self, AdminOptions};
+use licsync_tests::bench::dp_usage::{self, DpUsageOptions};
 use licsync_tests::bench::fleet::{self, FleetOptions};
 use licsync_tests::bench::storm::{self, StormOptions};
 use licsync_tests::bench::table::Table;
 use licsync_tests::bench::usage::{self, UsageOptions};
 use licsync_tests::bench::{BenchEnv, floor};
 
-/// Benchmarks a real licsync-cp against thousands of simulated data planes.
+/// Benchmarks a real licsync-cp against thousands of simulated data planes, and a real
+/// licsync-dp's local usage API.
 #[derive(Debug, Parser)]
 #[command(name = "licsync-bench", version)]
 struct Cli {
@@ -25,6 +27,9 @@ struct Cli {
     /// The licsync-cp executable to benchmark (default: the one next to licsync-bench).
     #[arg(long, global = true, env = "LICSYNC_BENCH_CP")]
     cp_binary: Option<PathBuf>,
+    /// The licsync-dp executable to benchmark (default: the one next to licsync-bench).
+    #[arg(long, global = true, env = "LICSYNC_BENCH_DP")]
+    dp_binary: Option<PathBuf>,
     /// Keep each run's data under this directory (default: a temporary directory, removed).
     #[arg(long, global = true)]
     work_dir: Option<PathBuf>,
@@ -43,6 +48,9 @@ enum Scenario {
     /// N data planes send usage reports as fast as receipts come; durable reports per second
     /// and whether the control plane's total is exact.
     Usage(UsageArgs),
+    /// C HTTP/1.1 keep-alive clients send POST /usage {"request_count": 1} to one real
+    /// licsync-dp; increments per second, and whether its totals in memory and on disk are exact.
+    DpUsage(DpUsageArgs),
     /// The floor server (started by `fleet --with-floor`; not for direct use).
     #[command(hide = true)]
     FloorServer {
@@ -116,15 +124,30 @@ struct UsageArgs {
     retry_every: u64,
 }
 
+#[derive(Debug, Args)]
+struct DpUsageArgs {
+    /// Concurrent HTTP/1.1 connections, each with one request in flight.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// How long they send.
+    #[arg(long, default_value = "10s")]
+    duration: HumanDuration,
+    /// Requests on one connection before a client closes it and opens another (0: keep one
+    /// connection for the whole run).
+    #[arg(long, default_value_t = 0)]
+    requests_per_connection: u64,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let Cli {
         json,
         cp_binary,
+        dp_binary,
         work_dir,
         scenario,
     } = Cli::parse();
-    match run(json, cp_binary, work_dir, scenario).await {
+    match run(json, cp_binary, dp_binary, work_dir, scenario).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("licsync-bench: {error:#}");
@@ -136,12 +159,16 @@ async fn main() -> ExitCode {
 async fn run(
     json: bool,
     cp_binary: Option<PathBuf>,
+    dp_binary: Option<PathBuf>,
     work_dir: Option<PathBuf>,
     scenario: Scenario,
 ) -> anyhow::Result<()> {
     let mut env = BenchEnv::beside_current_exe()?;
     if let Some(path) = cp_binary {
         env.cp_binary = path;
+    }
+    if let Some(path) = dp_binary {
+        env.dp_binary = path;
     }
     env.work_dir = work_dir;
     let (table, value) = match scenario {
@@ -204,6 +231,19 @@ async fn run(
                 retry_every,
             };
             let report = usage::run(&env, &options).await?;
+            (report.table(), report.to_json())
+        }
+        Scenario::DpUsage(DpUsageArgs {
+            connections,
+            duration,
+            requests_per_connection,
+        }) => {
+            let options = DpUsageOptions {
+                connections,
+                duration: duration.0,
+                requests_per_connection,
+            };
+            let report = dp_usage::run(&env, &options).await?;
             (report.table(), report.to_json())
         }
     };
