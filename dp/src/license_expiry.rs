@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use licsync_common::expiry::{self, ExpiryStage};
 use licsync_common::license::License;
 use time::{Date, OffsetDateTime, UtcOffset};
 use tokio::sync::watch;
@@ -25,10 +26,6 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::state::DpState;
 
-/// Days before expiry from which a WARN is logged daily.
-pub const WARN_DAYS: i64 = 90;
-/// Days before expiry from which an ERROR is logged daily.
-pub const ERROR_DAYS: i64 = 30;
 /// How often the task looks at the calendar.
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
 
@@ -44,21 +41,19 @@ pub enum ExpiryNotice {
 }
 
 /// The schedule: what to say about a license expiring at the end of `expiration` (UTC) at
-/// time `now`; `None` while more than [`WARN_DAYS`] days are left.
+/// time `now`; `None` while more than [`expiry::WARN_FROM_DAYS`] days are left. The rule is
+/// the control plane's ([`expiry::expiry_notice`]), so both log the same thing on the same day.
 pub fn notice(expiration: Date, now: OffsetDateTime) -> Option<ExpiryNotice> {
     let today = now.to_offset(UtcOffset::UTC).date();
-    let days_left = (expiration - today).whole_days();
-    if days_left < 0 {
-        Some(ExpiryNotice::Expired {
+    let due = expiry::expiry_notice(expiration, today)?;
+    let days_left = due.days_left;
+    Some(match due.stage {
+        ExpiryStage::Approaching => ExpiryNotice::Expiring { days_left },
+        ExpiryStage::Imminent => ExpiryNotice::ExpiringSoon { days_left },
+        ExpiryStage::Expired => ExpiryNotice::Expired {
             days_ago: -days_left,
-        })
-    } else if days_left <= ERROR_DAYS {
-        Some(ExpiryNotice::ExpiringSoon { days_left })
-    } else if days_left <= WARN_DAYS {
-        Some(ExpiryNotice::Expiring { days_left })
-    } else {
-        None
-    }
+        },
+    })
 }
 
 /// The once-a-day rule: a notice is due when the active license or the UTC day changed since
