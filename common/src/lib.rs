@@ -12,6 +12,10 @@
 //!   verification a vendor runs offline.
 //! - [`expiry`]: Kong's license-expiry log schedule, as a pure function of the date.
 //! - [`fsutil`]: crash-safe file replacement and secret files (mode 0600).
+//! - [`strict_json`]: JSON with one interpretation (a repeated key is refused), for signed and
+//!   outside documents.
+//! - [`log_text`]: escaping outside text for logs, and the rule that names hold no control
+//!   characters.
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
 //!
 //! Nothing here owns a socket or a task: the applications decide I/O policy.
@@ -23,8 +27,10 @@ pub mod duration;
 pub mod expiry;
 pub mod fsutil;
 pub mod license;
+pub mod log_text;
 pub mod pki;
 pub mod report;
+pub mod strict_json;
 pub mod telemetry;
 pub mod time_fmt;
 

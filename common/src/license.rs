@@ -40,6 +40,10 @@ pub const REQUIRED_FIELDS: [&str; 4] = [
 pub enum LicenseError {
     #[error("could not decode license json")]
     Json,
+    /// A key appears twice in one object: two parsers could read two different licenses from
+    /// the one document, and only one of them is what was signed.
+    #[error("duplicate key '{}'", crate::log_text::escape(.0))]
+    DuplicateKey(String),
     #[error("license document is larger than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge,
     #[error("missing field '{0}'")]
@@ -78,7 +82,12 @@ impl License {
         if document.len() > MAX_DOCUMENT_BYTES {
             return Err(LicenseError::TooLarge);
         }
-        let root: Value = serde_json::from_str(document).map_err(|_| LicenseError::Json)?;
+        let root = crate::strict_json::from_str(document).map_err(|error| match error {
+            crate::strict_json::StrictJsonError::DuplicateKey(key) => {
+                LicenseError::DuplicateKey(key)
+            }
+            crate::strict_json::StrictJsonError::Syntax(_) => LicenseError::Json,
+        })?;
         let license = root
             .get("license")
             .and_then(Value::as_object)
@@ -492,6 +501,41 @@ mod tests {
         assert_eq!(
             License::parse(&numeric).unwrap_err().to_string(),
             "field 'admin_seats' must be a string"
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_anywhere_is_refused_before_the_signature_is_checked() {
+        let (key, trusted) = keypair();
+        let doc = sign_document(&payload(), &key);
+        // The forgery from the probe: forged fields first, the genuinely signed ones after, so
+        // a last-wins parser verifies the signature and a first-wins one reads the forgery.
+        let forged = doc.replacen(
+            "\"payload\":{",
+            "\"payload\":{\"customer\":\"Mega Corp\",\"dataplanes\":\"100000\",\"license_expiration_date\":\"2999-12-31\",",
+            1,
+        );
+        assert_eq!(
+            License::parse_verified(&forged, &trusted),
+            Err(LicenseError::DuplicateKey("customer".into()))
+        );
+        assert_eq!(
+            LicenseError::DuplicateKey("customer".into()).to_string(),
+            "duplicate key 'customer'"
+        );
+        let twice_signed = doc.replacen(
+            "\"version\":\"1\"",
+            "\"version\":\"1\",\"version\":\"1\"",
+            1,
+        );
+        assert_eq!(
+            License::parse(&twice_signed),
+            Err(LicenseError::DuplicateKey("version".into()))
+        );
+        let wrapped = format!("{{\"license\":{{}},{}", &doc[1..]);
+        assert_eq!(
+            License::parse(&wrapped),
+            Err(LicenseError::DuplicateKey("license".into()))
         );
     }
 

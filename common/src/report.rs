@@ -134,8 +134,15 @@ pub fn verify(text: &[u8], public_key: &str) -> Result<Verified, ReportError> {
             text.len()
         )));
     }
-    let value: Value = serde_json::from_slice(text)
-        .map_err(|e| ReportError::Malformed(format!("not JSON ({e})")))?;
+    // Signed data: one reading only, a repeated member is refused rather than resolved.
+    let value = crate::strict_json::from_slice(text).map_err(|e| match e {
+        crate::strict_json::StrictJsonError::DuplicateKey(_) => {
+            ReportError::Malformed(e.to_string())
+        }
+        crate::strict_json::StrictJsonError::Syntax(e) => {
+            ReportError::Malformed(format!("not JSON ({e})"))
+        }
+    })?;
     let Value::Object(report) = value else {
         return Err(ReportError::Malformed("not a JSON object".into()));
     };
@@ -243,6 +250,24 @@ mod tests {
             let verified = verify(&text, &key.public_key_base64()).unwrap();
             assert_eq!(verified.checksum, sealed[CHECKSUM]);
         }
+    }
+
+    #[test]
+    fn a_sealed_report_with_a_repeated_member_is_refused() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let text = serde_json::to_string(&seal(report(), &key)).unwrap();
+        // A reader that keeps the first occurrence would see 1; the seal covers 42.
+        let doubled = text.replacen(
+            "\"request_count\":42",
+            "\"request_count\":1,\"request_count\":42",
+            1,
+        );
+        assert_ne!(doubled, text);
+        let error = verify(doubled.as_bytes(), &key.public_key_base64()).unwrap_err();
+        assert!(
+            error.to_string().contains("duplicate key 'request_count'"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! `log.format = "text"` writes human lines; `"json"` writes one object per line with the event's
 //! fields (`event`, ids, revision, peer) flattened to the top level, which is what log shippers
-//! index. `LICSYNC_LOG` (e.g. `info,licsync_cp=debug`) overrides `log.level`.
+//! index. Either way one event is one line: text logs escape control characters in every
+//! value ([`crate::log_text`]), JSON escapes them as JSON does. `LICSYNC_LOG` (e.g. `info,licsync_cp=debug`) overrides `log.level`.
 
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
@@ -61,7 +62,10 @@ pub fn init(config: &LogConfig) -> Result<(), BadFilter> {
         .with_writer(std::io::stderr);
     // A second init (tests calling library entry points) keeps the first subscriber.
     let _ = match config.format {
-        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Text => builder
+            .fmt_fields(crate::log_text::EscapingFields::default())
+            .with_target(false)
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

@@ -9,6 +9,7 @@ use licsync_common::fsutil;
 use licsync_common::license::{
     License, MAX_DOCUMENT_BYTES, SigningKey, TrustedKeys, sign_document,
 };
+use licsync_common::log_text::escape;
 
 use crate::cli::LicenseCommand;
 
@@ -53,12 +54,15 @@ fn sign(key_path: &Path, payload_path: &Path) -> anyhow::Result<()> {
     let key =
         SigningKey::from_pem(&pem).with_context(|| format!("cannot use {}", key_path.display()))?;
     let text = read_bounded(payload_path)?;
-    let payload: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
+    let shape = || {
         format!(
             "{} must hold a JSON object whose values are all strings, e.g. {{\"customer\": \"Example\", \"license_key\": \"K\", \"license_creation_date\": \"2026-01-01\", \"license_expiration_date\": \"2027-01-01\"}}",
             payload_path.display()
         )
-    })?;
+    };
+    // A repeated key would be signed with one of its values silently dropped.
+    let value = licsync_common::strict_json::from_str(&text).with_context(shape)?;
+    let payload: BTreeMap<String, String> = serde_json::from_value(value).with_context(shape)?;
     let document = sign_document(&payload, &key);
     License::parse(&document).with_context(|| {
         format!(
@@ -84,8 +88,8 @@ fn verify(file: &Path, trusted: &[String]) -> anyhow::Result<bool> {
             println!(
                 "{}: valid license for {} (key {}), expires {} ({state})",
                 file.display(),
-                license.customer(),
-                license.license_key(),
+                escape(license.customer()),
+                escape(license.license_key()),
                 license.expiration_date()
             );
             Ok(true)
@@ -107,4 +111,51 @@ fn read_bounded(path: &Path) -> anyhow::Result<String> {
         );
     }
     fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_refuses_a_document_that_repeats_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = SigningKey::generate().unwrap();
+        let payload: BTreeMap<String, String> = [
+            ("customer", "Small Co"),
+            ("license_key", "K"),
+            ("license_creation_date", "2026-01-01"),
+            ("license_expiration_date", "2027-01-01"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let genuine = sign_document(&payload, &key);
+        let forged = genuine.replacen(
+            "\"payload\":{",
+            "\"payload\":{\"customer\":\"Mega Corp\",",
+            1,
+        );
+        let trusted = vec![key.public_key_base64()];
+        let file = dir.path().join("license.json");
+        fs::write(&file, &genuine).unwrap();
+        assert!(verify(&file, &trusted).unwrap());
+        fs::write(&file, &forged).unwrap();
+        assert!(
+            !verify(&file, &trusted).unwrap(),
+            "a repeated key is invalid"
+        );
+    }
+
+    #[test]
+    fn sign_refuses_a_payload_that_repeats_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, pem) = SigningKey::generate().unwrap();
+        let key = dir.path().join("k.pem");
+        fs::write(&key, pem).unwrap();
+        let payload = dir.path().join("payload.json");
+        fs::write(&payload, r#"{"customer":"A","customer":"B"}"#).unwrap();
+        let err = format!("{:#}", sign(&key, &payload).unwrap_err());
+        assert!(err.contains("duplicate key 'customer'"), "{err}");
+    }
 }

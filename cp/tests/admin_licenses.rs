@@ -421,3 +421,50 @@ async fn listings_page_in_id_order_with_next_links() {
     );
     api.stop().await;
 }
+
+/// The probe's forgery: forged fields first, the genuinely signed ones after. A last-wins parser
+/// verifies the signature over the genuine fields while a first-wins one (the gateway, say)
+/// reads the forged ones; so the document is refused whatever the order.
+#[tokio::test]
+async fn a_document_that_repeats_a_key_is_refused_as_ambiguous() {
+    let api = Api::start().await;
+    let genuine = api.document("Small Co");
+    let forged = genuine.replacen(
+        "\"payload\":{",
+        "\"payload\":{\"customer\":\"Mega Corp\",\"dataplanes\":\"100000\",\"license_expiration_date\":\"2999-12-31\",",
+        1,
+    );
+    assert_ne!(forged, genuine);
+    let message = "Unable to validate license: duplicate key 'customer'";
+    let (status, body) = send(
+        api.call(Method::POST, "/licenses")
+            .json(&json!({"payload": forged})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["message"], message);
+    let id = Uuid::new_v4();
+    let (status, body) = send(
+        api.call(Method::PUT, &format!("/licenses/{id}"))
+            .json(&json!({"payload": forged})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].clone()),
+        (StatusCode::BAD_REQUEST, json!(message))
+    );
+
+    // Sent as an object, the repetition is in the request body itself.
+    let body_text = format!("{{\"payload\":{genuine},\"payload\":{genuine}}}");
+    let (status, body) = send(api.call(Method::POST, "/licenses").body(body_text)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["message"],
+        "Cannot parse JSON body: duplicate key 'payload'; send each field once"
+    );
+    assert!(
+        api.cp.licenses.current().licenses.is_empty(),
+        "nothing was stored"
+    );
+    api.stop().await;
+}

@@ -181,3 +181,70 @@ async fn silent_data_planes_are_purged_and_connected_ones_kept() {
     assert!(refused.message().contains("not registered"), "{refused:?}");
     stream.heartbeat().await;
 }
+
+#[tokio::test]
+async fn names_and_hello_fields_with_control_characters_are_refused_without_spending_the_token() {
+    use licsync_common::pki;
+    use licsync_common::proto::RegisterRequest;
+    use licsync_common::proto::registration_client::RegistrationClient;
+    use serde_json::json;
+
+    let cp = Cluster::start(|_| {}).await;
+    let (status, token) = cp
+        .admin(
+            Method::POST,
+            "/registration-tokens",
+            Some(json!({"name": "edge\nINFO licsync_cp: forged"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{token}");
+    assert!(
+        token["message"]
+            .as_str()
+            .unwrap()
+            .contains("name must not contain control characters"),
+        "{token}"
+    );
+
+    let (status, token) = cp
+        .admin(
+            Method::POST,
+            "/registration-tokens",
+            Some(json!({"name": "ok"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{token}");
+    let token = token["token"].as_str().unwrap().to_owned();
+    let (_, csr_der) = pki::new_key_and_csr("edge").unwrap();
+    let request = |name: &str, hostname: &str| RegisterRequest {
+        token: token.clone(),
+        csr_der: csr_der.clone(),
+        name: name.into(),
+        hostname: hostname.into(),
+        version: licsync_common::VERSION.into(),
+    };
+    let mut client = RegistrationClient::new(cp.connect(None).await);
+    for (name, hostname) in [("edge\n2", "h"), ("edge", "h\u{1b}[2J")] {
+        let refusal = client.register(request(name, hostname)).await.unwrap_err();
+        assert_eq!(refusal.code(), Code::InvalidArgument, "{refusal:?}");
+        assert!(
+            refusal
+                .message()
+                .contains("must not contain control characters"),
+            "{refusal:?}"
+        );
+    }
+    // The one-use token was not spent by the refusals.
+    client
+        .register(request("edge", "edge.example"))
+        .await
+        .unwrap();
+
+    let dp = cp.register(licsync_common::VERSION).await;
+    let refusal = cp.sync(&dp, "3.0.0\r\nforged").await.err().unwrap();
+    assert_eq!(refusal.code(), Code::InvalidArgument, "{refusal:?}");
+    assert!(
+        refusal.message().starts_with("version must not contain"),
+        "{refusal:?}"
+    );
+}

@@ -10,6 +10,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt;
+use licsync_common::strict_json::{self, StrictJsonError};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -80,12 +81,17 @@ fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Map<String, Value>, ApiErr
             .map(|(name, value)| (name, Value::String(value)))
             .collect());
     }
-    match serde_json::from_slice(trimmed) {
+    // One reading only: a repeated key (`{"payload": A, "payload": B}`) is refused, never
+    // resolved to whichever occurrence this parser happens to keep.
+    match strict_json::from_slice(trimmed) {
         Ok(Value::Object(fields)) => Ok(fields),
         Ok(_) => Err(ApiError::bad_request(
             "JSON body must be an object, e.g. {\"name\": \"value\"}",
         )),
-        Err(_) => Err(ApiError::bad_request("Cannot parse JSON body")),
+        Err(error @ StrictJsonError::DuplicateKey(_)) => Err(ApiError::bad_request(format!(
+            "Cannot parse JSON body: {error}; send each field once"
+        ))),
+        Err(StrictJsonError::Syntax(_)) => Err(ApiError::bad_request("Cannot parse JSON body")),
     }
 }
 
@@ -124,5 +130,11 @@ mod tests {
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         let err = parse(&headers("application/x-www-form-urlencoded"), b"[1]").unwrap_err();
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        let err = parse(&HeaderMap::new(), br#"{"payload":"a","payload":"b"}"#).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            err.message(),
+            "Cannot parse JSON body: duplicate key 'payload'; send each field once"
+        );
     }
 }

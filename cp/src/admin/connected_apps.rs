@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use licsync_common::unix_now;
+use licsync_common::{log_text, unix_now};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -62,7 +62,10 @@ impl AppRequest {
                             field,
                             format!("must be at most {MAX_APP_NAME_CHARS} characters long"),
                         ),
-                    Value::String(text) => name = Some(text.trim().to_owned()),
+                    Value::String(text) => match log_text::check_name("name", &text) {
+                        Ok(()) => name = Some(text.trim().to_owned()),
+                        Err(reason) => violations.add(field, reason),
+                    },
                     _ => violations.add(field, "expected a string"),
                 },
                 "scopes" => match parse_scopes(&value) {
@@ -285,6 +288,10 @@ mod tests {
             (
                 json!({"name": "x".repeat(129), "scopes": ["read:servers"]}),
                 "at most 128",
+            ),
+            (
+                json!({"name": "ci\r\nWARN forged", "scopes": ["read:servers"]}),
+                "name must not contain control characters (found U+000D)",
             ),
             (
                 json!({"scopes": ["read:servers"]}),

@@ -92,6 +92,14 @@ impl ApiError {
         self.status
     }
 
+    #[cfg(test)]
+    pub fn message(&self) -> &str {
+        self.body
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
     fn with_kong_name(mut self, name: &str, code: u32) -> Self {
         self.body.insert("name".into(), Value::String(name.into()));
         self.body.insert("code".into(), Value::from(code));

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use licsync_common::duration::HumanDuration;
-use licsync_common::unix_now;
+use licsync_common::{log_text, unix_now};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -64,13 +64,14 @@ impl TokenRequest {
             }
             match field.as_str() {
                 "name" => match value {
-                    Value::String(name) if name.chars().count() <= MAX_NAME_CHARS => {
-                        request.name = name;
-                    }
-                    Value::String(_) => violations.add(
+                    Value::String(name) if name.chars().count() > MAX_NAME_CHARS => violations.add(
                         field,
                         format!("must be at most {MAX_NAME_CHARS} characters long"),
                     ),
+                    Value::String(name) => match log_text::check_name("name", &name) {
+                        Ok(()) => request.name = name,
+                        Err(reason) => violations.add(field, reason),
+                    },
                     _ => violations.add(field, "expected a string"),
                 },
                 "ttl" => match ttl(&value) {
@@ -258,6 +259,8 @@ mod tests {
             (json!({"max_uses": 1.5}), "max_uses"),
             (json!({"name": "x".repeat(129)}), "name"),
             (json!({"name": 7}), "name"),
+            (json!({"name": "edge\nINFO forged"}), "control characters"),
+            (json!({"name": "edge\u{1b}[2J"}), "control characters"),
             (json!({"colour": "red"}), "colour"),
         ] {
             let err = request(body.clone()).unwrap_err();

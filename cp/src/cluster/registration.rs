@@ -66,9 +66,9 @@ impl Registration for RegistrationService {
             .unwrap_or_default();
         let req = request.into_inner();
         check_len("token", &req.token, MAX_TOKEN_BYTES)?;
-        check_len("name", &req.name, MAX_NAME_BYTES)?;
-        check_len("hostname", &req.hostname, MAX_HOSTNAME_BYTES)?;
-        check_len("version", &req.version, MAX_VERSION_BYTES)?;
+        check_text("name", &req.name, MAX_NAME_BYTES)?;
+        check_text("hostname", &req.hostname, MAX_HOSTNAME_BYTES)?;
+        check_text("version", &req.version, MAX_VERSION_BYTES)?;
 
         // A malformed CSR must not burn the token's use, and nothing is signed for a caller
         // whose token was refused: check the CSR, consume the token, then sign.
@@ -272,6 +272,13 @@ fn describe(credential: &Credential) -> String {
         Credential::User { username, .. } => format!("user '{username}'"),
         Credential::App { client_id, .. } => format!("connected app '{client_id}'"),
     }
+}
+
+/// [`check_len`] for text that is stored, listed and logged: no control characters either, so
+/// a name cannot forge a log line or rewrite a terminal.
+fn check_text(field: &str, value: &str, limit: usize) -> Result<(), Status> {
+    check_len(field, value, limit)?;
+    licsync_common::log_text::check_name(field, value).map_err(Status::invalid_argument)
 }
 
 fn check_len(field: &str, value: &str, limit: usize) -> Result<(), Status> {

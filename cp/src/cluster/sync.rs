@@ -158,6 +158,9 @@ impl LicenseSync for SyncService {
             }
         };
         let held = parse_held(&hello)?;
+        for (field, value) in [("hostname", &hello.hostname), ("version", &hello.version)] {
+            licsync_common::log_text::check_name(field, value).map_err(Status::invalid_argument)?;
+        }
 
         let (tx, rx) = mpsc::channel(4);
         let span = tracing::info_span!(

@@ -62,6 +62,9 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
         output_directory,
         timeout,
     } = options;
+    if let Some(name) = &name {
+        licsync_common::log_text::check_name("name", name).map_err(RegistrationError::BadName)?;
+    }
     let path = output_directory.join(FILE_NAME);
     refuse_existing(&path)?;
     let url = ClusterUrl::parse(&server)?;
@@ -266,6 +269,19 @@ mod tests {
             )
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+    }
+
+    #[tokio::test]
+    async fn a_name_with_control_characters_is_refused_before_the_token_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = options(dir.path());
+        options.name = Some("edge\nINFO forged".into());
+        let err = create(options).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--name must not contain control characters (found U+000A); use letters, digits, spaces and punctuation"
+        );
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 
     #[tokio::test]

@@ -98,6 +98,9 @@ pub enum RegistrationError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The name is shown in the fleet list and in logs; the control plane would refuse it.
+    #[error("--{0}")]
+    BadName(String),
     #[error("--ca-cert {}: {reason}", .path.display())]
     BadCaFile { path: PathBuf, reason: String },
     #[error(

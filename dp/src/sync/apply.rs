@@ -362,6 +362,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_document_that_repeats_a_key_is_nacked_and_never_written() {
+        let f = fixture();
+        let genuine = signed(&f.trusted, "Small Co");
+        let forged = genuine.replacen(
+            "\"payload\":{",
+            "\"payload\":{\"customer\":\"Mega Corp\",\"dataplanes\":\"100000\",",
+            1,
+        );
+        let update = Update {
+            nonce: "n-1".into(),
+            revision: 1,
+            upserted: vec![wire("forged", forged, 900, 1)],
+            removed: vec![],
+            ..Default::default()
+        };
+        let reply = f.applier.handle(&update).await.unwrap();
+        let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
+            panic!("expected a Nack, got {reply:?}");
+        };
+        assert_eq!(nack.rejected.len(), 1);
+        assert_eq!(nack.rejected[0].reason, "duplicate key 'customer'");
+        assert!(
+            !f.path.exists(),
+            "a forged document never reaches the gateway"
+        );
+        assert!(f.store.snapshot().licenses.is_empty());
+    }
+
+    #[tokio::test]
     async fn all_good_is_acked_and_removal_of_the_last_license_removes_the_file() {
         let f = fixture();
         let older = signed(&f.trusted, "Older");

@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use licsync_common::duration::HumanDuration;
+use licsync_common::strict_json::StrictJsonError;
 use serde_json::{Value, json};
 
 use super::statsd::StatsdHandle;
@@ -124,8 +125,10 @@ fn too_large(error: &axum::Error) -> bool {
 /// The `N` of `{"request_count": N}`, or what is wrong with the body.
 pub fn parse_increment(body: &[u8]) -> Result<u64, String> {
     const SHAPE: &str = "send {\"request_count\": N} with N a whole number from 1 to 1000000000";
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not valid JSON ({e}); {SHAPE}"))?;
+    let value = licsync_common::strict_json::from_slice(body).map_err(|e| match e {
+        StrictJsonError::DuplicateKey(_) => format!("the body has a {e}; {SHAPE}"),
+        StrictJsonError::Syntax(e) => format!("the body is not valid JSON ({e}); {SHAPE}"),
+    })?;
     let Value::Object(fields) = value else {
         return Err(format!(
             "the body is {}, not a JSON object; {SHAPE}",
