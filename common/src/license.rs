@@ -289,13 +289,11 @@ impl SigningKey {
 
     /// Loads a PKCS#8 PEM key (ring's or OpenSSL's `genpkey -algorithm ed25519`).
     pub fn from_pem(pem: &str) -> Result<Self, SigningKeyError> {
-        let mut reader = pem.as_bytes();
-        for item in rustls_pemfile::read_all(&mut reader).flatten() {
-            if let rustls_pemfile::Item::Pkcs8Key(der) = item {
-                return Self::from_pkcs8_der(der.secret_pkcs8_der());
-            }
-        }
-        Err(SigningKeyError::NoPem)
+        use rustls_pki_types::PrivatePkcs8KeyDer;
+        use rustls_pki_types::pem::PemObject;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|_| SigningKeyError::NoPem)?;
+        Self::from_pkcs8_der(der.secret_pkcs8_der())
     }
 
     fn from_pkcs8_der(der: &[u8]) -> Result<Self, SigningKeyError> {

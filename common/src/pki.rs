@@ -17,6 +17,7 @@ use rcgen::{
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
+use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 use crate::hex;
@@ -240,7 +241,7 @@ pub fn certificate_matches_key(cert_pem: &str, key_pem: &str) -> Result<bool, Pk
 
 /// Every certificate in a PEM bundle, in order.
 pub fn certificates_from_pem(pem: &str) -> Vec<CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
+    CertificateDer::pem_slice_iter(pem.as_bytes())
         .filter_map(Result::ok)
         .collect()
 }
@@ -255,10 +256,8 @@ pub fn first_certificate(pem: &str, what: &str) -> Result<CertificateDer<'static
 
 /// The first private key of a PEM text; `what` names the source in the error.
 pub fn private_key_from_pem(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .ok()
-        .flatten()
-        .ok_or_else(|| PkiError::NoPrivateKey(what.to_owned()))
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| PkiError::NoPrivateKey(what.to_owned()))
 }
 
 /// SHA-256 of `bytes` as lowercase hex.
