@@ -1,6 +1,8 @@
 //! Domain shared by the licsync control plane (`licsync-cp`) and data-plane agent (`licsync-dp`).
 //!
 //! # Layout
+//! - [`active`]: which held license a gateway serves (Kong's newest-`updated_at` rule), for
+//!   both binaries.
 //! - [`license`]: Kong's license document, its canonical bytes and Ed25519 verification
 //!   against a set of trusted keys (key rotation means several may be trusted at once).
 //! - [`pki`]: the cluster CA, certificate signing requests and certificate inspection.
@@ -21,6 +23,7 @@
 //! Nothing here owns a socket or a task: the applications decide I/O policy.
 #![forbid(unsafe_code)]
 
+pub mod active;
 pub mod codec;
 pub mod config;
 pub mod duration;

@@ -26,12 +26,10 @@ pub struct LicenseSet {
 }
 
 impl LicenseSet {
-    /// The license a data plane holding all of these would serve: newest `updated_at`, ties to
-    /// the one written last.
+    /// The license a data plane holding all of these would serve (the shared rule,
+    /// [`licsync_common::active`]).
     pub fn active(&self) -> Option<&Arc<StoredLicense>> {
-        self.licenses
-            .values()
-            .max_by_key(|l| (l.updated_at, l.revision))
+        licsync_common::active::newest(self.licenses.values(), |l| l.rank())
     }
 }
 

@@ -24,6 +24,17 @@ pub struct StoredLicense {
     pub revision: Revision,
 }
 
+impl StoredLicense {
+    /// What the active-license rule ([`licsync_common::active`]) compares.
+    pub fn rank(&self) -> licsync_common::active::Rank<Uuid> {
+        licsync_common::active::Rank {
+            updated_at: self.updated_at,
+            revision: self.revision,
+            id: self.id,
+        }
+    }
+}
+
 /// A one-time (or few-times) registration token. Only its SHA-256 is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrationToken {

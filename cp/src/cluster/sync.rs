@@ -547,9 +547,9 @@ impl DataPlaneStream {
         let active = self
             .held
             .iter()
-            .filter_map(|(id, held)| set.licenses.get(id).filter(|l| held.is(l)))
-            .max_by_key(|l| (l.updated_at, l.revision))
-            .map(|l| (l.id, l.updated_at));
+            .filter_map(|(id, held)| set.licenses.get(id).filter(|l| held.is(l)));
+        let active =
+            licsync_common::active::newest(active, |l| l.rank()).map(|l| (l.id, l.updated_at));
         self.cp
             .dataplanes
             .synced(self.id, revision, status, active, now);

@@ -14,6 +14,7 @@ mod memory;
 
 use std::path::PathBuf;
 
+use licsync_common::active::Rank;
 use serde::{Deserialize, Serialize};
 
 pub use file::FileStateStore;
@@ -34,6 +35,17 @@ pub struct HeldLicense {
     pub updated_at: i64,
     /// Control-plane revision of the write that produced this version.
     pub revision: u64,
+}
+
+impl HeldLicense {
+    /// What the active-license rule compares.
+    pub fn rank(&self) -> Rank<&str> {
+        Rank {
+            updated_at: self.updated_at,
+            revision: self.revision,
+            id: &self.id,
+        }
+    }
 }
 
 /// Everything the agent keeps between runs.
@@ -92,9 +104,7 @@ impl DpState {
     /// last at the control plane (the higher revision), then to the higher id so the choice is
     /// the same on every data plane.
     pub fn active(&self) -> Option<&HeldLicense> {
-        self.licenses.iter().max_by(|a, b| {
-            (a.updated_at, a.revision, &a.id).cmp(&(b.updated_at, b.revision, &b.id))
-        })
+        licsync_common::active::newest(&self.licenses, HeldLicense::rank)
     }
 }
 
