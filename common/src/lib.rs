@@ -13,6 +13,8 @@
 //! - [`report`]: the canonical bytes, checksum and signature of a usage report, and the
 //!   verification a vendor runs offline.
 //! - [`expiry`]: Kong's license-expiry log schedule, as a pure function of the date.
+//! - [`usage_month`]: the UTC month usage is counted in (`YYYY-MM`), its range and the bound on
+//!   a month's count, one rule for the agent that counts and the control plane that stores.
 //! - [`fsutil`]: crash-safe file replacement and secret files (mode 0600).
 //! - [`strict_json`]: JSON with one interpretation (a repeated key is refused), for signed and
 //!   outside documents.
@@ -36,6 +38,7 @@ pub mod report;
 pub mod strict_json;
 pub mod telemetry;
 pub mod time_fmt;
+pub mod usage_month;
 
 /// Generated protobuf and gRPC types for `licsync.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -57,6 +60,20 @@ pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Outside text made fit for a log line or an error message: cut to `max_chars` characters,
+/// control characters (newlines, terminal escapes) written as Rust escapes (`\n`, `\u{1b}`).
+pub fn printable(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(max_chars) {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
     out
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use licsync_common::report::{self, ReportError};
-use licsync_cp::usage::{Month, UsageSubmission};
+use licsync_cp::usage::{UsageMonth, UsageSubmission};
 use support::*;
 use time::OffsetDateTime;
 
@@ -28,8 +28,8 @@ fn dataplane(name: &str) -> DataPlaneRecord {
     }
 }
 
-fn this_month() -> Month {
-    Month::of(OffsetDateTime::now_utc().date())
+fn this_month() -> UsageMonth {
+    UsageMonth::of(OffsetDateTime::now_utc()).unwrap()
 }
 
 async fn report(api: &Api, path: &str) -> (Value, String) {
@@ -46,7 +46,7 @@ async fn public_key(api: &Api) -> String {
     body["public_key"].as_str().unwrap().to_owned()
 }
 
-async fn record(api: &Api, dp: Uuid, epoch: Uuid, counts: &[(Month, u64)]) {
+async fn record(api: &Api, dp: Uuid, epoch: Uuid, counts: &[(UsageMonth, u64)]) {
     api.cp
         .usage
         .record(UsageSubmission {

@@ -560,3 +560,126 @@ async fn reported_counts_stop_at_certificate_expiry_while_counting_goes_on() {
     agent.stop().await;
     cp.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// A wrong clock and the bound on a month.
+// ---------------------------------------------------------------------------------------
+
+/// `usage.json` as an older agent left it: the clock once read 1999, and that month stays in
+/// the file next to the current one.
+fn usage_file_with(dir: &std::path::Path, buckets: &[(&str, u64)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let rows: Vec<Value> = buckets
+        .iter()
+        .map(|(bucket, count)| json!({"bucket": bucket, "request_count": count}))
+        .collect();
+    let file = json!({
+        "format": 1,
+        "epoch": uuid::Uuid::new_v4().to_string(),
+        "created_at": 1,
+        "buckets": rows,
+    });
+    std::fs::write(dir.join("usage.json"), file.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn reported_current_month_is_confirmed_although_usage_json_holds_a_1999_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+        .start()
+        .await;
+    cp.register(&dir.path().join("dp")).await;
+    let config = agent_config(&dir.path().join("dp"));
+    let month = this_month();
+    usage_file_with(&config.data_dir, &[("1999-12", 5), (&month, 7)]);
+    let agent = InProcessAgent::start(config).await;
+
+    // The 1999 requests were never stored by any control plane: they are counted once, in the
+    // current month, and that month is confirmed.
+    cp_total_reaches(&cp, 12).await;
+    let usage = agent
+        .api
+        .usage_when("the receipt", |u| u["unreported"] == 0 && u["held"] == 0)
+        .await;
+    assert_eq!(usage["buckets"].as_array().unwrap().len(), 1, "{usage}");
+    assert_eq!(usage["buckets"][0]["bucket"], month.as_str(), "{usage}");
+    assert_eq!(usage["buckets"][0]["reported"], 12, "{usage}");
+    agent.stop().await;
+    cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn post_usage_past_the_bound_of_a_month_is_refused_with_400_and_never_saturates() {
+    let dir = tempfile::tempdir().unwrap();
+    offline_registration(&dir.path().join("registration.yaml"));
+    let config = agent_config(dir.path());
+    let bound: u64 = 1_000_000_000_000_000;
+    usage_file_with(&config.data_dir, &[("2026-11", bound - 5)]);
+    let clock = ManualClock::new(datetime!(2026-11-10 12:00 UTC));
+    let agent = InProcessAgent::start_with_clock(config, Arc::new(clock.clone())).await;
+
+    let (status, body) = agent.api.post_usage(r#"{"request_count": 5}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = agent.api.post_usage(r#"{"request_count": 1}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["message"],
+        "2026-11 already counts 1000000000000000 requests; 1 more would pass the bound of 1000000000000000 requests a month, so they were not counted"
+    );
+    let usage = agent.api.usage().await;
+    assert_eq!(bucket_count(&usage, "2026-11"), bound, "{usage}");
+    // The next month counts again.
+    clock.set(datetime!(2026-12-01 00:00 UTC));
+    agent.api.count(1).await;
+    assert_eq!(bucket_count(&agent.api.usage().await, "2026-12"), 1);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_clock_at_1970_counts_nothing_under_1970_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+        .start()
+        .await;
+    cp.register(&dir.path().join("dp")).await;
+    let config = agent_config(&dir.path().join("dp"));
+    let clock = ManualClock::new(datetime!(1970-01-01 00:00:42 UTC));
+    let agent = InProcessAgent::start_with_clock(config.clone(), Arc::new(clock.clone())).await;
+
+    let (status, body) = agent.api.post_usage(r#"{"request_count": 3}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body,
+        json!({"bucket": null, "request_count": 3, "held": true})
+    );
+    let usage = agent
+        .api
+        .usage_when("the held requests to be written", |u| u["unflushed"] == 0)
+        .await;
+    assert_eq!(usage["held"], 3, "{usage}");
+    assert_eq!(usage["buckets"], json!([]), "{usage}");
+    assert!(
+        usage["clock_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("1970-01 is outside")),
+        "{usage}"
+    );
+    let file = std::fs::read_to_string(config.data_dir.join("usage.json")).unwrap();
+    assert!(!file.contains("1970"), "{file}");
+    // Restarted with the clock still wrong: still held, still not reported.
+    agent.stop().await;
+    let agent = InProcessAgent::start_with_clock(config, Arc::new(clock.clone())).await;
+    assert_eq!(agent.api.usage().await["held"], 3);
+
+    // The clock is right again: the held requests land in the current month, once.
+    clock.set(OffsetDateTime::now_utc());
+    agent.api.count(2).await;
+    cp_total_reaches(&cp, 5).await;
+    let usage = agent
+        .api
+        .usage_when("the receipt", |u| u["unreported"] == 0 && u["held"] == 0)
+        .await;
+    assert_eq!(bucket_count(&usage, &this_month()), 5, "{usage}");
+    agent.stop().await;
+    cp.shutdown().await;
+}

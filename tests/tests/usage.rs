@@ -109,23 +109,99 @@ async fn receipted_counts_survive_sigkill_and_are_never_counted_twice() {
     .await;
     assert_eq!(total_requests(&bench.cp).await, 30);
 
-    let refused = client
-        .report_usage(report(&epoch, &[(&month, 40), ("2026-13", 1)]))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-    assert!(
-        refused.message().contains("counts[1].bucket"),
-        "{}",
-        refused.message()
-    );
-    assert_eq!(total_requests(&bench.cp).await, 30, "nothing of it stored");
     let (_, by) = bench
         .cp
         .call(Method::GET, "/license/report?by=dataplane", None)
         .await;
     assert_eq!(by["dataplanes"][0]["id"], enrolled.dataplane_id.as_str());
     assert_eq!(by["dataplanes"][0]["total_requests"], 30);
+}
+
+/// One bad month (a clock that read 1999, a bucket that is not a month, a count no gateway can
+/// serve) no longer stops a report: the good buckets are stored and confirmed, the bad ones are
+/// named with the reason, and the control plane's totals are exact, never saturated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_with_bad_buckets_stores_the_good_ones_and_names_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new();
+    let cp = Cp::start(&tmp.path().join("cp"), &[&issuer.public], "").await;
+    let bench = BenchCp::new(cp).unwrap();
+    let enrolled = bench.enrol(1).await.unwrap().remove(0);
+    let mut client = enrolled
+        .license_sync_client(&bench.cp.cluster_url)
+        .await
+        .unwrap();
+    let month = this_month();
+    let epoch = Uuid::new_v4().to_string();
+
+    let receipt = send(
+        &mut client,
+        report(
+            &epoch,
+            &[("1999-12", 4), (&month, 40), ("2026-13", 1), ("2101-01", 2)],
+        ),
+    )
+    .await;
+    assert_eq!(recorded(&receipt), vec![(month.clone(), 40)]);
+    let refused: Vec<(&str, u64, &str)> = receipt
+        .refused
+        .iter()
+        .map(|r| (r.bucket.as_str(), r.request_count, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            (
+                "1999-12",
+                4,
+                "1999-12 is outside the months usage is counted in (2000-01 to 2100-12): it comes from a clock that was wrong"
+            ),
+            (
+                "2026-13",
+                1,
+                "'2026-13' is not a month like 2026-11; expected YYYY-MM (month 01-12, year 2000-2100)"
+            ),
+            (
+                "2101-01",
+                2,
+                "2101-01 is outside the months usage is counted in (2000-01 to 2100-12): it comes from a clock that was wrong"
+            ),
+        ]
+    );
+    assert_eq!(total_requests(&bench.cp).await, 40);
+
+    // Counts at the bound are stored exactly and add up exactly; above it, refused.
+    const BOUND: u64 = 1_000_000_000_000_000;
+    let receipt = send(
+        &mut client,
+        report(&Uuid::new_v4().to_string(), &[(&month, BOUND)]),
+    )
+    .await;
+    assert_eq!(recorded(&receipt), vec![(month.clone(), BOUND)]);
+    let receipt = send(&mut client, report(&epoch, &[(&month, u64::MAX)])).await;
+    assert!(receipt.recorded.is_empty(), "{receipt:?}");
+    assert_eq!(
+        receipt.refused[0].reason,
+        format!(
+            "18446744073709551615 requests in {month} is more than the bound of 1000000000000000 a month per data plane and epoch"
+        )
+    );
+    let receipt = send(&mut client, report(&epoch, &[(&month, BOUND + 1)])).await;
+    assert_eq!(receipt.refused.len(), 1, "{receipt:?}");
+    assert_eq!(
+        total_requests(&bench.cp).await,
+        BOUND + 40,
+        "exact: neither saturated nor raised by the refused counts"
+    );
+
+    // Only a report that cannot be filed at all is refused whole.
+    let refused = client
+        .report_usage(report("not-a-uuid", &[(&month, 50)]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("epoch"), "{}", refused.message());
+    assert_eq!(total_requests(&bench.cp).await, BOUND + 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

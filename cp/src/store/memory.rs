@@ -13,7 +13,7 @@ use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
-use crate::usage::{Month, UsageRow, UsageSubmission};
+use crate::usage::{UsageMonth, UsageRow, UsageSubmission};
 
 #[derive(Default)]
 struct Inner {
@@ -187,7 +187,7 @@ impl Store for MemoryStore {
     async fn record_usage(
         &self,
         submissions: Vec<UsageSubmission>,
-    ) -> StoreResult<Vec<Vec<(Month, u64)>>> {
+    ) -> StoreResult<Vec<Vec<(UsageMonth, u64)>>> {
         self.with(|i| {
             let merged = merge_usage(&submissions, |key| Ok(i.usage.get(key).copied()))?;
             i.usage.extend(merged.changed);

@@ -17,7 +17,7 @@ use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
-use crate::usage::{Month, UsageRow, UsageSubmission};
+use crate::usage::{UsageMonth, UsageRow, UsageSubmission};
 
 #[cfg(test)]
 mod conformance;
@@ -105,7 +105,7 @@ pub trait Store: Send + Sync + 'static {
     async fn record_usage(
         &self,
         submissions: Vec<UsageSubmission>,
-    ) -> StoreResult<Vec<Vec<(Month, u64)>>>;
+    ) -> StoreResult<Vec<Vec<(UsageMonth, u64)>>>;
     /// Every usage counter.
     async fn usage(&self) -> StoreResult<Vec<UsageRow>>;
 
@@ -114,7 +114,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A usage counter's identity: (data plane, epoch, month).
-pub type UsageKey = (Uuid, Uuid, Month);
+pub type UsageKey = (Uuid, Uuid, UsageMonth);
 
 /// What a batch of usage submissions does to storage.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub struct MergedUsage {
     /// Counters whose value rises, with their new value.
     pub changed: Vec<(UsageKey, u64)>,
     /// Per submission, in order: the value each of its counters has after the batch.
-    pub recorded: Vec<Vec<(Month, u64)>>,
+    pub recorded: Vec<Vec<(UsageMonth, u64)>>,
 }
 
 /// The max rule every backend applies to a batch: each counter becomes the maximum of what

@@ -23,7 +23,7 @@ use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
-use crate::usage::{Month, UsageRow, UsageSubmission};
+use crate::usage::{UsageMonth, UsageRow, UsageSubmission};
 
 const REVISION_KEY: &[u8] = b"revision";
 
@@ -335,7 +335,7 @@ impl Store for SledStore {
     async fn record_usage(
         &self,
         submissions: Vec<UsageSubmission>,
-    ) -> StoreResult<Vec<Vec<(Month, u64)>>> {
+    ) -> StoreResult<Vec<Vec<(UsageMonth, u64)>>> {
         self.write(move |t| {
             // Reading outside a transaction is safe: `write` runs one change at a time, and
             // this tree has no other writer. One batch (atomic in sled) instead of a
@@ -416,7 +416,7 @@ fn decode_usage_row(key: &[u8], value: &[u8]) -> StoreResult<UsageRow> {
     }
     let month = std::str::from_utf8(&key[32..])
         .map_err(|e| corrupt(e.to_string()))?
-        .parse::<Month>()
+        .parse::<UsageMonth>()
         .map_err(|e| corrupt(e.to_string()))?;
     Ok(UsageRow {
         dataplane: Uuid::from_slice(&key[..16]).map_err(|e| corrupt(e.to_string()))?,
@@ -649,8 +649,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let (dp, epoch) = (Uuid::new_v4(), Uuid::new_v4());
-        let (nov, dec): (Month, Month) = ("2026-11".parse().unwrap(), "2026-12".parse().unwrap());
-        let submit = |counts: Vec<(Month, u64)>| UsageSubmission {
+        let (nov, dec): (UsageMonth, UsageMonth) =
+            ("2026-11".parse().unwrap(), "2026-12".parse().unwrap());
+        let submit = |counts: Vec<(UsageMonth, u64)>| UsageSubmission {
             dataplane: dp,
             epoch,
             counts,

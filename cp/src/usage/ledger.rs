@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::{Month, UsageSubmission};
+use super::{UsageMonth, UsageSubmission};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// Most reports applied in one storage write.
@@ -23,7 +23,7 @@ pub const MAX_BATCH: usize = 4096;
 /// Reports that may wait for the writer; further callers wait for room (backpressure).
 const QUEUE: usize = 16 * 1024;
 
-type Reply = oneshot::Sender<StoreResult<Vec<(Month, u64)>>>;
+type Reply = oneshot::Sender<StoreResult<Vec<(UsageMonth, u64)>>>;
 
 /// Keeps usage counters; see the module documentation.
 pub struct UsageLedger {
@@ -41,7 +41,7 @@ impl UsageLedger {
 
     /// Stores `submission` under the max rule and returns, once durable, the count now held for
     /// each of its months (in its order): at least what it reported.
-    pub async fn record(&self, submission: UsageSubmission) -> StoreResult<Vec<(Month, u64)>> {
+    pub async fn record(&self, submission: UsageSubmission) -> StoreResult<Vec<(UsageMonth, u64)>> {
         let (reply, answer) = oneshot::channel();
         self.queue()
             .send((submission, reply))
@@ -98,7 +98,7 @@ mod tests {
     use crate::usage::UsageRow;
     use uuid::Uuid;
 
-    fn month(text: &str) -> Month {
+    fn month(text: &str) -> UsageMonth {
         text.parse().unwrap()
     }
 

@@ -18,11 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::system_info::SystemInfo;
-use super::{Month, ReportKey, UsageRow};
+use super::{ReportKey, UsageMonth, UsageRow};
 use crate::entitlement::ActiveLicense;
 use crate::state::ControlPlane;
 use crate::store::{StoreError, StoreResult};
@@ -99,7 +99,7 @@ pub async fn build(
     options: ReportOptions,
     now: OffsetDateTime,
 ) -> StoreResult<Map<String, Value>> {
-    let since = Month::of(now.to_offset(UtcOffset::UTC).date()).minus(MONTHS - 1);
+    let since = UsageMonth::clamped(now).minus(MONTHS - 1);
     let rows = cp.store.usage().await?;
     let dataplanes = cp.dataplanes.list(now.unix_timestamp()).await?;
     let active = ActiveLicense::of(&cp.licenses.current());
@@ -107,28 +107,29 @@ pub async fn build(
     let registered = dataplanes.len();
     let exceeded = entitled.is_some_and(|n| registered as u64 > n);
 
-    let counters = monthly(rows.iter().filter(|r| r.month >= since));
-    let per_dataplane = options.by_dataplane.then(|| {
+    let counters = monthly(rows.iter().filter(|r| r.month >= since))?;
+    let per_dataplane = if options.by_dataplane {
         let mut by_id: HashMap<Uuid, Vec<&UsageRow>> = HashMap::new();
         for row in rows.iter().filter(|r| r.month >= since) {
             by_id.entry(row.dataplane).or_default().push(row);
         }
-        dataplanes
-            .iter()
-            .map(|dp| {
-                let counters = monthly(by_id.remove(&dp.id).unwrap_or_default());
-                DataPlaneUsage {
-                    id: dp.id,
-                    name: dp.name.clone(),
-                    total_requests: total(&counters),
-                    counters,
-                }
-            })
-            .collect()
-    });
+        let mut usage = Vec::with_capacity(dataplanes.len());
+        for dp in &dataplanes {
+            let counters = monthly(by_id.remove(&dp.id).unwrap_or_default())?;
+            usage.push(DataPlaneUsage {
+                id: dp.id,
+                name: dp.name.clone(),
+                total_requests: total(&counters)?,
+                counters,
+            });
+        }
+        Some(usage)
+    } else {
+        None
+    };
     let storage = cp.store.info();
     let report = Report {
-        total_requests: total(&counters),
+        total_requests: total(&counters)?,
         counters,
         license: match &active {
             Some(active) => LicenseSummary {
@@ -166,26 +167,45 @@ pub async fn build(
 }
 
 /// Per-month sums of `rows`, newest first.
-fn monthly<'a>(rows: impl IntoIterator<Item = &'a UsageRow>) -> Vec<Counter> {
-    let mut months: BTreeMap<Month, u64> = BTreeMap::new();
+///
+/// Sums are checked, never saturated: a report that silently stopped counting would be wrong in
+/// the vendor's favour or the customer's. Each stored count is at most
+/// [`licsync_common::usage_month::MAX_MONTH_REQUESTS`], so only counts stored before that
+/// bound existed can overflow, and the report then says so instead of showing a wrong number.
+fn monthly<'a>(rows: impl IntoIterator<Item = &'a UsageRow>) -> StoreResult<Vec<Counter>> {
+    let mut months: BTreeMap<UsageMonth, u64> = BTreeMap::new();
     for row in rows {
         let sum = months.entry(row.month).or_default();
-        *sum = sum.saturating_add(row.count);
+        *sum = sum
+            .checked_add(row.count)
+            .ok_or_else(|| overflow(&row.month.to_string()))?;
     }
-    months
+    Ok(months
         .into_iter()
         .rev()
         .map(|(month, request_count)| Counter {
             bucket: month.to_string(),
             request_count,
         })
-        .collect()
+        .collect())
 }
 
-fn total(counters: &[Counter]) -> u64 {
-    counters
-        .iter()
-        .fold(0u64, |sum, c| sum.saturating_add(c.request_count))
+fn total(counters: &[Counter]) -> StoreResult<u64> {
+    counters.iter().try_fold(0u64, |sum, c| {
+        sum.checked_add(c.request_count)
+            .ok_or_else(|| overflow("the report's months"))
+    })
+}
+
+fn overflow(what: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: format!("usage/{what}"),
+        reason: format!(
+            "the request counts of {what} add up to more than {}: a data plane's count above the bound of {} a month was stored before this control plane refused such counts",
+            u64::MAX,
+            licsync_common::usage_month::MAX_MONTH_REQUESTS
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -209,12 +229,25 @@ mod tests {
             row("2026-10", 7),
             row("2025-12", 2),
         ];
-        let counters = monthly(&rows);
+        let counters = monthly(&rows).unwrap();
         let shown: Vec<(&str, u64)> = counters
             .iter()
             .map(|c| (c.bucket.as_str(), c.request_count))
             .collect();
         assert_eq!(shown, vec![("2026-11", 1), ("2026-10", 12), ("2025-12", 2)]);
-        assert_eq!(total(&counters), 15);
+        assert_eq!(total(&counters).unwrap(), 15);
+    }
+
+    #[test]
+    fn sums_past_u64_are_an_error_not_a_saturated_count() {
+        let rows = [row("2026-11", u64::MAX), row("2026-11", 1)];
+        let error = monthly(&rows).unwrap_err().to_string();
+        assert!(
+            error.contains("usage/2026-11") && error.contains("add up to more than"),
+            "{error}"
+        );
+        let counters = monthly(&[row("2026-11", u64::MAX), row("2026-10", 1)]).unwrap();
+        let error = total(&counters).unwrap_err().to_string();
+        assert!(error.contains("add up to more than"), "{error}");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /usage {"request_count": N}` | `202 {"bucket": "YYYY-MM", "request_count": N}`: counted in memory, durable within `usage.flush_interval`; `400 {"message"}` saying what is wrong otherwise; `413` for a body over 4 KiB |
+//! | `POST /usage {"request_count": N}` | `202 {"bucket": "YYYY-MM", "request_count": N}`: counted in memory, durable within `usage.flush_interval`; while the clock is outside 2000-01..2100-12, `202 {"bucket": null, "request_count": N, "held": true}` (counted in the current month once the clock is right); `400 {"message"}` saying what is wrong otherwise, including a month that would pass 10^15 requests; `413` for a body over 4 KiB |
 //! | `GET /usage` | epoch, buckets (newest first) with what is counted, unflushed and confirmed by the control plane, reporting status, statsd listener numbers |
 //!
 //! `N` is an integer from 1 to [`MAX_REQUESTS_PER_CALL`]; the body must be exactly
@@ -23,7 +23,7 @@ use licsync_common::strict_json::StrictJsonError;
 use serde_json::{Value, json};
 
 use super::statsd::StatsdHandle;
-use super::{MAX_REQUESTS_PER_CALL, UsageCounter};
+use super::{Counted, MAX_REQUESTS_PER_CALL, UsageCounter};
 
 /// Largest `POST /usage` body accepted.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -46,6 +46,8 @@ impl UsageApi {
             "epoch": snapshot.epoch,
             "unflushed": snapshot.unflushed,
             "unreported": snapshot.unreported,
+            "held": snapshot.held,
+            "clock_error": snapshot.clock_error,
             "last_flush_error": snapshot.last_flush_error,
             "last_report_at": snapshot.report.last_report_at,
             "last_report_error": snapshot.report.last_error,
@@ -78,14 +80,19 @@ pub async fn post_usage(State(usage): State<UsageApi>, body: Body) -> Response {
         }
     };
     match parse_increment(&bytes) {
-        Ok(requests) => {
-            let bucket = usage.counter.add(requests);
-            (
+        Ok(requests) => match usage.counter.add(requests) {
+            Ok(Counted::Month(month)) => (
                 StatusCode::ACCEPTED,
-                Json(json!({ "bucket": bucket, "request_count": requests })),
+                Json(json!({ "bucket": month, "request_count": requests })),
             )
-                .into_response()
-        }
+                .into_response(),
+            Ok(Counted::Held) => (
+                StatusCode::ACCEPTED,
+                Json(json!({ "bucket": null, "request_count": requests, "held": true })),
+            )
+                .into_response(),
+            Err(refused) => message(StatusCode::BAD_REQUEST, &refused.to_string()),
+        },
         Err(reason) => message(StatusCode::BAD_REQUEST, &reason),
     }
 }

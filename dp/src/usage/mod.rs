@@ -6,19 +6,22 @@
 //! 1. The gateway reports it: `POST /usage {"request_count": N}` on the local API ([`http`]),
 //!    or a statsd counter it already emits, received by the optional UDP listener
 //!    ([`statsd`]).
-//! 2. [`UsageCounter::add`] adds it to the current month in memory (no disk I/O per request).
+//! 2. [`UsageCounter::add`] adds it to the current month in memory (no disk I/O per request),
+//!    within the bound of [`MAX_MONTH_REQUESTS`] a month; while the clock reads a time outside
+//!    the usage months ([`UsageMonth`], the control plane's range too) it holds the requests
+//!    until the clock is right instead ([`counter`]).
 //! 3. Every `usage.flush_interval` the flusher ([`run_flusher`]) makes the counts durable in
 //!    `<data_dir>/usage.json` ([`store`]); a clean shutdown flushes once more.
 //! 4. The reporter ([`reporter`]) sends the *durable* cumulative counts, tagged with the
 //!    file's epoch, over the agent's mTLS connection (`LicenseSync.ReportUsage`) soon after
 //!    each flush and every `usage.report_interval`, and records the control plane's receipt.
 //!    The control plane keeps the maximum per (data plane, epoch, bucket), so a retry, a
-//!    duplicate or a reordered report never counts twice.
+//!    duplicate or a reordered report never counts twice. It refuses a bad bucket alone and
+//!    stores the rest; the reporter logs the refusal and stops sending that bucket.
 //!
 //! What a power loss can cost: the requests counted in the last `usage.flush_interval` (1 s by
 //! default). Nothing else: what is durable is reported until the control plane confirms it.
 
-pub mod bucket;
 pub mod counter;
 pub mod http;
 pub mod reporter;
@@ -30,8 +33,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use bucket::Bucket;
-pub use counter::{ReportStatus, UsageCounter, UsageSnapshot};
+pub use counter::{CountError, Counted, ReportStatus, UsageCounter, UsageSnapshot};
+pub use licsync_common::usage_month::{MAX_MONTH_REQUESTS, UsageMonth};
 pub use store::{UsageStore, UsageStoreError};
 pub use throttle::LogThrottle;
 

@@ -8,6 +8,11 @@
 //! epoch from zero, which the control plane adds to what the old epoch reported, instead of
 //! a count that restarted below what the control plane already holds and went unnoticed.
 //!
+//! A month outside the usage range (an older agent counted under whatever its clock said, 1970
+//! included) is not refused on load, which would stop counting: it is kept apart in
+//! [`UsageFile::out_of_range`] for the counter to move into [`UsageFile::held`] (see
+//! [`super::counter`]).
+//!
 //! Its own file, not a field of `dp-state.json`: the counters are rewritten every flush
 //! interval while the license state changes rarely, and a damaged counter file must never
 //! stop the license from being served (nor the other way round).
@@ -19,7 +24,7 @@ use std::path::{Path, PathBuf};
 use licsync_common::fsutil;
 use serde::{Deserialize, Serialize};
 
-use super::Bucket;
+use licsync_common::usage_month::{UsageMonth, UsageMonthError};
 
 /// Version of the on-disk layout, written in every usage file.
 pub const USAGE_FORMAT: u32 = 1;
@@ -44,6 +49,7 @@ impl BucketTotals {
 
 /// The whole `usage.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawFile", into = "RawFile")]
 pub struct UsageFile {
     pub format: u32,
     /// UUID, drawn when this file was first created.
@@ -51,8 +57,14 @@ pub struct UsageFile {
     /// Unix seconds when the epoch began.
     pub created_at: i64,
     /// Per UTC month, oldest first.
-    #[serde(with = "bucket_list")]
-    pub buckets: BTreeMap<Bucket, BucketTotals>,
+    pub buckets: BTreeMap<UsageMonth, BucketTotals>,
+    /// Requests counted while the clock read a time outside the usage months: they belong to
+    /// no month yet and are counted in the current month once the clock is right. Not
+    /// reported until then.
+    pub held: u64,
+    /// Rows for months outside the usage range (`YYYY-MM`), written by an older agent. Kept
+    /// (and written back) as found until the counter moves them into `held`.
+    pub out_of_range: BTreeMap<String, BucketTotals>,
 }
 
 impl UsageFile {
@@ -63,6 +75,92 @@ impl UsageFile {
             epoch: uuid::Uuid::new_v4().to_string(),
             created_at,
             buckets: BTreeMap::new(),
+            held: 0,
+            out_of_range: BTreeMap::new(),
+        }
+    }
+}
+
+/// `usage.json` as written: `buckets` a list of `{"bucket","request_count","reported"}` objects,
+/// oldest first (what an operator reading the file expects, and the shape of the control
+/// plane's report), in-range and out-of-range months together as an older agent wrote them.
+#[derive(Serialize, Deserialize)]
+struct RawFile {
+    format: u32,
+    epoch: String,
+    created_at: i64,
+    buckets: Vec<Row>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    held: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Row {
+    bucket: String,
+    #[serde(flatten)]
+    totals: BucketTotals,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl TryFrom<RawFile> for UsageFile {
+    type Error = String;
+
+    fn try_from(raw: RawFile) -> Result<Self, String> {
+        let mut buckets = BTreeMap::new();
+        let mut out_of_range = BTreeMap::new();
+        for Row { bucket, totals } in raw.buckets {
+            let twice = |bucket: &str| format!("bucket {bucket} appears twice");
+            match bucket.parse::<UsageMonth>() {
+                Ok(month) => {
+                    if buckets.insert(month, totals).is_some() {
+                        return Err(twice(&bucket));
+                    }
+                }
+                Err(UsageMonthError::OutOfRange(_)) => {
+                    if out_of_range.insert(bucket.clone(), totals).is_some() {
+                        return Err(twice(&bucket));
+                    }
+                }
+                Err(malformed) => return Err(malformed.to_string()),
+            }
+        }
+        Ok(Self {
+            format: raw.format,
+            epoch: raw.epoch,
+            created_at: raw.created_at,
+            buckets,
+            held: raw.held,
+            out_of_range,
+        })
+    }
+}
+
+impl From<UsageFile> for RawFile {
+    fn from(file: UsageFile) -> Self {
+        // `YYYY-MM` with four-digit years sorts chronologically as text.
+        let mut buckets: Vec<Row> = file
+            .buckets
+            .into_iter()
+            .map(|(month, totals)| Row {
+                bucket: month.to_string(),
+                totals,
+            })
+            .chain(
+                file.out_of_range
+                    .into_iter()
+                    .map(|(bucket, totals)| Row { bucket, totals }),
+            )
+            .collect();
+        buckets.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+        Self {
+            format: file.format,
+            epoch: file.epoch,
+            created_at: file.created_at,
+            buckets,
+            held: file.held,
         }
     }
 }
@@ -174,49 +272,6 @@ fn load_blocking(path: &Path) -> Result<Option<UsageFile>, UsageStoreError> {
     Ok(Some(file))
 }
 
-/// `buckets` as a list of `{"bucket","request_count","reported"}` objects, oldest first: what
-/// an operator reading the file expects, and the shape of the control plane's report.
-mod bucket_list {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use super::{Bucket, BucketTotals};
-
-    #[derive(Serialize, Deserialize)]
-    struct Row {
-        bucket: Bucket,
-        #[serde(flatten)]
-        totals: BucketTotals,
-    }
-
-    pub fn serialize<S: Serializer>(
-        buckets: &BTreeMap<Bucket, BucketTotals>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(buckets.iter().map(|(bucket, totals)| Row {
-            bucket: *bucket,
-            totals: *totals,
-        }))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<BTreeMap<Bucket, BucketTotals>, D::Error> {
-        let rows = Vec::<Row>::deserialize(deserializer)?;
-        let mut buckets = BTreeMap::new();
-        for row in rows {
-            if buckets.insert(row.bucket, row.totals).is_some() {
-                return Err(serde::de::Error::custom(format!(
-                    "bucket {} appears twice",
-                    row.bucket
-                )));
-            }
-        }
-        Ok(buckets)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -237,6 +292,7 @@ mod tests {
             & 0o777;
         assert_eq!(mode, 0o600);
 
+        file.held = 4;
         file.buckets.insert(
             "2026-10".parse().unwrap(),
             BucketTotals {
@@ -263,6 +319,50 @@ mod tests {
             text.find("2026-10").unwrap() < text.find("2026-11").unwrap(),
             "oldest first: {text}"
         );
+    }
+
+    /// An older agent counted under any year its clock showed: such a file still loads, the
+    /// out-of-range months apart, and is written back as it was until the counter settles them.
+    #[tokio::test]
+    async fn months_outside_the_range_from_an_older_agent_load_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.json");
+        let epoch = uuid::Uuid::new_v4();
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"format":1,"epoch":"{epoch}","created_at":1,"buckets":[
+                    {{"bucket":"1970-01","request_count":2}},
+                    {{"bucket":"1999-12","request_count":5}},
+                    {{"bucket":"2026-11","request_count":7,"reported":7}}]}}"#
+            ),
+        )
+        .unwrap();
+        let store = UsageStore::new(&path);
+        let (file, created) = store.load_or_create(1).await.unwrap();
+        assert!(!created);
+        assert_eq!(file.held, 0);
+        assert_eq!(
+            file.buckets
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["2026-11"]
+        );
+        assert_eq!(
+            file.out_of_range.keys().cloned().collect::<Vec<_>>(),
+            ["1970-01", "1999-12"]
+        );
+        store.save(&file).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.find("1970-01").unwrap() < text.find("1999-12").unwrap()
+                && text.find("1999-12").unwrap() < text.find("2026-11").unwrap(),
+            "oldest first, nothing dropped: {text}"
+        );
+        assert!(!text.contains("held"), "written only when not zero: {text}");
+        let (again, _) = store.load_or_create(1).await.unwrap();
+        assert_eq!(again, file);
     }
 
     #[tokio::test]

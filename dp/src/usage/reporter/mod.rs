@@ -9,6 +9,11 @@
 //! on untouched. Reports are idempotent (cumulative counts, the control plane keeps the
 //! maximum), so a retry of a report that did arrive costs nothing.
 //!
+//! The control plane may refuse single buckets of a report (a month outside its range, a count
+//! above its bound) while storing the rest: the receipt names them. A refused bucket is logged
+//! (`usage.bucket_refused`) and not sent again while the agent runs; the other buckets are
+//! confirmed as usual.
+//!
 //! Reports travel on the connection of the sync stream: the sync client publishes its
 //! current channel (`None` while disconnected) and the reporter uses whatever is there, so
 //! whatever identity and TLS setup the sync client uses, reports use too.
@@ -16,14 +21,14 @@
 use std::time::Duration;
 
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
-use licsync_common::proto::{UsageCount, UsageReport};
+use licsync_common::proto::{RefusedUsage, UsageCount, UsageReport};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::{Bucket, LogThrottle, UsageCounter};
+use super::{LogThrottle, UsageCounter, UsageMonth};
 use crate::cluster::{self, ClusterUrl, FailureKind};
 use crate::sync::{Backoff, SyncStatus};
 
@@ -44,6 +49,15 @@ pub struct Reporter {
     pub cluster_url: ClusterUrl,
     pub report_interval: Duration,
     pub backoff: Backoff,
+}
+
+/// What the control plane answered to a report it accepted.
+#[derive(Debug, Default)]
+struct Receipt {
+    /// What it holds per stored bucket.
+    recorded: Vec<(UsageMonth, u64)>,
+    /// The buckets it refused, and why.
+    refused: Vec<RefusedUsage>,
 }
 
 /// Why a report did not get through.
@@ -91,8 +105,8 @@ impl Reporter {
                 outcome = self.send(channel, &counts) => outcome,
             };
             match outcome {
-                Ok(recorded) => {
-                    self.confirmed(&counts, &recorded);
+                Ok(receipt) => {
+                    self.confirmed(&counts, receipt);
                     if std::mem::take(&mut failing) {
                         tracing::info!(
                             event = "usage.report_resumed",
@@ -161,8 +175,8 @@ impl Reporter {
     async fn send(
         &self,
         channel: Channel,
-        counts: &[(Bucket, u64)],
-    ) -> Result<Vec<(Bucket, u64)>, Failure> {
+        counts: &[(UsageMonth, u64)],
+    ) -> Result<Receipt, Failure> {
         let report = UsageReport {
             epoch: self.counter.epoch().to_owned(),
             counts: counts
@@ -189,15 +203,34 @@ impl Reporter {
                 });
             }
         };
-        Ok(receipt
-            .recorded
-            .iter()
-            .filter_map(|count| Some((count.bucket.parse().ok()?, count.request_count)))
-            .collect())
+        Ok(Receipt {
+            recorded: receipt
+                .recorded
+                .iter()
+                .filter_map(|count| Some((count.bucket.parse().ok()?, count.request_count)))
+                .collect(),
+            refused: receipt.refused,
+        })
     }
 
-    fn confirmed(&self, sent: &[(Bucket, u64)], recorded: &[(Bucket, u64)]) {
-        let check = self.counter.record_receipt(recorded);
+    fn confirmed(&self, sent: &[(UsageMonth, u64)], receipt: Receipt) {
+        let check = self.counter.record_receipt(&receipt.recorded);
+        for refused in receipt.refused {
+            // Outside text: escaped and cut before it reaches the log.
+            let reason = licsync_common::printable(&refused.reason, 400);
+            let bucket = licsync_common::printable(&refused.bucket, 40);
+            tracing::warn!(
+                event = "usage.bucket_refused",
+                epoch = %self.counter.epoch(),
+                %bucket,
+                request_count = refused.request_count,
+                %reason,
+                "The control plane refused one month of the usage report and stored the rest; this month is not sent again until the agent restarts."
+            );
+            if let Ok(month) = refused.bucket.parse::<UsageMonth>() {
+                self.counter.record_refused(month, reason);
+            }
+        }
         for (bucket, ours, theirs) in check.ahead {
             tracing::warn!(
                 event = "usage.report_ahead",

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use licsync_common::proto::license_sync_server::{LicenseSync, LicenseSyncServer};
 use licsync_common::proto::{
-    ControlPlaneMessage, DataPlaneMessage, RotateCertificateRequest, RotateCertificateResponse,
-    UsageReceipt,
+    ControlPlaneMessage, DataPlaneMessage, RefusedUsage, RotateCertificateRequest,
+    RotateCertificateResponse, UsageReceipt,
 };
 use time::macros::datetime;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -24,6 +24,10 @@ use crate::usage::UsageStore;
 struct Recorder {
     held: Arc<Mutex<BTreeMap<(String, String), u64>>>,
     refusals: Arc<Mutex<VecDeque<Code>>>,
+    /// Buckets refused one by one, as the control plane refuses a month out of its range.
+    refused_buckets: Arc<Mutex<Vec<String>>>,
+    /// Every bucket of every report, in order.
+    sent: Arc<Mutex<Vec<String>>>,
     calls: Arc<Mutex<u64>>,
 }
 
@@ -68,9 +72,26 @@ impl LicenseSync for Recorder {
         }
         let report = request.into_inner();
         let mut held = self.held.lock().unwrap();
+        let refuse = self.refused_buckets.lock().unwrap().clone();
+        let mut refused = Vec::new();
+        self.sent
+            .lock()
+            .unwrap()
+            .extend(report.counts.iter().map(|c| c.bucket.clone()));
         let recorded = report
             .counts
             .iter()
+            .filter(|count| {
+                let keep = !refuse.contains(&count.bucket);
+                if !keep {
+                    refused.push(RefusedUsage {
+                        bucket: count.bucket.clone(),
+                        request_count: count.request_count,
+                        reason: format!("{} is refused by the test", count.bucket),
+                    });
+                }
+                keep
+            })
             .map(|count| {
                 let slot = held
                     .entry((report.epoch.clone(), count.bucket.clone()))
@@ -82,7 +103,7 @@ impl LicenseSync for Recorder {
                 }
             })
             .collect();
-        Ok(Response::new(UsageReceipt { recorded }))
+        Ok(Response::new(UsageReceipt { recorded, refused }))
     }
 }
 
@@ -91,6 +112,7 @@ struct Setup {
     counter: UsageCounter,
     publish: watch::Sender<Option<Channel>>,
     channel: Channel,
+    clock: ManualClock,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -114,7 +136,7 @@ async fn setup() -> Setup {
     let clock = ManualClock::new(datetime!(2026-11-10 12:00 UTC));
     let (counter, _) = UsageCounter::open(
         UsageStore::new(dir.path().join("usage.json")),
-        Arc::new(clock),
+        Arc::new(clock.clone()),
     )
     .await
     .unwrap();
@@ -137,6 +159,7 @@ async fn setup() -> Setup {
         counter,
         publish,
         channel,
+        clock,
         stop,
         _dir: dir,
     }
@@ -154,7 +177,7 @@ async fn until(what: &str, mut check: impl FnMut() -> bool) {
 async fn only_flushed_counts_are_reported_and_the_receipt_is_recorded() {
     let setup = setup().await;
     setup.publish.send_replace(Some(setup.channel.clone()));
-    setup.counter.add(5);
+    setup.counter.add(5).unwrap();
     setup.counter.flush().await.unwrap();
     until("the first report", || {
         setup.recorder.held("2026-11") == Some(5)
@@ -166,7 +189,7 @@ async fn only_flushed_counts_are_reported_and_the_receipt_is_recorded() {
     .await;
 
     // Counted but not flushed: periodic reports go on with the durable count only.
-    setup.counter.add(3);
+    setup.counter.add(3).unwrap();
     let calls = setup.recorder.calls();
     until("more periodic reports", || {
         setup.recorder.calls() >= calls + 3
@@ -186,7 +209,7 @@ async fn only_flushed_counts_are_reported_and_the_receipt_is_recorded() {
 #[tokio::test]
 async fn refusals_and_a_missing_connection_are_retried_while_counting_goes_on() {
     let setup = setup().await;
-    setup.counter.add(2);
+    setup.counter.add(2).unwrap();
     setup.counter.flush().await.unwrap();
     until("the wait to be explained", || {
         setup
@@ -203,7 +226,7 @@ async fn refusals_and_a_missing_connection_are_retried_while_counting_goes_on() 
         Code::PermissionDenied,
     ]);
     setup.publish.send_replace(Some(setup.channel.clone()));
-    setup.counter.add(4);
+    setup.counter.add(4).unwrap();
     until("the refusals to be retried", || {
         setup.recorder.held("2026-11").is_some()
     })
@@ -214,6 +237,51 @@ async fn refusals_and_a_missing_connection_are_retried_while_counting_goes_on() 
     );
     setup.counter.flush().await.unwrap();
     until("everything", || setup.recorder.held("2026-11") == Some(6)).await;
+    setup.stop.cancel();
+}
+
+/// The control plane refuses one month and stores the other: the other is confirmed, the
+/// refused one is sent once, not again, and `GET /usage` says why.
+#[tokio::test]
+async fn a_refused_bucket_is_not_sent_again_and_the_rest_is_confirmed() {
+    let setup = setup().await;
+    setup
+        .recorder
+        .refused_buckets
+        .lock()
+        .unwrap()
+        .push("2026-11".into());
+    setup.counter.add(5).unwrap();
+    setup.counter.flush().await.unwrap();
+    setup.publish.send_replace(Some(setup.channel.clone()));
+    until("the refusal to be recorded", || {
+        setup.counter.snapshot().buckets[0].refused.is_some()
+    })
+    .await;
+    let refused = setup.counter.snapshot().buckets[0].refused.clone().unwrap();
+    assert_eq!(refused, "2026-11 is refused by the test");
+
+    setup.clock.set(datetime!(2026-12-02 08:00 UTC));
+    setup.counter.add(2).unwrap();
+    setup.counter.flush().await.unwrap();
+    until("December to be confirmed", || {
+        setup.counter.snapshot().buckets[0].reported == Some(2)
+    })
+    .await;
+    let calls = setup.recorder.calls();
+    until("more periodic reports", || {
+        setup.recorder.calls() >= calls + 2
+    })
+    .await;
+    let sent = setup.recorder.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent.iter().filter(|b| *b == "2026-11").count(),
+        1,
+        "the refused month is sent once: {sent:?}"
+    );
+    assert_eq!(setup.recorder.held("2026-11"), None);
+    let snapshot = setup.counter.snapshot();
+    assert_eq!(snapshot.buckets[1].request_count, 5, "kept: {snapshot:?}");
     setup.stop.cancel();
 }
 

@@ -6,7 +6,9 @@
 //! Each UDP datagram (at most 64 KiB) holds one or more newline-separated lines ([`line`]).
 //! Counters whose names pass the [`pattern::MetricFilter`] are counted; other well-formed
 //! lines are ignored; malformed ones are counted as rejected and logged at most once per
-//! 10 seconds with the number suppressed. Nothing a sender does stops the listener.
+//! 10 seconds with the number suppressed. Nothing a sender does stops the listener. Requests
+//! that would take a month past its bound (10^15) are not counted, counted as
+//! `refused_requests` and logged (`usage.month_full`) at most once per 10 seconds.
 //!
 //! Sample rates make fractional increments (`1|c|@0.3` is 3.33 requests); the fractions are
 //! carried over between lines, so many sampled lines add up to the right whole number.
@@ -42,6 +44,7 @@ pub struct StatsdStats {
     ignored_lines: AtomicU64,
     rejected_lines: AtomicU64,
     requests: AtomicU64,
+    refused_requests: AtomicU64,
 }
 
 /// [`StatsdStats`] as numbers, with the address listened on.
@@ -57,6 +60,8 @@ pub struct StatsdView {
     pub rejected_lines: u64,
     /// Requests these lines added.
     pub requests: u64,
+    /// Requests not counted because the month had reached its bound (10^15).
+    pub refused_requests: u64,
 }
 
 /// A handle on a running listener's numbers.
@@ -76,6 +81,7 @@ impl StatsdHandle {
             ignored_lines: get(&self.stats.ignored_lines),
             rejected_lines: get(&self.stats.rejected_lines),
             requests: get(&self.stats.requests),
+            refused_requests: get(&self.stats.refused_requests),
         }
     }
 }
@@ -89,6 +95,7 @@ pub struct StatsdListener {
     /// Fractions of a request left over from sampled lines.
     carry: f64,
     rejected_log: LogThrottle,
+    refused_log: LogThrottle,
 }
 
 impl StatsdListener {
@@ -110,6 +117,7 @@ impl StatsdListener {
             handle,
             carry: 0.0,
             rejected_log: LogThrottle::new(REJECT_LOG_PERIOD),
+            refused_log: LogThrottle::new(REJECT_LOG_PERIOD),
         })
     }
 
@@ -186,8 +194,22 @@ impl StatsdListener {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let whole = whole as u64;
             if whole > 0 {
-                self.counter.add(whole);
-                stats.requests.fetch_add(whole, Ordering::Relaxed);
+                match self.counter.add(whole) {
+                    Ok(_) => {
+                        stats.requests.fetch_add(whole, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        stats.refused_requests.fetch_add(whole, Ordering::Relaxed);
+                        if let Some(suppressed) = self.refused_log.allow() {
+                            tracing::warn!(
+                                event = "usage.month_full",
+                                %error,
+                                suppressed,
+                                "Statsd requests were not counted."
+                            );
+                        }
+                    }
+                }
             }
         }
     }
