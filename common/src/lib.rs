@@ -13,8 +13,11 @@
 //! - [`expiry`]: Kong's license-expiry log schedule, as a pure function of the date.
 //! - [`fsutil`]: crash-safe file replacement and secret files (mode 0600).
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
+//! - `http_server` (feature `http-server`): the one HTTP/1.1 serving loop of the Admin API and
+//!   the agent's local API, with its connection cap, timeouts and JSON protocol errors.
 //!
-//! Nothing here owns a socket or a task: the applications decide I/O policy.
+//! Apart from `http_server`, nothing here owns a socket or a task: the applications decide
+//! I/O policy (where they listen, with which limits).
 #![forbid(unsafe_code)]
 
 pub mod codec;
@@ -22,6 +25,8 @@ pub mod config;
 pub mod duration;
 pub mod expiry;
 pub mod fsutil;
+#[cfg(feature = "http-server")]
+pub mod http_server;
 pub mod license;
 pub mod pki;
 pub mod report;
