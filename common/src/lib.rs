@@ -21,8 +21,11 @@
 //! - [`log_text`]: escaping outside text for logs, and the rule that names hold no control
 //!   characters.
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
+//! - `http_server` (feature `http-server`): the one HTTP/1.1 serving loop of the Admin API and
+//!   the agent's local API, with its connection cap, timeouts and JSON protocol errors.
 //!
-//! Nothing here owns a socket or a task: the applications decide I/O policy.
+//! Apart from `http_server`, nothing here owns a socket or a task: the applications decide
+//! I/O policy (where they listen, with which limits).
 #![forbid(unsafe_code)]
 
 pub mod active;
@@ -31,6 +34,8 @@ pub mod config;
 pub mod duration;
 pub mod expiry;
 pub mod fsutil;
+#[cfg(feature = "http-server")]
+pub mod http_server;
 pub mod license;
 pub mod log_text;
 pub mod pki;

@@ -44,12 +44,25 @@ impl Default for CpConfig {
 pub struct AdminConfig {
     /// Admin HTTP API address. Keep it on loopback or behind a proxy that terminates TLS.
     pub listen: SocketAddr,
+    /// How long a request head may take from its first byte (else 408).
+    pub header_read_timeout: HumanDuration,
+    /// How long a connection may sit between requests (or before its first) before it is closed.
+    pub idle_timeout: HumanDuration,
+    /// How long a request body may take after its head (else 408).
+    pub body_read_timeout: HumanDuration,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
+        use licsync_common::http_server as http;
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            header_read_timeout: HumanDuration(http::DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(http::DEFAULT_IDLE_TIMEOUT),
+            body_read_timeout: HumanDuration(http::DEFAULT_BODY_READ_TIMEOUT),
+            max_connections: http::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -126,8 +126,13 @@ pub async fn run_with_clock(
         },
     };
     let mut api_task = tokio::spawn(
-        local_api::serve(local, api, token.clone().cancelled_owned())
-            .instrument(tracing::info_span!("local_api")),
+        local_api::serve(
+            local,
+            api,
+            local_api::http_limits(&config.local),
+            token.clone(),
+        )
+        .instrument(tracing::info_span!("local_api")),
     );
     let statsd_task = statsd.map(|listener| {
         tokio::spawn(

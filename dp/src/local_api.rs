@@ -11,9 +11,10 @@
 //! | `GET /health/ready` | 200 once the state is loaded and the license file is in line, else 503 |
 //!
 //! It only reads what the sync client publishes through `watch` channels and the in-memory
-//! usage counters, so it never waits on the control plane or the disk.
+//! usage counters, so it never waits on the control plane or the disk. Connections are served
+//! by the shared loop of `licsync_common::http_server` with the `[local]` limits
+//! ([`http_limits`]); the declared body limit is `POST /usage`'s 4 KiB, the only body taken.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,10 +24,13 @@ use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use licsync_common::http_server::{self, HttpLimits};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::LocalConfig;
 use crate::state::DpState;
 use crate::sync::SyncStatus;
 use crate::usage::http::{self as usage_http, UsageApi};
@@ -63,15 +67,30 @@ pub fn router(api: LocalApi) -> Router {
         .with_state(api)
 }
 
-/// Serves on an already-bound listener until `shutdown` completes.
+/// The local API's connection limits: `[local]`'s timeouts and cap, and `POST /usage`'s body
+/// limit with its message, so a declared length over it gets the same 413.
+pub fn http_limits(config: &LocalConfig) -> HttpLimits {
+    HttpLimits {
+        header_read_timeout: config.header_read_timeout.0,
+        idle_timeout: config.idle_timeout.0,
+        body_read_timeout: config.body_read_timeout.0,
+        max_connections: config.max_connections,
+        ..HttpLimits::new(
+            usage_http::MAX_BODY_BYTES as u64,
+            usage_http::too_large_message(),
+        )
+    }
+}
+
+/// Serves on an already-bound listener until `shutdown` is cancelled, then lets requests in
+/// flight finish.
 pub async fn serve(
     listener: TcpListener,
     api: LocalApi,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    http_server::serve(listener, router(api), limits, shutdown).await
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

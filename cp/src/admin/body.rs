@@ -51,10 +51,12 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("Request body is larger than the limit of {MAX_BODY_BYTES} bytes (1 MiB)"),
-    )
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, too_large_message())
+}
+
+/// The 413 message, also sent by the serving loop for a declared length over the limit.
+pub fn too_large_message() -> String {
+    format!("Request body is larger than the limit of {MAX_BODY_BYTES} bytes (1 MiB)")
 }
 
 fn is_form(headers: &HeaderMap) -> bool {

@@ -4,7 +4,10 @@
 //! # Layout
 //! - [`router`] and [`serve`] (here): the routes, the token check in front of everything
 //!   (unknown routes and wrong methods included) but the health probes, JSON fallbacks for
-//!   unknown routes and methods, graceful shutdown.
+//!   unknown routes and methods, graceful shutdown. Connections are served by the shared
+//!   loop of `licsync_common::http_server` with the `[admin]` limits ([`http_limits`]):
+//!   connection cap, header, idle and body timeouts, JSON answers to protocol errors, 413 on
+//!   a declared `Content-Length` over [`MAX_BODY_BYTES`].
 //! - `auth`: the bearer-token middleware; [`bootstrap_admin_token`] creates the first token.
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
@@ -20,8 +23,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware;
+use licsync_common::http_server::{self, HttpLimits};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::AdminConfig;
 use crate::state::ControlPlane;
 
 mod auth;
@@ -69,6 +75,18 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .layer(middleware::from_fn_with_state(cp, auth::require_token))
 }
 
+/// The Admin API's connection limits: `[admin]`'s timeouts and cap, and the body limit of
+/// the JSON extractor with its message, so a declared length over it gets the same 413.
+pub fn http_limits(config: &AdminConfig) -> HttpLimits {
+    HttpLimits {
+        header_read_timeout: config.header_read_timeout.0,
+        idle_timeout: config.idle_timeout.0,
+        body_read_timeout: config.body_read_timeout.0,
+        max_connections: config.max_connections,
+        ..HttpLimits::new(MAX_BODY_BYTES as u64, body::too_large_message())
+    }
+}
+
 /// Serves the Admin API on `listener` until `shutdown` completes, then lets requests in
 /// flight finish.
 pub async fn serve(
@@ -76,7 +94,13 @@ pub async fn serve(
     cp: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(cp))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = http_limits(&cp.config.admin);
+    let stop = CancellationToken::new();
+    let serving = http_server::serve(listener, router(cp), limits, stop.clone());
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        () = shutdown => stop.cancel(),
+    }
+    serving.await
 }

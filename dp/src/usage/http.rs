@@ -65,12 +65,7 @@ pub async fn post_usage(State(usage): State<UsageApi>, body: Body) -> Response {
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
         Err(error) if too_large(&error) => {
-            return message(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "the body is larger than {MAX_BODY_BYTES} bytes; send {{\"request_count\": N}}"
-                ),
-            );
+            return message(StatusCode::PAYLOAD_TOO_LARGE, &too_large_message());
         }
         Err(error) => {
             return message(
@@ -116,6 +111,11 @@ pub async fn get_usage(State(usage): State<UsageApi>) -> Response {
         );
     }
     Json(body).into_response()
+}
+
+/// The 413 message, also sent by the serving loop for a declared length over the limit.
+pub fn too_large_message() -> String {
+    format!("the body is larger than {MAX_BODY_BYTES} bytes; send {{\"request_count\": N}}")
 }
 
 fn too_large(error: &axum::Error) -> bool {
