@@ -84,6 +84,16 @@ pub struct ClusterConfig {
     /// connected, registered longer ago) is removed from the registry (Kong's
     /// `cluster_data_plane_purge_delay`).
     pub dataplane_purge_delay: HumanDuration,
+    /// How long a new connection may take to complete its TLS handshake (from accept), and
+    /// then again to start its first gRPC call; a slow or silent client is cut off after it.
+    pub handshake_timeout: HumanDuration,
+    /// A connection with no gRPC call or stream in progress for this long is closed. A
+    /// connected data plane always holds its `Sync` stream, so only leftovers and abuse idle.
+    pub idle_timeout: HumanDuration,
+    /// Most connections open at once from one source address (an IPv6 source is its /64);
+    /// more are closed at once. Data planes behind one NAT share an address: raise it above
+    /// the largest such group. 0 turns the limit off.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +105,9 @@ impl Default for ClusterConfig {
             keepalive_interval: HumanDuration(Duration::from_secs(20)),
             keepalive_timeout: HumanDuration(Duration::from_secs(10)),
             dataplane_purge_delay: HumanDuration(Duration::from_secs(14 * 86_400)),
+            handshake_timeout: HumanDuration(Duration::from_secs(10)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            max_connections_per_ip: 1000,
         }
     }
 }
@@ -201,6 +214,20 @@ impl CpConfig {
                 return Err(Invalid {
                     key,
                     reason: "must be at least 1s".into(),
+                });
+            }
+        }
+        for (key, value) in [
+            (
+                "cluster.handshake_timeout",
+                self.cluster.handshake_timeout.0,
+            ),
+            ("cluster.idle_timeout", self.cluster.idle_timeout.0),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(Invalid {
+                    key,
+                    reason: "must be at least 100ms".into(),
                 });
             }
         }

@@ -3,7 +3,10 @@
 //!
 //! - [`ca`]: the cluster CA and server certificate on disk.
 //! - [`server_cert`]: the server certificate in use, swapped for a fresh one before it expires.
-//! - [`tls`]: rustls configuration and the accept loop that logs refused handshakes.
+//! - [`tls`]: rustls configuration and the established connection handed to tonic.
+//! - [`accept`]: the accept loop: bounds every phase of a connection ([`admission`] per source
+//!   and file descriptors, [`idle`] after the handshake) and logs refused handshakes, at most
+//!   once per source per minute ([`log_limit`]).
 //! - [`issue`]: a new certificate for a registered data plane (rotation, renewal).
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
 //! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
@@ -20,9 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::ControlPlane;
 
+pub mod accept;
+pub mod admission;
 pub mod ca;
 mod caller;
+pub mod idle;
 pub mod issue;
+pub mod log_limit;
 pub mod registration;
 pub mod server_cert;
 pub mod sync;
@@ -49,8 +56,10 @@ pub async fn serve(
     .max_decoding_message_size(MAX_INBOUND_MESSAGE);
     let sync = LicenseSyncServer::new(sync::SyncService::new(cp.clone(), ca, shutdown.clone()))
         .max_decoding_message_size(MAX_INBOUND_MESSAGE);
-    let incoming = tls::incoming(listener, tls, shutdown.clone());
+    let limits = accept::Limits::from_config(&cp.config.cluster);
+    let incoming = accept::incoming(listener, tls, limits, shutdown.clone());
     tonic::transport::Server::builder()
+        .layer(idle::TrackCallsLayer)
         .http2_keepalive_interval(Some(keepalive.keepalive_interval.0))
         .http2_keepalive_timeout(Some(keepalive.keepalive_timeout.0))
         .add_service(registration)

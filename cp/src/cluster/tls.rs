@@ -1,9 +1,11 @@
 //! The cluster listener's TLS: rustls with the ring provider, client certificates verified
-//! against the cluster CA, and an accept loop that logs *why* a handshake was refused.
+//! against the cluster CA, operator words for a refused handshake, and the established
+//! connection handed to tonic.
 //!
 //! tonic's built-in TLS drops handshake errors silently; an operator whose data plane presents an
 //! expired certificate or one from another CA needs a log line saying so. So connections are
-//! accepted and handshaken here and handed to tonic as an incoming stream. Registration must work
+//! accepted and handshaken by [`accept`](super::accept) and handed to tonic as an incoming
+//! stream of [`TlsConnection`]s. Registration must work
 //! without a client certificate, so the verifier allows anonymous clients; a certificate that
 //! *is* presented must chain to the cluster CA and be within its validity, and `LicenseSync`
 //! rejects anonymous callers itself.
@@ -13,7 +15,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use licsync_common::pki::CertInfo;
 use rustls::crypto::CryptoProvider;
@@ -21,18 +22,11 @@ use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-/// A handshake that takes longer than this is abandoned (slowloris guard).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in flight at once; a reconnect storm queues instead of exhausting memory.
-const MAX_CONCURRENT_HANDSHAKES: usize = 512;
+use super::admission::Admitted;
+use super::idle::{Activity, IdleDeadline};
 
 /// What the gRPC handlers learn about the peer of a request.
 #[derive(Debug, Clone)]
@@ -44,6 +38,8 @@ pub struct PeerInfo {
     /// the few fields a call needs are cheaper to hold than the certificate, and no call
     /// parses it again.
     pub client: Option<Arc<Result<CertInfo, String>>>,
+    /// The calls in progress on the connection, which keep it from being closed as idle.
+    pub activity: Arc<Activity>,
 }
 
 /// The crypto provider of the cluster listener (ring), shared by its config and the server
@@ -71,74 +67,6 @@ pub fn server_config(
         .with_cert_resolver(identity);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Accepts TCP connections, completes TLS handshakes concurrently and yields the established
-/// connections until `shutdown` fires.
-pub fn incoming(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    shutdown: CancellationToken,
-) -> ReceiverStream<io::Result<TlsConnection>> {
-    let (tx, rx) = mpsc::channel(MAX_CONCURRENT_HANDSHAKES);
-    let acceptor = TlsAcceptor::from(config);
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    tokio::spawn(
-        async move {
-            loop {
-                let (tcp, remote_addr) = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(error) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(%error, "Cluster listener cannot accept; retrying shortly.");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let _ = tcp.set_nodelay(true);
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let client = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|chain| chain.first())
-                                .map(|leaf| Arc::new(CertInfo::from_der(leaf).map_err(|e| e.to_string())));
-                            let info = PeerInfo { remote_addr, client };
-                            let _ = tx.send(Ok(TlsConnection { stream, info })).await;
-                        }
-                        Ok(Err(error)) => log_handshake_failure(remote_addr, &error),
-                        Err(_) => tracing::debug!(peer.addr = %remote_addr, "TLS handshake timed out."),
-                    }
-                });
-            }
-        }
-        .instrument(tracing::info_span!("cluster_accept")),
-    );
-    ReceiverStream::new(rx)
-}
-
-fn log_handshake_failure(remote_addr: SocketAddr, error: &io::Error) {
-    let Some(tls) = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        // Port scanners and TCP health checks: not worth a warning.
-        tracing::debug!(peer.addr = %remote_addr, %error, "Connection closed before the TLS handshake completed.");
-        return;
-    };
-    let reason = explain(tls);
-    tracing::warn!(event = "tls.handshake_failed", peer.addr = %remote_addr, error = %tls, reason, "Refused a cluster connection.");
 }
 
 /// Operator words for a handshake failure.
@@ -174,10 +102,30 @@ pub fn explain(error: &rustls::Error) -> &'static str {
     }
 }
 
-/// An established TLS connection with what the handlers need to know about its peer.
+/// An established TLS connection with what the handlers need to know about its peer; it
+/// fails its reads once idle too long, and holds its place in the admission limits until
+/// dropped.
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     info: PeerInfo,
+    idle: IdleDeadline,
+    _admitted: Admitted,
+}
+
+impl TlsConnection {
+    pub(super) fn new(
+        stream: TlsStream<TcpStream>,
+        info: PeerInfo,
+        idle: IdleDeadline,
+        admitted: Admitted,
+    ) -> Self {
+        Self {
+            stream,
+            info,
+            idle,
+            _admitted: admitted,
+        }
+    }
 }
 
 impl tonic::transport::server::Connected for TlsConnection {
@@ -194,6 +142,10 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Poll::Ready(error) = self.idle.poll_expired(cx) {
+            tracing::debug!(peer.addr = %self.info.remote_addr, "Closing a cluster connection without a gRPC call in progress.");
+            return Poll::Ready(Err(error));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

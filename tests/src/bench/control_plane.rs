@@ -28,6 +28,10 @@ use crate::cp::Cp;
 /// ten thousand `dataplane.connected` lines would cost more than the work measured.
 const CP_LOG_FILTER: &str = "warn,licsync_cp::server=info";
 
+/// Every simulated data plane connects from 127.0.0.1, so the per-address connection limit
+/// (meant for real fleets, where a NAT rarely hides thousands of data planes) is turned off.
+const BENCH_CONFIG: &str = "[cluster]\nmax_connections_per_ip = 0\n";
+
 /// Most data planes one registration token may register (the Admin API's `max_uses` cap).
 const MAX_TOKEN_USES: usize = 10_000;
 
@@ -85,7 +89,7 @@ impl BenchCp {
         let cp = Cp::start_with(
             dir,
             &[trusted_key],
-            "",
+            BENCH_CONFIG,
             executable,
             &[("LICSYNC_LOG", CP_LOG_FILTER)],
         )
