@@ -29,6 +29,8 @@ pub mod fsutil;
 pub mod license;
 pub mod log_text;
 pub mod pki;
+#[cfg(test)]
+mod proptests;
 pub mod report;
 pub mod strict_json;
 pub mod telemetry;
