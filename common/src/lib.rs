@@ -39,6 +39,8 @@ pub mod http_server;
 pub mod license;
 pub mod log_text;
 pub mod pki;
+#[cfg(test)]
+mod proptests;
 pub mod report;
 pub mod strict_json;
 pub mod telemetry;

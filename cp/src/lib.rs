@@ -28,6 +28,8 @@ pub mod licenses;
 pub mod lifecycle;
 pub mod model;
 pub mod principals;
+#[cfg(test)]
+mod proptests;
 pub mod report_tool;
 pub mod secrets;
 pub mod server;

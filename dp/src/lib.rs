@@ -28,6 +28,8 @@ pub mod config;
 pub mod license_expiry;
 pub mod local_api;
 pub mod output;
+#[cfg(test)]
+mod proptests;
 pub mod registration;
 pub mod state;
 pub mod sync;
