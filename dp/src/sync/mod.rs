@@ -247,7 +247,12 @@ impl SyncClient {
                     lifecycle.run(shutdown.clone()).await;
                 }
             };
+            let output = self.applier.output.clone();
             tokio::join!(lifecycle, self.keep_in_sync(shutdown.clone()));
+            // No reload command outlives the agent.
+            if let Some(output) = &output {
+                output.stop_reloads().await;
+            }
             Ok(())
         }
         .instrument(span)
