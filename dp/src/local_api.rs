@@ -128,6 +128,8 @@ async fn status(State(api): State<LocalApi>) -> Response {
         "version": licsync_common::VERSION,
         "ready": status.ready(),
         "last_error": status.last_error,
+        "apply_error": status.apply_error,
+        "license_file_error": status.license_file_error,
         "licenses_resent": status.licenses_resent,
         "usage": api.usage.status(),
     }))

@@ -235,6 +235,84 @@ async fn applies_good_licenses_nacks_bad_ones_and_resumes_from_what_it_holds() {
 }
 
 #[tokio::test]
+async fn a_license_file_that_cannot_be_written_keeps_the_stream_shows_apply_failed_and_recovers() {
+    let (events, _capture) = Events::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new();
+    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+        .trusting(&issuer)
+        .start()
+        .await;
+    let registration = cp.register(&dir.path().join("dp")).await;
+    let id = registration.dataplane_id.clone();
+    let document = issuer.license("Blocked Corp");
+    let license = cp.create_license(&document).await;
+    // A regular file where the license file's directory should be: unwritable, even for root.
+    let blocker = dir.path().join("kong");
+    std::fs::write(&blocker, b"").unwrap();
+    let license_path = blocker.join("license.json");
+    let store = Arc::new(MemoryStateStore::default());
+    let output = LicenseFile::new(&license_path, &[], Duration::from_secs(5));
+    let mut client = Client::start(&registration, &[], store.clone(), Some(output));
+
+    let row = dataplane_when(&cp, &id, "the control plane to show apply_failed", |row| {
+        row["sync_status"] == "apply_failed"
+    })
+    .await;
+    assert_eq!(row["connected"], true, "{row}");
+    let reason = row["sync_error"].as_str().unwrap();
+    assert!(
+        reason.contains("could not write its license file") && reason.contains("kong/license.json"),
+        "{row}"
+    );
+    // The agent keeps the (good) license, says why the file is missing, and is not ready.
+    assert_eq!(held(&store), [license.as_str()]);
+    let status = client.status.borrow().clone();
+    assert!(status.connected && !status.ready(), "{status:?}");
+    assert!(
+        status
+            .license_file_error
+            .as_deref()
+            .is_some_and(|e| e.contains("kong/license.json")),
+        "{status:?}"
+    );
+
+    // The operator fixes the directory: the file appears without a restart, and the control
+    // plane's next retry is acknowledged.
+    std::fs::remove_file(&blocker).unwrap();
+    eventually("the license file", || async {
+        (read(&license_path).as_deref() == Some(document.as_str())).then_some(())
+    })
+    .await;
+    let row = dataplane_when(&cp, &id, "sync_status normal again", |row| {
+        row["sync_status"] == "normal"
+    })
+    .await;
+    assert_eq!(row["sync_error"], Value::Null, "{row}");
+    assert_eq!(row["license_id"], license.as_str(), "{row}");
+    let status = wait_for("ready", &mut client.status, |s| {
+        s.ready() && s.apply_error.is_none()
+    })
+    .await;
+    assert_eq!(status.license_file_error, None);
+    assert_eq!(status.licenses_resent, 0, "a retry is not waste");
+
+    // One stream all along: no reconnect.
+    assert_eq!(hellos(&events, 0).len(), 1);
+    assert!(events.named("dataplane.disconnected").is_empty());
+    let failed = events.named("license.write_failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "logged once, not at every retry: {failed:?}"
+    );
+    assert_eq!(events.named("license.write_recovered").len(), 1);
+
+    client.stop().await;
+    cp.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_certificate_from_another_ca_is_refused_in_operator_words() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();

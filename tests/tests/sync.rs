@@ -174,12 +174,15 @@ async fn dataplane_pinning_its_own_keys_nacks_licenses_it_does_not_trust() {
         .logs
         .wait_for_event("sync.rejected", T, |_| true)
         .await;
-    assert!(
-        rejected
-            .to_string()
-            .contains(foreign["id"].as_str().unwrap()),
-        "{rejected}"
-    );
+    // With log.format = "json", each refused license is a {"id","revision","reason"} object in
+    // a JSON array carried as one string field.
+    let listed: serde_json::Value =
+        serde_json::from_str(rejected["rejected"].as_str().unwrap()).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{rejected}");
+    assert_eq!(listed[0]["id"], foreign["id"], "{rejected}");
+    assert_eq!(listed[0]["reason"], "validation failed", "{rejected}");
+    assert!(listed[0]["revision"].as_u64().unwrap() > 0, "{rejected}");
+    assert_eq!(rejected["rejected_count"], 1, "{rejected}");
     assert_eq!(dp.license().as_deref(), Some(good.as_str()));
     let (_, list) = cp.call(Method::GET, "/clustering/data-planes", None).await;
     assert_eq!(list["data"][0]["sync_status"], "license_rejected", "{list}");

@@ -21,8 +21,8 @@ use licsync_common::proto::data_plane_message::Message as DpMessage;
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::registration_client::RegistrationClient;
 use licsync_common::proto::{
-    Ack, ControlPlaneMessage, DataPlaneMessage, Heartbeat, Hello, RegisterRequest,
-    RotateCertificateRequest, Update,
+    Ack, ControlPlaneMessage, DataPlaneMessage, Heartbeat, Hello, Nack, RegisterRequest,
+    RejectedLicense, RotateCertificateRequest, Update,
 };
 use licsync_cp::config::CpConfig;
 use licsync_cp::server::{Listeners, ServeError};
@@ -392,6 +392,24 @@ impl SyncStream {
             nonce: update.nonce.clone(),
         });
         self.tx.send(message(ack)).await.unwrap();
+    }
+
+    /// Answers `update` with a `Nack` refusing `rejected` (`(id, revision, reason)`); none
+    /// means "could not apply it at all, send it again".
+    pub async fn nack(&self, update: &Update, reason: &str, rejected: &[(&str, u64, &str)]) {
+        let nack = DpMessage::Nack(Nack {
+            nonce: update.nonce.clone(),
+            reason: reason.into(),
+            rejected: rejected
+                .iter()
+                .map(|(id, revision, reason)| RejectedLicense {
+                    id: (*id).into(),
+                    revision: *revision,
+                    reason: (*reason).into(),
+                })
+                .collect(),
+        });
+        self.tx.send(message(nack)).await.unwrap();
     }
 
     pub async fn heartbeat(&self) {

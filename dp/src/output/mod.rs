@@ -2,21 +2,29 @@
 //! reload.
 //!
 //! [`LicenseFile::bring_in_line`] makes the file hold exactly the active license's document,
-//! or removes it when nothing is held. It is idempotent: the file is rewritten, and the reload
-//! command run, only when the content differs, so calling it after every update and at
-//! start-up costs nothing when nothing changed.
+//! or removes it when nothing is held. It is idempotent: the file is rewritten, and a reload
+//! asked for, only when the content differs, so calling it after every update and at start-up
+//! costs nothing when nothing changed. One caller writes at a time, so a retry can never put an
+//! older license back over a newer one.
+//!
+//! The reload command ([`reload`]) runs in the background ([`reloader`]): the file is written
+//! at once, and the reload for it runs as soon as the previous one (if any) has ended.
 
 mod reload;
+mod reloader;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use licsync_common::fsutil;
+use tokio::sync::watch;
 
 use crate::state::HeldLicense;
 
 pub use reload::{ReloadCommand, ReloadOutcome};
+pub use reloader::{ReloadState, Reloader};
 
 /// What [`LicenseFile::bring_in_line`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,18 +50,22 @@ pub enum OutputError {
     Read { path: PathBuf, source: io::Error },
 }
 
-/// Where the active license goes, and what runs after it changed.
+/// Where the active license goes, and what runs after it changed. Clones share the writer
+/// and the reloads.
 #[derive(Debug, Clone)]
 pub struct LicenseFile {
     path: PathBuf,
-    reload: Option<ReloadCommand>,
+    reload: Option<Reloader>,
+    /// Held while the file is compared and written.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LicenseFile {
     pub fn new(path: impl Into<PathBuf>, reload_argv: &[String], reload_timeout: Duration) -> Self {
         Self {
             path: path.into(),
-            reload: ReloadCommand::new(reload_argv, reload_timeout),
+            reload: ReloadCommand::new(reload_argv, reload_timeout).map(Reloader::new),
+            writer: Arc::default(),
         }
     }
 
@@ -61,12 +73,42 @@ impl LicenseFile {
         &self.path
     }
 
-    /// Makes the file hold `active`'s document (or removes it when `None`), then runs the
-    /// reload command when the file changed.
+    /// Makes the file hold `active`'s document (or removes it when `None`); when the file
+    /// changed, asks for a reload (which runs in the background).
     pub async fn bring_in_line(
         &self,
         active: Option<&HeldLicense>,
     ) -> Result<OutputChange, OutputError> {
+        let _writer = self.writer.lock().await;
+        self.write(active).await
+    }
+
+    /// [`LicenseFile::bring_in_line`] with the license `active` returns once this caller is
+    /// the only writer: a retry reads the newest state then, never one that a concurrent
+    /// update has already replaced.
+    pub async fn bring_in_line_with(
+        &self,
+        active: impl FnOnce() -> Option<HeldLicense>,
+    ) -> Result<OutputChange, OutputError> {
+        let _writer = self.writer.lock().await;
+        let active = active();
+        self.write(active.as_ref()).await
+    }
+
+    /// Where the reloads stand; `None` without a reload command.
+    pub fn reloads(&self) -> Option<watch::Receiver<ReloadState>> {
+        self.reload.as_ref().map(Reloader::state)
+    }
+
+    /// Kills a reload still running (with every process it started) and runs no more: for
+    /// when the agent stops.
+    pub async fn stop_reloads(&self) {
+        if let Some(reload) = &self.reload {
+            reload.stop().await;
+        }
+    }
+
+    async fn write(&self, active: Option<&HeldLicense>) -> Result<OutputChange, OutputError> {
         let path = self.path.clone();
         let wanted = active.map(|license| license.document.clone());
         let changed = tokio::task::spawn_blocking(move || write_if_different(&path, wanted))
@@ -99,7 +141,7 @@ impl LicenseFile {
             }
         };
         if let Some(reload) = &self.reload {
-            reload.run().await;
+            reload.request();
         }
         Ok(change)
     }
@@ -216,9 +258,13 @@ mod tests {
             Duration::from_secs(10),
         );
         let a = license("a", "{}");
+        let mut reloads = file.reloads().unwrap();
         file.bring_in_line(Some(&a)).await.unwrap();
+        reloads.wait_for(|r| !r.running).await.unwrap();
         file.bring_in_line(Some(&a)).await.unwrap();
         file.bring_in_line(None).await.unwrap();
+        reloads.wait_for(|r| !r.running).await.unwrap();
+        assert_eq!(reloads.borrow().runs, 2);
         assert_eq!(
             std::fs::read_to_string(&marker).unwrap(),
             "reload\nreload\n"

@@ -1,12 +1,20 @@
 //! `license.reload_command`: tells the gateway the license file changed.
 //!
 //! The command is an argv list run directly, never through a shell, so a path with spaces or
-//! quotes cannot turn into something else. It is killed when it outlives its timeout; its exit
-//! status is logged, and the tail of its output when it fails.
+//! quotes cannot turn into something else. Its exit status is logged, and the tail of its
+//! output when it fails.
+//!
+//! It runs in a process group of its own, and when it outlives its timeout, or the run is
+//! abandoned (the agent stops), the whole group is killed: a script's background children
+//! (`sh -c 'kong reload & wait'`) go with it instead of living on after the agent. A command
+//! that exits in time is not chased further: what it left running on purpose (a daemon it
+//! detached) is its business.
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tracing::Instrument;
 
 /// How the reload command ended.
@@ -66,6 +74,8 @@ impl ReloadCommand {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own group (id = its pid), so everything it starts can be killed with it.
+            .process_group(0)
             .spawn();
         let child = match child {
             Ok(child) => child,
@@ -76,9 +86,16 @@ impl ReloadCommand {
                 ));
             }
         };
-        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+        // Armed until the command ended on its own: a timeout, or this future being dropped
+        // (the agent stopping), kills the whole group.
+        let mut group = ProcessGroup(child.id());
+        let waited = tokio::time::timeout(self.timeout, child.wait_with_output()).await;
+        if waited.is_ok() {
+            group.disarm();
+        }
+        match waited {
             Err(_) => ReloadOutcome::Failed(format!(
-                "still running after {:?}; killed (raise license.reload_timeout if it needs longer)",
+                "still running after {:?}; killed with every process it started (raise license.reload_timeout if it needs longer)",
                 self.timeout
             )),
             Ok(Err(e)) => ReloadOutcome::Failed(format!("cannot wait for it: {e}")),
@@ -93,6 +110,34 @@ impl ReloadCommand {
                 }
                 let tail = &text[start..];
                 ReloadOutcome::Failed(format!("exited with {}: {tail}", output.status))
+            }
+        }
+    }
+}
+
+/// A running command's process group, killed (`SIGKILL`) when dropped unless disarmed.
+///
+/// The group's id cannot be reused while any of its members lives, so killing it reaches only
+/// what the command started; once all of them are gone there is nothing left to kill.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let Some(id) = self.0.and_then(|id| i32::try_from(id).ok()) else {
+            return;
+        };
+        match killpg(Pid::from_raw(id), Signal::SIGKILL) {
+            Ok(()) => tracing::debug!(pgid = id, "Killed the reload command's process group."),
+            // Already gone.
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(error) => {
+                tracing::warn!(pgid = id, %error, "Cannot kill the reload command's process group.")
             }
         }
     }
@@ -138,6 +183,79 @@ mod tests {
         };
         assert!(reason.contains("/nonexistent/kong"), "{reason}");
         assert!(ReloadCommand::new(&[], Duration::from_secs(1)).is_none());
+    }
+
+    /// A shell that records its pid and its background child's, then waits on both.
+    fn forking(dir: &std::path::Path, timeout: Duration) -> (ReloadCommand, std::path::PathBuf) {
+        let pids = dir.join("pids");
+        let script = format!(
+            "echo $$ >> '{0}'; sleep 600 & echo $! >> '{0}'; sleep 600",
+            pids.display()
+        );
+        let cmd = ReloadCommand::new(&argv(&["/bin/sh", "-c", &script]), timeout).unwrap();
+        (cmd, pids)
+    }
+
+    fn pids(path: &std::path::Path) -> Vec<i32> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    /// Running (a zombie waiting for its parent to reap it counts as gone).
+    pub(crate) fn alive(pid: i32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
+    }
+
+    async fn all_gone(pids: &[i32]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while pids.iter().any(|&pid| alive(pid)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still running: {:?}",
+                pids.iter().filter(|&&pid| alive(pid)).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_what_the_command_started_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cmd, path) = forking(dir.path(), Duration::from_secs(2));
+        let ReloadOutcome::Failed(reason) = cmd.run().await else {
+            panic!("a command past its timeout is a failure");
+        };
+        assert!(reason.contains("killed"), "{reason}");
+        let pids = pids(&path);
+        assert_eq!(
+            pids.len(),
+            2,
+            "the shell and its background sleep: {pids:?}"
+        );
+        all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_run_kills_what_the_command_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cmd, path) = forking(dir.path(), Duration::from_secs(600));
+        let run = tokio::spawn(async move { cmd.run().await });
+        while pids(&path).len() < 2 {
+            assert!(!run.is_finished());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pids = pids(&path);
+        assert!(pids.iter().all(|&pid| alive(pid)), "{pids:?}");
+        run.abort();
+        assert!(run.await.unwrap_err().is_cancelled());
+        all_gone(&pids).await;
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! Applying one `Update` from the control plane, in the order that keeps a crash harmless:
 //! verify every upserted license, persist the new state, bring the license file in line, and
 //! only then answer `Ack` (all applied) or `Nack` (the licenses that failed verification, each
-//! with its reason; the good ones are kept).
+//! with its reason; the good ones are kept). When the agent itself fails (state not saved,
+//! license file not written), the answer is a `Nack` naming no license, which asks the control
+//! plane to send the update again after a backoff; the stream stays up.
 //!
 //! [`apply_update`] is the pure part (what the new state is and what was rejected);
 //! [`Applier`] adds persistence, the license file and the published views.
@@ -117,7 +119,8 @@ pub fn reply(nonce: &str, rejected: Vec<RejectedLicense>, total: usize) -> DataP
     }
 }
 
-/// A `Nack` that is not about particular licenses (the agent itself failed).
+/// A `Nack` that is not about particular licenses (the agent itself failed): an empty
+/// `rejected` list, which asks the control plane to send the update again later.
 pub fn failure_nack(nonce: &str, reason: String) -> DataPlaneMessage {
     DataPlaneMessage {
         message: Some(data_plane_message::Message::Nack(Nack {
@@ -128,27 +131,14 @@ pub fn failure_nack(nonce: &str, reason: String) -> DataPlaneMessage {
     }
 }
 
-/// The agent could not apply an update; `nack` tells the control plane why.
+/// The agent could not apply an update. Nothing about the licenses is wrong: the control
+/// plane is told (a retry `Nack`) and sends the update again later.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{error}")]
-    State {
-        error: StateError,
-        nack: DataPlaneMessage,
-    },
-    #[error("{error}")]
-    Output {
-        error: OutputError,
-        nack: DataPlaneMessage,
-    },
-}
-
-impl ApplyError {
-    pub fn nack(&self) -> &DataPlaneMessage {
-        match self {
-            Self::State { nack, .. } | Self::Output { nack, .. } => nack,
-        }
-    }
+    #[error("the data plane could not save its state: {0}")]
+    State(#[from] StateError),
+    #[error("the data plane could not write its license file: {0}")]
+    Output(#[from] OutputError),
 }
 
 /// Applies updates durably and publishes the result.
@@ -165,8 +155,35 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// Verifies, persists, writes the license file, and returns the `Ack` or `Nack` to send.
-    pub async fn handle(&self, update: &Update) -> Result<DataPlaneMessage, ApplyError> {
+    /// Verifies, persists and writes the license file; returns the `Ack` or `Nack` to send.
+    ///
+    /// When the agent itself fails (its state cannot be saved, its license file cannot be
+    /// written), the answer is a `Nack` with no rejected license: the stream stays up, the
+    /// control plane shows `apply_failed` with the reason and sends the update again after a
+    /// backoff, and meanwhile the license file is retried here ([`super::output_retry`]).
+    pub async fn handle(&self, update: &Update) -> DataPlaneMessage {
+        match self.apply(update).await {
+            Ok(reply) => {
+                self.status
+                    .send_if_modified(|status| status.apply_error.take().is_some());
+                reply
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::warn!(
+                    event = "sync.apply_failed",
+                    revision = update.revision,
+                    reason = %reason,
+                    "Cannot apply an update; the control plane is told and sends it again later."
+                );
+                self.status
+                    .send_modify(|status| status.apply_error = Some(reason.clone()));
+                failure_nack(&update.nonce, reason)
+            }
+        }
+    }
+
+    async fn apply(&self, update: &Update) -> Result<DataPlaneMessage, ApplyError> {
         let current = self.state.borrow().clone();
         let keys = self.keys_for(update);
         let Applied {
@@ -174,27 +191,18 @@ impl Applier {
             rejected,
             resent,
         } = apply_update(&current, update, &keys, licsync_common::unix_now());
-        if let Err(error) = self.store.save(&state).await {
-            let nack = failure_nack(
-                &update.nonce,
-                format!("the data plane could not save its state: {error}"),
-            );
-            return Err(ApplyError::State { error, nack });
-        }
+        self.store.save(&state).await?;
         let state = Arc::new(state);
         self.state.send_replace(state.clone());
         self.status.send_modify(|status| {
             status.revision = state.revision;
             status.last_sync = state.synced_at;
-            status.licenses_resent += resent as u64;
+            // After a failure the control plane sends the same update again on purpose.
+            if status.apply_error.is_none() {
+                status.licenses_resent += resent as u64;
+            }
         });
-        if let Err(error) = self.bring_output_in_line(&state).await {
-            let nack = failure_nack(
-                &update.nonce,
-                format!("the data plane could not write its license file: {error}"),
-            );
-            return Err(ApplyError::Output { error, nack });
-        }
+        self.bring_output_in_line(&state).await?;
         tracing::info!(
             event = "sync.applied",
             revision = update.revision,
@@ -228,13 +236,55 @@ impl Applier {
             Some(file) => file.bring_in_line(state.active()).await.map(|_| ()),
             None => Ok(()),
         };
-        let ok = result.is_ok();
-        self.status.send_if_modified(|status| {
-            let changed = status.license_file_in_line != ok;
-            status.license_file_in_line = ok;
+        self.record_output(&result);
+        result
+    }
+
+    /// Tries the license file again with the newest state (read once no other write is
+    /// under way, so an older state can never replace a newer one).
+    pub async fn retry_output(&self) -> Result<(), OutputError> {
+        let result = match &self.output {
+            Some(file) => file
+                .bring_in_line_with(|| self.state.borrow().active().cloned())
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        self.record_output(&result);
+        result
+    }
+
+    /// Publishes whether the license file is in line, and logs when that changes (a failure
+    /// once per distinct reason, not at every retry).
+    fn record_output(&self, result: &Result<(), OutputError>) {
+        let error = result.as_ref().err().map(ToString::to_string);
+        let path = self.output.as_ref().map(|f| f.path().display().to_string());
+        let mut recovered = false;
+        let changed = self.status.send_if_modified(|status| {
+            let changed = status.license_file_in_line != error.is_none()
+                || status.license_file_error != error;
+            recovered = status.license_file_error.is_some() && error.is_none();
+            status.license_file_in_line = error.is_none();
+            status.license_file_error.clone_from(&error);
             changed
         });
-        result
+        if !changed {
+            return;
+        }
+        if let Some(error) = &error {
+            tracing::error!(
+                event = "license.write_failed",
+                path = path.as_deref().unwrap_or_default(),
+                %error,
+                "The license file cannot be brought in line; retrying with backoff."
+            );
+        } else if recovered {
+            tracing::info!(
+                event = "license.write_recovered",
+                path = path.as_deref().unwrap_or_default(),
+                "The license file is in line again."
+            );
+        }
     }
 }
 
@@ -325,7 +375,7 @@ mod tests {
             removed: vec![],
             ..Default::default()
         };
-        let reply = f.applier.handle(&update).await.unwrap();
+        let reply = f.applier.handle(&update).await;
         let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
             panic!("expected a Nack, got {reply:?}");
         };
@@ -405,7 +455,7 @@ mod tests {
             removed: vec![],
             ..Default::default()
         };
-        let reply = f.applier.handle(&update).await.unwrap();
+        let reply = f.applier.handle(&update).await;
         assert!(
             matches!(reply.message, Some(data_plane_message::Message::Ack(Ack { ref nonce })) if nonce == "n-1")
         );
@@ -418,7 +468,7 @@ mod tests {
             removed: vec!["b".into(), "never-held".into()],
             ..Default::default()
         };
-        f.applier.handle(&update).await.unwrap();
+        f.applier.handle(&update).await;
         assert_eq!(std::fs::read_to_string(&f.path).unwrap(), older);
 
         let update = Update {
@@ -428,7 +478,7 @@ mod tests {
             removed: vec!["a".into()],
             ..Default::default()
         };
-        f.applier.handle(&update).await.unwrap();
+        f.applier.handle(&update).await;
         assert!(!f.path.exists());
         assert!(f.store.snapshot().licenses.is_empty());
     }
@@ -444,7 +494,7 @@ mod tests {
             removed: vec![],
             ..Default::default()
         };
-        f.applier.handle(&update).await.unwrap();
+        f.applier.handle(&update).await;
         let update = Update {
             nonce: "2".into(),
             revision: 2,
@@ -452,7 +502,7 @@ mod tests {
             removed: vec![],
             ..Default::default()
         };
-        f.applier.handle(&update).await.unwrap();
+        f.applier.handle(&update).await;
         let held = f.store.snapshot();
         assert_eq!(held.get("a").unwrap().revision, 1);
         assert_eq!(std::fs::read_to_string(&f.path).unwrap(), v1);
@@ -471,24 +521,22 @@ mod tests {
         };
         f.applier
             .handle(&update("1", vec![wire("a", doc.clone(), 100, 2)]))
-            .await
-            .unwrap();
+            .await;
         assert_eq!(f.applier.status.borrow().licenses_resent, 0);
         // A new revision of the same document is news; the same revision again is not.
         let again = vec![
             wire("a", doc.clone(), 100, 2),
             wire("b", signed(&f.trusted, "New"), 100, 2),
         ];
-        f.applier.handle(&update("2", again)).await.unwrap();
+        f.applier.handle(&update("2", again)).await;
         f.applier
             .handle(&update("3", vec![wire("a", doc, 100, 3)]))
-            .await
-            .unwrap();
+            .await;
         assert_eq!(f.applier.status.borrow().licenses_resent, 1);
     }
 
     #[tokio::test]
-    async fn a_state_that_cannot_be_saved_is_nacked_and_nothing_changes() {
+    async fn a_state_that_cannot_be_saved_is_nacked_for_a_retry_and_nothing_changes() {
         let f = fixture();
         f.store.set_failing(true);
         let update = Update {
@@ -498,10 +546,11 @@ mod tests {
             removed: vec![],
             ..Default::default()
         };
-        let err = f.applier.handle(&update).await.unwrap_err();
-        let Some(data_plane_message::Message::Nack(nack)) = &err.nack().message else {
-            panic!("expected a Nack");
+        let reply = f.applier.handle(&update).await;
+        let Some(data_plane_message::Message::Nack(nack)) = &reply.message else {
+            panic!("expected a Nack, got {reply:?}");
         };
+        assert!(nack.rejected.is_empty(), "a retry Nack names no license");
         assert!(
             nack.reason.contains("could not save its state"),
             "{}",
@@ -509,6 +558,71 @@ mod tests {
         );
         assert!(!f.path.exists(), "nothing is served that was not persisted");
         assert_eq!(f.applier.state.borrow().revision, 0);
+        assert_eq!(
+            f.applier.status.borrow().apply_error.as_deref(),
+            Some(nack.reason.as_str())
+        );
+
+        // The control plane sends it again once the disk is back: applied, error cleared.
+        f.store.set_failing(false);
+        let reply = f.applier.handle(&update).await;
+        assert!(
+            matches!(reply.message, Some(data_plane_message::Message::Ack(_))),
+            "{reply:?}"
+        );
+        assert_eq!(f.applier.status.borrow().apply_error, None);
+        assert_eq!(f.applier.status.borrow().licenses_resent, 0);
+    }
+
+    #[tokio::test]
+    async fn a_license_file_that_cannot_be_written_is_nacked_for_a_retry_and_retried() {
+        let mut f = fixture();
+        // A path under a regular file: unwritable for root too.
+        let blocker = f._dir.path().join("blocker");
+        std::fs::write(&blocker, b"").unwrap();
+        let path = blocker.join("license.json");
+        f.applier.output = Some(LicenseFile::new(&path, &[], Duration::from_secs(1)));
+        let doc = signed(&f.trusted, "A");
+        let update = Update {
+            nonce: "n".into(),
+            revision: 1,
+            upserted: vec![wire("a", doc.clone(), 1, 1)],
+            removed: vec![],
+            ..Default::default()
+        };
+        let reply = f.applier.handle(&update).await;
+        let Some(data_plane_message::Message::Nack(nack)) = &reply.message else {
+            panic!("expected a Nack, got {reply:?}");
+        };
+        assert!(nack.rejected.is_empty(), "a retry Nack names no license");
+        assert!(
+            nack.reason.contains("could not write its license file")
+                && nack.reason.contains("blocker/license.json"),
+            "{}",
+            nack.reason
+        );
+        let status = f.applier.status.borrow().clone();
+        assert!(!status.license_file_in_line && !status.ready());
+        assert!(status.license_file_error.is_some(), "{status:?}");
+        // The license itself is good and kept.
+        assert_eq!(f.store.snapshot().licenses.len(), 1);
+
+        assert!(f.applier.retry_output().await.is_err(), "still blocked");
+        std::fs::remove_file(&blocker).unwrap();
+        f.applier.retry_output().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), doc);
+        let status = f.applier.status.borrow().clone();
+        assert!(status.license_file_in_line, "{status:?}");
+        assert_eq!(status.license_file_error, None);
+
+        // The control plane's retry of the same update is answered and not counted as waste.
+        let reply = f.applier.handle(&update).await;
+        assert!(
+            matches!(reply.message, Some(data_plane_message::Message::Ack(_))),
+            "{reply:?}"
+        );
+        let status = f.applier.status.borrow().clone();
+        assert_eq!((status.apply_error, status.licenses_resent), (None, 0));
     }
 }
 
@@ -555,10 +669,7 @@ mod key_policy_tests {
     async fn keys_sent_by_the_control_plane_follow_a_rotation_when_opted_in() {
         let (old, _) = SigningKey::generate().unwrap();
         let (new, _) = SigningKey::generate().unwrap();
-        let reply = applier(&old, true)
-            .handle(&rotated_update(&new))
-            .await
-            .unwrap();
+        let reply = applier(&old, true).handle(&rotated_update(&new)).await;
         assert!(
             matches!(reply.message, Some(data_plane_message::Message::Ack(_))),
             "{reply:?}"
@@ -569,10 +680,7 @@ mod key_policy_tests {
     async fn by_default_keys_sent_by_the_control_plane_are_ignored() {
         let (old, _) = SigningKey::generate().unwrap();
         let (new, _) = SigningKey::generate().unwrap();
-        let reply = applier(&old, false)
-            .handle(&rotated_update(&new))
-            .await
-            .unwrap();
+        let reply = applier(&old, false).handle(&rotated_update(&new)).await;
         let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
             panic!("expected a Nack, got {reply:?}");
         };

@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod backoff;
 pub mod lifecycle;
+mod output_retry;
 mod session;
 pub mod status;
 
@@ -190,9 +191,8 @@ impl SyncClient {
                 "No trusted license-signing key is configured or in the registration file: every license will be rejected. Set license.trusted_keys (or license.follow_control_plane_keys = true)."
             );
         }
-        if let Err(error) = self.applier.bring_output_in_line(&state).await {
-            tracing::error!(%error, "The license file cannot be brought in line with the saved state.");
-        }
+        // Logged there (`license.write_failed`); retried with backoff once running.
+        let _ = self.applier.bring_output_in_line(&state).await;
         self.loaded = true;
         Ok(())
     }
@@ -247,7 +247,17 @@ impl SyncClient {
                     lifecycle.run(shutdown.clone()).await;
                 }
             };
-            tokio::join!(lifecycle, self.keep_in_sync(shutdown.clone()));
+            let applier = self.applier.clone();
+            let output_retry = output_retry::run(
+                applier.clone(),
+                Backoff::new(self.settings.backoff_initial, self.settings.backoff_max),
+                shutdown.clone(),
+            );
+            tokio::join!(lifecycle, output_retry, self.keep_in_sync(shutdown.clone()));
+            // No reload command outlives the agent.
+            if let Some(output) = &applier.output {
+                output.stop_reloads().await;
+            }
             Ok(())
         }
         .instrument(span)

@@ -2,7 +2,6 @@
 //! answered with `Ack`/`Nack` and heartbeats, until the stream fails or shutdown is signalled.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::{
@@ -24,9 +23,6 @@ use crate::state::DpState;
 
 /// Largest update accepted from the control plane.
 const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
-
-/// How long a `Nack` sent just before giving up on a stream gets to reach the control plane.
-const NACK_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a stream ended other than by shutdown.
 #[derive(Debug, Clone)]
@@ -153,23 +149,13 @@ impl Session<'_> {
                 message = inbound.message() => match message {
                     Ok(Some(ControlPlaneMessage {
                         message: Some(control_plane_message::Message::Update(update)),
-                    })) => match self.applier.handle(&update).await {
-                        Ok(reply) => {
-                            send(&tx, reply, url).map_err(disconnected)?;
-                            self.backoff.reset();
-                        }
-                        Err(error) => {
-                            // Tell the control plane, then start over: a new Hello states
-                            // exactly what is held, and the license file is tried again.
-                            let _ = tx.try_send(error.nack().clone());
-                            drop(tx);
-                            let _ = tokio::time::timeout(NACK_GRACE, inbound.message()).await;
-                            return Err(disconnected(Diagnosis {
-                                kind: FailureKind::Other,
-                                message: error.to_string(),
-                            }));
-                        }
-                    },
+                    })) => {
+                        // Ack, Nack, or (when the agent itself failed) a Nack asking for the
+                        // update again later: in every case the stream stays up.
+                        let reply = self.applier.handle(&update).await;
+                        send(&tx, reply, url).map_err(disconnected)?;
+                        self.backoff.reset();
+                    }
                     Ok(Some(ControlPlaneMessage {
                         message: Some(control_plane_message::Message::Heartbeat(_)),
                     })) => tracing::trace!("Heartbeat from the control plane."),

@@ -25,6 +25,11 @@ pub struct SyncStatus {
     pub license_file_in_line: bool,
     /// Why the last connection attempt or stream failed, in operator words.
     pub last_error: Option<String>,
+    /// Why the last update could not be applied (sent back in a retry `Nack`); `None` once
+    /// one is.
+    pub apply_error: Option<String>,
+    /// Why the license file is not in line with the held state; `None` when it is.
+    pub license_file_error: Option<String>,
     /// Licenses received since start that were already held at the same revision with the same
     /// document: traffic the control plane could have saved. Stays 0 (`GET /status`).
     pub licenses_resent: u64,
