@@ -10,7 +10,6 @@
 //! under a per-data-plane lock, so a stream closing can never write back a certificate serial
 //! that a rotation just replaced, nor un-revoke a data plane.
 //!
-//! - [`answer`]: what a data plane's `Nack` says (`last_rejection`, `sync_error`).
 //! - [`health`]: `HEALTHY` / `DEGRADED` / `UNHEALTHY` / `UNINITIALIZED` from last contact.
 //! - [`compat`]: Kong's version rule (`version_incompatible`).
 //! - [`purge`]: when a long-silent data plane is removed.
@@ -25,12 +24,10 @@ use uuid::Uuid;
 use crate::model::{DataPlaneRecord, Revision};
 use crate::store::{Store, StoreResult};
 
-pub mod answer;
 pub mod compat;
 pub mod health;
 pub mod purge;
 
-pub use answer::Rejection;
 pub use health::Health;
 
 /// Record locks, striped by id: enough that unrelated data planes rarely wait on each other,
@@ -48,9 +45,6 @@ pub enum SyncStatus {
     Normal,
     /// Refused at least one license it was sent (signature it cannot verify).
     LicenseRejected,
-    /// Could not apply the last update at all (its state or license file cannot be written);
-    /// `sync_error` says why. It stays connected and the update is sent again with backoff.
-    ApplyFailed,
     /// Runs a version this control plane does not sync (see [`compat`]); it stays connected
     /// but is sent no update.
     VersionIncompatible,
@@ -66,10 +60,6 @@ struct Live {
     revision: Revision,
     /// The license the data plane serves (id, `updated_at`), as of its last acknowledgement.
     license: Option<(Uuid, i64)>,
-    /// Why the last update could not be applied (with [`SyncStatus::ApplyFailed`]).
-    sync_error: Option<String>,
-    /// The last `Nack` that refused licenses.
-    last_rejection: Option<Rejection>,
     /// The newest stream (its number and what ends it); a newer one cancels it.
     current_stream: Option<(u64, CancellationToken)>,
     /// Numbers the streams of this data plane.
@@ -100,11 +90,6 @@ pub struct DataPlaneView {
     pub last_seen: Option<i64>,
     pub connected: bool,
     pub sync_status: SyncStatus,
-    /// Why the last update could not be applied (`sync_status = "apply_failed"`), else null.
-    pub sync_error: Option<String>,
-    /// The last answer that refused licenses, each with its reason (it stays after later
-    /// updates are acknowledged; `at` says when), else null.
-    pub last_rejection: Option<Rejection>,
     /// Control-plane revision the data plane last acknowledged.
     pub revision: Revision,
     pub license_id: Option<Uuid>,
@@ -246,26 +231,7 @@ impl DataPlanes {
         if let Some(entry) = self.live().get_mut(&id) {
             entry.revision = revision;
             entry.sync_status = status;
-            entry.sync_error = None;
             entry.license = license;
-            entry.last_seen = Some(now);
-        }
-    }
-
-    /// The data plane refused licenses of the update it answered (recorded after
-    /// [`DataPlanes::synced`], which sets the status).
-    pub fn rejected(&self, id: Uuid, rejection: Rejection) {
-        if let Some(entry) = self.live().get_mut(&id) {
-            entry.last_rejection = Some(rejection);
-        }
-    }
-
-    /// The data plane could not apply an update at all, for `reason`; what it holds is
-    /// unchanged, and the update is sent again later.
-    pub fn apply_failed(&self, id: Uuid, reason: String, now: i64) {
-        if let Some(entry) = self.live().get_mut(&id) {
-            entry.sync_status = SyncStatus::ApplyFailed;
-            entry.sync_error = Some(reason);
             entry.last_seen = Some(now);
         }
     }
@@ -390,8 +356,6 @@ fn view(record: DataPlaneRecord, live: Option<Live>, now: i64) -> DataPlaneView 
         last_seen,
         connected: live.connected,
         sync_status,
-        sync_error: live.sync_error,
-        last_rejection: live.last_rejection,
         revision: live.revision,
         license_id: license.map(|l| l.0),
         license_updated_at: license.map(|l| l.1),

@@ -205,6 +205,10 @@ pub fn diagnose(error: &(dyn StdError + 'static), url: &ClusterUrl) -> Diagnosis
         current = err.source();
     }
     let text = chain(error);
+    // The same, for a TLS error that reached us only as text.
+    if text.contains("received corrupt message") {
+        return not_tls(url);
+    }
     // HTTP/2 re-creates a connection's I/O error from its text for each stream, so a refusal
     // that arrives after the handshake (TLS 1.3 client certificates) survives only as text.
     if let Some(alert) = REPORTED_ALERTS
@@ -308,13 +312,15 @@ fn diagnose_tls(error: &rustls::Error, url: &ClusterUrl) -> Diagnosis {
             ),
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 untrusted(format!(
-                    "its server certificate is not valid for '{}'; use a cluster URL whose host is in the control plane's cluster.server_names",
-                    url.host()
+                    "its server certificate is not valid for '{host}'; add '{host}' to the control plane's cluster.server_names (and restart it), or use a cluster URL whose host is listed there",
+                    host = url.host()
                 ))
             }
             CertificateError::Revoked => untrusted("its server certificate has been revoked".into()),
             other => untrusted(format!("its server certificate cannot be verified ({other:?})")),
         },
+        // What a plain-HTTP answer (the Admin API, any web server) looks like to TLS.
+        rustls::Error::InvalidMessage(_) => not_tls(url),
         rustls::Error::NoApplicationProtocol => Diagnosis {
             kind: FailureKind::Other,
             message: format!(
@@ -325,6 +331,16 @@ fn diagnose_tls(error: &rustls::Error, url: &ClusterUrl) -> Diagnosis {
             kind: FailureKind::Other,
             message: format!("the TLS handshake with the control plane at {url} failed: {other}"),
         },
+    }
+}
+
+/// The server answered, but not with TLS: most likely the Admin API's port was given.
+fn not_tls(url: &ClusterUrl) -> Diagnosis {
+    Diagnosis {
+        kind: FailureKind::ServerUntrusted,
+        message: format!(
+            "{url} does not speak TLS: is it the cluster port (default 8005)? The Admin API's port (default 8001) cannot be used here"
+        ),
     }
 }
 
@@ -386,7 +402,11 @@ mod tests {
             &url,
         );
         assert_eq!(d.kind, FailureKind::ServerUntrusted);
-        assert!(d.message.contains("'cp'"), "{d}");
+        assert!(
+            d.message
+                .contains("add 'cp' to the control plane's cluster.server_names"),
+            "{d}"
+        );
 
         // What reaches a stream after HTTP/2 copied the connection's error by its text.
         let copied = std::io::Error::new(
@@ -396,6 +416,20 @@ mod tests {
         let d = diagnose(&copied, &url);
         assert_eq!(d.kind, FailureKind::CertificateRefused);
         assert!(d.message.contains("revoked"), "{d}");
+
+        // A plain-HTTP server (the Admin API) answering the TLS handshake.
+        let plain = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        let expected = "https://cp:8005 does not speak TLS: is it the cluster port (default 8005)? \
+                        The Admin API's port (default 8001) cannot be used here";
+        assert_eq!(diagnose(&plain, &url).message, expected);
+        let copied = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received corrupt message of type InvalidContentType",
+        );
+        assert_eq!(diagnose(&copied, &url).message, expected);
 
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(diagnose(&refused, &url).kind, FailureKind::Unreachable);

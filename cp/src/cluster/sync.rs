@@ -10,12 +10,6 @@
 //! for [`ACK_TIMEOUT`] (the data plane reconnects and resynchronises from its Hello), when the
 //! data plane is revoked, or when its certificate expires.
 //!
-//! A `Nack` listing licenses means the data plane kept the rest: they count as held, the listed
-//! versions are not sent again until they change (`license_rejected`). A `Nack` listing none
-//! means it could not apply the update at all (its disk, its license file): nothing counts as
-//! held, the data plane shows `apply_failed` with the reason, and the update (brought up to
-//! date) is sent again after [`RETRY_INITIAL`], doubling up to [`RETRY_MAX`]; the stream stays.
-//!
 //! A data plane whose Hello reports a version outside Kong's compatibility rule
 //! ([`crate::dataplanes::compat`]) keeps its stream (heartbeats keep it visible) but is sent no
 //! update. `RotateCertificate` issues a fresh certificate to the calling data plane
@@ -44,7 +38,6 @@ use uuid::Uuid;
 use super::caller::{Caller, authenticate};
 use super::issue;
 use super::tls::PeerInfo;
-use crate::dataplanes::answer::{self, Rejection};
 use crate::dataplanes::{SyncStatus, compat};
 use crate::licenses::LicenseSet;
 use crate::model::{DataPlaneRecord, Revision, StoredLicense};
@@ -56,10 +49,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most licenses a Hello may claim to hold.
 const MAX_HELD: usize = 10_000;
-/// First delay before an update the data plane could not apply is sent again.
-pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Longest delay between such retries.
-pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The LicenseSync gRPC service.
 pub struct SyncService {
@@ -182,8 +171,6 @@ impl LicenseSync for SyncService {
             held,
             rejected: HashMap::new(),
             pending: None,
-            retry_at: None,
-            retry_delay: RETRY_INITIAL,
             tx,
             nonce_counter: 0,
             compatible: true,
@@ -283,11 +270,6 @@ struct DataPlaneStream {
     /// License versions the data plane refused; not resent until they change.
     rejected: HashMap<Uuid, Revision>,
     pending: Option<Pending>,
-    /// When the update the data plane could not apply is sent again; no other update is sent
-    /// before.
-    retry_at: Option<Instant>,
-    /// The delay before the next such retry (doubles per failure, reset by an answer).
-    retry_delay: Duration,
     tx: mpsc::Sender<Queued>,
     nonce_counter: u64,
     /// Whether the data plane's version may be synced; when not, no update is sent.
@@ -389,7 +371,6 @@ impl DataPlaneStream {
         tokio::pin!(cert_expiry);
         loop {
             let deadline = self.pending.as_ref().map(|p| p.deadline);
-            let retry_at = self.retry_at;
             tokio::select! {
                 _ = ends.shutdown.cancelled() => return "control plane shutting down".into(),
                 _ = ends.replaced.cancelled() => return "replaced by a newer stream".into(),
@@ -404,20 +385,12 @@ impl DataPlaneStream {
                     Ok(None) => return "data plane closed the stream".into(),
                     Err(status) => return format!("stream error: {}", status.message()),
                 },
-                changed = licenses.changed(), if self.pending.is_none() && retry_at.is_none() && self.compatible => {
+                changed = licenses.changed(), if self.pending.is_none() && self.compatible => {
                     if changed.is_err() {
                         return "license service stopped".into();
                     }
                     let set = licenses.borrow_and_update().clone();
                     if let Err(reason) = self.send_update(&set, false).await {
-                        return reason;
-                    }
-                }
-                _ = sleep_until(retry_at), if retry_at.is_some() => {
-                    self.retry_at = None;
-                    // Sent even when nothing changed: the data plane must try again to answer.
-                    let set = licenses.borrow_and_update().clone();
-                    if let Err(reason) = self.send_update(&set, true).await {
                         return reason;
                     }
                 }
@@ -496,43 +469,26 @@ impl DataPlaneStream {
             Some(DpMessage::Ack(ack)) => {
                 if let Some(pending) = self.take_pending(&ack.nonce) {
                     let revision = pending.revision;
-                    self.retry_delay = RETRY_INITIAL;
                     self.apply(pending, &[]);
                     self.report_synced(revision, SyncStatus::Normal, now);
                     tracing::info!(event = "sync.acked", dataplane.id = %self.id, nonce = %ack.nonce, revision, "Data plane applied an update.");
                 }
             }
             Some(DpMessage::Nack(nack)) if nack.rejected.is_empty() => {
-                // The data plane could not apply anything (a full disk, an unwritable license
-                // file) and asks for the update again: nothing counts as held.
-                if let Some(pending) = self.take_pending(&nack.nonce) {
-                    let reason = answer::failure_reason(&nack);
-                    let delay = self.retry_delay;
-                    self.retry_delay = (delay * 2).min(RETRY_MAX);
-                    self.retry_at = Some(Instant::now() + delay);
-                    self.cp.dataplanes.apply_failed(self.id, reason.clone(), now);
-                    tracing::warn!(event = "sync.failed", dataplane.id = %self.id, nonce = %pending.nonce, revision = pending.revision, reason = %reason, retry_in_ms = delay.as_millis(), "Data plane could not apply an update; sending it again later.");
+                // The data plane could not apply anything (a full disk, say). What it holds is
+                // unchanged; it reconnects and its next Hello says what it has.
+                if self.take_pending(&nack.nonce).is_some() {
+                    tracing::warn!(event = "sync.failed", dataplane.id = %self.id, nonce = %nack.nonce, reason = %truncate(nack.reason, 512), "Data plane could not apply an update.");
                 }
             }
             Some(DpMessage::Nack(nack)) => {
                 if let Some(pending) = self.take_pending(&nack.nonce) {
                     let revision = pending.revision;
-                    let rejection = Rejection::from_nack(&nack, revision, now);
                     let rejected = rejected_ids(&nack);
-                    self.retry_delay = RETRY_INITIAL;
                     self.apply(pending, &rejected);
                     self.report_synced(revision, SyncStatus::LicenseRejected, now);
-                    tracing::warn!(
-                        event = "sync.rejected",
-                        dataplane.id = %self.id,
-                        nonce = %nack.nonce,
-                        revision,
-                        rejected = %rejection.rejected_json(),
-                        rejected_count = rejection.rejected_total,
-                        reason = %rejection.reason,
-                        "Data plane rejected licenses."
-                    );
-                    self.cp.dataplanes.rejected(self.id, rejection);
+                    let ids: Vec<String> = rejected.iter().map(|(id, _)| id.to_string()).collect();
+                    tracing::warn!(event = "sync.rejected", dataplane.id = %self.id, nonce = %nack.nonce, revision, rejected = ?ids, reason = %truncate(nack.reason, 512), "Data plane rejected licenses.");
                 }
             }
             Some(DpMessage::Heartbeat(_)) => self.cp.dataplanes.seen(self.id, now),

@@ -150,7 +150,16 @@ impl PinningVerifier {
                 .map_err(|e| untrusted(format!("cannot be checked ({e})")))?;
         webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .map_err(|e| untrusted(format!("does not verify against it: {e}")))?;
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. },
+                ) => untrusted(format!(
+                    "is not valid for '{host}': add '{host}' to the control plane's cluster.server_names (and restart it), or use a --server host that is listed there",
+                    host = server_name.to_str()
+                )),
+                e => untrusted(format!("does not verify against it: {e}")),
+            })?;
         Ok(ca.clone().into_owned())
     }
 }
