@@ -35,26 +35,53 @@ done
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-step "Building licsync-cp and licsync-dp ($profile)"
-if [[ $profile == release ]]; then
-  cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p licsync-cp -p licsync-dp
-  bin="$root/target/release"
-else
-  cargo build --quiet --manifest-path "$root/Cargo.toml" -p licsync-cp -p licsync-dp
-  bin="$root/target/debug"
-fi
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/licsync-quickstart.XXXXXX")
+# Everything started from here on is a background job of this shell, so that Ctrl-C, SIGTERM
+# or any failure stops all of it (cargo, both programs, the log follower): nothing is left behind.
+work=""
+build_pid=""
 cp_pid=""
 dp_pid=""
 cleanup() {
+  local status=$?
   trap - EXIT INT TERM
-  [[ -n $dp_pid ]] && kill -TERM "$dp_pid" 2>/dev/null && wait "$dp_pid" 2>/dev/null || true
-  [[ -n $cp_pid ]] && kill -TERM "$cp_pid" 2>/dev/null && wait "$cp_pid" 2>/dev/null || true
-  echo "Stopped. Everything the demo wrote is in $work"
+  # cargo runs in a process group of its own: stop it with every rustc it started.
+  [[ -n $build_pid ]] && { kill -TERM -- "-$build_pid" 2>/dev/null || true; }
+  # Programs first, with SIGTERM so that they flush and log their shutdown; then the rest.
+  for pid in $dp_pid $cp_pid; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $dp_pid $cp_pid; do wait "$pid" 2>/dev/null || true; done
+  local rest
+  rest=$(jobs -p)
+  if [[ -n $rest ]]; then
+    # shellcheck disable=SC2086
+    kill -TERM $rest 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $rest 2>/dev/null || true
+  fi
+  [[ -z $work ]] || echo "Stopped. Everything the demo wrote is in $work"
+  exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 0' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "Building licsync-cp and licsync-dp ($profile; the first build takes several minutes)"
+if [[ $profile == release ]]; then
+  build_flags=(--release)
+  bin="$root/target/release"
+else
+  build_flags=()
+  bin="$root/target/debug"
+fi
+# In the background, in its own process group (set -m), and waited for: a signal then
+# interrupts the wait at once, and cleanup stops cargo together with the compilers it runs.
+set -m
+cargo build ${build_flags[@]+"${build_flags[@]}"} --manifest-path "$root/Cargo.toml" -p licsync-cp -p licsync-dp &
+build_pid=$!
+set +m
+wait "$build_pid"
+build_pid=""
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/licsync-quickstart.XXXXXX")
 
 wait_for() { # url, what
   for _ in $(seq 1 150); do
@@ -102,7 +129,7 @@ mkdir -p "$work/dp"
 
 step "Starting the data-plane agent (local API 127.0.0.1:$local_port)"
 cat >"$work/dp/licsync-dp.toml" <<EOF
-data_dir = "$work/dp/licsync-data"
+data_dir = "$work/dp/licsync-dp-data"
 registration_file = "$work/dp/registration.yaml"
 [license]
 output_path = "$work/dp/license.json"
@@ -161,4 +188,11 @@ licsync is running.
 Following both logs; press Ctrl-C to stop.
 EOF
 tail -n 0 -f "$work/cp.log" "$work/dp.log" &
-wait "$cp_pid" "$dp_pid"
+# Until either program exits or a signal arrives (the short sleeps keep Ctrl-C prompt); cleanup
+# then stops the other program and tail.
+while kill -0 "$cp_pid" 2>/dev/null && kill -0 "$dp_pid" 2>/dev/null; do
+  sleep 1 &
+  wait $! || true
+done
+echo "A licsync program stopped; see the logs above." >&2
+exit 1

@@ -63,7 +63,10 @@ fn describe(error: &toml::de::Error, text: &str) -> String {
         return reason;
     };
     let start = span.start.min(text.len());
-    let line = text[..start].matches('\n').count() + 1;
+    let line = text[..quoted_value_in(text, &span, &reason).unwrap_or(start)]
+        .matches('\n')
+        .count()
+        + 1;
     match key_at(text, start) {
         Some(key) => format!("line {line}, key '{key}': {reason}"),
         None => {
@@ -71,6 +74,16 @@ fn describe(error: &toml::de::Error, text: &str) -> String {
             format!("line {line}, at `{snippet}`: {reason}")
         }
     }
+}
+
+/// Where, inside a list spanning several lines, the entry the reason quotes (`'...'`) is, so
+/// that the reported line is the bad entry's and not the list's first.
+fn quoted_value_in(text: &str, span: &std::ops::Range<usize>, reason: &str) -> Option<usize> {
+    let quoted = reason.split('\'').nth(1).filter(|q| !q.is_empty())?;
+    let within = text.get(span.clone())?;
+    within
+        .find(&format!("\"{quoted}\""))
+        .map(|offset| span.start + offset)
 }
 
 /// The dotted key (`table.key`) assigned on the line containing byte `offset`.
@@ -91,6 +104,28 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         Some(table) if !table.is_empty() => format!("{table}.{key}"),
         _ => key.to_owned(),
     })
+}
+
+/// `deserialize_with` for a `trusted_keys` list: checks each key while parsing, so that a bad
+/// one is reported like any other bad value, with its file, line and key, not only after
+/// loading with no place to look.
+pub fn trusted_keys<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    /// One key, checked as it is read (so the error carries that entry's position).
+    struct Checked(String);
+
+    impl<'de> serde::Deserialize<'de> for Checked {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            crate::license::TrustedKeys::parse(&[text.as_str()])
+                .map_err(serde::de::Error::custom)?;
+            Ok(Self(text))
+        }
+    }
+
+    let keys = <Vec<Checked> as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(keys.into_iter().map(|Checked(text)| text).collect())
 }
 
 #[cfg(test)]
@@ -124,6 +159,40 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("invalid duration '4 hours'"), "{text}");
         assert!(text.contains("key 'nested.ttl'"), "{text}");
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct WithKeys {
+        licenses: Keys,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Keys {
+        #[serde(deserialize_with = "trusted_keys")]
+        trusted_keys: Vec<String>,
+    }
+
+    #[test]
+    fn a_bad_trusted_key_is_reported_with_its_line() {
+        let path = Path::new("/etc/licsync/licsync-cp.toml");
+        let good = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+        let text = format!("[licenses]\ntrusted_keys = [\"{good}\", \"bm9wZQ==\"]\n");
+        let err = parse::<WithKeys>(&text, path).unwrap_err().to_string();
+        assert!(err.contains("/etc/licsync/licsync-cp.toml"), "{err}");
+        assert!(err.contains("line 2, key 'licenses.trusted_keys'"), "{err}");
+        assert!(
+            err.contains("'bm9wZQ==' is not an Ed25519 public key"),
+            "{err}"
+        );
+
+        let text = format!("[licenses]\ntrusted_keys = [\n  \"{good}\",\n  \"nope\",\n]\n");
+        let err = parse::<WithKeys>(&text, path).unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+        let keys =
+            parse::<WithKeys>(&format!("[licenses]\ntrusted_keys = [\"{good}\"]\n"), path).unwrap();
+        assert_eq!(keys.licenses.trusted_keys, [good]);
     }
 
     #[test]

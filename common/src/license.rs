@@ -60,8 +60,13 @@ pub enum LicenseError {
     BadSignatureEncoding,
     #[error("unsupported license version '{0}' (expected \"1\")")]
     UnsupportedVersion(String),
-    #[error("validation failed")]
-    ValidationFailed,
+    /// The signature is well-formed but no trusted key verifies it: tampered, or signed with a
+    /// key this side does not trust. Kong's words first, then how many keys were tried.
+    #[error(
+        "validation failed: the signature does not verify with {}",
+        match .trusted { 1 => "the 1 trusted key".to_owned(), n => format!("any of the {n} trusted keys") }
+    )]
+    ValidationFailed { trusted: usize },
     #[error("validation failed: no trusted license signing key is configured")]
     NoTrustedKeys,
 }
@@ -158,7 +163,9 @@ impl License {
         }) {
             Ok(())
         } else {
-            Err(LicenseError::ValidationFailed)
+            Err(LicenseError::ValidationFailed {
+                trusted: keys.keys.len(),
+            })
         }
     }
 
@@ -444,12 +451,21 @@ mod tests {
         let tampered = doc.replace("Example Company", "Evil Company");
         assert_eq!(
             License::parse_verified(&tampered, &trusted),
-            Err(LicenseError::ValidationFailed)
+            Err(LicenseError::ValidationFailed { trusted: 1 })
         );
         let (_, other) = keypair();
         assert_eq!(
-            License::parse_verified(&doc, &other),
-            Err(LicenseError::ValidationFailed)
+            License::parse_verified(&doc, &other)
+                .unwrap_err()
+                .to_string(),
+            "validation failed: the signature does not verify with the 1 trusted key"
+        );
+        let (a, _) = SigningKey::generate().unwrap();
+        let (b, _) = SigningKey::generate().unwrap();
+        let two = TrustedKeys::parse(&[a.public_key_base64(), b.public_key_base64()]).unwrap();
+        assert_eq!(
+            License::parse_verified(&doc, &two).unwrap_err().to_string(),
+            "validation failed: the signature does not verify with any of the 2 trusted keys"
         );
         assert_eq!(
             License::parse_verified(&doc, &TrustedKeys::default()),

@@ -157,6 +157,7 @@ impl Default for PkiConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LicensesConfig {
     /// Standard base64 Ed25519 public keys; a license signed by any of them is accepted.
+    #[serde(deserialize_with = "licsync_common::config::trusted_keys")]
     pub trusted_keys: Vec<String>,
     /// Refuse a registration that would make the registered data planes exceed the active
     /// license's `dataplanes`; off, exceeding it is only warned about and reported.

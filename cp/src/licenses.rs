@@ -49,7 +49,8 @@ impl From<LicenseRows> for LicenseSet {
 /// Why a license write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("Unable to validate license: {0}")]
+    /// Kong's text, then the reason; with no trusted key at all, where to add one.
+    #[error("Unable to validate license: {0}{hint}", hint = config_hint(.0))]
     Invalid(#[from] LicenseError),
     /// Kong's unique constraint on the payload: this license is already stored under another id.
     #[error("UNIQUE violation detected on '{{payload=\"{payload}\"}}'")]
@@ -58,6 +59,16 @@ pub enum WriteError {
     NotFound(Uuid),
     #[error(transparent)]
     Storage(#[from] StoreError),
+}
+
+/// Where to fix a refusal that is this control plane's configuration, not the license.
+fn config_hint(error: &LicenseError) -> &'static str {
+    match error {
+        LicenseError::NoTrustedKeys => {
+            "; add the signer's public key (license-signing.pub) to licenses.trusted_keys in the control plane's configuration"
+        }
+        _ => "",
+    }
 }
 
 /// How a `PUT` went.
@@ -104,7 +115,7 @@ impl Licenses {
 
     /// `POST /licenses`: stores a new license under a fresh id.
     pub async fn create(&self, document: String) -> Result<Arc<StoredLicense>, WriteError> {
-        let license = License::parse_verified(&document, &self.trusted)?;
+        let license = self.verified(&document, None)?;
         let _guard = self.write_lock.lock().await;
         let set = self.current();
         let signature = license.signature_hex();
@@ -127,7 +138,7 @@ impl Licenses {
         id: Uuid,
         document: String,
     ) -> Result<(Arc<StoredLicense>, PutOutcome), WriteError> {
-        let license = License::parse_verified(&document, &self.trusted)?;
+        let license = self.verified(&document, Some(id))?;
         let _guard = self.write_lock.lock().await;
         let set = self.current();
         let signature = license.signature_hex();
@@ -156,7 +167,7 @@ impl Licenses {
         id: Uuid,
         document: String,
     ) -> Result<Arc<StoredLicense>, WriteError> {
-        let license = License::parse_verified(&document, &self.trusted)?;
+        let license = self.verified(&document, Some(id))?;
         let _guard = self.write_lock.lock().await;
         let set = self.current();
         let existing = set.licenses.get(&id).ok_or(WriteError::NotFound(id))?;
@@ -218,6 +229,23 @@ impl Licenses {
 }
 
 impl Licenses {
+    /// Parses and verifies a submitted document. A refusal is logged (`license.rejected`,
+    /// WARN): the client sees the reason, but the operator of the control plane must too,
+    /// since an untrusted signing key is usually a configuration mistake on this side.
+    fn verified(&self, document: &str, id: Option<Uuid>) -> Result<License, WriteError> {
+        License::parse_verified(document, &self.trusted).map_err(|error| {
+            let error = WriteError::Invalid(error);
+            // Debug formatting escapes what the reason quotes from the submitted payload.
+            tracing::warn!(
+                event = "license.rejected",
+                license.id = id.map(tracing::field::display),
+                reason = ?error.to_string(),
+                "License refused by the Admin API."
+            );
+            error
+        })
+    }
+
     /// A failed write may still have reached storage (a transaction committed, its flush
     /// failed). Republishing what storage holds keeps revisions unique and the uniqueness check
     /// honest; if storage cannot even be read, the next write fails again and says so.
@@ -339,8 +367,22 @@ mod tests {
         let err = licenses.create(doc(&other, "A")).await.unwrap_err();
         assert_eq!(
             err.to_string(),
-            "Unable to validate license: validation failed"
+            "Unable to validate license: validation failed: the signature does not verify with the 1 trusted key"
         );
         assert_eq!(licenses.current().revision, 0);
+    }
+
+    #[tokio::test]
+    async fn with_no_trusted_key_the_refusal_names_the_config_key() {
+        let licenses = Licenses::load(Arc::new(MemoryStore::new()), TrustedKeys::default())
+            .await
+            .unwrap();
+        let (key, _) = SigningKey::generate().unwrap();
+        let err = licenses.create(doc(&key, "A")).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Unable to validate license: validation failed: no trusted license signing key is configured; \
+             add the signer's public key (license-signing.pub) to licenses.trusted_keys in the control plane's configuration"
+        );
     }
 }

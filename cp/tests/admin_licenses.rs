@@ -151,6 +151,7 @@ async fn the_same_license_twice_is_a_conflict() {
 
 #[tokio::test]
 async fn invalid_licenses_are_refused_with_kongs_texts() {
+    let (logs, _guard) = Logs::capture();
     let api = Api::start().await;
     let (untrusted, _) = SigningKey::generate().unwrap();
     let mut unsigned_customer = payload("A");
@@ -158,7 +159,7 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
     let cases = [
         (
             document_signed_by(&untrusted, "A"),
-            "Unable to validate license: validation failed",
+            "Unable to validate license: validation failed: the signature does not verify with the 1 trusted key",
         ),
         (
             "this is not json".to_owned(),
@@ -217,7 +218,21 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "PATCH validates too");
     assert_eq!(
         body["message"],
-        "Unable to validate license: validation failed"
+        "Unable to validate license: validation failed: the signature does not verify with the 1 trusted key"
+    );
+    // The operator of the control plane sees every refusal and its reason, not only the client.
+    let rejected = logs.events("license.rejected");
+    assert_eq!(rejected.len(), 4, "{}", logs.text());
+    assert!(rejected[0].contains(" WARN "), "{}", rejected[0]);
+    assert!(
+        rejected[0].contains("does not verify with the 1 trusted key"),
+        "{}",
+        rejected[0]
+    );
+    assert!(
+        rejected[3].contains(&format!("license.id={}", existing["id"].as_str().unwrap())),
+        "{}",
+        rejected[3]
     );
     assert_eq!(
         api.cp.licenses.current().licenses.len(),

@@ -1,7 +1,7 @@
 //! `licsync-dp` configuration: one struct per component, composed into [`DpConfig`].
 //!
 //! Every table is `#[serde(default, deny_unknown_fields)]`: no file at all gives a working
-//! agent (state under `./licsync-data`, registration in `./registration.yaml`), and a typo or
+//! agent (state under `./licsync-dp-data`, registration in `./registration.yaml`), and a typo or
 //! a value that cannot work stops start-up with the file, the key and the reason.
 
 use std::net::SocketAddr;
@@ -38,7 +38,9 @@ pub struct DpConfig {
 impl Default for DpConfig {
     fn default() -> Self {
         Self {
-            data_dir: PathBuf::from("./licsync-data"),
+            // Not the control plane's `./licsync-data`: both started in one directory must not
+            // share (and mix) a data directory.
+            data_dir: PathBuf::from("./licsync-dp-data"),
             registration_file: PathBuf::from("./registration.yaml"),
             license: LicenseConfig::default(),
             local: LocalConfig::default(),
@@ -61,6 +63,7 @@ pub struct LicenseConfig {
     /// How long the reload command may run before it is killed.
     pub reload_timeout: HumanDuration,
     /// Standard base64 Ed25519 keys; empty means the keys in the registration file.
+    #[serde(deserialize_with = "licsync_common::config::trusted_keys")]
     pub trusted_keys: Vec<String>,
     /// When `trusted_keys` is empty, also accept the keys the control plane sends with every
     /// update, so a signing-key rotation needs no change here. Off by default: the agent's own
@@ -315,11 +318,11 @@ mod tests {
         let config = DpConfig::load(None).unwrap();
         assert_eq!(
             config.output_path(),
-            PathBuf::from("./licsync-data/license.json")
+            PathBuf::from("./licsync-dp-data/license.json")
         );
         assert_eq!(
             config.state_path(),
-            PathBuf::from("./licsync-data/dp-state.json")
+            PathBuf::from("./licsync-dp-data/dp-state.json")
         );
         assert_eq!(config.local.listen.to_string(), "127.0.0.1:8007");
         assert_eq!(config.sync.heartbeat_interval.0, Duration::from_secs(30));
@@ -403,7 +406,7 @@ mod tests {
             ),
             (
                 "[license]\ntrusted_keys = [\"nope\"]\n",
-                "license.trusted_keys",
+                "line 2, key 'license.trusted_keys'",
             ),
             (
                 "[license]\nreload_command = [\"\"]\n",

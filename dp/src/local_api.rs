@@ -100,7 +100,11 @@ fn message(status: StatusCode, text: &str) -> Response {
 async fn license(State(api): State<LocalApi>) -> Response {
     let state = api.licenses.borrow().clone();
     let Some(active) = state.active() else {
-        return message(StatusCode::NOT_FOUND, "no license has been received yet");
+        let text = match api.status.borrow().rejection_summary() {
+            Some(summary) => format!("no license is in use: {summary}"),
+            None => "no license has been received yet".to_owned(),
+        };
+        return message(StatusCode::NOT_FOUND, &text);
     };
     // Verified licenses are JSON; the raw string is a fallback that cannot normally happen.
     let document = serde_json::from_str::<Value>(&active.document)
@@ -127,9 +131,11 @@ async fn status(State(api): State<LocalApi>) -> Response {
         "cluster_url": status.cluster_url,
         "version": licsync_common::VERSION,
         "ready": status.ready(),
-        "last_error": status.last_error,
+        // A connection problem first; else why the licenses offered were refused.
+        "last_error": status.last_error.clone().or_else(|| status.rejection_summary()),
         "apply_error": status.apply_error,
         "license_file_error": status.license_file_error,
+        "rejected_licenses": status.rejected_licenses,
         "licenses_resent": status.licenses_resent,
         "usage": api.usage.status(),
     }))
@@ -221,6 +227,29 @@ mod tests {
         let (code, body) = get_json(&router, "/license").await;
         assert_eq!(code, StatusCode::NOT_FOUND);
         assert_eq!(body, json!({"message": "no license has been received yet"}));
+        status_tx.send_modify(|s| {
+            s.rejected_licenses.insert(
+                "lic-0".into(),
+                crate::sync::status::Rejection {
+                    revision: 2,
+                    reason:
+                        "validation failed: the signature does not verify with the 1 trusted key"
+                            .into(),
+                },
+            );
+        });
+        let rejected = "1 license received from the control plane rejected: lic-0 (revision 2): \
+                        validation failed: the signature does not verify with the 1 trusted key";
+        let (code, body) = get_json(&router, "/license").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            json!({"message": format!("no license is in use: {rejected}")})
+        );
+        let (_, body) = get_json(&router, "/status").await;
+        assert_eq!(body["last_error"], rejected);
+        assert_eq!(body["rejected_licenses"]["lic-0"]["revision"], 2);
+        status_tx.send_modify(|s| s.rejected_licenses.clear());
         assert_eq!(get_json(&router, "/health/live").await.0, StatusCode::OK);
         assert_eq!(
             get_json(&router, "/health/ready").await.0,

@@ -128,6 +128,51 @@ async fn a_wrong_fingerprint_or_another_ca_is_refused_before_the_token_is_sent()
 }
 
 #[tokio::test]
+async fn the_admin_port_or_a_host_missing_from_the_certificate_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(&dir.path().join("cp"), &Issuer::new()).await;
+    let token = cp.registration_token(1).await;
+    let out = dir.path().join("reg");
+    // The Admin API's address given as --server: plain HTTP answers the TLS handshake.
+    let admin = cp.admin_url().replace("http://", "https://");
+    for ca in [
+        CaSource::Hash(token.ca_hash.clone()),
+        CaSource::File(cp.ca_cert_path()),
+    ] {
+        let mut options = cp.create_options(&token.secret, ca, &out);
+        options.server = admin.clone();
+        let err = create(options).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "{admin} does not speak TLS: is it the cluster port (default 8005)?"
+            )),
+            "{err}"
+        );
+    }
+
+    // A server certificate without the host the data plane uses: say which key lists names.
+    let cp = cp
+        .restart_with(|config| config.cluster.server_names = vec!["cp.example".into()])
+        .await;
+    let token = cp.registration_token(1).await;
+    for ca in [
+        CaSource::Hash(token.ca_hash.clone()),
+        CaSource::File(cp.ca_cert_path()),
+    ] {
+        let err = create(cp.create_options(&token.secret, ca, &out))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("add '127.0.0.1' to the control plane's cluster.server_names"),
+            "{err}"
+        );
+    }
+    assert!(!out.join("registration.yaml").exists());
+    cp.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_control_planes_reason_for_refusing_reaches_the_operator() {
     let dir = tempfile::tempdir().unwrap();
     let cp = start(&dir.path().join("cp"), &Issuer::new()).await;

@@ -166,7 +166,10 @@ async fn applies_good_licenses_nacks_bad_ones_and_resumes_from_what_it_holds() {
         rejected[0].field("license.revision"),
         Some(revision.to_string().as_str())
     );
-    assert_eq!(rejected[0].field("reason"), Some("validation failed"));
+    assert_eq!(
+        rejected[0].field("reason"),
+        Some("validation failed: the signature does not verify with the 1 trusted key")
+    );
     assert_eq!(read(&license_path).as_deref(), Some(good_doc.as_str()));
     assert_eq!(held(&store), [good.as_str()]);
     let status = client.status.borrow().clone();

@@ -16,7 +16,7 @@ use licsync_common::proto::{
 };
 use tokio::sync::watch;
 
-use super::status::SyncStatus;
+use super::status::{MAX_REJECTED_SHOWN, Rejection, SyncStatus};
 use crate::output::{LicenseFile, OutputError};
 use crate::state::{DpState, HeldLicense, StateError, StateStore};
 
@@ -141,6 +141,32 @@ pub enum ApplyError {
     Output(#[from] OutputError),
 }
 
+/// Keeps `GET /status`'s list of refused licenses in step with what the control plane offers:
+/// a license accepted or removed since is forgotten, a refused one remembered with its reason.
+fn note_rejections(
+    shown: &mut std::collections::BTreeMap<String, Rejection>,
+    update: &Update,
+    rejected: &[RejectedLicense],
+) {
+    for id in &update.removed {
+        shown.remove(id);
+    }
+    for license in &update.upserted {
+        shown.remove(&license.id);
+    }
+    for r in rejected {
+        if shown.len() < MAX_REJECTED_SHOWN {
+            shown.insert(
+                r.id.clone(),
+                Rejection {
+                    revision: r.revision,
+                    reason: r.reason.clone(),
+                },
+            );
+        }
+    }
+}
+
 /// Applies updates durably and publishes the result.
 #[derive(Clone)]
 pub struct Applier {
@@ -201,6 +227,7 @@ impl Applier {
             if status.apply_error.is_none() {
                 status.licenses_resent += resent as u64;
             }
+            note_rejections(&mut status.rejected_licenses, update, &rejected);
         });
         self.bring_output_in_line(&state).await?;
         tracing::info!(
@@ -388,8 +415,16 @@ mod tests {
         assert_eq!(
             rejected,
             [
-                ("foreign", 6, "validation failed"),
-                ("tampered", 7, "validation failed"),
+                (
+                    "foreign",
+                    6,
+                    "validation failed: the signature does not verify with the 1 trusted key"
+                ),
+                (
+                    "tampered",
+                    7,
+                    "validation failed: the signature does not verify with the 1 trusted key"
+                ),
                 ("garbage", 7, "could not decode license json"),
             ]
         );
@@ -438,6 +473,43 @@ mod tests {
             "a forged document never reaches the gateway"
         );
         assert!(f.store.snapshot().licenses.is_empty());
+    }
+
+    #[tokio::test]
+    async fn refused_licenses_are_shown_until_replaced_or_removed() {
+        let f = fixture();
+        let update = Update {
+            nonce: "n-1".into(),
+            revision: 2,
+            upserted: vec![
+                wire("a", signed(&f.stranger, "A"), 100, 1),
+                wire("b", signed(&f.stranger, "B"), 100, 2),
+            ],
+            ..Default::default()
+        };
+        f.applier.handle(&update).await.unwrap();
+        let status = f.applier.status.borrow().clone();
+        assert_eq!(
+            status.rejected_licenses.keys().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            status.rejection_summary().unwrap(),
+            "2 licenses received from the control plane rejected: a (revision 1): validation failed: \
+             the signature does not verify with the 1 trusted key; and 1 more (see rejected_licenses)"
+        );
+
+        let update = Update {
+            nonce: "n-2".into(),
+            revision: 4,
+            upserted: vec![wire("a", signed(&f.trusted, "A"), 200, 3)],
+            removed: vec!["b".into()],
+            ..Default::default()
+        };
+        f.applier.handle(&update).await.unwrap();
+        let status = f.applier.status.borrow().clone();
+        assert!(status.rejected_licenses.is_empty(), "{status:?}");
+        assert_eq!(status.rejection_summary(), None);
     }
 
     #[tokio::test]
@@ -684,6 +756,9 @@ mod key_policy_tests {
         let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
             panic!("expected a Nack, got {reply:?}");
         };
-        assert_eq!(nack.rejected[0].reason, "validation failed");
+        assert_eq!(
+            nack.rejected[0].reason,
+            "validation failed: the signature does not verify with the 1 trusted key"
+        );
     }
 }

@@ -1,7 +1,23 @@
 //! What the sync client publishes through a `tokio::sync::watch` for the local API (and for the
 //! fleet benchmark, which watches thousands of them).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+
+/// At most this many refused licenses are remembered for `GET /status`; a control plane holds
+/// a handful of licenses, so this only bounds a misbehaving one.
+pub const MAX_REJECTED_SHOWN: usize = 100;
+
+/// A license the control plane sent that this agent refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// The control-plane revision of the refused version.
+    pub revision: u64,
+    /// The verification error, e.g. `validation failed: the signature does not verify with the
+    /// 1 trusted key`.
+    pub reason: String,
+}
 
 /// The agent's view of its link to the control plane.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -33,11 +49,29 @@ pub struct SyncStatus {
     /// Licenses received since start that were already held at the same revision with the same
     /// document: traffic the control plane could have saved. Stays 0 (`GET /status`).
     pub licenses_resent: u64,
+    /// Licenses the control plane currently offers that this agent refused (by license id),
+    /// so that an agent serving nothing says why instead of "no license has been received".
+    pub rejected_licenses: BTreeMap<String, Rejection>,
 }
 
 impl SyncStatus {
     /// Ready to serve: state loaded and the license file in line with it.
     pub fn ready(&self) -> bool {
         self.state_loaded && self.license_file_in_line
+    }
+
+    /// One sentence on the refused licenses, or `None` when there are none.
+    pub fn rejection_summary(&self) -> Option<String> {
+        let (first_id, first) = self.rejected_licenses.iter().next()?;
+        let count = self.rejected_licenses.len();
+        let noun = if count == 1 { "license" } else { "licenses" };
+        let mut text = format!(
+            "{count} {noun} received from the control plane rejected: {first_id} (revision {}): {}",
+            first.revision, first.reason
+        );
+        if count > 1 {
+            text.push_str(&format!("; and {} more (see rejected_licenses)", count - 1));
+        }
+        Some(text)
     }
 }
