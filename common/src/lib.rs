@@ -12,6 +12,8 @@
 //!   verification a vendor runs offline.
 //! - [`expiry`]: Kong's license-expiry log schedule, as a pure function of the date.
 //! - [`fsutil`]: crash-safe file replacement and secret files (mode 0600).
+//! - [`stream_end`]: why the control plane ended or refused a sync stream (gRPC status and
+//!   the `licsync-end-reason` trailer), read the same way by both sides.
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
 //!
 //! Nothing here owns a socket or a task: the applications decide I/O policy.
@@ -25,6 +27,7 @@ pub mod fsutil;
 pub mod license;
 pub mod pki;
 pub mod report;
+pub mod stream_end;
 pub mod telemetry;
 pub mod time_fmt;
 
