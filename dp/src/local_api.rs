@@ -109,6 +109,8 @@ async fn status(State(api): State<LocalApi>) -> Response {
         "version": licsync_common::VERSION,
         "ready": status.ready(),
         "last_error": status.last_error,
+        "revoked": status.revoked,
+        "last_heartbeat": status.last_heartbeat,
         "licenses_resent": status.licenses_resent,
         "usage": api.usage.status(),
     }))

@@ -76,7 +76,9 @@ pub async fn serve(
     cp: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(cp))
+    // The peer address reaches handlers and middleware (refusals are logged with it).
+    let service = router(cp).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

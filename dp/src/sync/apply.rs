@@ -216,7 +216,7 @@ impl Applier {
         match TrustedKeys::parse(&update.trusted_license_keys) {
             Ok(keys) => keys,
             Err(error) => {
-                tracing::warn!(%error, "The control plane sent an unusable license key; verifying with the registration-time keys.");
+                tracing::warn!(event = "sync.bad_control_plane_key", %error, "The control plane sent an unusable license key; verifying with the registration-time keys.");
                 self.keys.clone()
             }
         }
