@@ -65,7 +65,7 @@ impl SessionFailure {
                     "The control plane is shutting down; reconnecting with backoff."
                 );
             }
-            Some(EndReason::AckTimeout | EndReason::CertificateExpired) => {
+            Some(EndReason::AckTimeout) => {
                 return tracing::warn!(
                     event = "dataplane.disconnected",
                     %reason,
