@@ -20,6 +20,8 @@
 //!   outside documents.
 //! - [`log_text`]: escaping outside text for logs, and the rule that names hold no control
 //!   characters.
+//! - [`stream_end`]: why the control plane ended or refused a sync stream (gRPC status and
+//!   the `licsync-end-reason` trailer), read the same way by both sides.
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
 //! - `http_server` (feature `http-server`): the one HTTP/1.1 serving loop of the Admin API and
 //!   the agent's local API, with its connection cap, timeouts and JSON protocol errors.
@@ -42,6 +44,7 @@ pub mod pki;
 #[cfg(test)]
 mod proptests;
 pub mod report;
+pub mod stream_end;
 pub mod strict_json;
 pub mod telemetry;
 pub mod time_fmt;

@@ -80,6 +80,9 @@ pub struct ClusterConfig {
     pub keepalive_interval: HumanDuration,
     /// How long an unanswered keepalive ping may take before the connection is dropped.
     pub keepalive_timeout: HumanDuration,
+    /// How long an update may stay unanswered (no Ack or Nack) before the stream is ended with
+    /// `DEADLINE_EXCEEDED`; the data plane reconnects and its Hello resynchronises it.
+    pub ack_timeout: HumanDuration,
     /// A data plane not connected and not heard from for longer than this (or, never
     /// connected, registered longer ago) is removed from the registry (Kong's
     /// `cluster_data_plane_purge_delay`).
@@ -104,6 +107,7 @@ impl Default for ClusterConfig {
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             keepalive_interval: HumanDuration(Duration::from_secs(20)),
             keepalive_timeout: HumanDuration(Duration::from_secs(10)),
+            ack_timeout: HumanDuration(Duration::from_secs(60)),
             dataplane_purge_delay: HumanDuration(Duration::from_secs(14 * 86_400)),
             handshake_timeout: HumanDuration(Duration::from_secs(10)),
             idle_timeout: HumanDuration(Duration::from_secs(60)),
@@ -206,6 +210,7 @@ impl CpConfig {
         for (key, value) in [
             ("pki.dataplane_cert_ttl", self.pki.dataplane_cert_ttl.0),
             ("pki.server_cert_ttl", self.pki.server_cert_ttl.0),
+            ("cluster.ack_timeout", self.cluster.ack_timeout.0),
             (
                 "cluster.dataplane_purge_delay",
                 self.cluster.dataplane_purge_delay.0,

@@ -415,6 +415,7 @@ mod tests {
             registered_at: 1_000,
             cert_serial: "01".into(),
             previous_cert_serial: None,
+            retired_cert_serials: Vec::new(),
             cert_expires_at: 9_000,
             last_seen: Some(2_000),
             license_id: None,

@@ -43,7 +43,7 @@ impl ActiveLicense {
             }),
             Err(error) => {
                 // Stored licenses were validated on the way in; this is a corrupt record.
-                tracing::error!(license.id = %stored.id, %error, "The active license does not parse.");
+                tracing::error!(event = "license.unparsable", license.id = %stored.id, %error, "The active license does not parse.");
                 None
             }
         }
@@ -147,7 +147,7 @@ impl Entitlement {
             Ok(bound) if bound as u64 > entitled && self.warning_due() => self.check(cp).await,
             Ok(_) => {}
             Err(error) => {
-                tracing::warn!(%error, "Could not count registered data planes.");
+                tracing::warn!(event = "entitlement.count_failed", %error, "Could not count registered data planes.");
             }
         }
     }
@@ -158,7 +158,7 @@ impl Entitlement {
         let size = match self.fleet_size(cp).await {
             Ok(size) => size,
             Err(error) => {
-                tracing::warn!(%error, "Could not count registered data planes.");
+                tracing::warn!(event = "entitlement.count_failed", %error, "Could not count registered data planes.");
                 return;
             }
         };

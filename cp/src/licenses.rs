@@ -255,6 +255,7 @@ impl Licenses {
                 let set = LicenseSet::from(rows);
                 if set != *self.current() {
                     tracing::warn!(
+                        event = "license.storage_uncertain",
                         revision = set.revision,
                         "A failed write reached storage; publishing what storage holds."
                     );
@@ -262,7 +263,7 @@ impl Licenses {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "Cannot read licenses back after a failed write.");
+                tracing::error!(event = "license.storage_read_failed", %error, "Cannot read licenses back after a failed write.");
             }
         }
     }

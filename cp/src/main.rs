@@ -52,14 +52,17 @@ fn serve(config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
-        tracing::error!("Cannot install the SIGTERM handler; stop the process with SIGINT.");
+        tracing::error!(
+            event = "cp.signal_handler_failed",
+            "Cannot install the SIGTERM handler; stop the process with SIGINT."
+        );
         let _ = tokio::signal::ctrl_c().await;
         shutdown.cancel();
         return;
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "Shutting down."),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "Shutting down."),
+        _ = term.recv() => tracing::info!(event = "cp.signal", signal = "SIGTERM", "Shutting down."),
+        _ = tokio::signal::ctrl_c() => tracing::info!(event = "cp.signal", signal = "SIGINT", "Shutting down."),
     }
     shutdown.cancel();
 }

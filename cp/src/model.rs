@@ -83,12 +83,42 @@ pub struct DataPlaneRecord {
     /// refused.
     #[serde(default)]
     pub previous_cert_serial: Option<String>,
+    /// Serials of certificates it held before those two, newest last (at most
+    /// [`DataPlaneRecord::RETIRED_SERIALS`]): refused as superseded, while a serial from the
+    /// cluster CA that is in none of these was never issued to it by this control plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_cert_serials: Vec<String>,
     pub cert_expires_at: i64,
     pub last_seen: Option<i64>,
     /// The license the data plane reported active, and that license's `updated_at`.
     pub license_id: Option<Uuid>,
     pub license_updated_at: Option<i64>,
     pub revoked: bool,
+}
+
+impl DataPlaneRecord {
+    /// How many retired serials are remembered: with rotation at two thirds of a 90-day
+    /// certificate, more than two years of them.
+    pub const RETIRED_SERIALS: usize = 16;
+
+    /// Remembers `serial` as one this data plane held and no longer may use.
+    pub fn retire_serial(&mut self, serial: String) {
+        if serial == self.cert_serial || self.previous_cert_serial.as_ref() == Some(&serial) {
+            return;
+        }
+        self.retired_cert_serials.retain(|s| *s != serial);
+        self.retired_cert_serials.push(serial);
+        let excess = self
+            .retired_cert_serials
+            .len()
+            .saturating_sub(Self::RETIRED_SERIALS);
+        self.retired_cert_serials.drain(..excess);
+    }
+
+    /// Whether `serial` is a certificate this data plane held before its current ones.
+    pub fn held_before(&self, serial: &str) -> bool {
+        self.retired_cert_serials.iter().any(|s| s == serial)
+    }
 }
 
 /// An Admin API token. Only its SHA-256 is stored; revocable by deleting the record.
@@ -240,4 +270,44 @@ pub enum RenewRefusal {
     Unknown { id: Uuid },
     #[error("data plane {id} was revoked; register it again with a new registration token")]
     Revoked { id: Uuid },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retired_serials_are_remembered_bounded_and_never_the_accepted_ones() {
+        let mut record = DataPlaneRecord {
+            id: Uuid::nil(),
+            name: "edge-1".into(),
+            hostname: String::new(),
+            ip: String::new(),
+            version: String::new(),
+            registered_at: 0,
+            cert_serial: "current".into(),
+            previous_cert_serial: Some("previous".into()),
+            retired_cert_serials: Vec::new(),
+            cert_expires_at: 0,
+            last_seen: None,
+            license_id: None,
+            license_updated_at: None,
+            revoked: false,
+        };
+        record.retire_serial("current".into());
+        record.retire_serial("previous".into());
+        assert!(record.retired_cert_serials.is_empty(), "still accepted");
+        for n in 0..40 {
+            record.retire_serial(format!("old-{n}"));
+        }
+        record.retire_serial("old-30".into());
+        assert_eq!(
+            record.retired_cert_serials.len(),
+            DataPlaneRecord::RETIRED_SERIALS
+        );
+        assert!(record.held_before("old-39") && record.held_before("old-24"));
+        assert!(!record.held_before("old-23"), "the oldest are forgotten");
+        assert_eq!(record.retired_cert_serials.last().unwrap(), "old-30");
+        assert!(!record.held_before("never"));
+    }
 }

@@ -140,6 +140,7 @@ pub async fn run(
     let trusted = TrustedKeys::parse(&config.licenses.trusted_keys).unwrap_or_default();
     if trusted.is_empty() {
         tracing::warn!(
+            event = "licenses.no_trusted_keys",
             "licenses.trusted_keys is empty: every license will be refused until a signing key is trusted."
         );
     }
@@ -246,6 +247,7 @@ pub async fn run(
     };
     if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
         tracing::warn!(
+            event = "cp.drain_timeout",
             deadline_s = DRAIN_DEADLINE.as_secs(),
             "Servers did not drain in time; stopping anyway."
         );

@@ -105,6 +105,7 @@ async fn status_and_fleet_report_what_the_control_plane_knows() {
         registered_at: unix_now(),
         cert_serial: "01".into(),
         previous_cert_serial: None,
+        retired_cert_serials: Vec::new(),
         cert_expires_at: unix_now() + 86_400,
         last_seen: None,
         license_id: None,

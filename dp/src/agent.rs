@@ -205,7 +205,7 @@ pub async fn run_with_clock(
         }
     };
     let flushed = finish_usage(&counter, statsd_task, background).await;
-    tracing::info!("licsync-dp stopped.");
+    tracing::info!(event = "dp.stopped", "licsync-dp stopped.");
     result.and(flushed)
 }
 

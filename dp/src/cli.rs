@@ -192,6 +192,7 @@ async fn run(config: DpConfig) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!(
+                event = "local.listen_failed",
                 "Cannot listen on local.listen {}: {e}; choose another address or stop what uses it.",
                 config.local.listen
             );
@@ -202,7 +203,7 @@ async fn run(config: DpConfig) -> ExitCode {
     let signalled = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("Signal received; shutting down.");
+        tracing::info!(event = "dp.signal", "Signal received; shutting down.");
         signalled.cancel();
     });
     let agent = crate::agent::run(config, listener, token.clone().cancelled_owned());
@@ -214,12 +215,12 @@ async fn run(config: DpConfig) -> ExitCode {
         result = agent => match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e:#}");
+                tracing::error!(event = "dp.failed", "{e:#}");
                 ExitCode::FAILURE
             }
         },
         () = deadline => {
-            tracing::warn!(deadline = ?DRAIN_DEADLINE, "Shutdown took too long; exiting anyway.");
+            tracing::warn!(event = "dp.drain_timeout", deadline = ?DRAIN_DEADLINE, "Shutdown took too long; exiting anyway.");
             ExitCode::SUCCESS
         }
     }
@@ -238,7 +239,10 @@ async fn wait_for_signal() {
             }
         }
         _ => {
-            tracing::warn!("Cannot install the SIGTERM handler; only Ctrl-C stops the agent.");
+            tracing::warn!(
+                event = "dp.signal_handler_failed",
+                "Cannot install the SIGTERM handler; only Ctrl-C stops the agent."
+            );
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -136,6 +136,8 @@ async fn status(State(api): State<LocalApi>) -> Response {
         "apply_error": status.apply_error,
         "license_file_error": status.license_file_error,
         "rejected_licenses": status.rejected_licenses,
+        "revoked": status.revoked,
+        "last_heartbeat": status.last_heartbeat,
         "licenses_resent": status.licenses_resent,
         "usage": api.usage.status(),
     }))

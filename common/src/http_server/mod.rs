@@ -153,7 +153,12 @@ async fn connection(
     let conn = Arc::new(exchange::Connection::default());
     let io = gate::Gate::new(stream, limits.clone(), conn.clone());
     let backstop = limits.idle_timeout + limits.header_read_timeout + Duration::from_secs(1);
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        // Handlers and middleware see the client's address as axum's `ConnectInfo`
+        // (refusals are logged with it).
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         exchange::exchange(conn.clone(), router.clone(), limits.clone(), request)
     });
     let mut builder = http1::Builder::new();

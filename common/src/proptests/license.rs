@@ -81,7 +81,7 @@ proptest! {
         members.insert(name, Value::String(edited));
         match License::parse_verified(&value.to_string(), trusted) {
             // A required field may now fail its own check first; it must never verify.
-            Err(LicenseError::ValidationFailed | LicenseError::BadDate { .. } | LicenseError::BadDataplanes(_)) => {}
+            Err(LicenseError::ValidationFailed { .. } | LicenseError::BadDate { .. } | LicenseError::BadDataplanes(_)) => {}
             other => prop_assert!(false, "{other:?}"),
         }
     }

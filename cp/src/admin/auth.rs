@@ -3,11 +3,13 @@
 //! The token may come as `Authorization: Bearer <token>` or, as Kong Enterprise clients send
 //! it, `Kong-Admin-Token: <token>`. Tokens are read from the store on every request (there are
 //! a handful), so deleting a token's record revokes it at once. Only digests are compared, in
-//! constant time, and a token is never logged.
+//! constant time, and a token is never logged; an unknown one is logged as `auth.failed` (WARN)
+//! with the client's address.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -35,7 +37,7 @@ pub async fn require_token(
         return next.run(request).await;
     }
     let Some(presented) = presented_token(request.headers()) else {
-        tracing::info!(method = %request.method(), path = %request.uri().path(), "Admin API request without a token refused.");
+        tracing::info!(event = "auth.token_missing", source = %source(&request), method = %request.method(), path = %request.uri().path(), "Admin API request without a token refused.");
         return unauthorized(format!(
             "No API token found in request: {HOW_TO_AUTHENTICATE}"
         ));
@@ -50,12 +52,21 @@ pub async fn require_token(
         secrets::digests_equal(&digest, &token.token_hash) | found
     });
     if !known {
-        tracing::info!(method = %request.method(), path = %request.uri().path(), "Admin API request with an unknown token refused.");
+        tracing::warn!(event = "auth.failed", source = %source(&request), principal = "api-token", reason = "unknown or revoked API token", method = %request.method(), path = %request.uri().path(), "Admin API request with an unknown token refused.");
         return unauthorized(format!(
             "Invalid API token: it is unknown or was revoked; {HOW_TO_AUTHENTICATE}"
         ));
     }
     next.run(request).await
+}
+
+/// The client's address as the listener saw it (`-` when served without connection info, as
+/// in router tests).
+fn source(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "-".to_owned(), |info| info.0.to_string())
 }
 
 /// The token from `Authorization: Bearer` or else `Kong-Admin-Token`, if any.

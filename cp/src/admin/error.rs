@@ -76,14 +76,14 @@ impl ApiError {
 
     /// A storage failure: logged, and answered 500 with the error text only.
     pub fn storage(error: StoreError) -> Self {
-        tracing::error!(%error, "Admin API request failed in storage.");
+        tracing::error!(event = "admin.request_failed", %error, "Admin API request failed in storage.");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
     }
 
     /// Some other failure of this server (not of the request).
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
-        tracing::error!(error = %message, "Admin API request failed.");
+        tracing::error!(event = "admin.request_failed", error = %message, "Admin API request failed.");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 

@@ -89,7 +89,7 @@ pub fn incoming(
                         Ok(pair) => pair,
                         Err(error) => {
                             // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(%error, "Cluster listener cannot accept; retrying shortly.");
+                            tracing::warn!(event = "cluster.accept_failed", %error, "Cluster listener cannot accept; retrying shortly.");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }

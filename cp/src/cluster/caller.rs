@@ -2,6 +2,13 @@
 //! certificate, checked against the registry (registered, not revoked, presenting its newest
 //! certificate or the one before it). Sync and RotateCertificate both start here, so a
 //! certificate is accepted or refused the same way whatever the call.
+//!
+//! A refusal names what is wrong in words and carries the `licsync-end-reason` trailer
+//! ([`EndReason`]): a serial this data plane held before is *superseded*; one from the cluster CA
+//! that this control plane never issued to it (a control plane restored from an older backup,
+//! or another one sharing the CA) is *not issued by this control plane*.
+
+use licsync_common::stream_end::EndReason;
 
 use licsync_common::pki::CertInfo;
 use time::OffsetDateTime;
@@ -27,7 +34,7 @@ pub(super) struct Caller {
 /// first time it is used; any other serial, a revoked or an unknown data plane is refused.
 pub(super) async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<Caller, Status> {
     let refuse = |status: Status| {
-        tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), "Refused a data-plane call.");
+        tracing::warn!(event = "dataplane.refused", peer.addr = %peer.remote_addr, reason = %status.message(), cause = EndReason::of(&status).map(EndReason::as_str), "Refused a data-plane call.");
         status
     };
     let Some(client) = peer.client.as_deref() else {
@@ -52,19 +59,25 @@ pub(super) async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<C
         .dataplanes
         .update(id, |record| {
             if record.revoked {
-                return Err(Status::permission_denied(format!(
-                    "data plane {id} was revoked; register it again with a new registration token"
+                return Err(EndReason::Revoked.status(format!(
+                    "revoked: data plane {id} was revoked; register it again with a new registration token (`licsync-dp registration create`)"
                 )));
             }
             if record.cert_serial == serial {
                 // The newest certificate is in use: the one before it is retired for good.
-                record.previous_cert_serial = None;
+                if let Some(previous) = record.previous_cert_serial.take() {
+                    record.retire_serial(previous);
+                }
                 Ok(())
             } else if record.previous_cert_serial.as_deref() == Some(serial.as_str()) {
                 Ok(())
-            } else {
-                Err(Status::permission_denied(format!(
+            } else if record.held_before(&serial) {
+                Err(EndReason::CertificateSuperseded.status(format!(
                     "certificate {serial} of data plane {id} was superseded by a newer one; use the newest registration file"
+                )))
+            } else {
+                Err(EndReason::CertificateNotIssued.status(format!(
+                    "certificate {serial} of data plane {id} was not issued by this control plane (it is from the cluster CA, but this control plane never issued that serial to it: restored from an older backup, or another control plane shares the CA); register the data plane again"
                 )))
             }
         })
@@ -77,8 +90,8 @@ pub(super) async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<C
             serial,
         }),
         Some((_, Err(status))) => Err(refuse(status)),
-        None => Err(refuse(Status::permission_denied(format!(
-            "data plane {id} is not registered with this control plane; register it again"
+        None => Err(refuse(EndReason::NotRegistered.status(format!(
+            "data plane {id} is not registered with this control plane; register it again (`licsync-dp registration create`)"
         )))),
     }
 }

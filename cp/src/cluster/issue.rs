@@ -79,8 +79,20 @@ pub async fn reissue(
                 return Err(refusal);
             }
             let old = presented.map_or_else(|| record.cert_serial.clone(), str::to_owned);
-            record.previous_cert_serial = Some(old.clone());
-            record.cert_serial = new_serial.clone();
+            // The two serials accepted until now, but for the one kept as previous, are
+            // remembered as superseded.
+            let dropped = [
+                std::mem::replace(&mut record.cert_serial, new_serial.clone()),
+                record
+                    .previous_cert_serial
+                    .replace(old.clone())
+                    .unwrap_or_default(),
+            ];
+            for serial in dropped {
+                if !serial.is_empty() {
+                    record.retire_serial(serial);
+                }
+            }
             record.cert_expires_at = expires_at;
             Ok(old)
         })

@@ -10,7 +10,8 @@
 //! - [`issue`]: a new certificate for a registered data plane (rotation, renewal).
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
 //! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
-//!   checks that certificate against the registry; its `ReportUsage` call is in [`usage`].
+//!   checks that certificate against the registry; `sync_end` says how a stream ended and
+//!   what the data plane is told; its `ReportUsage` call is in [`usage`].
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub mod log_limit;
 pub mod registration;
 pub mod server_cert;
 pub mod sync;
+mod sync_end;
 pub mod tls;
 pub mod usage;
 

@@ -121,6 +121,7 @@ impl Registration for RegistrationService {
             registered_at: now,
             cert_serial: info.serial,
             previous_cert_serial: None,
+            retired_cert_serials: Vec::new(),
             cert_expires_at: issued.not_after.unix_timestamp(),
             last_seen: None,
             license_id: None,

@@ -7,8 +7,13 @@
 //! the newest set once the data plane answers: a burst of writes coalesces into one update and a
 //! slow data plane is never skipped, only brought up to date later. The stream ends when the
 //! control plane shuts down, when the data plane goes away, or when an update stays unanswered
-//! for [`ACK_TIMEOUT`] (the data plane reconnects and resynchronises from its Hello), when the
-//! data plane is revoked, or when its certificate expires.
+//! for `cluster.ack_timeout` (the data plane reconnects and resynchronises from its Hello), when
+//! the data plane is revoked, when a newer stream of it opens, or when its certificate expires;
+//! each end by the control plane carries its own status ([`super::sync_end`]).
+//!
+//! Each heartbeat from the data plane refreshes `last_seen` and is answered at once with one
+//! from the control plane, so the agent sees its stream is served on its own schedule; dead
+//! connections are HTTP/2 keepalive's to find (`cluster.keepalive_*`).
 //!
 //! A `Nack` listing licenses means the data plane kept the rest: they count as held, the listed
 //! versions are not sent again until they change (`license_rejected`). A `Nack` listing none
@@ -43,6 +48,7 @@ use uuid::Uuid;
 
 use super::caller::{Caller, authenticate};
 use super::issue;
+use super::sync_end::Ended;
 use super::tls::PeerInfo;
 use crate::dataplanes::answer::{self, Rejection};
 use crate::dataplanes::{SyncStatus, compat};
@@ -52,8 +58,6 @@ use crate::state::ControlPlane;
 
 /// How long a new stream may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an update may stay unanswered before the stream is restarted.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most licenses a Hello may claim to hold.
 const MAX_HELD: usize = 10_000;
 /// First delay before an update the data plane could not apply is sent again.
@@ -85,12 +89,17 @@ type Outbound = Result<ControlPlaneMessage, Status>;
 /// of 32 slots up front: with the ~200-byte `Result<ControlPlaneMessage, Status>` in each slot
 /// that is ~6 KiB per data plane for a channel that holds one or two messages at a time; with
 /// a box per slot it is ~0.3 KiB (the fleet benchmark's memory per data plane, BENCHMARKS.md).
-type Queued = Box<ControlPlaneMessage>;
+/// The last item may be the status that ends the stream.
+type Queued = Box<Outbound>;
 
 #[expect(clippy::boxed_local, reason = "the channel's item type is the box")]
 fn unqueue(message: Queued) -> Outbound {
-    Ok(*message)
+    *message
 }
+
+/// How long the status that ends a stream may wait for room in a full channel (a data plane
+/// that stopped reading would never see it anyway).
+const END_GRACE: Duration = Duration::from_secs(1);
 
 #[tonic::async_trait]
 impl LicenseSync for SyncService {
@@ -190,6 +199,7 @@ impl LicenseSync for SyncService {
             tx,
             nonce_counter: 0,
             compatible: true,
+            ack_timeout: self.cp.config.cluster.ack_timeout.0,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(
@@ -295,6 +305,8 @@ struct DataPlaneStream {
     nonce_counter: u64,
     /// Whether the data plane's version may be synced; when not, no update is sent.
     compatible: bool,
+    /// `cluster.ack_timeout`.
+    ack_timeout: Duration,
 }
 
 impl DataPlaneStream {
@@ -326,7 +338,7 @@ impl DataPlaneStream {
                 })
                 .await;
             if let Err(error) = reported {
-                tracing::warn!(%error, "Could not record the data plane's version and address.");
+                tracing::warn!(event = "dataplane.record_failed", dataplane.id = %self.id, %error, "Could not record the data plane's version and address.");
             }
         }
         tracing::info!(
@@ -357,8 +369,8 @@ impl DataPlaneStream {
         } else {
             Ok(())
         };
-        let reason = match opened {
-            Err(reason) => reason,
+        let ended = match opened {
+            Err(reason) => Ended::from(reason),
             Ok(()) => {
                 let ends = StreamEnds {
                     shutdown,
@@ -376,9 +388,13 @@ impl DataPlaneStream {
             .stream_closed(self.id, &slot, unix_now())
             .await
         {
-            tracing::warn!(%error, "Could not record the data plane's last contact.");
+            tracing::warn!(event = "dataplane.record_failed", dataplane.id = %self.id, %error, "Could not record the data plane's last contact.");
         }
-        tracing::info!(event = "dataplane.disconnected", dataplane.id = %self.id, reason, "Data plane disconnected.");
+        if let Some(status) = ended.status() {
+            // The data plane reads why before the stream closes; `OK` would say nothing.
+            let _ = tokio::time::timeout(END_GRACE, self.tx.send(Box::new(Err(status)))).await;
+        }
+        tracing::info!(event = "dataplane.disconnected", dataplane.id = %self.id, reason = ended.reason(), cause = ended.cause(), "Data plane disconnected.");
     }
 
     /// The stream's main loop; returns why it ended.
@@ -387,33 +403,33 @@ impl DataPlaneStream {
         licenses: &mut tokio::sync::watch::Receiver<Arc<LicenseSet>>,
         inbound: &mut Streaming<DataPlaneMessage>,
         ends: &StreamEnds,
-    ) -> String {
+    ) -> Ended {
         let cert_expiry = tokio::time::sleep_until(ends.cert_expiry);
         tokio::pin!(cert_expiry);
         loop {
             let deadline = self.pending.as_ref().map(|p| p.deadline);
             let retry_at = self.retry_at;
             tokio::select! {
-                _ = ends.shutdown.cancelled() => return "control plane shutting down".into(),
-                _ = ends.replaced.cancelled() => return "replaced by a newer stream".into(),
-                _ = ends.revoked.cancelled() => return "data plane revoked".into(),
+                _ = ends.shutdown.cancelled() => return Ended::shutdown(),
+                _ = ends.replaced.cancelled() => return Ended::replaced(self.id),
+                _ = ends.revoked.cancelled() => return Ended::revoked(self.id),
                 _ = &mut cert_expiry => {
                     tracing::warn!(event = "cert.expired", dataplane.id = %self.id, "The data plane's client certificate expired; closing its stream. Renew it with `licsync-dp registration renew`.");
-                    return "client certificate expired".into();
+                    return Ended::certificate_expired(self.id);
                 }
                 _ = self.tx.closed() => return "data plane went away".into(),
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.handle(message),
                     Ok(None) => return "data plane closed the stream".into(),
-                    Err(status) => return format!("stream error: {}", status.message()),
+                    Err(status) => return format!("stream error: {}", status.message()).into(),
                 },
                 changed = licenses.changed(), if self.pending.is_none() && retry_at.is_none() && self.compatible => {
                     if changed.is_err() {
-                        return "license service stopped".into();
+                        return Ended::shutdown();
                     }
                     let set = licenses.borrow_and_update().clone();
                     if let Err(reason) = self.send_update(&set, false).await {
-                        return reason;
+                        return reason.into();
                     }
                 }
                 _ = sleep_until(retry_at), if retry_at.is_some() => {
@@ -421,12 +437,13 @@ impl DataPlaneStream {
                     // Sent even when nothing changed: the data plane must try again to answer.
                     let set = licenses.borrow_and_update().clone();
                     if let Err(reason) = self.send_update(&set, true).await {
-                        return reason;
+                        return reason.into();
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    tracing::warn!(dataplane.id = %self.id, timeout_s = ACK_TIMEOUT.as_secs(), "Data plane did not answer an update; restarting its stream.");
-                    return "update not acknowledged in time".into();
+                    let nonce = self.pending.as_ref().map(|p| p.nonce.clone()).unwrap_or_default();
+                    tracing::warn!(event = "sync.ack_timeout", dataplane.id = %self.id, nonce, timeout_s = self.ack_timeout.as_secs_f64(), "Data plane did not answer an update; ending its stream so it resynchronises.");
+                    return Ended::ack_timeout(&nonce, self.ack_timeout);
                 }
             }
         }
@@ -485,10 +502,10 @@ impl DataPlaneStream {
             revision: set.revision,
             upserted: upserted.iter().map(|l| (l.id, l.revision)).collect(),
             removed,
-            deadline: Instant::now() + ACK_TIMEOUT,
+            deadline: Instant::now() + self.ack_timeout,
         });
         self.tx
-            .send(Box::new(message))
+            .send(Box::new(Ok(message)))
             .await
             .map_err(|_| "data plane went away".to_owned())
     }
@@ -540,11 +557,28 @@ impl DataPlaneStream {
                     self.cp.dataplanes.rejected(self.id, rejection);
                 }
             }
-            Some(DpMessage::Heartbeat(_)) => self.cp.dataplanes.seen(self.id, now),
+            Some(DpMessage::Heartbeat(_)) => {
+                self.cp.dataplanes.seen(self.id, now);
+                self.answer_heartbeat();
+            }
             Some(DpMessage::Hello(_)) | None => {
                 tracing::debug!(dataplane.id = %self.id, "Ignored an unexpected message.");
             }
         }
+    }
+
+    /// Answers a data plane's heartbeat with one of ours. Skipped when the channel is full:
+    /// the data plane is not reading, and the next heartbeat tries again.
+    fn answer_heartbeat(&self) {
+        let sent_at_ms =
+            i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(i64::MAX);
+        let beat = ControlPlaneMessage {
+            message: Some(control_plane_message::Message::Heartbeat(
+                proto::Heartbeat { sent_at_ms },
+            )),
+        };
+        let _ = self.tx.try_send(Box::new(Ok(beat)));
     }
 
     fn take_pending(&mut self, nonce: &str) -> Option<Pending> {

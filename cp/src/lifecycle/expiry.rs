@@ -106,7 +106,7 @@ pub async fn walk(cp: &ControlPlane, own: &OwnCertificates, reminders: &mut Remi
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "Could not read the registry to check certificate expiry.");
+            tracing::warn!(event = "cert.expiry_check_failed", %error, "Could not read the registry to check certificate expiry.");
         }
     }
     let server = own.server.in_use();

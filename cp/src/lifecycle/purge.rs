@@ -36,7 +36,7 @@ pub async fn purge_once(cp: &ControlPlane, now: i64) -> Vec<DataPlaneRecord> {
             purged
         }
         Err(error) => {
-            tracing::warn!(%error, "Could not purge long-silent data planes; retrying later.");
+            tracing::warn!(event = "dataplane.purge_failed", %error, "Could not purge long-silent data planes; retrying later.");
             Vec::new()
         }
     }

@@ -269,7 +269,7 @@ impl Principals {
             }),
             (Some(_), Some(Verdict::Wrong)) => Err("wrong_password"),
             (Some(user), Some(Verdict::StoredHashUnusable)) => {
-                tracing::error!(user = %user.username, "The stored password hash of this user is unusable; delete the user and create it again.");
+                tracing::error!(event = "auth.unusable_hash", user = %user.username, "The stored password hash of this user is unusable; delete the user and create it again.");
                 Err("stored_hash_unusable")
             }
             _ => Err("unknown_user"),

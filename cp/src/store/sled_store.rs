@@ -568,6 +568,7 @@ mod tests {
             registered_at: 1,
             cert_serial: "01".into(),
             previous_cert_serial: None,
+            retired_cert_serials: Vec::new(),
             cert_expires_at: 100,
             last_seen: None,
             license_id: None,

@@ -301,6 +301,27 @@ impl Cluster {
         SyncStream::open(self.connect(Some(dp)).await, version).await
     }
 
+    /// A certificate for `dp`'s id signed by the cluster CA that this control plane never
+    /// issued (recorded nowhere), as a control plane restored from an older backup, or another
+    /// one sharing the CA, would present it.
+    pub fn unissued(&self, dp: &DataPlane) -> DataPlane {
+        let pki = self.pki_dir();
+        let ca = pki::CertificateAuthority::from_pem(
+            &std::fs::read_to_string(pki.join("ca.crt")).unwrap(),
+            &std::fs::read_to_string(pki.join("ca.key")).unwrap(),
+        )
+        .unwrap();
+        let (key_pem, csr_der) = pki::new_key_and_csr("edge").unwrap();
+        let issued = ca
+            .sign_dataplane(&csr_der, &dp.id, Duration::from_secs(3_600))
+            .unwrap();
+        DataPlane {
+            id: dp.id.clone(),
+            key_pem,
+            cert_pem: issued.cert_pem,
+        }
+    }
+
     /// The serial of the server certificate a new connection is handed.
     pub async fn server_serial(&self) -> String {
         use rustls::RootCertStore;
@@ -376,14 +397,21 @@ impl SyncStream {
         }
     }
 
-    /// Waits up to `wait` for an update; `None` when none came.
+    /// Waits up to `wait` for an update (skipping heartbeats); `None` when none came.
     pub async fn update_within(&mut self, wait: Duration) -> Option<Update> {
-        match tokio::time::timeout(wait, self.inbound.message()).await {
-            Ok(Ok(Some(ControlPlaneMessage {
-                message: Some(CpMessage::Update(update)),
-            }))) => Some(update),
-            Ok(other) => panic!("expected an update or nothing, got {other:?}"),
-            Err(_) => None,
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.inbound.message()).await {
+                Ok(Ok(Some(ControlPlaneMessage {
+                    message: Some(CpMessage::Update(update)),
+                }))) => return Some(update),
+                Ok(Ok(Some(ControlPlaneMessage {
+                    message: Some(CpMessage::Heartbeat(_)),
+                }))) => continue,
+                Ok(other) => panic!("expected an update or nothing, got {other:?}"),
+                Err(_) => return None,
+            }
         }
     }
 
@@ -415,6 +443,21 @@ impl SyncStream {
     pub async fn heartbeat(&self) {
         let beat = DpMessage::Heartbeat(Heartbeat { sent_at_ms: 0 });
         self.tx.send(message(beat)).await.unwrap();
+    }
+
+    /// The next heartbeat from the control plane; updates meanwhile are skipped. Fails the
+    /// test if the stream ends or none comes within [`GUARD`].
+    pub async fn heartbeat_answer(&mut self) -> Heartbeat {
+        loop {
+            let next = tokio::time::timeout(GUARD, self.inbound.message()).await;
+            match next.expect("a heartbeat within the guard time") {
+                Ok(Some(ControlPlaneMessage {
+                    message: Some(CpMessage::Heartbeat(beat)),
+                })) => return beat,
+                Ok(Some(_)) => continue,
+                other => panic!("the stream ended while waiting for a heartbeat: {other:?}"),
+            }
+        }
     }
 
     /// Waits (at most [`GUARD`]) for the control plane to end the stream; ignores updates

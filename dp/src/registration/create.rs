@@ -120,6 +120,7 @@ pub async fn create(options: CreateOptions) -> Result<PathBuf, RegistrationError
             != pki::certificates_from_pem(&ca_pem)
     {
         tracing::warn!(
+            event = "registration.ca_mismatch",
             "The control plane answered with a CA certificate other than the one it was reached with; keeping the one that was verified."
         );
     }

@@ -145,7 +145,7 @@ impl RegistrationFile {
     pub fn load(path: &Path) -> Result<Self, RegistrationError> {
         let text = Self::read_text(path)?;
         if let Err(e) = fsutil::check_private(path) {
-            tracing::warn!(path = %path.display(), reason = %e, "The registration file holds a private key but others can read it.");
+            tracing::warn!(event = "registration.insecure_permissions", path = %path.display(), reason = %e, "The registration file holds a private key but others can read it.");
         }
         Self::parse(&text, path)
     }

@@ -263,6 +263,7 @@ fn renewed_file(
     } else {
         if update_urls {
             tracing::warn!(
+                event = "registration.no_advertised_url",
                 "--update-urls=true, but the control plane advertises no cluster URL; keeping the one in the registration file."
             );
         }

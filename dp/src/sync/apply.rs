@@ -251,7 +251,7 @@ impl Applier {
         match TrustedKeys::parse(&update.trusted_license_keys) {
             Ok(keys) => keys,
             Err(error) => {
-                tracing::warn!(%error, "The control plane sent an unusable license key; verifying with the registration-time keys.");
+                tracing::warn!(event = "sync.bad_control_plane_key", %error, "The control plane sent an unusable license key; verifying with the registration-time keys.");
                 self.keys.clone()
             }
         }
@@ -462,7 +462,7 @@ mod tests {
             removed: vec![],
             ..Default::default()
         };
-        let reply = f.applier.handle(&update).await.unwrap();
+        let reply = f.applier.handle(&update).await;
         let Some(data_plane_message::Message::Nack(nack)) = reply.message else {
             panic!("expected a Nack, got {reply:?}");
         };
@@ -487,7 +487,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        f.applier.handle(&update).await.unwrap();
+        f.applier.handle(&update).await;
         let status = f.applier.status.borrow().clone();
         assert_eq!(
             status.rejected_licenses.keys().collect::<Vec<_>>(),
@@ -506,7 +506,7 @@ mod tests {
             removed: vec!["b".into()],
             ..Default::default()
         };
-        f.applier.handle(&update).await.unwrap();
+        f.applier.handle(&update).await;
         let status = f.applier.status.borrow().clone();
         assert!(status.rejected_licenses.is_empty(), "{status:?}");
         assert_eq!(status.rejection_summary(), None);

@@ -7,6 +7,12 @@
 
 use std::time::Duration;
 
+/// How far apart connection attempts are once the control plane said this data plane is
+/// revoked or not registered: retrying sooner cannot help (only registering again can, and a
+/// new registration file ends the wait at once), and a fleet of revoked agents retrying every
+/// second would load the control plane for nothing.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(600);
+
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use licsync_common::license::TrustedKeys;
 use licsync_common::pki::PkiError;
+use licsync_common::stream_end::EndReason;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -188,6 +189,7 @@ impl SyncClient {
         });
         if self.settings.trusted_keys.is_empty() {
             tracing::warn!(
+                event = "license.no_trusted_keys",
                 "No trusted license-signing key is configured or in the registration file: every license will be rejected. Set license.trusted_keys (or license.follow_control_plane_keys = true)."
             );
         }
@@ -295,15 +297,28 @@ impl SyncClient {
                         kind: cluster::FailureKind::Other,
                         message: error.to_string(),
                     },
+                    cause: None,
                 }),
             };
             self.channel.send_replace(None);
-            self.applier.status.send_modify(|s| s.connected = false);
+            self.applier.status.send_modify(|s| {
+                s.connected = false;
+                s.last_heartbeat = None;
+            });
+            let mut refused_for_good = false;
             match outcome {
                 Ok(session::SessionEnd::Shutdown) => break,
                 Ok(session::SessionEnd::IdentityChanged) => {
                     backoff.reset();
                     continue;
+                }
+                Err(failure) if failure.cause.is_some_and(registration_required) => {
+                    refused_for_good = true;
+                    let message = self.report_registration_required(&failure, &identity);
+                    self.applier.status.send_modify(|s| {
+                        s.revoked = true;
+                        s.last_error = Some(message);
+                    });
                 }
                 Err(failure) => {
                     let expired = identity.cert.not_after <= OffsetDateTime::now_utc();
@@ -318,12 +333,17 @@ impl SyncClient {
                     } else {
                         tracing::debug!(reason = %failure.diagnosis.message, "Cannot sync with an expired certificate.");
                     }
-                    self.applier
-                        .status
-                        .send_modify(|s| s.last_error = Some(failure.diagnosis.message.clone()));
+                    self.applier.status.send_modify(|s| {
+                        s.last_error = Some(failure.diagnosis.message.clone());
+                        s.revoked = false;
+                    });
                 }
             }
-            let delay = backoff.next_delay();
+            let delay = if refused_for_good {
+                backoff::REFUSED_RETRY
+            } else {
+                backoff.next_delay()
+            };
             tracing::debug!(?delay, "Reconnecting after a delay.");
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -331,6 +351,59 @@ impl SyncClient {
                 () = lifecycle::changed(&mut identity_rx) => backoff.reset(),
             }
         }
-        tracing::info!("Sync client stopped.");
+        tracing::info!(event = "sync.stopped", "Sync client stopped.");
     }
+
+    /// Logs, in words an operator can act on, that the control plane revoked this data plane
+    /// (`sync.revoked`) or no longer knows it (`sync.refused`), with the command that registers
+    /// it again; returns what `/status` shows as `last_error`.
+    fn report_registration_required(
+        &self,
+        failure: &session::SessionFailure,
+        identity: &Identity,
+    ) -> String {
+        let fingerprint =
+            licsync_common::pki::first_certificate(&identity.ca_certificate_pem, "CA")
+                .map(|der| licsync_common::pki::sha256_hex(&der))
+                .unwrap_or_else(|_| "<ca_cert_sha256>".into());
+        let file = self.registration.as_ref().map_or_else(
+            || "the registration file".to_owned(),
+            |watch| watch.path.display().to_string(),
+        );
+        let command = format!(
+            "licsync-dp registration create --token <NEW_TOKEN> --server {} --ca-cert-hash sha256:{fingerprint} --output-directory <DIR>",
+            identity.cluster_url
+        );
+        let retry_in_s = backoff::REFUSED_RETRY.as_secs();
+        let reason = &failure.diagnosis.message;
+        if failure.cause == Some(EndReason::Revoked) {
+            tracing::error!(
+                event = "sync.revoked",
+                dataplane.id = %identity.dataplane_id,
+                %reason,
+                %command,
+                registration_file = %file,
+                retry_in_s,
+                "This data plane was revoked at the control plane; it retries only every {} minutes. Get a new registration token (POST /registration-tokens), run the command, then move <DIR>/registration.yaml over the registration file: the agent picks it up without a restart.",
+                retry_in_s / 60
+            );
+        } else {
+            tracing::error!(
+                event = "sync.refused",
+                dataplane.id = %identity.dataplane_id,
+                %reason,
+                %command,
+                registration_file = %file,
+                retry_in_s,
+                "The control plane does not know this data plane; it retries only every {} minutes. Register it again with the command and move <DIR>/registration.yaml over the registration file.",
+                retry_in_s / 60
+            );
+        }
+        format!("{reason}; run `{command}` and move <DIR>/registration.yaml over {file}")
+    }
+}
+
+/// Whether `cause` means only a new registration can bring this data plane back.
+fn registration_required(cause: EndReason) -> bool {
+    matches!(cause, EndReason::Revoked | EndReason::NotRegistered)
 }

@@ -1,13 +1,20 @@
 //! One `Sync` stream, from connecting to its end: `Hello` with what is held, then updates
 //! answered with `Ack`/`Nack` and heartbeats, until the stream fails or shutdown is signalled.
+//!
+//! When the control plane ends the stream or refuses it, its status carries why
+//! ([`EndReason`], the `licsync-end-reason` trailer); the failure keeps it as `cause`, so the
+//! client can act on it (a revoked data plane stops retrying every second) and the log says
+//! which it was. Each heartbeat the control plane answers is published as `last_heartbeat`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::{
     ControlPlaneMessage, DataPlaneMessage, Heartbeat, HeldLicense, Hello, control_plane_message,
     data_plane_message,
 };
+use licsync_common::stream_end::EndReason;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
@@ -24,20 +31,54 @@ use crate::state::DpState;
 /// Largest update accepted from the control plane.
 const MAX_UPDATE_BYTES: usize = 256 * 1024 * 1024;
 
+/// How long the control plane's last word (the status that says why it ended the stream) is
+/// waited for after an answer could not be sent.
+const NACK_GRACE: Duration = Duration::from_secs(1);
+
 /// Why a stream ended other than by shutdown.
 #[derive(Debug, Clone)]
 pub(super) struct SessionFailure {
     /// The stream had been established (so this is a disconnection, not a failed attempt).
     pub connected: bool,
     pub diagnosis: Diagnosis,
+    /// Why the control plane ended or refused the stream, when it said.
+    pub cause: Option<EndReason>,
 }
 
 impl SessionFailure {
     pub(super) fn log(&self) {
         let reason = &self.diagnosis.message;
+        let cause = self.cause.map(EndReason::as_str);
+        match self.cause {
+            Some(EndReason::Replaced) => {
+                return tracing::warn!(
+                    event = "sync.replaced",
+                    %reason,
+                    cause,
+                    "The control plane ended this stream for a newer one of the same data plane; reconnecting. If this repeats, another agent with the same registration file is running: stop it or register it separately."
+                );
+            }
+            Some(EndReason::Shutdown) => {
+                return tracing::info!(
+                    event = "dataplane.disconnected",
+                    %reason,
+                    cause,
+                    "The control plane is shutting down; reconnecting with backoff."
+                );
+            }
+            Some(EndReason::AckTimeout) => {
+                return tracing::warn!(
+                    event = "dataplane.disconnected",
+                    %reason,
+                    cause,
+                    "The control plane ended the stream; reconnecting."
+                );
+            }
+            _ => {}
+        }
         match (self.diagnosis.kind, self.connected) {
             (FailureKind::CertificateRefused | FailureKind::ServerUntrusted, _) => {
-                tracing::error!(event = "sync.refused", %reason, "Cannot sync with the control plane.")
+                tracing::error!(event = "sync.refused", %reason, cause, "Cannot sync with the control plane.")
             }
             (_, true) => tracing::warn!(
                 event = "dataplane.disconnected",
@@ -80,15 +121,16 @@ impl Session<'_> {
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, SessionFailure> {
         let url = self.url;
-        let not_connected = |diagnosis| SessionFailure {
+        let not_connected = |(diagnosis, cause)| SessionFailure {
             connected: false,
             diagnosis,
+            cause,
         };
         let channel = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             () = lifecycle::changed(self.identity) => return Ok(SessionEnd::IdentityChanged),
             result = self.endpoint.connect() => {
-                result.map_err(|e| not_connected(cluster::diagnose(&e, url)))?
+                result.map_err(|e| not_connected((cluster::diagnose(&e, url), None)))?
             }
         };
         self.channel.send_replace(Some(channel.clone()));
@@ -111,6 +153,7 @@ impl Session<'_> {
         self.applier.status.send_modify(|status| {
             status.connected = true;
             status.last_error = None;
+            status.revoked = false;
         });
         tracing::info!(
             event = "dataplane.connected",
@@ -118,9 +161,10 @@ impl Session<'_> {
             revision = held.revision,
             "Connected to the control plane."
         );
-        let disconnected = |diagnosis| SessionFailure {
+        let disconnected = |(diagnosis, cause)| SessionFailure {
             connected: true,
             diagnosis,
+            cause,
         };
         let every = self.settings.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
@@ -144,7 +188,9 @@ impl Session<'_> {
                     return Ok(SessionEnd::IdentityChanged);
                 }
                 _ = heartbeat.tick() => {
-                    send(&tx, heartbeat_message(), url).map_err(disconnected)?;
+                    if let Err(diagnosis) = send(&tx, heartbeat_message(), url) {
+                        return Err(disconnected(why_closed(&mut inbound, diagnosis, url).await));
+                    }
                 }
                 message = inbound.message() => match message {
                     Ok(Some(ControlPlaneMessage {
@@ -153,20 +199,30 @@ impl Session<'_> {
                         // Ack, Nack, or (when the agent itself failed) a Nack asking for the
                         // update again later: in every case the stream stays up.
                         let reply = self.applier.handle(&update).await;
-                        send(&tx, reply, url).map_err(disconnected)?;
+                        if let Err(diagnosis) = send(&tx, reply, url) {
+                            // The control plane may have ended the stream while the update
+                            // was applied (an unanswered update): say what it said.
+                            return Err(disconnected(
+                                why_closed(&mut inbound, diagnosis, url).await,
+                            ));
+                        }
                         self.backoff.reset();
                     }
                     Ok(Some(ControlPlaneMessage {
                         message: Some(control_plane_message::Message::Heartbeat(_)),
-                    })) => tracing::trace!("Heartbeat from the control plane."),
+                    })) => {
+                        tracing::trace!("Heartbeat from the control plane.");
+                        let now = OffsetDateTime::now_utc().unix_timestamp();
+                        self.applier.status.send_modify(|s| s.last_heartbeat = Some(now));
+                    }
                     Ok(Some(ControlPlaneMessage { message: None })) => {
                         tracing::debug!("Ignoring an empty or unknown message from the control plane.");
                     }
                     Ok(None) => {
-                        return Err(disconnected(Diagnosis {
+                        return Err(disconnected((Diagnosis {
                             kind: FailureKind::Unreachable,
                             message: format!("the control plane at {url} closed the stream"),
-                        }));
+                        }, None)));
                     }
                     Err(status) => return Err(disconnected(from_status(&status, url))),
                 },
@@ -224,8 +280,56 @@ fn send(
     })
 }
 
-/// A status from the `Sync` call or stream in operator words.
-fn from_status(status: &tonic::Status, url: &ClusterUrl) -> Diagnosis {
+/// Why a stream that no longer takes messages ended: the control plane's final status when it
+/// sent one (read for at most [`NACK_GRACE`]), else `diagnosis`.
+async fn why_closed(
+    inbound: &mut tonic::Streaming<ControlPlaneMessage>,
+    diagnosis: Diagnosis,
+    url: &ClusterUrl,
+) -> (Diagnosis, Option<EndReason>) {
+    let last_word = async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    };
+    match tokio::time::timeout(NACK_GRACE, last_word).await {
+        Ok(Some(status)) => from_status(&status, url),
+        _ => (diagnosis, None),
+    }
+}
+
+/// A status from the `Sync` call or stream in operator words, and the reason it carries.
+fn from_status(status: &tonic::Status, url: &ClusterUrl) -> (Diagnosis, Option<EndReason>) {
+    let cause = EndReason::of(status);
+    let said = status.message();
+    let diagnosis = match cause {
+        Some(EndReason::Revoked) => Diagnosis {
+            kind: FailureKind::CertificateRefused,
+            message: format!(
+                "the control plane at {url} revoked this data plane ({said}); register it again with a new registration token"
+            ),
+        },
+        Some(EndReason::Replaced) => Diagnosis {
+            kind: FailureKind::Other,
+            message: format!(
+                "the control plane at {url} ended the stream: {said}; another agent with the same identity may be running"
+            ),
+        },
+        Some(EndReason::AckTimeout | EndReason::Shutdown) => Diagnosis {
+            kind: FailureKind::Unreachable,
+            message: format!("the control plane at {url} ended the stream: {said}"),
+        },
+        _ => refusal(status, url),
+    };
+    (diagnosis, cause)
+}
+
+/// A status without a reason this agent acts on, in operator words.
+fn refusal(status: &tonic::Status, url: &ClusterUrl) -> Diagnosis {
     use std::error::Error;
     match status.code() {
         Code::Unauthenticated | Code::PermissionDenied => Diagnosis {

@@ -46,6 +46,12 @@ pub struct SyncStatus {
     pub apply_error: Option<String>,
     /// Why the license file is not in line with the held state; `None` when it is.
     pub license_file_error: Option<String>,
+    /// The control plane revoked this data plane (or no longer knows it): retries are
+    /// [`super::backoff::REFUSED_RETRY`] apart until a new registration file is in place, and
+    /// `last_error` says how to register again.
+    pub revoked: bool,
+    /// Unix seconds of the last heartbeat the control plane answered on the current stream.
+    pub last_heartbeat: Option<i64>,
     /// Licenses received since start that were already held at the same revision with the same
     /// document: traffic the control plane could have saved. Stays 0 (`GET /status`).
     pub licenses_resent: u64,

@@ -109,6 +109,12 @@ impl ControlPlaneBuilder {
         self
     }
 
+    /// `cluster.ack_timeout`.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.config.cluster.ack_timeout = HumanDuration(timeout);
+        self
+    }
+
     pub async fn start(self) -> ControlPlane {
         match ControlPlane::launch(self.config).await {
             Ok(cp) => cp,

@@ -129,7 +129,7 @@ pub fn usable(text: &str, path: &Path, now: OffsetDateTime) -> Result<Registrati
         ));
     }
     if let Err(e) = fsutil::check_private(path) {
-        tracing::warn!(path = %path.display(), reason = %e, "The registration file holds a private key but others can read it.");
+        tracing::warn!(event = "registration.insecure_permissions", path = %path.display(), reason = %e, "The registration file holds a private key but others can read it.");
     }
     Ok(file)
 }

@@ -144,7 +144,7 @@ impl StatsdListener {
                 Ok((len, _peer)) => self.datagram(&buffer[..len]),
                 Err(error) => {
                     if let Some(suppressed) = errors.allow() {
-                        tracing::warn!(%error, suppressed, "Cannot receive a statsd datagram.");
+                        tracing::warn!(event = "usage.statsd_receive_failed", %error, suppressed, "Cannot receive a statsd datagram.");
                     }
                 }
             }
