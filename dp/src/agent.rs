@@ -24,7 +24,7 @@ use crate::license_expiry;
 use crate::local_api::{self, LocalApi};
 use crate::output::LicenseFile;
 use crate::registration::RegistrationFile;
-use crate::state::FileStateStore;
+use crate::state::{ActiveRule, FileStateStore};
 use crate::sync::{Backoff, RegistrationWatch, SyncClient, SyncSettings};
 use crate::usage::http::UsageApi;
 use crate::usage::reporter::Reporter;
@@ -60,6 +60,10 @@ pub async fn run_with_clock(
         .with_context(|| format!("registration file {}", config.registration_file.display()))?;
     settings.follow_control_plane_keys =
         config.license.follow_control_plane_keys && config.license.trusted_keys.is_empty();
+    settings.active_rule = ActiveRule {
+        prefer_in_force: config.license.prefer_in_force,
+    };
+    let active_rule = settings.active_rule;
     let cluster_url = settings.cluster_url.clone();
     let output = LicenseFile::new(
         config.output_path(),
@@ -118,6 +122,7 @@ pub async fn run_with_clock(
         license_path: config.output_path(),
         status: client.status(),
         licenses: client.licenses(),
+        active_rule,
         usage: UsageApi {
             counter: counter.clone(),
             statsd: statsd.as_ref().map(StatsdListener::handle),
@@ -179,7 +184,7 @@ pub async fn run_with_clock(
             .instrument(tracing::info_span!("usage_report")),
         ),
         tokio::spawn(
-            license_expiry::run(client.licenses(), clock, token.clone())
+            license_expiry::run(client.licenses(), active_rule, clock, token.clone())
                 .instrument(tracing::info_span!("license_expiry")),
         ),
     ];

@@ -69,6 +69,10 @@ pub struct LicenseConfig {
     /// update, so a signing-key rotation needs no change here. Off by default: the agent's own
     /// check then stays independent of the control plane.
     pub follow_control_plane_keys: bool,
+    /// When the newest license (Kong's rule) has expired while an older held one is still in
+    /// force, serve the newest one in force instead. Off by default: Kong's rule is kept, and
+    /// the case is logged as `license.expired_selected` either way.
+    pub prefer_in_force: bool,
 }
 
 impl Default for LicenseConfig {
@@ -79,6 +83,7 @@ impl Default for LicenseConfig {
             reload_timeout: HumanDuration(Duration::from_secs(30)),
             trusted_keys: Vec::new(),
             follow_control_plane_keys: false,
+            prefer_in_force: false,
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::state::DpState;
+use crate::state::{ActiveRule, DpState, HeldLicense};
 
 /// How often the task looks at the calendar.
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
@@ -115,13 +115,17 @@ pub fn log(notice: ExpiryNotice, id: &str, expiration: Date) {
     }
 }
 
-/// Checks at start, every hour and whenever the held licenses change, until `shutdown`.
+/// Checks at start, every hour and whenever the held licenses change, until `shutdown`. The
+/// license looked at is the one `rule` serves; when the newest license has expired while an
+/// older one is in force, `license.expired_selected` is logged once a day too.
 pub async fn run(
     mut licenses: watch::Receiver<Arc<DpState>>,
+    rule: ActiveRule,
     clock: SharedClock,
     shutdown: CancellationToken,
 ) {
     let mut watch = ExpiryWatch::default();
+    let mut selected = ExpiredSelectedWatch::default();
     let mut hourly = tokio::time::interval(CHECK_EVERY);
     hourly.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -131,7 +135,14 @@ pub async fn run(
             changed = licenses.changed() => if changed.is_err() { return },
         }
         let state = licenses.borrow_and_update().clone();
-        let Some(active) = state.active() else {
+        let now = clock.now();
+        let choice = state.choose(rule, now.to_offset(UtcOffset::UTC).date());
+        if let (Some(newest), Some(served)) = (choice.expired_over_in_force, choice.active)
+            && selected.due(&newest.id, now)
+        {
+            log_expired_selected(newest, served, rule);
+        }
+        let Some(active) = choice.active else {
             continue;
         };
         // Held licenses were verified on arrival, so this only fails for a state file edited
@@ -140,9 +151,56 @@ pub async fn run(
             tracing::debug!(license.id = %active.id, "The active license cannot be parsed for its expiry date.");
             continue;
         };
-        if let Some(notice) = watch.check(&active.id, license.expiration_date(), clock.now()) {
+        if let Some(notice) = watch.check(&active.id, license.expiration_date(), now) {
             log(notice, &active.id, license.expiration_date());
         }
+    }
+}
+
+/// Once a day per newest license: the `license.expired_selected` warning.
+#[derive(Debug, Default)]
+struct ExpiredSelectedWatch {
+    last: Option<(String, Date)>,
+}
+
+impl ExpiredSelectedWatch {
+    fn due(&mut self, id: &str, now: OffsetDateTime) -> bool {
+        let today = now.to_offset(UtcOffset::UTC).date();
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(last, day)| last == id && *day == today)
+        {
+            return false;
+        }
+        self.last = Some((id.to_owned(), today));
+        true
+    }
+}
+
+/// The warning for a newest license that has expired while an older one is in force: what is
+/// served, and what to do.
+fn log_expired_selected(newest: &HeldLicense, served: &HeldLicense, rule: ActiveRule) {
+    let expiration = License::parse(&newest.document)
+        .map(|license| license.expiration_date().to_string())
+        .unwrap_or_default();
+    if rule.prefer_in_force {
+        tracing::warn!(
+            event = "license.expired_selected",
+            license.id = %newest.id,
+            license_expiration_date = %expiration,
+            served.license.id = %served.id,
+            prefer_in_force = true,
+            "The newest license has expired while an older one is in force; serving the older one (license.prefer_in_force). Replace or delete the expired license on the control plane."
+        );
+    } else {
+        tracing::warn!(
+            event = "license.expired_selected",
+            license.id = %newest.id,
+            license_expiration_date = %expiration,
+            prefer_in_force = false,
+            "The newest license has expired while an older one is in force; serving the expired one (Kong's rule). Replace or delete it on the control plane, or set license.prefer_in_force = true."
+        );
     }
 }
 

@@ -26,12 +26,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use licsync_common::http_server::{self, HttpLimits};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LocalConfig;
-use crate::state::DpState;
+use crate::state::{ActiveRule, DpState};
 use crate::sync::SyncStatus;
 use crate::usage::http::{self as usage_http, UsageApi};
 
@@ -42,6 +43,8 @@ pub struct LocalApi {
     pub license_path: PathBuf,
     pub status: watch::Receiver<SyncStatus>,
     pub licenses: watch::Receiver<Arc<DpState>>,
+    /// Which held license is the gateway's (`license.prefer_in_force`).
+    pub active_rule: ActiveRule,
     pub usage: UsageApi,
 }
 
@@ -99,7 +102,8 @@ fn message(status: StatusCode, text: &str) -> Response {
 
 async fn license(State(api): State<LocalApi>) -> Response {
     let state = api.licenses.borrow().clone();
-    let Some(active) = state.active() else {
+    let choice = state.choose(api.active_rule, OffsetDateTime::now_utc().date());
+    let Some(active) = choice.active else {
         let text = match api.status.borrow().rejection_summary() {
             Some(summary) => format!("no license is in use: {summary}"),
             None => "no license has been received yet".to_owned(),
@@ -116,6 +120,8 @@ async fn license(State(api): State<LocalApi>) -> Response {
         "revision": active.revision,
         "path": api.license_path,
         "license": document,
+        // The newest license, when it has expired while an older held one is in force.
+        "expired_newest_license_id": choice.expired_over_in_force.map(|l| l.id.as_str()),
     }))
     .into_response()
 }
@@ -218,6 +224,7 @@ mod tests {
             license_path: PathBuf::from("/etc/kong/license.json"),
             status,
             licenses,
+            active_rule: ActiveRule::default(),
             usage: UsageApi {
                 counter: counter.clone(),
                 statsd: None,

@@ -204,19 +204,21 @@ async fn an_unanswered_update_is_reported_in_the_control_planes_words() {
         .start()
         .await;
     let registration = cp.register(&dir.path().join("dp")).await;
-    cp.create_license(&issuer.license("Slow Corp")).await;
-    // The reload command holds the answer to the first update until the test lets it go.
-    let release = dir.path().join("release");
-    let mut config = agent::config(
+    let config = agent::config(
         &dir.path().join("agent"),
         &dir.path().join("dp/registration.yaml"),
     );
-    config.license.reload_command = vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        format!("until [ -e '{}' ]; do sleep 0.05; done", release.display()),
-    ];
+    let license_path = config.license.output_path.clone().unwrap();
     let agent = Agent::start(config).await;
+    status_when(&agent, "the agent to connect", |s| s["connected"] == true).await;
+    // A FIFO where the license file goes: the agent's write of the next license blocks
+    // reading it (a hung disk), so the update goes unanswered until the test lets it go.
+    let made = std::process::Command::new("mkfifo")
+        .arg(&license_path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    cp.create_license(&issuer.license("Slow Corp")).await;
 
     let gave_up = eventually("the control plane to give up on the update", || async {
         events.named("sync.ack_timeout").into_iter().next()
@@ -226,7 +228,11 @@ async fn an_unanswered_update_is_reported_in_the_control_planes_words() {
         gave_up.field("dataplane.id"),
         Some(registration.dataplane_id.as_str())
     );
-    std::fs::write(&release, b"").unwrap();
+    // Opening the FIFO for writing (and closing it) ends the agent's blocked read.
+    tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(license_path))
+        .await
+        .unwrap()
+        .unwrap();
 
     let told = event_with_cause(&events, "dataplane.disconnected", "ack_timeout").await;
     let reason = told.field("reason").unwrap();

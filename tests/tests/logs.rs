@@ -88,21 +88,23 @@ async fn every_warning_error_and_sync_line_of_a_whole_run_has_an_event() {
         "{failed}"
     );
 
-    // An agent whose reload command outlasts cluster.ack_timeout: its first update goes
-    // unanswered in time, and both sides say so.
+    // An agent that stops answering (SIGSTOP) for longer than cluster.ack_timeout: its update
+    // goes unanswered in time, and both sides say so once it runs again.
     let slow_dir = start_dir(tmp.path(), "slow");
     Dp::register_ok(&cp, &slow_dir, "slow").await;
-    let mut slow = Dp::start(
-        &slow_dir,
-        "[license]\nreload_command = [\"/bin/sh\", \"-c\", \"sleep 2\"]\n",
-    )
-    .await;
+    let mut slow = Dp::start(&slow_dir, "").await;
+    slow.process
+        .logs
+        .wait_for_event("dataplane.connected", T, |_| true)
+        .await;
+    nix::sys::signal::kill(slow.process.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
     let document = issuer.license("Logs Corp");
     cp.create_license(&document).await;
     cp.process
         .logs
         .wait_for_event("sync.ack_timeout", T, |_| true)
         .await;
+    nix::sys::signal::kill(slow.process.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
     slow.process
         .logs
         .wait_for_event("dataplane.disconnected", T, |l| l["cause"] == "ack_timeout")

@@ -180,7 +180,11 @@ async fn dataplane_pinning_its_own_keys_nacks_licenses_it_does_not_trust() {
         serde_json::from_str(rejected["rejected"].as_str().unwrap()).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{rejected}");
     assert_eq!(listed[0]["id"], foreign["id"], "{rejected}");
-    assert_eq!(listed[0]["reason"], "validation failed", "{rejected}");
+    assert_eq!(
+        listed[0]["reason"],
+        "validation failed: the signature does not verify with the 1 trusted key",
+        "{rejected}"
+    );
     assert!(listed[0]["revision"].as_u64().unwrap() > 0, "{rejected}");
     assert_eq!(rejected["rejected_count"], 1, "{rejected}");
     assert_eq!(dp.license().as_deref(), Some(good.as_str()));

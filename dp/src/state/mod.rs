@@ -14,8 +14,10 @@ mod memory;
 
 use std::path::PathBuf;
 
-use licsync_common::active::Rank;
+use licsync_common::active::{self, Choice, Rank};
+use licsync_common::license::License;
 use serde::{Deserialize, Serialize};
+use time::Date;
 
 pub use file::FileStateStore;
 pub use memory::MemoryStateStore;
@@ -37,7 +39,21 @@ pub struct HeldLicense {
     pub revision: u64,
 }
 
+/// Which held license the gateway is given: Kong's rule, or with `prefer_in_force` the newest
+/// license still in force when the newest one has expired (`license.prefer_in_force`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveRule {
+    pub prefer_in_force: bool,
+}
+
 impl HeldLicense {
+    /// Whether the license is in force on `today` (UTC). A held license verified on arrival;
+    /// one that no longer parses (a state file edited by hand) counts as in force, so it
+    /// changes nothing in the choice.
+    pub fn in_force_on(&self, today: Date) -> bool {
+        License::parse(&self.document).map_or(true, |license| license.in_force_on(today))
+    }
+
     /// What the active-license rule compares.
     pub fn rank(&self) -> Rank<&str> {
         Rank {
@@ -104,7 +120,18 @@ impl DpState {
     /// last at the control plane (the higher revision), then to the higher id so the choice is
     /// the same on every data plane.
     pub fn active(&self) -> Option<&HeldLicense> {
-        licsync_common::active::newest(&self.licenses, HeldLicense::rank)
+        active::newest(&self.licenses, HeldLicense::rank)
+    }
+
+    /// The license `rule` serves on `today`, and the newest license when it has expired while
+    /// another held one is in force ([`licsync_common::active::choose`]).
+    pub fn choose(&self, rule: ActiveRule, today: Date) -> Choice<&HeldLicense> {
+        active::choose(
+            &self.licenses,
+            HeldLicense::rank,
+            |license| license.in_force_on(today),
+            rule.prefer_in_force,
+        )
     }
 }
 
@@ -154,6 +181,46 @@ mod tests {
             updated_at,
             revision,
         }
+    }
+
+    fn signed(id: &str, updated_at: i64, revision: u64, expires: &str) -> HeldLicense {
+        use licsync_common::license::{SigningKey, sign_document};
+        let (key, _) = SigningKey::generate().unwrap();
+        let payload = [
+            ("customer", id),
+            ("license_key", "K"),
+            ("license_creation_date", "2020-01-01"),
+            ("license_expiration_date", expires),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        HeldLicense {
+            document: sign_document(&payload, &key),
+            ..held(id, updated_at, revision)
+        }
+    }
+
+    #[test]
+    fn a_newer_expired_license_is_served_by_kongs_rule_unless_in_force_is_preferred() {
+        let today = time::macros::date!(2026 - 12 - 01);
+        let mut state = DpState::default();
+        state.upsert(signed("old", 100, 1, "2027-12-31"));
+        state.upsert(signed("new", 200, 2, "2026-11-30"));
+        let kong = state.choose(ActiveRule::default(), today);
+        assert_eq!(kong.active.unwrap().id, "new");
+        assert_eq!(kong.expired_over_in_force.unwrap().id, "new");
+        let prefer = ActiveRule {
+            prefer_in_force: true,
+        };
+        let chosen = state.choose(prefer, today);
+        assert_eq!(chosen.active.unwrap().id, "old");
+        assert_eq!(chosen.expired_over_in_force.unwrap().id, "new");
+        // On its last day the newest license is still in force: nothing to report.
+        let last_day = time::macros::date!(2026 - 11 - 30);
+        let chosen = state.choose(prefer, last_day);
+        assert_eq!(chosen.active.unwrap().id, "new");
+        assert!(chosen.expired_over_in_force.is_none());
     }
 
     #[test]

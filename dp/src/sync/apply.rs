@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::status::{MAX_REJECTED_SHOWN, Rejection, SyncStatus};
 use crate::output::{LicenseFile, OutputError};
-use crate::state::{DpState, HeldLicense, StateError, StateStore};
+use crate::state::{ActiveRule, DpState, HeldLicense, StateError, StateStore};
 
 /// The result of applying an update to a state, before anything is persisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +176,8 @@ pub struct Applier {
     pub(crate) keys: TrustedKeys,
     /// Whether the keys sent with each update are accepted too.
     pub(crate) follow_control_plane_keys: bool,
+    /// Which held license is written for the gateway.
+    pub(crate) rule: ActiveRule,
     pub(crate) state: watch::Sender<Arc<DpState>>,
     pub(crate) status: watch::Sender<SyncStatus>,
 }
@@ -260,7 +262,10 @@ impl Applier {
     /// Makes the license file match `state` and records whether it does (`/health/ready`).
     pub async fn bring_output_in_line(&self, state: &DpState) -> Result<(), OutputError> {
         let result = match &self.output {
-            Some(file) => file.bring_in_line(state.active()).await.map(|_| ()),
+            Some(file) => file
+                .bring_in_line(state.choose(self.rule, today()).active)
+                .await
+                .map(|_| ()),
             None => Ok(()),
         };
         self.record_output(&result);
@@ -272,7 +277,10 @@ impl Applier {
     pub async fn retry_output(&self) -> Result<(), OutputError> {
         let result = match &self.output {
             Some(file) => file
-                .bring_in_line_with(|| self.state.borrow().active().cloned())
+                .bring_in_line_with(|| {
+                    let state = self.state.borrow();
+                    state.choose(self.rule, today()).active.cloned()
+                })
                 .await
                 .map(|_| ()),
             None => Ok(()),
@@ -313,6 +321,11 @@ impl Applier {
             );
         }
     }
+}
+
+/// Today, UTC: whether a license is in force is decided by the date of its expiry, UTC.
+fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
 }
 
 #[cfg(test)]
@@ -368,6 +381,7 @@ mod tests {
         let store = Arc::new(MemoryStateStore::default());
         let applier = Applier {
             follow_control_plane_keys: false,
+            rule: ActiveRule::default(),
             store: store.clone(),
             output: Some(LicenseFile::new(&path, &[], Duration::from_secs(1))),
             keys,
@@ -444,6 +458,43 @@ mod tests {
             "only a verified license is served"
         );
         assert_eq!(f.applier.status.borrow().revision, 7);
+    }
+
+    #[tokio::test]
+    async fn with_prefer_in_force_the_gateway_keeps_the_license_in_force() {
+        let mut f = fixture();
+        let expired: BTreeMap<String, String> = [
+            ("customer", "Lapsed Corp"),
+            ("license_key", "KEY-2"),
+            ("license_creation_date", "2020-01-01"),
+            ("license_expiration_date", "2020-12-31"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let expired = sign_document(&expired, &f.trusted);
+        let in_force = signed(&f.trusted, "Current Corp");
+        let update = Update {
+            nonce: "n-1".into(),
+            revision: 2,
+            upserted: vec![
+                wire("current", in_force.clone(), 100, 1),
+                wire("lapsed", expired.clone(), 200, 2),
+            ],
+            ..Default::default()
+        };
+        f.applier.handle(&update).await;
+        assert_eq!(
+            std::fs::read_to_string(&f.path).unwrap(),
+            expired,
+            "Kong's rule: the newest updated_at, expired or not"
+        );
+
+        f.applier.rule = ActiveRule {
+            prefer_in_force: true,
+        };
+        f.applier.retry_output().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&f.path).unwrap(), in_force);
     }
 
     #[tokio::test]
@@ -716,6 +767,7 @@ mod key_policy_tests {
             output: None,
             keys: TrustedKeys::parse(&[keys.public_key_base64()]).unwrap(),
             follow_control_plane_keys,
+            rule: crate::state::ActiveRule::default(),
             state: watch::channel(Arc::new(DpState::default())).0,
             status: watch::channel(SyncStatus::default()).0,
         }

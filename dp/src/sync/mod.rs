@@ -38,7 +38,7 @@ use crate::cluster::{
 use crate::config::SyncConfig;
 use crate::output::LicenseFile;
 use crate::registration::RegistrationFile;
-use crate::state::{DpState, StateError, StateStore};
+use crate::state::{ActiveRule, DpState, StateError, StateStore};
 
 pub use apply::Applier;
 pub use backoff::Backoff;
@@ -58,6 +58,8 @@ pub struct SyncSettings {
     /// Also accept the keys the control plane sends with each update (opt-in, and only when no
     /// keys are configured on the agent): `license.follow_control_plane_keys`.
     pub follow_control_plane_keys: bool,
+    /// Which held license the gateway is given (`license.prefer_in_force`).
+    pub active_rule: ActiveRule,
     /// Sent in `Hello`.
     pub hostname: String,
     /// Sent in `Hello`.
@@ -88,6 +90,7 @@ impl SyncSettings {
             identity: registration.identity(),
             trusted_keys,
             follow_control_plane_keys: false,
+            active_rule: ActiveRule::default(),
             hostname: crate::hostname(),
             version: licsync_common::VERSION.to_owned(),
             heartbeat_interval: sync.heartbeat_interval.0,
@@ -152,6 +155,7 @@ impl SyncClient {
             output,
             keys: settings.trusted_keys.clone(),
             follow_control_plane_keys: settings.follow_control_plane_keys,
+            rule: settings.active_rule,
             state: state_tx,
             status: status_tx,
         };
@@ -255,7 +259,13 @@ impl SyncClient {
                 Backoff::new(self.settings.backoff_initial, self.settings.backoff_max),
                 shutdown.clone(),
             );
-            tokio::join!(lifecycle, output_retry, self.keep_in_sync(shutdown.clone()));
+            let day_change = output_retry::at_day_change(applier.clone(), shutdown.clone());
+            tokio::join!(
+                lifecycle,
+                output_retry,
+                day_change,
+                self.keep_in_sync(shutdown.clone())
+            );
             // No reload command outlives the agent.
             if let Some(output) = &applier.output {
                 output.stop_reloads().await;

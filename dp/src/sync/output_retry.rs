@@ -10,6 +10,36 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Applier, Backoff};
 
+/// With `license.prefer_in_force` the license served depends on the date: when the newest one
+/// expires at the end of its day, an older one still in force takes over. This writes the
+/// file again just after each UTC midnight (a write that changes nothing is skipped), until
+/// `shutdown`. Without the option the choice never depends on the date and this returns.
+pub(super) async fn at_day_change(applier: Applier, shutdown: CancellationToken) {
+    if applier.output.is_none() || !applier.rule.prefer_in_force {
+        return;
+    }
+    loop {
+        let wait = until_next_utc_day(time::OffsetDateTime::now_utc());
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        // A failure is recorded and retried by [`run`].
+        let _ = applier.retry_output().await;
+    }
+}
+
+/// From `now` to one second into the next UTC day.
+fn until_next_utc_day(now: time::OffsetDateTime) -> std::time::Duration {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let next = now
+        .date()
+        .next_day()
+        .map_or(now, |day| day.midnight().assume_utc());
+    let wait = (next - now).whole_milliseconds().max(0) as u64 + 1000;
+    std::time::Duration::from_millis(wait)
+}
+
 /// Runs until `shutdown` is cancelled.
 pub(super) async fn run(applier: Applier, mut backoff: Backoff, shutdown: CancellationToken) {
     if applier.output.is_none() {
@@ -53,6 +83,19 @@ mod tests {
     use crate::state::{DpState, HeldLicense, MemoryStateStore};
     use crate::sync::SyncStatus;
 
+    #[test]
+    fn the_day_changes_one_second_after_utc_midnight() {
+        use time::macros::datetime;
+        assert_eq!(
+            until_next_utc_day(datetime!(2026-12-01 23:59:59 UTC)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            until_next_utc_day(datetime!(2026-12-01 00:00:00 +01:00)),
+            Duration::from_secs(3600 + 1)
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_file_appears_once_its_directory_is_fixed() {
         let dir = tempfile::tempdir().unwrap();
@@ -72,6 +115,7 @@ mod tests {
             output: Some(LicenseFile::new(&path, &[], Duration::from_secs(1))),
             keys: licsync_common::license::TrustedKeys::default(),
             follow_control_plane_keys: false,
+            rule: crate::state::ActiveRule::default(),
             state: watch::channel(Arc::new(state.clone())).0,
             status: watch::channel(SyncStatus {
                 state_loaded: true,

@@ -286,6 +286,7 @@ impl Enrolled {
             },
             trusted_keys: TrustedKeys::parse(&self.trusted_license_keys)?,
             follow_control_plane_keys: false,
+            active_rule: licsync_dp::state::ActiveRule::default(),
             hostname: self.hostname.clone(),
             version: licsync_common::VERSION.to_owned(),
             heartbeat_interval: sync.heartbeat_interval.0,
