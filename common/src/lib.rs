@@ -22,6 +22,7 @@
 //!   characters.
 //! - [`stream_end`]: why the control plane ended or refused a sync stream (gRPC status and
 //!   the `licsync-end-reason` trailer), read the same way by both sides.
+//! - [`shutdown`]: SIGTERM/SIGINT and the drain deadline, the same for both binaries.
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
 //! - `http_server` (feature `http-server`): the one HTTP/1.1 serving loop of the Admin API and
 //!   the agent's local API, with its connection cap, timeouts and JSON protocol errors.
@@ -44,6 +45,7 @@ pub mod pki;
 #[cfg(test)]
 mod proptests;
 pub mod report;
+pub mod shutdown;
 pub mod stream_end;
 pub mod strict_json;
 pub mod telemetry;
@@ -86,4 +88,43 @@ pub fn printable(text: &str, max_chars: usize) -> String {
         }
     }
     out
+}
+
+/// The bytes of `text` written as hex digits (either case), or `None` for anything else: an odd
+/// length, a sign, a space or any other character. The one decoder for signatures, checksums
+/// and fingerprints, strict because what it reads is signed.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    fn digit(byte: u8) -> Option<u8> {
+        match byte {
+            b'0'..=b'9' => Some(byte - b'0'),
+            b'a'..=b'f' => Some(byte - b'a' + 10),
+            b'A'..=b'F' => Some(byte - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Some((digit(pair[0])? << 4) | digit(pair[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod hex_tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_decoding_is_strict() {
+        let bytes = [0x00, 0x0f, 0xab, 0xff];
+        assert_eq!(hex(&bytes), "000fabff");
+        assert_eq!(unhex("000fabff").unwrap(), bytes);
+        assert_eq!(unhex("000FABFF").unwrap(), bytes);
+        assert_eq!(unhex("").unwrap(), Vec::<u8>::new());
+        for bad in ["0", "+f", "0g", " 0", "0x", "é0"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
+    }
 }

@@ -354,26 +354,9 @@ fn parse_decimal(raw: &str) -> Option<u64> {
 }
 
 fn decode_signature(text: &str) -> Result<[u8; 64], LicenseError> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 128 {
-        return Err(LicenseError::BadSignatureEncoding);
-    }
-    let mut out = [0u8; 64];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let high = hex_value(pair[0]).ok_or(LicenseError::BadSignatureEncoding)?;
-        let low = hex_value(pair[1]).ok_or(LicenseError::BadSignatureEncoding)?;
-        out[i] = (high << 4) | low;
-    }
-    Ok(out)
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
-    }
+    crate::unhex(text)
+        .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+        .ok_or(LicenseError::BadSignatureEncoding)
 }
 
 #[cfg(test)]

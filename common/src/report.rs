@@ -156,7 +156,7 @@ pub fn verify(text: &[u8], public_key: &str) -> Result<Verified, ReportError> {
             computed,
         });
     }
-    let signature = decode_hex(signature)
+    let signature = crate::unhex(signature)
         .ok_or_else(|| ReportError::Malformed("signature is not hex".into()))?;
     UnparsedPublicKey::new(&ED25519, key)
         .verify(&bytes, &signature)
@@ -195,13 +195,6 @@ fn hex_member<'a>(
         )));
     }
     Ok(value)
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    text.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -43,26 +43,11 @@ fn serve(config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listeners = Listeners::bind(&config).await?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+        tokio::spawn(licsync_common::shutdown::cancel_on_signal(
+            "cp",
+            shutdown.clone(),
+        ));
         server::run(config, listeners, shutdown).await?;
         Ok(())
     })
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        tracing::error!(
-            event = "cp.signal_handler_failed",
-            "Cannot install the SIGTERM handler; stop the process with SIGINT."
-        );
-        let _ = tokio::signal::ctrl_c().await;
-        shutdown.cancel();
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(event = "cp.signal", signal = "SIGTERM", "Shutting down."),
-        _ = tokio::signal::ctrl_c() => tracing::info!(event = "cp.signal", signal = "SIGINT", "Shutting down."),
-    }
-    shutdown.cancel();
 }

@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use licsync_common::fsutil;
 use licsync_common::license::TrustedKeys;
@@ -27,9 +26,9 @@ use crate::state::ControlPlane;
 use crate::store::{MemoryStore, SledStore, Store};
 use crate::usage::ReportKey;
 
-/// How long the servers get to finish after shutdown is signalled; SIGTERM must end the process
-/// within 10 s.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
+/// How long the servers get to finish after shutdown is signalled (the deadline both binaries
+/// share).
+pub use licsync_common::shutdown::DRAIN_DEADLINE;
 
 /// Why the control plane could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -18,9 +18,6 @@ use crate::registration::{
     self, CaSource, CreateOptions, Credential, RegistrationFile, RenewOptions,
 };
 
-/// How long a signalled agent may take to stop before the process exits anyway.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(9);
-
 /// licsync data-plane agent: keeps the license a gateway reads in sync with the control plane.
 #[derive(Debug, Parser)]
 #[command(name = "licsync-dp", version, about)]
@@ -200,16 +197,14 @@ async fn run(config: DpConfig) -> ExitCode {
         }
     };
     let token = CancellationToken::new();
-    let signalled = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!(event = "dp.signal", "Signal received; shutting down.");
-        signalled.cancel();
-    });
+    tokio::spawn(licsync_common::shutdown::cancel_on_signal(
+        "dp",
+        token.clone(),
+    ));
     let agent = crate::agent::run(config, listener, token.clone().cancelled_owned());
     let deadline = async {
         token.cancelled().await;
-        tokio::time::sleep(DRAIN_DEADLINE).await;
+        tokio::time::sleep(licsync_common::shutdown::DRAIN_DEADLINE).await;
     };
     tokio::select! {
         result = agent => match result {
@@ -220,30 +215,8 @@ async fn run(config: DpConfig) -> ExitCode {
             }
         },
         () = deadline => {
-            tracing::warn!(event = "dp.drain_timeout", deadline = ?DRAIN_DEADLINE, "Shutdown took too long; exiting anyway.");
+            tracing::warn!(event = "dp.drain_timeout", deadline = ?licsync_common::shutdown::DRAIN_DEADLINE, "Shutdown took too long; exiting anyway.");
             ExitCode::SUCCESS
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::warn!(
-                event = "dp.signal_handler_failed",
-                "Cannot install the SIGTERM handler; only Ctrl-C stops the agent."
-            );
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

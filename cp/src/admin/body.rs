@@ -78,10 +78,18 @@ fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Map<String, Value>, ApiErr
     let looks_like_json = matches!(trimmed.first(), Some(b'{' | b'['));
     if is_form(headers) && !looks_like_json {
         let text = String::from_utf8_lossy(trimmed);
-        return Ok(form::decode(&text)
-            .into_iter()
-            .map(|(name, value)| (name, Value::String(value)))
-            .collect());
+        let mut fields = Map::new();
+        for (name, value) in form::decode(&text) {
+            // As in JSON bodies: a field sent twice has no one meaning.
+            if fields.contains_key(&name) {
+                return Err(ApiError::bad_request(format!(
+                    "Cannot parse form body: duplicate key '{}'; send each field once",
+                    licsync_common::log_text::escape(&name)
+                )));
+            }
+            fields.insert(name, Value::String(value));
+        }
+        return Ok(fields);
     }
     // One reading only: a repeated key (`{"payload": A, "payload": B}`) is refused, never
     // resolved to whichever occurrence this parser happens to keep.
@@ -124,6 +132,11 @@ mod tests {
         let fields = parse(&form, b"name=edge+1&max_uses=3").unwrap();
         assert_eq!(fields["name"], "edge 1");
         assert_eq!(fields["max_uses"], "3");
+        let err = parse(&form, b"name=a&name=b").unwrap_err();
+        assert_eq!(
+            err.message(),
+            "Cannot parse form body: duplicate key 'name'; send each field once"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ fn unescape(text: &str) -> String {
                 let escaped = bytes
                     .get(i + 1..i + 3)
                     .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                    // Strictly two hex digits: `%+f` is not an escape.
+                    .and_then(licsync_common::unhex)
+                    .map(|byte| byte[0]);
                 match escaped {
                     Some(byte) => {
                         out.push(byte);
@@ -65,6 +67,7 @@ mod tests {
         assert_eq!(value(&pairs, "name"), Some("two words"));
         assert_eq!(value(&pairs, "flag"), Some(""));
         assert_eq!(value(&pairs, "bad"), Some("%zz%4"));
+        assert_eq!(value(&decode("sign=%+f"), "sign"), Some("%+f"));
         assert_eq!(value(&pairs, "missing"), None);
         assert_eq!(value(&decode("a=1&a=2"), "a"), Some("2"));
         assert_eq!(
