@@ -1,4 +1,5 @@
-//! Kong's license-expiry log schedule, as a pure function of the expiration date and today's
+//! Kong's license-expiry log schedule, and the urgency of a certificate's expiry
+//! ([`CertStage`]), as pure functions of the expiration date and today's
 //! date, so the control plane and every data plane log the same thing on the same day and the
 //! boundaries are tested without waiting for a calendar.
 //!
@@ -62,9 +63,58 @@ pub fn expiry_notice(expiration: Date, today: Date) -> Option<ExpiryNotice> {
     Some(ExpiryNotice { stage, days_left })
 }
 
+/// Certificates (a data plane's client certificate, the cluster CA and server certificate) are
+/// spoken of from this long before they expire, at WARN...
+pub const CERT_WARN_FROM: time::Duration = time::Duration::days(30);
+/// ...and from this long before, at ERROR.
+pub const CERT_ERROR_FROM: time::Duration = time::Duration::days(7);
+
+/// How urgent a certificate's expiry is: the one rule the control plane's reminders and the
+/// agent's own notices share. How often each repeats is theirs to choose (the agent, which is
+/// cut off by an expired certificate, says so every minute; the control plane, which may hold
+/// thousands, once a day per certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CertStage {
+    /// [`CERT_WARN_FROM`] or less left: WARN.
+    Expiring,
+    /// [`CERT_ERROR_FROM`] or less left: ERROR.
+    ExpiringSoon,
+    /// Expired: ERROR.
+    Expired,
+}
+
+impl CertStage {
+    /// The stage of a certificate with `left` until it expires; `None` while more than
+    /// [`CERT_WARN_FROM`] is left. Expiry itself (`left` = 0) is expired.
+    pub fn at(left: time::Duration) -> Option<Self> {
+        if left <= time::Duration::ZERO {
+            Some(Self::Expired)
+        } else if left <= CERT_ERROR_FROM {
+            Some(Self::ExpiringSoon)
+        } else if left <= CERT_WARN_FROM {
+            Some(Self::Expiring)
+        } else {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_stages_at_their_boundaries() {
+        let at = |seconds: i64| CertStage::at(time::Duration::seconds(seconds));
+        let day = 86_400;
+        assert_eq!(at(30 * day + 1), None);
+        assert_eq!(at(30 * day), Some(CertStage::Expiring));
+        assert_eq!(at(7 * day + 1), Some(CertStage::Expiring));
+        assert_eq!(at(7 * day), Some(CertStage::ExpiringSoon));
+        assert_eq!(at(1), Some(CertStage::ExpiringSoon));
+        assert_eq!(at(0), Some(CertStage::Expired));
+        assert_eq!(at(-day), Some(CertStage::Expired));
+    }
     use time::macros::date;
 
     fn stage_on(today: Date) -> Option<ExpiryStage> {

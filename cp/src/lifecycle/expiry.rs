@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use licsync_common::expiry::{CERT_ERROR_FROM, CERT_WARN_FROM, CertStage};
 use licsync_common::unix_now;
 use tokio_util::sync::CancellationToken;
 
@@ -22,10 +23,11 @@ use crate::cluster::server_cert::ServerIdentity;
 use crate::state::ControlPlane;
 
 const DAY: i64 = 86_400;
-/// Reminders start this many seconds before expiry, as WARN.
-pub const WARN_FROM: i64 = 30 * DAY;
+/// Reminders start this many seconds before expiry, as WARN (the shared rule,
+/// [`licsync_common::expiry::CertStage`]).
+pub const WARN_FROM: i64 = CERT_WARN_FROM.whole_seconds();
 /// From this many seconds before expiry they are ERROR.
-pub const ERROR_FROM: i64 = 7 * DAY;
+pub const ERROR_FROM: i64 = CERT_ERROR_FROM.whole_seconds();
 /// At most one reminder per certificate in this many seconds.
 pub const REMIND_EVERY: i64 = DAY;
 /// How often the registry is walked.
@@ -47,16 +49,13 @@ pub fn notice(not_after: i64, last: Option<i64>, now: i64) -> Option<Notice> {
         return None;
     }
     let left = not_after.saturating_sub(now);
-    if left <= 0 {
-        Some(Notice::Expired)
-    } else if left <= WARN_FROM {
-        Some(Notice::Expiring {
-            error: left <= ERROR_FROM,
+    Some(match CertStage::at(time::Duration::seconds(left))? {
+        CertStage::Expired => Notice::Expired,
+        stage => Notice::Expiring {
+            error: stage == CertStage::ExpiringSoon,
             days_left: left / DAY,
-        })
-    } else {
-        None
-    }
+        },
+    })
 }
 
 /// When each certificate was last reminded of, keyed by what identifies it.

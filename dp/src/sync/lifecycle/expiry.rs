@@ -19,10 +19,6 @@ use std::time::Duration;
 use licsync_common::time_fmt;
 use time::OffsetDateTime;
 
-/// From this much time left, `cert.expiring` is logged daily at WARN.
-pub const WARN_FROM: time::Duration = time::Duration::days(30);
-/// From this much time left, `cert.expiring` is logged daily at ERROR.
-pub const ERROR_FROM: time::Duration = time::Duration::days(7);
 /// How often `cert.expiring` repeats.
 pub const EXPIRING_EVERY: time::Duration = time::Duration::days(1);
 /// How often `cert.expired` repeats.
@@ -31,37 +27,21 @@ pub const EXPIRED_EVERY: time::Duration = time::Duration::minutes(1);
 /// its period counts as due, so "every minute" does not become "every other minute".
 const SLACK: time::Duration = time::Duration::milliseconds(100);
 
-/// What to tell the operator about the certificate's expiry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notice {
-    /// 30 to 7 days left: WARN.
-    Expiring,
-    /// 7 days or less left: ERROR.
-    ExpiringSoon,
-    /// Expired: ERROR.
-    Expired,
+/// What to tell the operator about the certificate's expiry: the shared stage rule
+/// ([`licsync_common::expiry::CertStage`]), 30 days WARN, 7 days ERROR, then expired.
+pub use licsync_common::expiry::CertStage as Notice;
+
+/// The notice for a certificate expiring at `expires_at` as seen at `now`, regardless of what
+/// was logged before.
+pub fn notice_at(now: OffsetDateTime, expires_at: OffsetDateTime) -> Option<Notice> {
+    Notice::at(expires_at - now)
 }
 
-impl Notice {
-    /// The notice for `expires_at` as seen at `now`, regardless of what was logged before.
-    pub fn at(now: OffsetDateTime, expires_at: OffsetDateTime) -> Option<Self> {
-        let left = expires_at - now;
-        if left <= time::Duration::ZERO {
-            Some(Self::Expired)
-        } else if left <= ERROR_FROM {
-            Some(Self::ExpiringSoon)
-        } else if left <= WARN_FROM {
-            Some(Self::Expiring)
-        } else {
-            None
-        }
-    }
-
-    fn period(self) -> time::Duration {
-        match self {
-            Self::Expiring | Self::ExpiringSoon => EXPIRING_EVERY,
-            Self::Expired => EXPIRED_EVERY,
-        }
+/// How often a notice of this kind repeats.
+fn period(notice: Notice) -> time::Duration {
+    match notice {
+        Notice::Expiring | Notice::ExpiringSoon => EXPIRING_EVERY,
+        Notice::Expired => EXPIRED_EVERY,
     }
 }
 
@@ -72,9 +52,9 @@ pub fn notice_due(
     expires_at: OffsetDateTime,
     last: Option<(Notice, OffsetDateTime)>,
 ) -> Option<Notice> {
-    let notice = Notice::at(now, expires_at)?;
+    let notice = notice_at(now, expires_at)?;
     match last {
-        Some((previous, at)) if previous == notice && now - at + SLACK < notice.period() => None,
+        Some((previous, at)) if previous == notice && now - at + SLACK < period(notice) => None,
         _ => Some(notice),
     }
 }
@@ -215,14 +195,14 @@ mod tests {
 
     #[test]
     fn nothing_is_logged_until_thirty_days_before_expiry() {
-        assert_eq!(Notice::at(at(0), at(31 * DAY)), None);
-        assert_eq!(Notice::at(at(0), at(30 * DAY + 1)), None);
-        assert_eq!(Notice::at(at(0), at(30 * DAY)), Some(Notice::Expiring));
-        assert_eq!(Notice::at(at(0), at(7 * DAY + 1)), Some(Notice::Expiring));
-        assert_eq!(Notice::at(at(0), at(7 * DAY)), Some(Notice::ExpiringSoon));
-        assert_eq!(Notice::at(at(0), at(1)), Some(Notice::ExpiringSoon));
-        assert_eq!(Notice::at(at(0), at(0)), Some(Notice::Expired));
-        assert_eq!(Notice::at(at(5), at(0)), Some(Notice::Expired));
+        assert_eq!(notice_at(at(0), at(31 * DAY)), None);
+        assert_eq!(notice_at(at(0), at(30 * DAY + 1)), None);
+        assert_eq!(notice_at(at(0), at(30 * DAY)), Some(Notice::Expiring));
+        assert_eq!(notice_at(at(0), at(7 * DAY + 1)), Some(Notice::Expiring));
+        assert_eq!(notice_at(at(0), at(7 * DAY)), Some(Notice::ExpiringSoon));
+        assert_eq!(notice_at(at(0), at(1)), Some(Notice::ExpiringSoon));
+        assert_eq!(notice_at(at(0), at(0)), Some(Notice::Expired));
+        assert_eq!(notice_at(at(5), at(0)), Some(Notice::Expired));
     }
 
     #[test]
