@@ -22,6 +22,8 @@
 //!   characters.
 //! - [`stream_end`]: why the control plane ended or refused a sync stream (gRPC status and
 //!   the `licsync-end-reason` trailer), read the same way by both sides.
+//! - [`state_file`]: the agent's versioned JSON files, read format-first and replaced
+//!   atomically.
 //! - [`shutdown`]: SIGTERM/SIGINT and the drain deadline, the same for both binaries.
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
 //! - `http_server` (feature `http-server`): the one HTTP/1.1 serving loop of the Admin API and
@@ -46,6 +48,7 @@ pub mod pki;
 mod proptests;
 pub mod report;
 pub mod shutdown;
+pub mod state_file;
 pub mod stream_end;
 pub mod strict_json;
 pub mod telemetry;

@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use licsync_common::fsutil;
+use licsync_common::state_file::{self, StateFileError};
 
 use super::{DpState, STATE_FORMAT, StateError, StateStore};
 
@@ -24,34 +24,23 @@ impl FileStateStore {
     }
 
     fn load_blocking(path: &Path) -> Result<DpState, StateError> {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DpState::default()),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        let state: DpState = serde_json::from_slice(&bytes).map_err(|e| StateError::Damaged {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        if state.format > STATE_FORMAT {
-            return Err(StateError::TooNew {
+        let error = |e| match e {
+            StateFileError::Read(source) | StateFileError::Write(source) => StateError::Read {
                 path: path.to_owned(),
-                found: state.format,
-            });
-        }
-        Ok(state)
-    }
-
-    fn save_blocking(path: &Path, bytes: &[u8]) -> io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fsutil::ensure_private_dir(dir)?;
-        }
-        fsutil::write_atomic(path, bytes, fsutil::SECRET_MODE)
+                source,
+            },
+            StateFileError::Damaged(reason) => StateError::Damaged {
+                path: path.to_owned(),
+                reason,
+            },
+            StateFileError::TooNew(found) => StateError::TooNew {
+                path: path.to_owned(),
+                found,
+            },
+        };
+        Ok(state_file::load(path, STATE_FORMAT)
+            .map_err(error)?
+            .unwrap_or_default())
     }
 }
 
@@ -65,18 +54,17 @@ impl StateStore for FileStateStore {
     }
 
     async fn save(&self, state: &DpState) -> Result<(), StateError> {
-        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
-            path: self.path.clone(),
-            source: io::Error::other(e),
-        })?;
-        bytes.push(b'\n');
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || Self::save_blocking(&path, &bytes))
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || state_file::save(&path, &state))
             .await
             .map_err(|e| StateError::Unavailable(e.to_string()))?
-            .map_err(|source| StateError::Write {
+            .map_err(|e| StateError::Write {
                 path: self.path.clone(),
-                source,
+                source: match e {
+                    StateFileError::Read(source) | StateFileError::Write(source) => source,
+                    other => io::Error::other(other.to_string()),
+                },
             })
     }
 }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use licsync_common::fsutil;
+use licsync_common::state_file::{self, StateFileError};
 use serde::{Deserialize, Serialize};
 
 use licsync_common::usage_month::{UsageMonth, UsageMonthError};
@@ -218,58 +218,43 @@ impl UsageStore {
 
     /// Replaces the saved counters; durable when it returns `Ok`.
     pub async fn save(&self, file: &UsageFile) -> Result<(), UsageStoreError> {
-        let write_error = |source| UsageStoreError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let mut bytes =
-            serde_json::to_vec_pretty(file).map_err(|e| write_error(io::Error::other(e)))?;
-        bytes.push(b'\n');
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fsutil::ensure_private_dir(dir)?;
-            }
-            fsutil::write_atomic(&path, &bytes, fsutil::SECRET_MODE)
-        })
-        .await
-        .map_err(|e| UsageStoreError::Unavailable(e.to_string()))?
-        .map_err(write_error)
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || state_file::save(&path, &file))
+            .await
+            .map_err(|e| UsageStoreError::Unavailable(e.to_string()))?
+            .map_err(|e| UsageStoreError::Write {
+                path: self.path.clone(),
+                source: match e {
+                    StateFileError::Read(source) | StateFileError::Write(source) => source,
+                    other => io::Error::other(other.to_string()),
+                },
+            })
     }
 }
 
 fn load_blocking(path: &Path) -> Result<Option<UsageFile>, UsageStoreError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(UsageStoreError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
     let damaged = |reason: String| UsageStoreError::Damaged {
         path: path.to_owned(),
         reason,
     };
-    // The format first, so a newer layout says "upgrade" rather than "damaged".
-    #[derive(Deserialize)]
-    struct Format {
-        format: u32,
-    }
-    let Format { format } = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-    if format > USAGE_FORMAT {
-        return Err(UsageStoreError::TooNew {
+    let file: Option<UsageFile> = state_file::load(path, USAGE_FORMAT).map_err(|e| match e {
+        StateFileError::Read(source) | StateFileError::Write(source) => UsageStoreError::Read {
             path: path.to_owned(),
-            found: format,
-        });
-    }
-    let file: UsageFile = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-    if uuid::Uuid::parse_str(&file.epoch).is_err() {
+            source,
+        },
+        StateFileError::Damaged(reason) => damaged(reason),
+        StateFileError::TooNew(found) => UsageStoreError::TooNew {
+            path: path.to_owned(),
+            found,
+        },
+    })?;
+    if let Some(file) = &file
+        && uuid::Uuid::parse_str(&file.epoch).is_err()
+    {
         return Err(damaged(format!("epoch '{}' is not a UUID", file.epoch)));
     }
-    Ok(Some(file))
+    Ok(file)
 }
 
 #[cfg(test)]
