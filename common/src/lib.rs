@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`active`]: which held license a gateway serves (Kong's newest-`updated_at` rule), for
 //!   both binaries.
+//! - [`credential`]: a user's or connected app's credential, never shown in `Debug`.
 //! - [`license`]: Kong's license document, its canonical bytes and Ed25519 verification
 //!   against a set of trusted keys (key rotation means several may be trusted at once).
 //! - [`pki`]: the cluster CA, certificate signing requests and certificate inspection.
@@ -36,6 +37,7 @@
 pub mod active;
 pub mod codec;
 pub mod config;
+pub mod credential;
 pub mod duration;
 pub mod expiry;
 pub mod fsutil;

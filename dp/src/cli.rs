@@ -14,9 +14,7 @@ use licsync_common::telemetry::{self, LogConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, DpConfig};
-use crate::registration::{
-    self, CaSource, CreateOptions, Credential, RegistrationFile, RenewOptions,
-};
+use crate::registration::{self, CaSource, CreateOptions, RegistrationFile, RenewOptions};
 
 /// licsync data-plane agent: keeps the license a gateway reads in sync with the control plane.
 #[derive(Debug, Parser)]
@@ -86,7 +84,7 @@ pub struct CaArgs {
 }
 
 /// `registration renew`. The credential flags are checked together by
-/// [`Credential::from_flags`], which names the missing or extra flag.
+/// [`credential_from_flags`](crate::registration::renew::credential_from_flags), which names the missing or extra flag.
 #[derive(Debug, Args)]
 pub struct RenewArgs {
     /// An admin user of the control plane (with --password).
@@ -273,13 +271,16 @@ async fn renew(args: RenewArgs) -> ExitCode {
         timeout,
         registration_file,
     } = args;
-    let credential =
-        match Credential::from_flags(username, password, client_id, client_secret, |name| {
-            std::env::var(name).ok()
-        }) {
-            Ok(credential) => credential,
-            Err(mistake) => usage_error(&mistake),
-        };
+    let credential = match crate::registration::renew::credential_from_flags(
+        username,
+        password,
+        client_id,
+        client_secret,
+        |name| std::env::var(name).ok(),
+    ) {
+        Ok(credential) => credential,
+        Err(mistake) => usage_error(&mistake),
+    };
     let options = RenewOptions {
         credential,
         registration_file,

@@ -33,41 +33,14 @@ pub use rules::*;
 use password::Verdict;
 use throttle::{LoginThrottle, PrincipalKey, Throttled};
 
-/// What a caller presents to prove who it is.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
-    User {
-        username: String,
-        password: String,
-    },
-    App {
-        client_id: String,
-        client_secret: String,
-    },
-}
+/// What a caller presents to prove who it is (the shared type; its `Debug` hides the secret).
+pub use licsync_common::credential::Credential;
 
-/// Names the principal, never the secret.
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credential::User { username, .. } => f
-                .debug_struct("User")
-                .field("username", username)
-                .finish_non_exhaustive(),
-            Credential::App { client_id, .. } => f
-                .debug_struct("App")
-                .field("client_id", client_id)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
-impl Credential {
-    fn key(&self) -> PrincipalKey {
-        match self {
-            Credential::User { username, .. } => PrincipalKey::User(username.clone()),
-            Credential::App { client_id, .. } => PrincipalKey::App(client_id.clone()),
-        }
+/// Whose failures a credential counts against.
+fn principal_key(credential: &Credential) -> PrincipalKey {
+    match credential {
+        Credential::User { username, .. } => PrincipalKey::User(username.clone()),
+        Credential::App { client_id, .. } => PrincipalKey::App(client_id.clone()),
     }
 }
 
@@ -184,7 +157,7 @@ impl Principals {
         source: IpAddr,
         now: i64,
     ) -> Result<Principal, Refusal> {
-        let key = credential.key();
+        let key = principal_key(credential);
         let _permit = self
             .hashing
             .acquire()

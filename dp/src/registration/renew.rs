@@ -24,9 +24,7 @@ use licsync_common::fsutil;
 use licsync_common::license::TrustedKeys;
 use licsync_common::pki;
 use licsync_common::proto::registration_client::RegistrationClient;
-use licsync_common::proto::{
-    AppCredential, RegisterResponse, RenewRequest, UserCredential, renew_request,
-};
+use licsync_common::proto::{RegisterResponse, RenewRequest, renew_request};
 use tonic::Code;
 
 use super::create::check_issued;
@@ -39,118 +37,76 @@ pub const PASSWORD_ENV: &str = "LICSYNC_PASSWORD";
 /// Read when `--client-secret` is not given but `--client-id` is.
 pub const CLIENT_SECRET_ENV: &str = "LICSYNC_CLIENT_SECRET";
 
-/// Who authorises the renewal: an admin user, or a connected app with `manage:servers`.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
-    User {
-        username: String,
-        password: String,
-    },
-    App {
-        client_id: String,
-        client_secret: String,
-    },
-}
+/// Who authorises the renewal: an admin user, or a connected app with `manage:servers` (the
+/// shared type; its `Debug` hides the secret).
+pub use licsync_common::credential::Credential;
 
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::User { username, .. } => f
-                .debug_struct("User")
-                .field("username", username)
-                .finish_non_exhaustive(),
-            Self::App { client_id, .. } => f
-                .debug_struct("App")
-                .field("client_id", client_id)
-                .finish_non_exhaustive(),
-        }
+/// The credential from the four flags: exactly one complete pair. `env` looks up
+/// [`PASSWORD_ENV`] and [`CLIENT_SECRET_ENV`], used only when the pair's first flag is
+/// given. On error, the usage mistake in words that name the missing or extra flag.
+pub fn credential_from_flags(
+    username: Option<String>,
+    password: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Credential, String> {
+    let user_given = username.is_some() || password.is_some();
+    let app_given = client_id.is_some() || client_secret.is_some();
+    if user_given && app_given {
+        let user_flag = if username.is_some() {
+            "--username"
+        } else {
+            "--password"
+        };
+        let app_flag = if client_id.is_some() {
+            "--client-id"
+        } else {
+            "--client-secret"
+        };
+        return Err(format!(
+            "{user_flag} cannot be used with {app_flag}: pass either --username and --password, or --client-id and --client-secret"
+        ));
     }
-}
-
-impl Credential {
-    /// The credential from the four flags: exactly one complete pair. `env` looks up
-    /// [`PASSWORD_ENV`] and [`CLIENT_SECRET_ENV`], used only when the pair's first flag is
-    /// given. On error, the usage mistake in words that name the missing or extra flag.
-    pub fn from_flags(
-        username: Option<String>,
-        password: Option<String>,
-        client_id: Option<String>,
-        client_secret: Option<String>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
-        let user_given = username.is_some() || password.is_some();
-        let app_given = client_id.is_some() || client_secret.is_some();
-        if user_given && app_given {
-            let user_flag = if username.is_some() {
-                "--username"
-            } else {
-                "--password"
-            };
-            let app_flag = if client_id.is_some() {
-                "--client-id"
-            } else {
-                "--client-secret"
-            };
-            return Err(format!(
-                "{user_flag} cannot be used with {app_flag}: pass either --username and --password, or --client-id and --client-secret"
-            ));
+    let env = |name: &str| env(name).filter(|value| !value.is_empty());
+    match (username, password, client_id, client_secret) {
+        (Some(username), password, None, None) => {
+            let password = password.or_else(|| env(PASSWORD_ENV)).ok_or_else(|| {
+                format!("--username needs --password (or the {PASSWORD_ENV} environment variable)")
+            })?;
+            Ok(Credential::User { username, password })
         }
-        let env = |name: &str| env(name).filter(|value| !value.is_empty());
-        match (username, password, client_id, client_secret) {
-            (Some(username), password, None, None) => {
-                let password = password.or_else(|| env(PASSWORD_ENV)).ok_or_else(|| {
-                    format!("--username needs --password (or the {PASSWORD_ENV} environment variable)")
+        (None, Some(_), None, None) => {
+            Err("--password needs --username: the user whose password it is".into())
+        }
+        (None, None, Some(client_id), client_secret) => {
+            let client_secret = client_secret
+                .or_else(|| env(CLIENT_SECRET_ENV))
+                .ok_or_else(|| {
+                    format!(
+                        "--client-id needs --client-secret (or the {CLIENT_SECRET_ENV} environment variable)"
+                    )
                 })?;
-                Ok(Self::User { username, password })
-            }
-            (None, Some(_), None, None) => {
-                Err("--password needs --username: the user whose password it is".into())
-            }
-            (None, None, Some(client_id), client_secret) => {
-                let client_secret = client_secret
-                    .or_else(|| env(CLIENT_SECRET_ENV))
-                    .ok_or_else(|| {
-                        format!(
-                            "--client-id needs --client-secret (or the {CLIENT_SECRET_ENV} environment variable)"
-                        )
-                    })?;
-                Ok(Self::App {
-                    client_id,
-                    client_secret,
-                })
-            }
-            (None, None, None, Some(_)) => {
-                Err("--client-secret needs --client-id: the connected app whose secret it is".into())
-            }
-            _ => Err(
-                "say who authorises the renewal: --username and --password (an admin user), or --client-id and --client-secret (a connected app with the manage:servers scope)"
-                    .into(),
-            ),
-        }
-    }
-
-    fn to_wire(&self) -> renew_request::Credential {
-        match self {
-            Self::User { username, password } => renew_request::Credential::User(UserCredential {
-                username: username.clone(),
-                password: password.clone(),
-            }),
-            Self::App {
+            Ok(Credential::App {
                 client_id,
                 client_secret,
-            } => renew_request::Credential::App(AppCredential {
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-            }),
+            })
         }
+        (None, None, None, Some(_)) => {
+            Err("--client-secret needs --client-id: the connected app whose secret it is".into())
+        }
+        _ => Err(
+            "say who authorises the renewal: --username and --password (an admin user), or --client-id and --client-secret (a connected app with the manage:servers scope)"
+                .into(),
+        ),
     }
+}
 
-    /// What to check when the control plane did not accept this credential.
-    fn check_hint(&self) -> &'static str {
-        match self {
-            Self::User { .. } => "; check --username and --password",
-            Self::App { .. } => "; check --client-id and --client-secret",
-        }
+/// What to check when the control plane did not accept `credential`.
+fn check_hint(credential: &Credential) -> &'static str {
+    match credential {
+        Credential::User { .. } => "; check --username and --password",
+        Credential::App { .. } => "; check --client-id and --client-secret",
     }
 }
 
@@ -204,7 +160,7 @@ pub async fn renew(options: RenewOptions) -> Result<PathBuf, RegistrationError> 
         })?;
     let answer = RegistrationClient::new(channel)
         .renew(RenewRequest {
-            credential: Some(credential.to_wire()),
+            credential: Some(renew_request::Credential::from(&credential)),
             dataplane_id: old.dataplane_id.clone(),
             csr_der,
         })
@@ -309,7 +265,7 @@ fn refused(
 ) -> RegistrationError {
     call_failed(status, url, Call::Renew, |code| {
         match code {
-        Code::Unauthenticated => credential.check_hint().into(),
+        Code::Unauthenticated => check_hint(credential).into(),
         Code::PermissionDenied => "; renewing needs an admin user or a connected app with the manage:servers scope, for a data plane that was not revoked".into(),
         Code::NotFound => format!(
             "; the control plane does not know data plane {dataplane_id} (revoked or purged?): register it again with `licsync-dp registration create`"
@@ -337,7 +293,7 @@ mod tests {
         s: Option<&str>,
     ) -> Result<Credential, String> {
         let own = |v: Option<&str>| v.map(str::to_owned);
-        Credential::from_flags(own(u), own(p), own(i), own(s), |_| None)
+        credential_from_flags(own(u), own(p), own(i), own(s), |_| None)
     }
 
     #[test]
@@ -403,7 +359,7 @@ mod tests {
             CLIENT_SECRET_ENV => Some("app-env".to_owned()),
             _ => None,
         };
-        let user = Credential::from_flags(Some("ops".into()), None, None, None, env).unwrap();
+        let user = credential_from_flags(Some("ops".into()), None, None, None, env).unwrap();
         assert_eq!(
             user,
             Credential::User {
@@ -411,7 +367,7 @@ mod tests {
                 password: "from-env".into()
             }
         );
-        let app = Credential::from_flags(None, None, Some("app".into()), None, env).unwrap();
+        let app = credential_from_flags(None, None, Some("app".into()), None, env).unwrap();
         assert_eq!(
             app,
             Credential::App {
@@ -420,7 +376,7 @@ mod tests {
             }
         );
         // An environment variable never completes the other pair or makes a mix.
-        let err = Credential::from_flags(None, None, None, None, env).unwrap_err();
+        let err = credential_from_flags(None, None, None, None, env).unwrap_err();
         assert!(err.starts_with("say who authorises"), "{err}");
         let shown = format!("{user:?} {app:?}");
         assert!(
