@@ -16,7 +16,12 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
 /// (`<component>.signal_handler_failed`) and waits for Ctrl-C alone.
 pub async fn cancel_on_signal(component: &'static str, shutdown: CancellationToken) {
     let signal = wait_for_signal(component).await;
-    tracing::info!(event = %format!("{component}.signal"), signal, "Signal received; shutting down.");
+    let event = format!("{component}.signal");
+    tracing::info!(
+        event = event.as_str(),
+        signal,
+        "Signal received; shutting down."
+    );
     shutdown.cancel();
 }
 
@@ -32,8 +37,9 @@ async fn wait_for_signal(component: &'static str) -> &'static str {
             _ = int.recv() => "SIGINT",
         },
         _ => {
+            let event = format!("{component}.signal_handler_failed");
             tracing::warn!(
-                event = %format!("{component}.signal_handler_failed"),
+                event = event.as_str(),
                 "Cannot install the SIGTERM handler; only SIGINT (Ctrl-C) stops the process."
             );
             let _ = tokio::signal::ctrl_c().await;
