@@ -136,6 +136,26 @@ typo fails the install. Call with (list "key.name" value).
 {{- $value | toJson }}
 {{- end }}
 
+{{/* A whole number >= 0 (a count or a limit). Call with (list "key.name" value). */}}
+{{- define "licsync.toml.count" -}}
+{{- $key := index . 0 }}
+{{- $value := index . 1 | toString }}
+{{- if not (regexMatch "^[0-9]+$" $value) }}
+{{- fail (printf "%s: %q is not a whole number; write e.g. 512" $key $value) }}
+{{- end }}
+{{- $value }}
+{{- end }}
+
+{{/* true or false. Call with (list "key.name" value). */}}
+{{- define "licsync.toml.bool" -}}
+{{- $key := index . 0 }}
+{{- $value := index . 1 | toString }}
+{{- if not (has $value (list "true" "false")) }}
+{{- fail (printf "%s: %q is not true or false" $key $value) }}
+{{- end }}
+{{- $value }}
+{{- end }}
+
 {{/* log.format: "text" or "json". Call with (list "key.name" value). */}}
 {{- define "licsync.toml.logFormat" -}}
 {{- $key := index . 0 }}
