@@ -30,6 +30,16 @@ pub enum StateFileError {
     Write(io::Error),
 }
 
+impl StateFileError {
+    /// The error as an I/O error, for callers that report a failed write by path and cause.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            Self::Read(source) | Self::Write(source) => source,
+            other => io::Error::other(other.to_string()),
+        }
+    }
+}
+
 /// Reads the file at `path` holding format `current` or older; `Ok(None)` when there is none.
 pub fn load<T: DeserializeOwned>(path: &Path, current: u32) -> Result<Option<T>, StateFileError> {
     let bytes = match std::fs::read(path) {
@@ -53,13 +63,28 @@ pub fn load<T: DeserializeOwned>(path: &Path, current: u32) -> Result<Option<T>,
 /// Replaces the file at `path` with `value` (pretty JSON, a final newline, mode 0600);
 /// durable when it returns `Ok`.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileError> {
+    write(path, &encode(value)?)
+}
+
+/// A value serialised for [`write`]. Async callers encode on their own task, borrowing the
+/// value, and move only these bytes to a blocking thread for the disk work, rather than
+/// cloning the whole state to hand it over.
+pub struct Encoded(Vec<u8>);
+
+/// Serialises `value` as [`save`] writes it.
+pub fn encode<T: Serialize>(value: &T) -> Result<Encoded, StateFileError> {
     let mut bytes =
         serde_json::to_vec_pretty(value).map_err(|e| StateFileError::Write(io::Error::other(e)))?;
     bytes.push(b'\n');
+    Ok(Encoded(bytes))
+}
+
+/// Replaces the file at `path` with `encoded`; durable when it returns `Ok`.
+pub fn write(path: &Path, encoded: &Encoded) -> Result<(), StateFileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fsutil::ensure_private_dir(dir).map_err(StateFileError::Write)?;
     }
-    fsutil::write_atomic(path, &bytes, fsutil::SECRET_MODE).map_err(StateFileError::Write)
+    fsutil::write_atomic(path, &encoded.0, fsutil::SECRET_MODE).map_err(StateFileError::Write)
 }
 
 #[cfg(test)]

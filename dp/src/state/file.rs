@@ -2,7 +2,6 @@
 //! (temporary file, fsync, rename, directory fsync), so a crash leaves the old state or the
 //! new one, never a torn file.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use licsync_common::state_file::{self, StateFileError};
@@ -55,17 +54,16 @@ impl StateStore for FileStateStore {
 
     async fn save(&self, state: &DpState) -> Result<(), StateError> {
         let path = self.path.clone();
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || state_file::save(&path, &state))
-            .await
-            .map_err(|e| StateError::Unavailable(e.to_string()))?
-            .map_err(|e| StateError::Write {
-                path: self.path.clone(),
-                source: match e {
-                    StateFileError::Read(source) | StateFileError::Write(source) => source,
-                    other => io::Error::other(other.to_string()),
-                },
-            })
+        let written = match state_file::encode(state) {
+            Ok(encoded) => tokio::task::spawn_blocking(move || state_file::write(&path, &encoded))
+                .await
+                .map_err(|e| StateError::Unavailable(e.to_string()))?,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| StateError::Write {
+            path: self.path.clone(),
+            source: e.into_io(),
+        })
     }
 }
 

@@ -219,17 +219,16 @@ impl UsageStore {
     /// Replaces the saved counters; durable when it returns `Ok`.
     pub async fn save(&self, file: &UsageFile) -> Result<(), UsageStoreError> {
         let path = self.path.clone();
-        let file = file.clone();
-        tokio::task::spawn_blocking(move || state_file::save(&path, &file))
-            .await
-            .map_err(|e| UsageStoreError::Unavailable(e.to_string()))?
-            .map_err(|e| UsageStoreError::Write {
-                path: self.path.clone(),
-                source: match e {
-                    StateFileError::Read(source) | StateFileError::Write(source) => source,
-                    other => io::Error::other(other.to_string()),
-                },
-            })
+        let written = match state_file::encode(file) {
+            Ok(encoded) => tokio::task::spawn_blocking(move || state_file::write(&path, &encoded))
+                .await
+                .map_err(|e| UsageStoreError::Unavailable(e.to_string()))?,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| UsageStoreError::Write {
+            path: self.path.clone(),
+            source: e.into_io(),
+        })
     }
 }
 
