@@ -1,6 +1,12 @@
 //! The `licsync-cp` command line: `serve` runs the control plane; `license keygen | sign | verify`
 //! are the offline tools a license issuer uses (no server needed); `report` saves a running
-//! control plane's signed usage report and `report verify` checks a saved one offline.
+//! control plane's signed usage report and `report verify` checks a saved one offline;
+//! `config check` lets an operator (or a deployment pipeline) try a configuration before a
+//! restart depends on it, and `completions` prints a shell completion script.
+//!
+//! Exit codes, the same for `licsync-dp`: 0 success; 1 the command ran and failed, or its
+//! answer is "no" (a license or report that does not verify); 2 a bad command line or a bad
+//! configuration ([`UsageError`]), so that scripts can tell "fix the invocation" from "retry".
 
 use std::path::PathBuf;
 
@@ -25,6 +31,27 @@ pub enum Command {
     /// Save the signed usage report of a running control plane (`report --server URL --token T
     /// --output FILE`), or check a saved one offline (`report verify --file FILE --key B64`).
     Report(ReportCommand),
+    /// Check a configuration file without starting anything: exits 0, or prints the file, line
+    /// and key at fault and exits 2.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a completion script for a shell, e.g. `licsync-cp completions bash >
+    /// /etc/bash_completion.d/licsync-cp`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A bad command line or configuration: exit 2 rather than 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration exactly as `serve` would, then stop.
+    Check(ServeArgs),
 }
 
 /// `report`: fetch and save, unless the `verify` subcommand is given.

@@ -1,12 +1,13 @@
 //! `licsync-cp`: parse the command line, load the configuration, run until SIGTERM or SIGINT.
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use licsync_common::{config, telemetry};
-use licsync_cp::cli::{Cli, Command};
+use licsync_cp::cli::{Cli, Command, ConfigCommand, UsageError};
 use licsync_cp::config::CpConfig;
 use licsync_cp::server::{self, Listeners};
 use tokio_util::sync::CancellationToken;
@@ -17,27 +18,54 @@ fn main() -> ExitCode {
         Command::License(command) => licsync_cp::license_tool::run(command),
         Command::Report(command) => licsync_cp::report_tool::run(command),
         Command::Serve(args) => serve(args.config).map(|()| true),
+        Command::Config(ConfigCommand::Check(args)) => check(args.config).map(|()| true),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "licsync-cp",
+                &mut std::io::stdout(),
+            );
+            Ok(true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("licsync-cp: {error:#}");
-            ExitCode::from(2)
+            if error.is::<UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn serve(config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+/// The configuration `serve` would run with, checked, and where it came from.
+fn load_config(config_path: Option<PathBuf>) -> anyhow::Result<(CpConfig, String)> {
     let path = config::locate(config_path, "licsync-cp.toml");
-    let config: CpConfig = config::load(path.as_deref())?;
+    let source = path.as_deref().map_or_else(
+        || "built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let config: CpConfig =
+        config::load(path.as_deref()).map_err(|e| UsageError(format!("{e:#}")))?;
     if let Err(invalid) = config.validate() {
-        let source = path.map_or_else(
-            || "built-in defaults".to_owned(),
-            |p| p.display().to_string(),
-        );
-        anyhow::bail!("invalid config file {source}: {invalid}");
+        return Err(UsageError(format!("invalid config file {source}: {invalid}")).into());
     }
+    Ok((config, source))
+}
+
+fn check(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let (_, source) = load_config(config_path)?;
+    println!("licsync-cp: configuration OK ({source})");
+    Ok(())
+}
+
+fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let (config, _) = load_config(config_path)?;
     telemetry::init(&config.log)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

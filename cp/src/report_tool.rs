@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::admin::KONG_ADMIN_TOKEN;
-use crate::cli::{FetchReportArgs, ReportCommand, ReportSubcommand};
+use crate::cli::{FetchReportArgs, ReportCommand, ReportSubcommand, UsageError};
 
 /// How long each Admin API call may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,11 +46,14 @@ async fn save(args: FetchReportArgs) -> anyhow::Result<()> {
         ca_cert,
     } = args;
     let (Some(token), Some(output)) = (token, output) else {
-        bail!("--token and --output are required");
+        return Err(UsageError("--token and --output are required".into()).into());
     };
     let server = server.trim_end_matches('/').to_owned();
     if !(server.starts_with("http://") || server.starts_with("https://")) {
-        bail!("--server '{server}' must start with http:// or https://");
+        return Err(UsageError(format!(
+            "--server '{server}' must start with http:// or https://"
+        ))
+        .into());
     }
     let mut builder = reqwest::Client::builder().timeout(HTTP_TIMEOUT);
     if let Some(path) = &ca_cert {
@@ -133,7 +136,7 @@ async fn get(
 
 fn verify_file(file: &Path, key: &str) -> anyhow::Result<bool> {
     // A wrong key argument is a usage error (exit 2), not a verdict on the report.
-    report::parse_public_key(key)?;
+    report::parse_public_key(key).map_err(|e| UsageError(format!("--key: {e:#}")))?;
     let size = std::fs::metadata(file)
         .with_context(|| format!("cannot read {}", file.display()))?
         .len();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use licsync_common::duration::HumanDuration;
 use licsync_common::telemetry::{self, LogConfig};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,13 @@ use crate::registration::{self, CaSource, CreateOptions, RegistrationFile, Renew
 pub struct Cli {
     /// Configuration file (TOML). Without it, ./licsync-dp.toml is used when present, else
     /// built-in defaults.
-    #[arg(long, global = true, env = "LICSYNC_DP_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "LICSYNC_DP_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -36,6 +42,22 @@ pub enum Command {
     /// Register this data plane with a control plane, or inspect its registration.
     #[command(subcommand)]
     Registration(RegistrationCommand),
+    /// Check the configuration file without starting anything: exits 0, or prints the file,
+    /// line and key at fault and exits 2.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a completion script for a shell, e.g. `licsync-dp completions bash >
+    /// /etc/bash_completion.d/licsync-dp`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration exactly as `run` would, then stop.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +161,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            eprintln!("licsync-dp: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -157,6 +179,27 @@ pub fn main() -> ExitCode {
             runtime.block_on(renew(args))
         }
         Command::Registration(RegistrationCommand::Inspect(args)) => inspect(config, args),
+        Command::Config(ConfigCommand::Check) => match load_config(config.clone()) {
+            Ok(_) => {
+                let path = licsync_common::config::locate(config, config::DEFAULT_FILE_NAME);
+                let source = path.map_or_else(
+                    || "built-in defaults".to_owned(),
+                    |p| p.display().to_string(),
+                );
+                println!("licsync-dp: configuration OK ({source})");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "licsync-dp",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     };
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
@@ -165,7 +208,7 @@ pub fn main() -> ExitCode {
 fn load_config(explicit: Option<PathBuf>) -> Result<DpConfig, ExitCode> {
     let path = licsync_common::config::locate(explicit, config::DEFAULT_FILE_NAME);
     DpConfig::load(path.as_deref()).map_err(|e| {
-        eprintln!("Error: {e}");
+        eprintln!("licsync-dp: {e}");
         ExitCode::from(2)
     })
 }
@@ -180,7 +223,7 @@ fn init_quiet_logs() {
 
 async fn run(config: DpConfig) -> ExitCode {
     if let Err(e) = telemetry::init(&config.log) {
-        eprintln!("Error: {e}");
+        eprintln!("licsync-dp: {e}");
         return ExitCode::from(2);
     }
     let listener = match tokio::net::TcpListener::bind(config.local.listen).await {
@@ -236,7 +279,7 @@ async fn create(args: CreateArgs) -> ExitCode {
         (None, Some(hash)) => CaSource::Hash(hash),
         // clap's group makes one of them required.
         (None, None) => {
-            eprintln!("Error: pass --ca-cert FILE or --ca-cert-hash sha256:HEX");
+            eprintln!("licsync-dp: pass --ca-cert FILE or --ca-cert-hash sha256:HEX");
             return ExitCode::from(2);
         }
     };
@@ -254,7 +297,7 @@ async fn create(args: CreateArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("licsync-dp: {e}");
             ExitCode::FAILURE
         }
     }
@@ -294,7 +337,7 @@ async fn renew(args: RenewArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("licsync-dp: {e}");
             ExitCode::FAILURE
         }
     }
@@ -341,13 +384,13 @@ fn inspect(config: Option<PathBuf>, args: InspectArgs) -> ExitCode {
         }
         Ok(Err(e)) => {
             eprintln!(
-                "Error: cannot print the registration of {}: {e}",
+                "licsync-dp: cannot print the registration of {}: {e}",
                 path.display()
             );
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("licsync-dp: {e}");
             ExitCode::FAILURE
         }
     }

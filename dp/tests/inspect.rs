@@ -170,7 +170,7 @@ async fn a_missing_unreadable_or_broken_file_is_a_clear_error() {
     let err = failed(&inspect(dir.path(), &["--file", missing.to_str().unwrap()], &[]).await);
     assert!(
         err.starts_with(&format!(
-            "Error: registration file {} not found",
+            "licsync-dp: registration file {} not found",
             missing.display()
         )),
         "{err}"
@@ -181,7 +181,7 @@ async fn a_missing_unreadable_or_broken_file_is_a_clear_error() {
     std::fs::create_dir(&directory).unwrap();
     let err = failed(&inspect(dir.path(), &["--file", directory.to_str().unwrap()], &[]).await);
     assert!(
-        err.starts_with(&format!("Error: cannot read {}", directory.display())),
+        err.starts_with(&format!("licsync-dp: cannot read {}", directory.display())),
         "{err}"
     );
 
@@ -190,7 +190,7 @@ async fn a_missing_unreadable_or_broken_file_is_a_clear_error() {
     let err = failed(&inspect(dir.path(), &["--file", broken.to_str().unwrap()], &[]).await);
     assert!(
         err.starts_with(&format!(
-            "Error: registration file {} is invalid",
+            "licsync-dp: registration file {} is invalid",
             broken.display()
         )),
         "{err}"

@@ -128,7 +128,7 @@ async fn renewing_into_a_directory_that_holds_a_registration_file_is_refused() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        "Error: ./registration.yaml already exists, and renewing never overwrites a registration file; choose another --output-directory (for example a new empty one), or move that file away first\n"
+        "licsync-dp: ./registration.yaml already exists, and renewing never overwrites a registration file; choose another --output-directory (for example a new empty one), or move that file away first\n"
     );
     assert!(output.stdout.is_empty());
     assert_eq!(std::fs::read(&file).unwrap(), before);
