@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 /// 10 s an orchestrator waits between SIGTERM and SIGKILL, with room for the last flush.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
 
-/// Cancels `shutdown` at the first SIGTERM or SIGINT and logs which (`<component>.signal`).
+/// Cancels `shutdown` at the first SIGTERM or SIGINT, logs which (`<component>.signal`) and
+/// tells systemd the process is stopping.
 /// When the SIGTERM handler cannot be installed it says so
 /// (`<component>.signal_handler_failed`) and waits for Ctrl-C alone.
 pub async fn cancel_on_signal(component: &'static str, shutdown: CancellationToken) {
@@ -22,6 +23,7 @@ pub async fn cancel_on_signal(component: &'static str, shutdown: CancellationTok
         signal,
         "Signal received; shutting down."
     );
+    crate::sd_notify::stopping();
     shutdown.cancel();
 }
 

@@ -213,6 +213,9 @@ pub async fn run(
         version = licsync_common::VERSION,
         "Control plane started."
     );
+    licsync_common::sd_notify::ready(&format!(
+        "serving: admin {admin_addr}, cluster {cluster_addr}"
+    ));
 
     // A listener that dies on its own takes the whole process down rather than leaving half a
     // control plane running.

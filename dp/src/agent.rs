@@ -162,6 +162,7 @@ pub async fn run_with_clock(
         finish_usage(&counter, statsd_task, Vec::new()).await?;
         return Err(error.into());
     }
+    licsync_common::sd_notify::ready(&format!("started; local API {local_addr}"));
     let background = vec![
         tokio::spawn(
             usage::run_flusher(
