@@ -14,8 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // The encoded descriptors are served by the control plane's gRPC reflection.
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("licsync_descriptor.bin");
     // Every generated service and client uses the small-buffer codec (`src/codec.rs`).
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
         .codec_path("crate::codec::SmallBufferCodec")
         .compile_with_config(config, &protos, &[root])?;
     Ok(())

@@ -63,6 +63,11 @@ pub mod usage_month;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("licsync.v1");
+
+    /// The encoded `FileDescriptorSet` of `licsync.v1`, for gRPC server reflection (so
+    /// `grpcurl`-style tools work against the cluster listener without the `.proto` files).
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/licsync_descriptor.bin"));
 }
 
 /// The version of this build, as sent in `Hello` and reported by `/status`.

@@ -51,7 +51,7 @@ pub enum ServeError {
     #[error("cannot configure TLS for the cluster listener: {0}")]
     Tls(String),
     #[error("cluster listener failed: {0}")]
-    Cluster(#[from] tonic::transport::Error),
+    Cluster(#[from] cluster::ServeError),
     #[error("admin listener failed: {0}")]
     Admin(std::io::Error),
 }

@@ -1,4 +1,4 @@
-//! Closing cluster connections that carry no gRPC call.
+//! Closing cluster connections that carry no gRPC call, or only short calls for too long.
 //!
 //! hyper's HTTP/2 server waits for the client's preface and its next request forever, and its
 //! keepalive pings are answered by any HTTP/2 client library, so neither bounds a connection
@@ -8,6 +8,13 @@
 //! its whole life), and the connection's read half ([`IdleDeadline`], polled from
 //! `TlsConnection::poll_read`) fails once no call has been in progress for too long: the
 //! first-call deadline after the handshake, the idle timeout after that.
+//!
+//! Only a `Sync` stream (which needs a verified data-plane certificate) may last: every other
+//! call (registration, which is anonymous, health, reflection, usage reports, rotation) is
+//! short by nature, so a connection that has had such calls in progress, and no `Sync`, for
+//! longer than [`SHORT_CALL_LIMIT`] is closed. That bounds a registration whose request body
+//! trickles in and a reflection stream left open, which would otherwise hold the connection
+//! and its descriptor for as long as the peer likes.
 
 use std::future::Future;
 use std::io;
@@ -26,11 +33,41 @@ use super::tls::PeerInfo;
 /// `idle_since` before the first call.
 const NEVER: u64 = u64::MAX;
 
+/// How long a connection may have only short calls (anything but `Sync`) in progress: far
+/// more than a registration or a health check takes, far less than a held resource matters.
+pub const SHORT_CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// The path of the one call that may last (see the module docs).
+const SYNC_PATH: &str = "/licsync.v1.LicenseSync/Sync";
+
+/// Whether a call may last for the life of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A `Sync` stream.
+    Stream,
+    /// Any other call: bounded by [`SHORT_CALL_LIMIT`].
+    Short,
+}
+
+impl CallKind {
+    fn of_path(path: &str) -> Self {
+        if path == SYNC_PATH {
+            Self::Stream
+        } else {
+            Self::Short
+        }
+    }
+}
+
 /// The calls in progress on one connection.
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
-    in_progress: AtomicUsize,
+    streams: AtomicUsize,
+    short_calls: AtomicUsize,
+    /// Milliseconds after `epoch` since when short calls have been in progress without a pause
+    /// (meaningful while `short_calls > 0`).
+    busy_since: AtomicU64,
     /// Milliseconds after `epoch` when the last call ended ([`NEVER`] before the first one).
     idle_since: AtomicU64,
 }
@@ -39,21 +76,43 @@ impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
-            in_progress: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
+            short_calls: AtomicUsize::new(0),
+            busy_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(NEVER),
         })
     }
 
-    /// Marks a call as started; it ends when the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InProgress {
-        self.in_progress.fetch_add(1, Ordering::AcqRel);
-        InProgress(self.clone())
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NEVER - 1)
     }
 
-    /// When the connection becomes idle for good, or `None` while a call is in progress.
+    /// Marks a call as started; it ends when the guard is dropped.
+    pub fn begin(self: &Arc<Self>, kind: CallKind) -> InProgress {
+        match kind {
+            CallKind::Stream => {
+                self.streams.fetch_add(1, Ordering::AcqRel);
+            }
+            CallKind::Short => {
+                if self.short_calls.fetch_add(1, Ordering::AcqRel) == 0 {
+                    self.busy_since.store(self.now_ms(), Ordering::Release);
+                }
+            }
+        }
+        InProgress {
+            activity: self.clone(),
+            kind,
+        }
+    }
+
+    /// When the connection must close, or `None` while a `Sync` stream is in progress.
     fn deadline(&self, first_call: Duration, idle: Duration) -> Option<Instant> {
-        if self.in_progress.load(Ordering::Acquire) > 0 {
+        if self.streams.load(Ordering::Acquire) > 0 {
             return None;
+        }
+        if self.short_calls.load(Ordering::Acquire) > 0 {
+            let busy_since = self.busy_since.load(Ordering::Acquire);
+            return Some(self.epoch + Duration::from_millis(busy_since) + SHORT_CALL_LIMIT);
         }
         Some(match self.idle_since.load(Ordering::Acquire) {
             NEVER => self.epoch + first_call,
@@ -63,14 +122,22 @@ impl Activity {
 }
 
 /// One call in progress.
-pub struct InProgress(Arc<Activity>);
+pub struct InProgress {
+    activity: Arc<Activity>,
+    kind: CallKind,
+}
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        let activity = &self.0;
-        let since = u64::try_from(activity.epoch.elapsed().as_millis()).unwrap_or(NEVER - 1);
-        activity.idle_since.store(since, Ordering::Release);
-        activity.in_progress.fetch_sub(1, Ordering::AcqRel);
+        let activity = &self.activity;
+        activity
+            .idle_since
+            .store(activity.now_ms(), Ordering::Release);
+        let counter = match self.kind {
+            CallKind::Stream => &activity.streams,
+            CallKind::Short => &activity.short_calls,
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -105,7 +172,8 @@ impl IdleDeadline {
                 Some(deadline) if deadline <= now => {
                     return Poll::Ready(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        "no gRPC call on the cluster connection within its deadline",
+                        "no gRPC call on the cluster connection within its deadline, or only \
+                         short calls for longer than they may take",
                     ));
                 }
                 Some(deadline) => deadline,
@@ -148,10 +216,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let kind = CallKind::of_path(request.uri().path());
         let call = request
             .extensions()
             .get::<PeerInfo>()
-            .map(|peer| peer.activity.begin());
+            .map(|peer| peer.activity.begin(kind));
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -210,7 +279,7 @@ mod tests {
     async fn a_call_in_progress_keeps_the_connection_then_the_idle_timeout_counts_from_its_end() {
         let activity = Activity::new();
         let mut deadline = IdleDeadline::new(activity.clone(), FIRST, IDLE);
-        let call = activity.begin();
+        let call = activity.begin(CallKind::Stream);
         tokio::time::advance(FIRST + IDLE * 3).await;
         assert!(!expired(&mut deadline).await);
         drop(call);
@@ -218,6 +287,57 @@ mod tests {
         assert!(!expired(&mut deadline).await);
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(expired(&mut deadline).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_calls_hold_the_connection_only_for_the_short_call_limit() {
+        let activity = Activity::new();
+        let mut deadline = IdleDeadline::new(activity.clone(), FIRST, IDLE);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let first = activity.begin(CallKind::Short);
+        tokio::time::advance(SHORT_CALL_LIMIT / 2).await;
+        // A second call overlapping the first does not restart the clock.
+        let second = activity.begin(CallKind::Short);
+        drop(first);
+        tokio::time::advance(SHORT_CALL_LIMIT / 2 - Duration::from_millis(1)).await;
+        assert!(!expired(&mut deadline).await);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(expired(&mut deadline).await);
+        drop(second);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_call_that_ends_in_time_leaves_the_idle_timeout_in_charge() {
+        let activity = Activity::new();
+        let mut deadline = IdleDeadline::new(activity.clone(), FIRST, IDLE);
+        let call = activity.begin(CallKind::Short);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(call);
+        tokio::time::advance(IDLE - Duration::from_millis(1)).await;
+        assert!(!expired(&mut deadline).await);
+        // The next short call starts its own limit.
+        let call = activity.begin(CallKind::Short);
+        tokio::time::advance(SHORT_CALL_LIMIT - Duration::from_millis(1)).await;
+        assert!(!expired(&mut deadline).await);
+        // A Sync stream on the same connection keeps it however long the short call takes.
+        let stream = activity.begin(CallKind::Stream);
+        tokio::time::advance(SHORT_CALL_LIMIT * 4).await;
+        assert!(!expired(&mut deadline).await);
+        drop((stream, call));
+    }
+
+    #[test]
+    fn only_sync_is_a_lasting_call() {
+        assert_eq!(CallKind::of_path(SYNC_PATH), CallKind::Stream);
+        for path in [
+            "/licsync.v1.Registration/Register",
+            "/licsync.v1.LicenseSync/ReportUsage",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/licsync.v1.LicenseSync/Sync/",
+        ] {
+            assert_eq!(CallKind::of_path(path), CallKind::Short, "{path}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,6 +12,8 @@
 //! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
 //!   checks that certificate against the registry; `sync_end` says how a stream ended and
 //!   what the data plane is told; its `ReportUsage` call is in [`usage`].
+//! - [`health`]: `grpc.health.v1.Health` (`Check`) and server reflection, for load balancers
+//!   and tools.
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub mod accept;
 pub mod admission;
 pub mod ca;
 mod caller;
+pub mod health;
 pub mod idle;
 pub mod issue;
 pub mod log_limit;
@@ -37,6 +40,16 @@ pub mod sync;
 mod sync_end;
 pub mod tls;
 pub mod usage;
+
+/// Why the cluster listener stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The built-in descriptors did not load: a build defect, not something to configure.
+    #[error("cannot set up gRPC reflection: {0}")]
+    Reflection(String),
+}
 
 /// Largest gRPC message a data plane may send (Hello with many held licenses is the biggest).
 const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
@@ -49,7 +62,7 @@ pub async fn serve(
     ca: Arc<CertificateAuthority>,
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let keepalive = &cp.config.cluster;
     let registration = RegistrationServer::new(registration::RegistrationService::new(
         cp.clone(),
@@ -58,6 +71,8 @@ pub async fn serve(
     .max_decoding_message_size(MAX_INBOUND_MESSAGE);
     let sync = LicenseSyncServer::new(sync::SyncService::new(cp.clone(), ca, shutdown.clone()))
         .max_decoding_message_size(MAX_INBOUND_MESSAGE);
+    let (reflection_v1, reflection_v1alpha) =
+        health::reflection().map_err(|e| ServeError::Reflection(e.to_string()))?;
     let limits = accept::Limits::from_config(&cp.config.cluster);
     let incoming = accept::incoming(listener, tls, limits, shutdown.clone());
     tonic::transport::Server::builder()
@@ -66,6 +81,10 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(keepalive.keepalive_timeout.0))
         .add_service(registration)
         .add_service(sync)
+        .add_service(health::service(shutdown.clone()))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+        .map_err(ServeError::Transport)
 }

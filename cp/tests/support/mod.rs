@@ -54,7 +54,7 @@ pub struct Cluster {
     /// Where it listens: `127.0.0.1:<port>`; its certificate names `localhost`.
     pub addr: std::net::SocketAddr,
     pub shutdown: CancellationToken,
-    pub task: JoinHandle<Result<(), tonic::transport::Error>>,
+    pub task: JoinHandle<Result<(), licsync_cp::cluster::ServeError>>,
 }
 
 impl Api {
@@ -167,6 +167,12 @@ impl Api {
     /// A Registration client over TLS that trusts the CA in the data directory, as a data plane
     /// given `--ca-cert <data_dir>/pki/ca.crt` would.
     pub async fn registration_client(&self) -> RegistrationClient<Channel> {
+        RegistrationClient::new(self.cluster_channel().await)
+    }
+
+    /// A channel to the cluster listener without a client certificate (what anonymous calls
+    /// such as registration, health and reflection use).
+    pub async fn cluster_channel(&self) -> Channel {
         let cluster = self
             .cluster
             .as_ref()
@@ -175,14 +181,13 @@ impl Api {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://localhost:{}", cluster.addr.port()))
+        Endpoint::from_shared(format!("https://localhost:{}", cluster.addr.port()))
             .unwrap()
             .tls_config(tls)
             .unwrap()
             .connect()
             .await
-            .unwrap();
-        RegistrationClient::new(channel)
+            .unwrap()
     }
 
     /// A request carrying the admin token as a bearer.
