@@ -10,8 +10,9 @@
 //! - [`issue`]: a new certificate for a registered data plane (rotation, renewal).
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
 //! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
-//!   checks that certificate against the registry; `sync_end` says how a stream ended and
-//!   what the data plane is told; its `ReportUsage` call is in [`usage`].
+//!   checks that certificate against the registry; `sync_stream` runs one stream around its
+//!   [`crate::sync_machine`]; `sync_end` says how a stream ended and what the data plane is
+//!   told; its `ReportUsage` call is in [`usage`].
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub mod registration;
 pub mod server_cert;
 pub mod sync;
 mod sync_end;
+mod sync_stream;
 pub mod tls;
 pub mod usage;
 
