@@ -11,8 +11,9 @@
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
 //! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
 //!   checks that certificate against the registry; `sync_stream` runs one stream around its
-//!   [`crate::sync_machine`]; `sync_end` says how a stream ended and what the data plane is
-//!   told; its `ReportUsage` call is in [`usage`].
+//!   [`crate::sync_machine`] and `sync_actions` carries out what the machine decides;
+//!   `sync_end` says how a stream ended and what the data plane is told; its `ReportUsage`
+//!   call is in [`usage`].
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub mod log_limit;
 pub mod registration;
 pub mod server_cert;
 pub mod sync;
+mod sync_actions;
 mod sync_end;
 mod sync_stream;
 pub mod tls;

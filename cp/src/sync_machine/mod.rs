@@ -23,11 +23,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::dataplanes::SyncStatus;
 use crate::licenses::LicenseSet;
 use crate::model::Revision;
 
 mod action;
+mod answers;
 mod held;
 #[cfg(test)]
 mod tests;
@@ -107,10 +107,8 @@ impl SyncMachine {
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::AwaitingHello { deadline } => Some(deadline),
-            Phase::Open => match (self.pending.as_ref().map(|p| p.deadline), self.retry_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            // Never both: a retry waits for no answer.
+            Phase::Open => self.pending.as_ref().map(|p| p.deadline).or(self.retry_at),
             Phase::Greeted | Phase::Ended => None,
         }
     }
@@ -159,56 +157,6 @@ impl SyncMachine {
         actions
     }
 
-    /// The data plane applied update `nonce`.
-    pub fn on_ack(&mut self, now: Instant, nonce: &str) -> Vec<Action> {
-        self.answer(now, nonce, |machine, pending| {
-            let revision = pending.revision;
-            machine
-                .holdings
-                .answered(pending.upserted, pending.removed, &[]);
-            Action::Acked {
-                nonce: pending.nonce,
-                synced: machine.synced(revision, SyncStatus::Normal),
-            }
-        })
-    }
-
-    /// The data plane refused the `rejected` licenses of update `nonce` and kept the rest.
-    pub fn on_rejected(
-        &mut self,
-        now: Instant,
-        nonce: &str,
-        rejected: &[(Uuid, Revision)],
-    ) -> Vec<Action> {
-        self.answer(now, nonce, |machine, pending| {
-            let revision = pending.revision;
-            machine
-                .holdings
-                .answered(pending.upserted, pending.removed, rejected);
-            Action::Rejected {
-                nonce: pending.nonce,
-                synced: machine.synced(revision, SyncStatus::LicenseRejected),
-            }
-        })
-    }
-
-    /// The data plane could not apply update `nonce` at all (its disk, its license file):
-    /// nothing counts as held, and the update is sent again after the current delay.
-    pub fn on_apply_failed(&mut self, now: Instant, nonce: &str) -> Vec<Action> {
-        let mut actions = self.expire(now);
-        if let Some(pending) = self.take_pending(nonce, &mut actions) {
-            let delay = self.retry_delay;
-            self.retry_delay = (delay * 2).min(RETRY_MAX);
-            self.retry_at = Some(now + delay);
-            actions.push(Action::ApplyFailed {
-                nonce: pending.nonce,
-                revision: pending.revision,
-                retry_in: delay,
-            });
-        }
-        actions
-    }
-
     /// The data plane sent a heartbeat; answered even when it is sent no updates, so it sees
     /// its stream is served.
     pub fn on_heartbeat(&mut self, now: Instant) -> Vec<Action> {
@@ -222,24 +170,6 @@ impl SyncMachine {
     /// Time passed: whatever fell due by `now` (see [`Self::deadline`]).
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         self.expire(now)
-    }
-
-    /// An Ack or a listing Nack: `record` turns the answered update into what to report, and
-    /// a set that arrived meanwhile goes out next.
-    fn answer(
-        &mut self,
-        now: Instant,
-        nonce: &str,
-        record: impl FnOnce(&mut Self, Pending) -> Action,
-    ) -> Vec<Action> {
-        let mut actions = self.expire(now);
-        if let Some(pending) = self.take_pending(nonce, &mut actions) {
-            self.retry_delay = RETRY_INITIAL;
-            let answered = record(self, pending);
-            actions.push(answered);
-            self.catch_up(now, &mut actions);
-        }
-        actions
     }
 
     /// Applies whatever deadline passed by `now`: the end, or the retry.
@@ -300,29 +230,5 @@ impl SyncMachine {
             upserted,
             removed,
         }))
-    }
-
-    /// The update in flight if `nonce` names it; otherwise an [`Action::Ignored`] (unless the
-    /// stream already ended).
-    fn take_pending(&mut self, nonce: &str, actions: &mut Vec<Action>) -> Option<Pending> {
-        match &self.pending {
-            Some(p) if p.nonce == nonce => self.pending.take(),
-            _ => {
-                if !matches!(self.phase, Phase::Ended) {
-                    actions.push(Action::Ignored {
-                        nonce: nonce.to_owned(),
-                    });
-                }
-                None
-            }
-        }
-    }
-
-    fn synced(&self, revision: Revision, status: SyncStatus) -> Synced {
-        Synced {
-            revision,
-            status: self.holdings.status(status, &self.latest),
-            active: self.holdings.active(&self.latest),
-        }
     }
 }
