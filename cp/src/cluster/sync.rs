@@ -30,7 +30,7 @@
 //!
 //! Layers: this file translates between protobuf and the domain (the Hello's held list, the
 //! response channel); [`crate::sync_machine`] decides what is sent and when, with time as an
-//! input so its timeouts are tested without a stream; [`super::sync_stream`] runs one stream,
+//! input so its timeouts are tested without a stream; `sync_stream` runs one stream,
 //! feeding the machine and doing what it answers (send, the fleet's live state, the log).
 
 use std::collections::HashMap;

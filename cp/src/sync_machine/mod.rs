@@ -5,7 +5,7 @@
 //! explicit instants.
 //!
 //! The rule: each update is the delta between the newest [`LicenseSet`] and what the data plane
-//! acknowledged ([`held`]). At most one update is in flight; sets arriving meanwhile replace
+//! acknowledged ([`Held`]). At most one update is in flight; sets arriving meanwhile replace
 //! one another and the next update is computed from the newest once the data plane answers, so
 //! a burst coalesces into one update and a slow data plane is only brought up to date later,
 //! never skipped. An update unanswered for `cluster.ack_timeout` ends the stream (the data
