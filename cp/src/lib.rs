@@ -4,6 +4,7 @@
 //! # Layout
 //! - Domain: [`model`] (records), [`licenses`] (the single license writer and the snapshot every
 //!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state),
+//!   [`sync_machine`] (what one data plane's sync stream sends and when, without the stream),
 //!   [`principals`] (users and connected apps: login checks, throttling, permissions),
 //!   [`usage`] (metered request counts and the signed report), [`entitlement`] and [`expiry`]
 //!   (what the log says about the active license, watched by [`license_watch`]).
@@ -35,4 +36,5 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod sync_machine;
 pub mod usage;

@@ -10,8 +10,10 @@
 //! - [`issue`]: a new certificate for a registered data plane (rotation, renewal).
 //! - [`registration`]: `licsync.v1.Registration` (no client certificate needed).
 //! - [`sync`]: `licsync.v1.LicenseSync` (verified client certificate required); `caller`
-//!   checks that certificate against the registry; `sync_end` says how a stream ended and
-//!   what the data plane is told; its `ReportUsage` call is in [`usage`].
+//!   checks that certificate against the registry; `sync_stream` runs one stream around its
+//!   [`crate::sync_machine`] and `sync_actions` carries out what the machine decides;
+//!   `sync_end` says how a stream ended and what the data plane is told; its `ReportUsage`
+//!   call is in [`usage`].
 //! - [`health`]: `grpc.health.v1.Health` (`Check`) and server reflection, for load balancers
 //!   and tools.
 
@@ -37,7 +39,9 @@ pub mod log_limit;
 pub mod registration;
 pub mod server_cert;
 pub mod sync;
+mod sync_actions;
 mod sync_end;
+mod sync_stream;
 pub mod tls;
 pub mod usage;
 
