@@ -1,12 +1,15 @@
 //! The promises every backend keeps, run against each of them: licenses and the revision move
 //! together, a token's uses are counted atomically, a taken username or client id is refused
-//! atomically and lookups are exact, and usage counters keep the maximum ever reported. Plus
+//! atomically and lookups are exact, and usage counters keep the maximum ever reported; against memory, sled and PostgreSQL. Plus
 //! that sled keeps principals across a reopen. (Renewals update the record through
 //! `DataPlanes::update`, tested there.)
 
 use uuid::Uuid;
 
-use super::{MemoryStore, PrincipalStore, SledStore, Store, UsageMonth, UsageRow, UsageSubmission};
+use super::{
+    MemoryStore, PostgresStore, PrincipalStore, SledStore, Store, UsageMonth, UsageRow,
+    UsageSubmission,
+};
 use crate::model::{
     ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, Role, Scope, StoredLicense,
     TokenRefusal, User,
@@ -121,13 +124,6 @@ async fn exercise_records(store: &dyn Store) {
     assert!(store.dataplanes().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn sled_and_memory_backends_agree() {
-    let dir = tempfile::tempdir().unwrap();
-    exercise(&SledStore::open(&dir.path().join("db")).unwrap()).await;
-    exercise(&MemoryStore::new()).await;
-}
-
 async fn exercise_principals(store: &dyn Store) {
     let alice = User {
         username: "alice".into(),
@@ -214,6 +210,12 @@ async fn memory_backend_conforms() {
 async fn sled_backend_conforms() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&SledStore::open(&dir.path().join("db")).unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_backend_conforms() {
+    let url = super::postgres::test_server::fresh_database().await;
+    exercise(&PostgresStore::open(&url, None, 4).await.unwrap()).await;
 }
 
 #[tokio::test]

@@ -10,11 +10,13 @@
 #[cfg(test)]
 mod conformance;
 pub mod memory;
+pub mod postgres;
 pub mod records;
 pub mod sled_store;
 mod traits;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use records::{
     LicenseRows, MergedUsage, UsageKey, UsageMonth, UsageRow, UsageSubmission, merge_usage,
     token_refusal,

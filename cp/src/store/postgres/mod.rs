@@ -1,0 +1,141 @@
+//! The PostgreSQL backend: the store several control-plane nodes share.
+//!
+//! Crates: `tokio-postgres` (the driver most of the async Rust PostgreSQL ecosystem builds on,
+//! maintained with `rust-postgres`, pure Rust, no OpenSSL) with `deadpool-postgres` for the
+//! connection pool. Queries are plain SQL checked at run time: unlike `sqlx`'s compile-time
+//! checked macros, building needs no database and no cached query metadata, and the dependency
+//! tree stays small (no second TLS stack, no macros crate).
+//!
+//! Semantics are sled's (see [`super`]): a write returns once its transaction has committed
+//! (durable as the server's `synchronous_commit` makes it); the revision changes in the same
+//! transaction as the license; a token's use is counted under a row lock, so of two concurrent
+//! registrations against a token's last use exactly one wins, on any node; usage counters
+//! are raised with `GREATEST` in one statement per batch, so reports merge exactly once
+//! whichever node receives them.
+//!
+//! Layout: this file connects and migrates; [`schema`] holds the versioned migrations;
+//! `licenses`, `fleet` (registration tokens and data planes), `principals` and `usage` implement
+//! the aggregate traits.
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{StorageInfo, StoreError, StoreMeta, StoreResult};
+use async_trait::async_trait;
+
+mod fleet;
+mod licenses;
+mod principals;
+pub mod schema;
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+mod tests;
+mod usage;
+
+/// How many connections a node keeps open by default.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Storage in a PostgreSQL database, through a connection pool.
+pub struct PostgresStore {
+    pool: Pool,
+    /// The server's version, for `/status`.
+    server_version: &'static str,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`), with `password` when the
+    /// URL has none, and brings the schema up to date (refusing one newer than this binary).
+    pub async fn open(url: &str, password: Option<&str>, pool_size: usize) -> StoreResult<Self> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Backend(format!(
+                "storage.postgres.url is not a valid PostgreSQL URL: {e} \
+                 (expected postgres://USER@HOST:PORT/DB)"
+            ))
+        })?;
+        if let Some(password) = password
+            && config.get_password().is_none()
+        {
+            config.password(password);
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        schema::up(&mut client)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let version: String = client
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        // Leaked once per store (a node opens one), so `/status` can borrow it forever.
+        let server_version = Box::leak(version.into_boxed_str());
+        drop(client);
+        Ok(Self {
+            pool,
+            server_version,
+        })
+    }
+
+    /// The schema version of the database at `url` (no migration).
+    pub async fn schema_status(&self) -> StoreResult<schema::SchemaStatus> {
+        let client = self.client().await?;
+        schema::status(&client)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+#[async_trait]
+impl StoreMeta for PostgresStore {
+    fn info(&self) -> StorageInfo {
+        StorageInfo {
+            backend: "postgres",
+            version: self.server_version,
+        }
+    }
+
+    /// Every write has committed before it returned: nothing to flush.
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// A driver error as a storage error.
+fn db(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(format!("postgres: {e}"))
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Backend(format!("cannot get a PostgreSQL connection: {e}"))
+}
+
+/// A stored integer that must fit the record's unsigned field.
+fn unsigned<T: TryFrom<i64>>(value: i64, what: &str) -> StoreResult<T> {
+    T::try_from(value).map_err(|_| StoreError::Corrupt {
+        key: what.to_owned(),
+        reason: format!("{value} is out of range"),
+    })
+}
+
+/// An unsigned value as a PostgreSQL `bigint`.
+fn signed<T: TryInto<i64>>(value: T, what: &str) -> StoreResult<i64> {
+    value
+        .try_into()
+        .map_err(|_| StoreError::Backend(format!("{what} does not fit a PostgreSQL bigint")))
+}
