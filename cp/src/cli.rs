@@ -1,10 +1,11 @@
 //! The `licsync-cp` command line: `serve` runs the control plane; `license keygen | sign | verify`
 //! are the offline tools a license issuer uses (no server needed); `report` saves a running
-//! control plane's signed usage report and `report verify` checks a saved one offline.
+//! control plane's signed usage report and `report verify` checks a saved one offline;
+//! `storage migrate [status|up]` shows or applies the PostgreSQL schema migrations.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// licsync control plane: stores signed licenses behind a Kong-compatible Admin API and streams
 /// them to registered data planes over mutually authenticated gRPC.
@@ -25,6 +26,35 @@ pub enum Command {
     /// Save the signed usage report of a running control plane (`report --server URL --token T
     /// --output FILE`), or check a saved one offline (`report verify --file FILE --key B64`).
     Report(ReportCommand),
+    /// Storage maintenance: `storage migrate [status|up]` shows or applies the PostgreSQL
+    /// schema migrations.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Show (`status`, the default) or apply (`up`) the PostgreSQL schema migrations of the
+    /// database in the configuration (storage.backend = "postgres").
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[arg(value_enum, default_value = "status")]
+    pub action: MigrateAction,
+    /// TOML configuration file, as for `serve`.
+    #[arg(long, short = 'c', env = "LICSYNC_CP_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrateAction {
+    /// Print the schema version and how many migrations are pending; exit 1 when the schema
+    /// is newer than this binary.
+    Status,
+    /// Apply the pending migrations (under the migration lock, so nodes may be starting).
+    Up,
 }
 
 /// `report`: fetch and save, unless the `verify` subcommand is given.

@@ -34,5 +34,6 @@ pub mod report_tool;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod storage_tool;
 pub mod store;
 pub mod usage;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::License(command) => licsync_cp::license_tool::run(command),
         Command::Report(command) => licsync_cp::report_tool::run(command),
+        Command::Storage(command) => licsync_cp::storage_tool::run(command),
         Command::Serve(args) => serve(args.config).map(|()| true),
     };
     match result {

@@ -17,6 +17,8 @@
 //! `licenses`, `fleet` (registration tokens and data planes), `principals` and `usage` implement
 //! the aggregate traits.
 
+use std::time::Duration;
+
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
@@ -33,6 +35,13 @@ pub(crate) mod test_server;
 mod tests;
 mod usage;
 
+/// How long connecting to the server may take (unless the URL sets `connect_timeout`): an
+/// unreachable database fails a request instead of hanging it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request may wait for a free pooled connection before failing.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How many connections a node keeps open by default.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
@@ -47,6 +56,13 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`), with `password` when the
     /// URL has none, and brings the schema up to date (refusing one newer than this binary).
     pub async fn open(url: &str, password: Option<&str>, pool_size: usize) -> StoreResult<Self> {
+        let store = Self::connect(url, password, pool_size).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema (for `storage migrate status`).
+    pub async fn connect(url: &str, password: Option<&str>, pool_size: usize) -> StoreResult<Self> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             StoreError::Backend(format!(
                 "storage.postgres.url is not a valid PostgreSQL URL: {e} \
@@ -58,6 +74,9 @@ impl PostgresStore {
         {
             config.password(password);
         }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -67,12 +86,12 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
-        let mut client = pool.get().await.map_err(pool_error)?;
-        schema::up(&mut client)
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let client = pool.get().await.map_err(pool_error)?;
         let version: String = client
             .query_one("SHOW server_version", &[])
             .await
@@ -87,7 +106,16 @@ impl PostgresStore {
         })
     }
 
-    /// The schema version of the database at `url` (no migration).
+    /// Applies the migrations the database lacks, under the migration lock; the versions
+    /// applied. Refuses a schema newer than this binary knows.
+    pub async fn migrate(&self) -> StoreResult<Vec<i32>> {
+        let mut client = self.client().await?;
+        schema::up(&mut client)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// Where the database's schema stands (no migration).
     pub async fn schema_status(&self) -> StoreResult<schema::SchemaStatus> {
         let client = self.client().await?;
         schema::status(&client)
@@ -118,11 +146,30 @@ impl StoreMeta for PostgresStore {
 
 /// A driver error as a storage error.
 fn db(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Backend(format!("postgres: {e}"))
+    StoreError::Backend(format!("postgres: {}", with_causes(&e)))
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Backend(format!("cannot get a PostgreSQL connection: {e}"))
+    StoreError::Backend(format!(
+        "cannot get a PostgreSQL connection: {}",
+        with_causes(&e)
+    ))
+}
+
+/// `e` and every error under it ("invalid configuration: password missing"): the pool and the
+/// driver put the useful part in the causes.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// A stored integer that must fit the record's unsigned field.

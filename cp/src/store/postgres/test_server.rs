@@ -15,8 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The superuser `initdb` creates; trust authentication on loopback only.
+/// The superuser `initdb` creates. TCP connections need its password (SCRAM), so tests can
+/// tell whether a password reached the server; the Unix socket (never used by tests) trusts.
 const SUPERUSER: &str = "licsync";
+pub const PASSWORD: &str = "licsync-test-password";
 
 struct Server {
     port: u16,
@@ -25,8 +27,8 @@ struct Server {
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
 
-/// A new, empty database on the shared test server, as a connection URL. Panics with the
-/// reason when the server cannot be started (missing binaries included).
+/// A new, empty database on the shared test server, as a connection URL with the password.
+/// Panics with the reason when the server cannot be started (missing binaries included).
 pub async fn fresh_database() -> String {
     let port = match SERVER.get_or_init(start) {
         Ok(server) => server.port,
@@ -37,7 +39,7 @@ pub async fn fresh_database() -> String {
         std::process::id(),
         NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
     );
-    let admin = format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres");
+    let admin = format!("postgres://{SUPERUSER}:{PASSWORD}@127.0.0.1:{port}/postgres");
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
         .expect("connect to the test PostgreSQL server");
@@ -48,7 +50,12 @@ pub async fn fresh_database() -> String {
         .expect("create a test database");
     drop(client);
     let _ = connection.await;
-    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{name}")
+    format!("postgres://{SUPERUSER}:{PASSWORD}@127.0.0.1:{port}/{name}")
+}
+
+/// `url` (from [`fresh_database`]) without its password.
+pub fn without_password(url: &str) -> String {
+    url.replacen(&format!(":{PASSWORD}@"), "@", 1)
 }
 
 /// Finds `program` on `PATH`, or says what to install.
@@ -135,6 +142,10 @@ fn start() -> Result<Server, String> {
     let log = path(&dir.join("server.log"))?;
     let (initdb, pg_ctl) = (path(&initdb)?, path(&pg_ctl)?);
     watchdog(root, &pg_ctl, &data, &dir_text)?;
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, PASSWORD)
+        .map_err(|e| format!("cannot write {}: {e}", password_file.display()))?;
+    let password_file = format!("--pwfile={}", path(&password_file)?);
     sh(&as_owner(
         root,
         &[
@@ -143,13 +154,14 @@ fn start() -> Result<Server, String> {
             &data,
             "-U",
             SUPERUSER,
-            "--auth=trust",
+            &password_file,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
             "-E",
             "UTF8",
             "--no-sync",
         ],
     ))
-    .map(|_| ())
     .map_err(|e| format!("initdb: {e}"))?;
     // A port found free can be taken before the server binds it: try a few.
     let mut last = String::new();

@@ -149,3 +149,124 @@ async fn a_bad_url_is_refused_naming_the_key() {
         "{refused}"
     );
 }
+
+/// A configuration using the test database at `url`.
+fn config(url: String, password_file: Option<std::path::PathBuf>) -> crate::config::CpConfig {
+    let mut config = crate::config::CpConfig::default();
+    config.storage.backend = crate::config::StorageBackend::Postgres;
+    config.storage.postgres.url = Some(url);
+    config.storage.postgres.password_file = password_file;
+    config
+}
+
+#[tokio::test]
+async fn the_password_file_gives_the_password_the_url_lacks() {
+    let url = super::test_server::without_password(&fresh_database().await);
+    let refused = crate::server::open_postgres(&config(url.clone(), None))
+        .await
+        .err()
+        .expect("no password, yet connected");
+    assert!(refused.to_string().contains("password"), "{refused}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{}\n", super::test_server::PASSWORD)).unwrap();
+    let store = crate::server::open_postgres(&config(url, Some(file)))
+        .await
+        .unwrap();
+    assert_eq!(store.schema_status().await.unwrap().current, schema::LATEST);
+}
+
+#[test]
+fn storage_migrate_shows_then_applies_then_refuses_a_newer_schema() {
+    use crate::cli::{MigrateAction, MigrateArgs, StorageCommand};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = runtime.block_on(fresh_database());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("licsync-cp.toml");
+    std::fs::write(
+        &file,
+        format!("[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let migrate = |action| {
+        crate::storage_tool::run(StorageCommand::Migrate(MigrateArgs {
+            action,
+            config: Some(file.clone()),
+        }))
+    };
+    assert!(migrate(MigrateAction::Status).unwrap());
+    let status = |url: &str| {
+        runtime.block_on(async {
+            let store = PostgresStore::connect(url, None, 1).await.unwrap();
+            store.schema_status().await.unwrap()
+        })
+    };
+    assert_eq!(status(&url).current, 0, "status changes nothing");
+    assert!(migrate(MigrateAction::Up).unwrap());
+    assert_eq!(status(&url).current, schema::LATEST);
+    assert!(migrate(MigrateAction::Up).unwrap(), "up again is a no-op");
+
+    runtime.block_on(async {
+        let store = PostgresStore::connect(&url, None, 1).await.unwrap();
+        let client = store.client().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO schema_migrations (version, description) VALUES ($1, 'newer')",
+                &[&(schema::LATEST + 1)],
+            )
+            .await
+            .unwrap();
+    });
+    assert!(!migrate(MigrateAction::Status).unwrap(), "a newer schema");
+    let refused = migrate(MigrateAction::Up).unwrap_err().to_string();
+    assert!(refused.contains("restore"), "{refused}");
+
+    std::fs::write(&file, "[storage]\nbackend = \"sled\"\n").unwrap();
+    let refused = migrate(MigrateAction::Status).unwrap_err().to_string();
+    assert!(
+        refused.contains("storage.backend = \"postgres\""),
+        "{refused}"
+    );
+}
+
+/// `serve` with `storage.backend = "postgres"` runs on the database: `/status` names it, and
+/// the bootstrap admin token it created is in the database for the next start.
+#[tokio::test]
+async fn a_control_plane_serves_from_postgres() {
+    use crate::store::{PrincipalStore, StoreMeta};
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(url.clone(), None);
+    config.data_dir = dir.path().join("data");
+    config.admin.listen = ([127, 0, 0, 1], 0).into();
+    config.cluster.listen = ([127, 0, 0, 1], 0).into();
+    let listeners = crate::server::Listeners::bind(&config).await.unwrap();
+    let admin = listeners.admin.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(crate::server::run(config, listeners, shutdown.clone()));
+    let token_file = dir.path().join("data").join(crate::admin::ADMIN_TOKEN_FILE);
+    let client = reqwest::Client::new();
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(token) = std::fs::read_to_string(&token_file)
+            && let Ok(answer) = client
+                .get(format!("http://{admin}/status"))
+                .header("Kong-Admin-Token", token.trim())
+                .send()
+                .await
+            && answer.status().is_success()
+        {
+            status = Some(answer.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = status.expect("the control plane never answered /status");
+    assert_eq!(status["storage"]["backend"], "postgres", "{status}");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    let store = PostgresStore::open(&url, None, 1).await.unwrap();
+    assert_eq!(store.info().backend, "postgres");
+    assert_eq!(store.api_tokens().await.unwrap().len(), 1);
+}
