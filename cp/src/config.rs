@@ -187,6 +187,9 @@ pub struct PostgresConfig {
     pub password_file: Option<PathBuf>,
     /// Connections this node keeps open to the database at most.
     pub pool_size: usize,
+    /// The CA certificate(s) (PEM) that signed the server's certificate: set, connections use
+    /// TLS and verify the server; unset, plain TCP (and a URL with `sslmode=require` is refused).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PostgresConfig {
@@ -195,6 +198,7 @@ impl Default for PostgresConfig {
             url: None,
             password_file: None,
             pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
+            ca_file: None,
         }
     }
 }
@@ -222,23 +226,40 @@ impl PostgresConfig {
             key: "storage.postgres.password_file",
             reason,
         };
-        let mut text = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|file| {
-                std::io::Read::read_to_end(&mut std::io::Read::take(file, 4097), &mut text)
-            })
-            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        if text.len() > 4096 {
-            return Err(invalid(format!("{} is over 4 KiB", path.display())));
-        }
-        let text = String::from_utf8(text)
-            .map_err(|_| invalid(format!("{} is not UTF-8 text", path.display())))?;
+        let text = read_text(path, 4096).map_err(invalid)?;
         let password = text.trim_end_matches(['\n', '\r']);
         if password.is_empty() {
             return Err(invalid(format!("{} is empty", path.display())));
         }
         Ok(Some(password.to_owned()))
     }
+
+    /// The contents of `ca_file`, when set.
+    pub fn ca_pem(&self) -> Result<Option<String>, Invalid> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        read_text(path, 1 << 20)
+            .map(Some)
+            .map_err(|reason| Invalid {
+                key: "storage.postgres.ca_file",
+                reason,
+            })
+    }
+}
+
+/// The UTF-8 text of `path`, at most `limit` bytes, or why not.
+fn read_text(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut text)
+        })
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{} is over {limit} bytes", path.display()));
+    }
+    String::from_utf8(text).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

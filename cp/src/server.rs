@@ -23,6 +23,7 @@ use crate::config::{CpConfig, StorageBackend};
 use crate::licenses::Licenses;
 use crate::lifecycle::{self, expiry::OwnCertificates};
 use crate::state::ControlPlane;
+use crate::store::postgres::ConnectOptions;
 use crate::store::{MemoryStore, PostgresStore, SledStore, Store};
 use crate::usage::ReportKey;
 
@@ -272,11 +273,25 @@ fn addr_text(listener: &TcpListener) -> String {
 
 /// Connects to `storage.postgres` and brings its schema up to date.
 pub async fn open_postgres(config: &CpConfig) -> Result<PostgresStore, ServeError> {
+    let store = connect_postgres(config).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Connects to `storage.postgres` (password and CA as configured) without migrating.
+pub async fn connect_postgres(config: &CpConfig) -> Result<PostgresStore, ServeError> {
     let pg = &config.storage.postgres;
     let url = pg.url.as_deref().ok_or_else(|| crate::config::Invalid {
         key: "storage.postgres.url",
         reason: "required with storage.backend = \"postgres\"".into(),
     })?;
     let password = pg.password()?;
-    Ok(PostgresStore::open(url, password.as_deref(), pg.pool_size).await?)
+    let ca_pem = pg.ca_pem()?;
+    Ok(PostgresStore::connect(&ConnectOptions {
+        url,
+        password: password.as_deref(),
+        pool_size: pg.pool_size,
+        ca_pem: ca_pem.as_deref(),
+    })
+    .await?)
 }

@@ -7,7 +7,6 @@ use licsync_common::config;
 
 use crate::cli::{MigrateAction, StorageCommand};
 use crate::config::{CpConfig, StorageBackend};
-use crate::store::PostgresStore;
 
 /// Runs a `storage` command; `Ok(false)` when the schema is newer than this binary.
 pub fn run(command: StorageCommand) -> anyhow::Result<bool> {
@@ -30,13 +29,7 @@ pub fn run(command: StorageCommand) -> anyhow::Result<bool> {
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let pg = &config.storage.postgres;
-        let url = pg
-            .url
-            .as_deref()
-            .context("storage.postgres.url is not set")?;
-        let password = pg.password()?;
-        let store = PostgresStore::connect(url, password.as_deref(), 1).await?;
+        let store = crate::server::connect_postgres(&config).await?;
         match args.action {
             MigrateAction::Status => {
                 let status = store.schema_status().await?;

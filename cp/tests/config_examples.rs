@@ -76,4 +76,10 @@ fn postgres_storage_mistakes_name_their_key() {
     config.storage.postgres.password_file = Some(dir.path().join("missing"));
     let invalid = config.storage.postgres.password().unwrap_err().to_string();
     assert!(invalid.contains("cannot read"), "{invalid}");
+    config.storage.postgres.ca_file = Some(dir.path().join("missing-ca.crt"));
+    let invalid = config.storage.postgres.ca_pem().unwrap_err().to_string();
+    assert!(
+        invalid.contains("storage.postgres.ca_file") && invalid.contains("cannot read"),
+        "{invalid}"
+    );
 }

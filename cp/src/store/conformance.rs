@@ -16,7 +16,7 @@ use crate::model::{
 };
 
 /// Every conformance check, in turn, against one empty store.
-pub(super) async fn exercise(store: &dyn Store) {
+pub(crate) async fn exercise(store: &dyn Store) {
     exercise_records(store).await;
     exercise_principals(store).await;
     exercise_usage(store).await;

@@ -4,7 +4,8 @@
 //! maintained with `rust-postgres`, pure Rust, no OpenSSL) with `deadpool-postgres` for the
 //! connection pool. Queries are plain SQL checked at run time: unlike `sqlx`'s compile-time
 //! checked macros, building needs no database and no cached query metadata, and the dependency
-//! tree stays small (no second TLS stack, no macros crate).
+//! tree stays small (no second TLS stack, no macros crate). TLS is `tokio-postgres-rustls`
+//! over the workspace's rustls with the ring provider (`tls`), so nothing links OpenSSL.
 //!
 //! Semantics are sled's (see [`super`]): a write returns once its transaction has committed
 //! (durable as the server's `synchronous_commit` makes it); the revision changes in the same
@@ -13,9 +14,9 @@
 //! are raised with `GREATEST` in one statement per batch, so reports merge exactly once
 //! whichever node receives them.
 //!
-//! Layout: this file connects and migrates; [`schema`] holds the versioned migrations;
-//! `licenses`, `fleet` (registration tokens and data planes), `principals` and `usage` implement
-//! the aggregate traits.
+//! Layout: this file connects and migrates; [`schema`] holds the versioned migrations, `tls`
+//! the TLS connector; `licenses`, `fleet` (registration tokens and data planes), `principals`
+//! and `usage` implement the aggregate traits.
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub mod schema;
 pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod usage;
 
 /// How long connecting to the server may take (unless the URL sets `connect_timeout`): an
@@ -45,6 +47,20 @@ const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many connections a node keeps open by default.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
+/// Where and how to connect.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions<'a> {
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB[?sslmode=...]`.
+    pub url: &'a str,
+    /// Used when the URL has no password.
+    pub password: Option<&'a str>,
+    /// Connections kept open at most.
+    pub pool_size: usize,
+    /// PEM certificates of the CA that signed the server's certificate: with it, connections
+    /// use TLS (rustls) and verify the server's certificate and name.
+    pub ca_pem: Option<&'a str>,
+}
+
 /// Storage in a PostgreSQL database, through a connection pool.
 pub struct PostgresStore {
     pool: Pool,
@@ -54,22 +70,34 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`), with `password` when the
-    /// URL has none, and brings the schema up to date (refusing one newer than this binary).
+    /// URL has none, over plain TCP, and brings the schema up to date (refusing one newer than
+    /// this binary). See [`PostgresStore::open_with`] for TLS.
     pub async fn open(url: &str, password: Option<&str>, pool_size: usize) -> StoreResult<Self> {
-        let store = Self::connect(url, password, pool_size).await?;
+        Self::open_with(&ConnectOptions {
+            url,
+            password,
+            pool_size,
+            ca_pem: None,
+        })
+        .await
+    }
+
+    /// [`PostgresStore::open`] with every option.
+    pub async fn open_with(options: &ConnectOptions<'_>) -> StoreResult<Self> {
+        let store = Self::connect(options).await?;
         store.migrate().await?;
         Ok(store)
     }
 
     /// Connects without touching the schema (for `storage migrate status`).
-    pub async fn connect(url: &str, password: Option<&str>, pool_size: usize) -> StoreResult<Self> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+    pub async fn connect(options: &ConnectOptions<'_>) -> StoreResult<Self> {
+        let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| {
             StoreError::Backend(format!(
                 "storage.postgres.url is not a valid PostgreSQL URL: {e} \
                  (expected postgres://USER@HOST:PORT/DB)"
             ))
         })?;
-        if let Some(password) = password
+        if let Some(password) = options.password
             && config.get_password().is_none()
         {
             config.password(password);
@@ -77,15 +105,16 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls::connector(&mut config, options.ca_pem)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
+            .max_size(options.pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(CONNECT_TIMEOUT))
             .wait_timeout(Some(POOL_WAIT_TIMEOUT))

@@ -22,6 +22,8 @@ pub const PASSWORD: &str = "licsync-test-password";
 
 struct Server {
     port: u16,
+    /// The CA that signed the server's certificate (for 127.0.0.1 and localhost).
+    ca_pem: String,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -51,6 +53,15 @@ pub async fn fresh_database() -> String {
     drop(client);
     let _ = connection.await;
     format!("postgres://{SUPERUSER}:{PASSWORD}@127.0.0.1:{port}/{name}")
+}
+
+/// The CA certificate (PEM) the test server's TLS certificate chains to. The server accepts
+/// TLS and plain connections alike.
+pub fn ca_pem() -> String {
+    match SERVER.get() {
+        Some(Ok(server)) => server.ca_pem.clone(),
+        _ => panic!("call fresh_database first: the test PostgreSQL server is not running"),
+    }
 }
 
 /// `url` (from [`fresh_database`]) without its password.
@@ -135,17 +146,18 @@ fn start() -> Result<Server, String> {
         .keep();
     let path = |p: &Path| p.to_str().map(str::to_owned).ok_or("non-UTF-8 path");
     let dir_text = path(&dir)?;
-    if root {
-        sh(&format!("chown postgres: {}", quote(&dir_text)))?;
-    }
     let data = path(&dir.join("data"))?;
     let log = path(&dir.join("server.log"))?;
     let (initdb, pg_ctl) = (path(&initdb)?, path(&pg_ctl)?);
     watchdog(root, &pg_ctl, &data, &dir_text)?;
+    let ca_pem = write_certificate(&dir)?;
     let password_file = dir.join("password");
     std::fs::write(&password_file, PASSWORD)
         .map_err(|e| format!("cannot write {}: {e}", password_file.display()))?;
     let password_file = format!("--pwfile={}", path(&password_file)?);
+    if root {
+        sh(&format!("chown -R postgres: {}", quote(&dir_text)))?;
+    }
     sh(&as_owner(
         root,
         &[
@@ -168,7 +180,8 @@ fn start() -> Result<Server, String> {
     for _ in 0..5 {
         let port = free_port()?;
         let options = format!(
-            "-p {port} -k {dir_text} -c listen_addresses=127.0.0.1 -c fsync=off \
+            "-p {port} -k {dir_text} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on \
+             -c ssl_cert_file={dir_text}/server.crt -c ssl_key_file={dir_text}/server.key \
              -c full_page_writes=off -c max_connections=200"
         );
         let started = sh(&as_owner(
@@ -178,7 +191,7 @@ fn start() -> Result<Server, String> {
             ],
         ));
         match started {
-            Ok(()) => return Ok(Server { port }),
+            Ok(()) => return Ok(Server { port, ca_pem }),
             Err(e) => {
                 let server_log = std::fs::read_to_string(&log).unwrap_or_default();
                 last = format!("{e}; server log: {server_log}");
@@ -186,6 +199,31 @@ fn start() -> Result<Server, String> {
         }
     }
     Err(last)
+}
+
+/// Writes `server.crt` and `server.key` (mode 0600, as PostgreSQL demands) for 127.0.0.1 and
+/// localhost into `dir`, issued by a fresh CA; returns the CA's certificate.
+fn write_certificate(dir: &Path) -> Result<String, String> {
+    use licsync_common::pki::CertificateAuthority;
+    use std::os::unix::fs::PermissionsExt;
+    let day = std::time::Duration::from_secs(86_400);
+    let (ca, _) = CertificateAuthority::generate("licsync test PostgreSQL CA", day)
+        .map_err(|e| format!("cannot create the test CA: {e}"))?;
+    let names = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let issued = ca
+        .issue_server(&names, day)
+        .map_err(|e| format!("cannot issue the test server certificate: {e}"))?;
+    let key = issued.key_pem.unwrap_or_default();
+    for (name, text, mode) in [
+        ("server.crt", &issued.cert_pem, 0o644),
+        ("server.key", &key, 0o600),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text)
+            .and_then(|()| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    Ok(ca.cert_pem().to_owned())
 }
 
 /// Starts the shell that stops the server and removes `dir` once this process is gone.

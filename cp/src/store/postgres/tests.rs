@@ -7,9 +7,71 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::test_server::fresh_database;
-use super::{PostgresStore, schema};
+use super::{ConnectOptions, PostgresStore, schema};
 use crate::model::{RegistrationToken, TokenRefusal};
 use crate::store::{TokenStore, UsageMonth, UsageStore, UsageSubmission};
+
+/// Plain TCP to `url`, one connection.
+fn plain(url: &str) -> ConnectOptions<'_> {
+    ConnectOptions {
+        url,
+        password: None,
+        pool_size: 1,
+        ca_pem: None,
+    }
+}
+
+/// Whether the pooled connection `store` hands out is encrypted.
+async fn encrypted(store: &PostgresStore) -> bool {
+    let client = store.client().await.unwrap();
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn with_a_ca_file_connections_use_verified_tls() {
+    let url = fresh_database().await;
+    assert!(!encrypted(&PostgresStore::connect(&plain(&url)).await.unwrap()).await);
+    let ca = super::test_server::ca_pem();
+    let tls = ConnectOptions {
+        ca_pem: Some(&ca),
+        ..plain(&url)
+    };
+    let store = PostgresStore::open_with(&tls).await.unwrap();
+    assert!(
+        encrypted(&store).await,
+        "a CA was given, yet the connection is plain"
+    );
+    crate::store::conformance::exercise(&store).await;
+
+    // A certificate from another CA is refused, naming why.
+    let day = std::time::Duration::from_secs(86_400);
+    let (other, _) = licsync_common::pki::CertificateAuthority::generate("other", day).unwrap();
+    let wrong = ConnectOptions {
+        ca_pem: Some(other.cert_pem()),
+        ..plain(&url)
+    };
+    let Err(refused) = PostgresStore::connect(&wrong).await else {
+        panic!("a server certificate from an unknown CA was accepted");
+    };
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+
+    // A URL asking for TLS without a CA to verify the server is refused before connecting.
+    let require = format!("{url}?sslmode=require");
+    let Err(refused) = PostgresStore::connect(&plain(&require)).await else {
+        panic!("sslmode=require without a CA was accepted");
+    };
+    assert!(
+        refused.to_string().contains("storage.postgres.ca_file"),
+        "{refused}"
+    );
+}
 
 /// Two nodes on one database.
 async fn two_nodes() -> (Arc<PostgresStore>, Arc<PostgresStore>, String) {
@@ -198,7 +260,7 @@ fn storage_migrate_shows_then_applies_then_refuses_a_newer_schema() {
     assert!(migrate(MigrateAction::Status).unwrap());
     let status = |url: &str| {
         runtime.block_on(async {
-            let store = PostgresStore::connect(url, None, 1).await.unwrap();
+            let store = PostgresStore::connect(&plain(url)).await.unwrap();
             store.schema_status().await.unwrap()
         })
     };
@@ -208,7 +270,7 @@ fn storage_migrate_shows_then_applies_then_refuses_a_newer_schema() {
     assert!(migrate(MigrateAction::Up).unwrap(), "up again is a no-op");
 
     runtime.block_on(async {
-        let store = PostgresStore::connect(&url, None, 1).await.unwrap();
+        let store = PostgresStore::connect(&plain(&url)).await.unwrap();
         let client = store.client().await.unwrap();
         client
             .execute(
