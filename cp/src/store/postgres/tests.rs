@@ -81,13 +81,28 @@ async fn two_nodes() -> (Arc<PostgresStore>, Arc<PostgresStore>, String) {
     (Arc::new(a), Arc::new(b), url)
 }
 
+/// How many backends of this database wait for a lock.
+async fn lock_waiters(store: &PostgresStore) -> i64 {
+    let client = store.client().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Two nodes present a token with one use left at the same moment. To make "the same moment"
+/// certain rather than likely, the test holds the token's row lock until both callers are
+/// blocked on it, then lets them go: a store that read the count before locking would let
+/// both through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tokens_last_use_is_taken_by_exactly_one_of_two_concurrent_callers() {
-    let (a, b) = {
-        let (a, b, _) = two_nodes().await;
-        (a, b)
-    };
-    for round in 0..20 {
+    let (a, b, _) = two_nodes().await;
+    for round in 0..5 {
         let token = RegistrationToken {
             id: Uuid::new_v4(),
             name: format!("race-{round}"),
@@ -98,15 +113,33 @@ async fn a_tokens_last_use_is_taken_by_exactly_one_of_two_concurrent_callers() {
             uses: 0,
         };
         a.insert_registration_token(&token).await.unwrap();
-        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let mut holder = a.client().await.unwrap();
+        let hold = holder.transaction().await.unwrap();
+        hold.execute(
+            "UPDATE registration_tokens SET name = name WHERE id = $1",
+            &[&token.id],
+        )
+        .await
+        .unwrap();
         let race = |store: Arc<PostgresStore>| {
-            let (hash, barrier) = (token.token_hash.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store.consume_registration_token(&hash, 1).await.unwrap()
-            })
+            let hash = token.token_hash.clone();
+            tokio::spawn(async move { store.consume_registration_token(&hash, 1).await.unwrap() })
         };
         let (first, second) = (race(a.clone()), race(b.clone()));
+        // Bounded: both callers block on the held row within moments.
+        let mut waiting = 0;
+        for _ in 0..400 {
+            waiting = lock_waiters(&a).await;
+            if waiting >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            waiting, 2,
+            "round {round}: both callers should wait on the token"
+        );
+        hold.commit().await.unwrap();
         let outcomes = [first.await.unwrap(), second.await.unwrap()];
         let winners = outcomes.iter().filter(|o| o.is_ok()).count();
         assert_eq!(winners, 1, "round {round}: {outcomes:?}");
@@ -115,6 +148,9 @@ async fn a_tokens_last_use_is_taken_by_exactly_one_of_two_concurrent_callers() {
             max_uses: 1,
         });
         assert!(outcomes.contains(&used_up), "round {round}: {outcomes:?}");
+        let stored = b.registration_tokens().await.unwrap();
+        let stored = stored.iter().find(|t| t.id == token.id).unwrap();
+        assert_eq!(stored.uses, 1, "round {round}");
     }
 }
 
