@@ -1,6 +1,7 @@
 //! The `licsync-cp` command line: `serve` runs the control plane; `license keygen | sign | verify`
 //! are the offline tools a license issuer uses (no server needed); `report` saves a running
 //! control plane's signed usage report and `report verify` checks a saved one offline;
+//! `storage migrate [status|up]` shows or applies the PostgreSQL schema migrations;
 //! `config check` lets an operator (or a deployment pipeline) try a configuration before a
 //! restart depends on it, and `completions` prints a shell completion script.
 //!
@@ -10,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// licsync control plane: stores signed licenses behind a Kong-compatible Admin API and streams
 /// them to registered data planes over mutually authenticated gRPC.
@@ -41,6 +42,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Storage maintenance: `storage migrate [status|up]` shows or applies the PostgreSQL
+    /// schema migrations.
+    #[command(subcommand)]
+    Storage(StorageCommand),
 }
 
 /// A bad command line or configuration: exit 2 rather than 1.
@@ -48,10 +53,53 @@ pub enum Command {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The configuration `serve` would run with (`--config`, else `./licsync-cp.toml` when
+/// present, else the built-in defaults), checked, and where it came from.
+pub fn load_config(
+    explicit: Option<PathBuf>,
+) -> Result<(crate::config::CpConfig, String), UsageError> {
+    let path = licsync_common::config::locate(explicit, "licsync-cp.toml");
+    let source = path.as_deref().map_or_else(
+        || "built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let config: crate::config::CpConfig =
+        licsync_common::config::load(path.as_deref()).map_err(|e| UsageError(format!("{e:#}")))?;
+    config
+        .validate()
+        .map_err(|invalid| UsageError(format!("invalid config file {source}: {invalid}")))?;
+    Ok((config, source))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Load and validate the configuration exactly as `serve` would, then stop.
     Check(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Show (`status`, the default) or apply (`up`) the PostgreSQL schema migrations of the
+    /// database in the configuration (storage.backend = "postgres").
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[arg(value_enum, default_value = "status")]
+    pub action: MigrateAction,
+    /// TOML configuration file, as for `serve`.
+    #[arg(long, short = 'c', env = "LICSYNC_CP_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrateAction {
+    /// Print the schema version and how many migrations are pending; exit 1 when the schema
+    /// is newer than this binary.
+    Status,
+    /// Apply the pending migrations (under the migration lock, so nodes may be starting).
+    Up,
 }
 
 /// `report`: fetch and save, unless the `verify` subcommand is given.

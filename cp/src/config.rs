@@ -172,6 +172,94 @@ pub struct LicensesConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub backend: StorageBackend,
+    /// Used when `backend = "postgres"`.
+    pub postgres: PostgresConfig,
+}
+
+/// The PostgreSQL database several control-plane nodes share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://USER@HOST:PORT/DB`; required with `backend = "postgres"`.
+    pub url: Option<String>,
+    /// A file holding the password (trailing newline ignored), when neither the URL nor
+    /// `LICSYNC_CP_POSTGRES_PASSWORD` gives one.
+    pub password_file: Option<PathBuf>,
+    /// Connections this node keeps open to the database at most.
+    pub pool_size: usize,
+    /// The CA certificate(s) (PEM) that signed the server's certificate: set, connections use
+    /// TLS and verify the server; unset, plain TCP (and a URL with `sslmode=require` is refused).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_file: None,
+            pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
+            ca_file: None,
+        }
+    }
+}
+
+/// The environment variable the PostgreSQL password may come from (kept out of files and
+/// command lines).
+pub const POSTGRES_PASSWORD_ENV: &str = "LICSYNC_CP_POSTGRES_PASSWORD";
+
+/// The most connections one node may ask for: PostgreSQL's default `max_connections` is 100.
+pub const MAX_POOL_SIZE: usize = 1000;
+
+impl PostgresConfig {
+    /// The password to connect with: from `LICSYNC_CP_POSTGRES_PASSWORD` when set and not
+    /// empty, else from `password_file`, else none (the URL's, or none at all).
+    pub fn password(&self) -> Result<Option<String>, Invalid> {
+        if let Ok(password) = std::env::var(POSTGRES_PASSWORD_ENV)
+            && !password.is_empty()
+        {
+            return Ok(Some(password));
+        }
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let invalid = |reason: String| Invalid {
+            key: "storage.postgres.password_file",
+            reason,
+        };
+        let text = read_text(path, 4096).map_err(invalid)?;
+        let password = text.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(invalid(format!("{} is empty", path.display())));
+        }
+        Ok(Some(password.to_owned()))
+    }
+
+    /// The contents of `ca_file`, when set.
+    pub fn ca_pem(&self) -> Result<Option<String>, Invalid> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        read_text(path, 1 << 20)
+            .map(Some)
+            .map_err(|reason| Invalid {
+                key: "storage.postgres.ca_file",
+                reason,
+            })
+    }
+}
+
+/// The UTF-8 text of `path`, at most `limit` bytes, or why not.
+fn read_text(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut text)
+        })
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{} is over {limit} bytes", path.display()));
+    }
+    String::from_utf8(text).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +270,8 @@ pub enum StorageBackend {
     Sled,
     /// Volatile; for tests and benchmarks only.
     Memory,
+    /// A PostgreSQL database (`storage.postgres`), which several nodes can share.
+    Postgres,
 }
 
 /// A configuration that parsed but cannot work.
@@ -237,12 +327,42 @@ impl CpConfig {
                 });
             }
         }
+        self.storage.validate()?;
         if let Some(url) = &self.cluster.advertised_url
             && !url.starts_with("https://")
         {
             return Err(Invalid {
                 key: "cluster.advertised_url",
                 reason: format!("'{url}' must start with https://"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let pg = &self.postgres;
+        if !(1..=MAX_POOL_SIZE).contains(&pg.pool_size) {
+            return Err(Invalid {
+                key: "storage.postgres.pool_size",
+                reason: format!("{} is not between 1 and {MAX_POOL_SIZE}", pg.pool_size),
+            });
+        }
+        if let Some(url) = &pg.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(Invalid {
+                key: "storage.postgres.url",
+                reason: "must start with postgres:// (postgres://USER@HOST:PORT/DB)".into(),
+            });
+        }
+        if self.backend == StorageBackend::Postgres && pg.url.is_none() {
+            return Err(Invalid {
+                key: "storage.postgres.url",
+                reason: "required with storage.backend = \"postgres\" \
+                         (postgres://USER@HOST:PORT/DB)"
+                    .into(),
             });
         }
         Ok(())

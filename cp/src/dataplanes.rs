@@ -403,7 +403,7 @@ fn view(record: DataPlaneRecord, live: Option<Live>, now: i64) -> DataPlaneView 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{DataPlaneStore, MemoryStore};
 
     fn record(version: &str) -> DataPlaneRecord {
         DataPlaneRecord {

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use licsync_common::{config, telemetry};
+use licsync_common::telemetry;
 use licsync_cp::cli::{Cli, Command, ConfigCommand, UsageError};
-use licsync_cp::config::CpConfig;
 use licsync_cp::server::{self, Listeners};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +16,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::License(command) => licsync_cp::license_tool::run(command),
         Command::Report(command) => licsync_cp::report_tool::run(command),
+        Command::Storage(command) => licsync_cp::storage_tool::run(command),
         Command::Serve(args) => serve(args.config).map(|()| true),
         Command::Config(ConfigCommand::Check(args)) => check(args.config).map(|()| true),
         Command::Completions { shell } => {
@@ -43,29 +43,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The configuration `serve` would run with, checked, and where it came from.
-fn load_config(config_path: Option<PathBuf>) -> anyhow::Result<(CpConfig, String)> {
-    let path = config::locate(config_path, "licsync-cp.toml");
-    let source = path.as_deref().map_or_else(
-        || "built-in defaults".to_owned(),
-        |p| p.display().to_string(),
-    );
-    let config: CpConfig =
-        config::load(path.as_deref()).map_err(|e| UsageError(format!("{e:#}")))?;
-    if let Err(invalid) = config.validate() {
-        return Err(UsageError(format!("invalid config file {source}: {invalid}")).into());
-    }
-    Ok((config, source))
-}
-
 fn check(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let (_, source) = load_config(config_path)?;
+    let (_, source) = licsync_cp::cli::load_config(config_path)?;
     println!("licsync-cp: configuration OK ({source})");
     Ok(())
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let (config, _) = load_config(config_path)?;
+    let (config, _) = licsync_cp::cli::load_config(config_path)?;
     telemetry::init(&config.log)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -23,7 +23,8 @@ use crate::config::{CpConfig, StorageBackend};
 use crate::licenses::Licenses;
 use crate::lifecycle::{self, expiry::OwnCertificates};
 use crate::state::ControlPlane;
-use crate::store::{MemoryStore, SledStore, Store};
+use crate::store::postgres::ConnectOptions;
+use crate::store::{MemoryStore, PostgresStore, SledStore, Store};
 use crate::usage::ReportKey;
 
 /// How long the servers get to finish after shutdown is signalled (the deadline both binaries
@@ -120,6 +121,7 @@ pub async fn run(
     let store: Arc<dyn Store> = match config.storage.backend {
         StorageBackend::Sled => Arc::new(SledStore::open(&config.data_dir.join("cp.sled"))?),
         StorageBackend::Memory => Arc::new(MemoryStore::new()),
+        StorageBackend::Postgres => Arc::new(open_postgres(&config).await?),
     };
     crate::admin::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
     let pki_dir = config.data_dir.join("pki");
@@ -270,4 +272,29 @@ fn addr_text(listener: &TcpListener) -> String {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default()
+}
+
+/// Connects to `storage.postgres` and brings its schema up to date.
+pub async fn open_postgres(config: &CpConfig) -> Result<PostgresStore, ServeError> {
+    let store = connect_postgres(config).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Connects to `storage.postgres` (password and CA as configured) without migrating.
+pub async fn connect_postgres(config: &CpConfig) -> Result<PostgresStore, ServeError> {
+    let pg = &config.storage.postgres;
+    let url = pg.url.as_deref().ok_or_else(|| crate::config::Invalid {
+        key: "storage.postgres.url",
+        reason: "required with storage.backend = \"postgres\"".into(),
+    })?;
+    let password = pg.password()?;
+    let ca_pem = pg.ca_pem()?;
+    Ok(PostgresStore::connect(&ConnectOptions {
+        url,
+        password: password.as_deref(),
+        pool_size: pg.pool_size,
+        ca_pem: ca_pem.as_deref(),
+    })
+    .await?)
 }

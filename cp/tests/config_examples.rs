@@ -32,3 +32,54 @@ fn a_bad_trusted_key_names_its_file_line_and_key() {
         "{err}"
     );
 }
+
+/// Each PostgreSQL storage mistake is refused naming its key.
+#[test]
+fn postgres_storage_mistakes_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let cases = [
+        (
+            "backend = \"postgres\"\n",
+            "storage.postgres.url",
+            "required",
+        ),
+        (
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"mysql://db/licsync\"\n",
+            "storage.postgres.url",
+            "postgres://",
+        ),
+        (
+            "[storage.postgres]\npool_size = 0\n",
+            "storage.postgres.pool_size",
+            "between 1 and 1000",
+        ),
+    ];
+    for (storage, key, reason) in cases {
+        let path = dir.path().join("licsync-cp.toml");
+        std::fs::write(&path, format!("[storage]\n{storage}")).unwrap();
+        let config: CpConfig = licsync_common::config::load(Some(&path)).unwrap();
+        let invalid = config.validate().unwrap_err().to_string();
+        assert!(
+            invalid.contains(key) && invalid.contains(reason),
+            "{invalid}"
+        );
+    }
+    let mut config = CpConfig::default();
+    config.storage.postgres.password_file = Some(empty.clone());
+    let invalid = config.storage.postgres.password().unwrap_err().to_string();
+    assert!(
+        invalid.contains("storage.postgres.password_file") && invalid.contains("is empty"),
+        "{invalid}"
+    );
+    config.storage.postgres.password_file = Some(dir.path().join("missing"));
+    let invalid = config.storage.postgres.password().unwrap_err().to_string();
+    assert!(invalid.contains("cannot read"), "{invalid}");
+    config.storage.postgres.ca_file = Some(dir.path().join("missing-ca.crt"));
+    let invalid = config.storage.postgres.ca_pem().unwrap_err().to_string();
+    assert!(
+        invalid.contains("storage.postgres.ca_file") && invalid.contains("cannot read"),
+        "{invalid}"
+    );
+}

@@ -282,7 +282,7 @@ impl Principals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{MemoryStore, PrincipalStore};
 
     #[test]
     fn debug_output_never_shows_a_secret() {

@@ -1,9 +1,128 @@
-//! Tests that both backends keep the same promises for principals: a taken username or client
-//! id is refused atomically and lookups are exact; and that sled keeps principals across a
-//! reopen. (Renewals update the record through `DataPlanes::update`, tested there.)
+//! The promises every backend keeps, run against each of them: licenses and the revision move
+//! together, a token's uses are counted atomically, a taken username or client id is refused
+//! atomically and lookups are exact, and usage counters keep the maximum ever reported; against memory, sled and PostgreSQL. Plus
+//! that sled keeps principals across a reopen. (Renewals update the record through
+//! `DataPlanes::update`, tested there.)
 
-use super::{MemoryStore, SledStore, Store};
-use crate::model::{ConnectedApp, Role, Scope, User};
+use uuid::Uuid;
+
+use super::{
+    MemoryStore, PostgresStore, PrincipalStore, SledStore, Store, UsageMonth, UsageRow,
+    UsageSubmission,
+};
+use crate::model::{
+    ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, Role, Scope, StoredLicense,
+    TokenRefusal, User,
+};
+
+/// Every conformance check, in turn, against one empty store.
+pub(crate) async fn exercise(store: &dyn Store) {
+    exercise_records(store).await;
+    exercise_principals(store).await;
+    exercise_usage(store).await;
+}
+
+fn license(revision: Revision) -> StoredLicense {
+    StoredLicense {
+        id: Uuid::new_v4(),
+        document: "{}".into(),
+        signature: format!("{revision:0128x}"),
+        created_at: 1,
+        updated_at: 2,
+        revision,
+    }
+}
+
+fn token(max_uses: u32, expires_at: i64) -> RegistrationToken {
+    RegistrationToken {
+        id: Uuid::new_v4(),
+        name: "edge".into(),
+        token_hash: Uuid::new_v4().to_string(),
+        created_at: 0,
+        expires_at,
+        max_uses,
+        uses: 0,
+    }
+}
+
+/// Licenses and their revision, registration tokens and data planes.
+async fn exercise_records(store: &dyn Store) {
+    let a = license(1);
+    let b = license(2);
+    store.put_license(&a).await.unwrap();
+    store.put_license(&b).await.unwrap();
+    assert!(store.delete_license(a.id, 3).await.unwrap());
+    assert!(!store.delete_license(a.id, 4).await.unwrap());
+    let rows = store.licenses().await.unwrap();
+    assert_eq!(
+        rows.revision, 3,
+        "a delete of an unknown id leaves the revision"
+    );
+    assert_eq!(rows.licenses, vec![b]);
+
+    let t = token(1, 100);
+    store.insert_registration_token(&t).await.unwrap();
+    assert_eq!(
+        store
+            .consume_registration_token(&t.token_hash, 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .uses,
+        1
+    );
+    assert_eq!(
+        store
+            .consume_registration_token(&t.token_hash, 10)
+            .await
+            .unwrap(),
+        Err(TokenRefusal::UsedUp {
+            uses: 1,
+            max_uses: 1
+        })
+    );
+    let late = token(5, 100);
+    store.insert_registration_token(&late).await.unwrap();
+    assert_eq!(
+        store
+            .consume_registration_token(&late.token_hash, 100)
+            .await
+            .unwrap(),
+        Err(TokenRefusal::Expired { expired_at: 100 })
+    );
+    assert!(store.delete_registration_token(late.id).await.unwrap());
+    assert_eq!(
+        store
+            .consume_registration_token(&late.token_hash, 1)
+            .await
+            .unwrap(),
+        Err(TokenRefusal::Unknown)
+    );
+    assert_eq!(store.registration_tokens().await.unwrap().len(), 1);
+
+    let dataplane = DataPlaneRecord {
+        id: Uuid::new_v4(),
+        name: "edge-1".into(),
+        hostname: "edge-1".into(),
+        ip: "127.0.0.1".into(),
+        version: "0.1.0".into(),
+        registered_at: 1,
+        cert_serial: "01".into(),
+        previous_cert_serial: None,
+        retired_cert_serials: Vec::new(),
+        cert_expires_at: 100,
+        last_seen: None,
+        license_id: None,
+        license_updated_at: None,
+        revoked: false,
+    };
+    store.put_dataplane(&dataplane).await.unwrap();
+    assert_eq!(store.dataplanes().await.unwrap(), vec![dataplane.clone()]);
+    assert!(store.delete_dataplane(dataplane.id).await.unwrap());
+    assert!(!store.delete_dataplane(dataplane.id).await.unwrap());
+    assert_eq!(store.dataplane(dataplane.id).await.unwrap(), None);
+    assert!(store.dataplanes().await.unwrap().is_empty());
+}
 
 async fn exercise_principals(store: &dyn Store) {
     let alice = User {
@@ -46,14 +165,57 @@ async fn exercise_principals(store: &dyn Store) {
     assert_eq!(store.connected_app(&app.client_id).await.unwrap(), None);
 }
 
+/// Counters keep the maximum: within a batch, across batches, and never lower.
+async fn exercise_usage(store: &dyn Store) {
+    let (dp, epoch) = (Uuid::new_v4(), Uuid::new_v4());
+    let (nov, dec): (UsageMonth, UsageMonth) =
+        ("2026-11".parse().unwrap(), "2026-12".parse().unwrap());
+    let submit = |epoch: Uuid, counts: Vec<(UsageMonth, u64)>| UsageSubmission {
+        dataplane: dp,
+        epoch,
+        counts,
+    };
+    let recorded = store
+        .record_usage(vec![
+            submit(epoch, vec![(dec, 7), (nov, 5)]),
+            submit(epoch, vec![(nov, 9)]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![vec![(dec, 7), (nov, 9)], vec![(nov, 9)]]);
+    let lower = store
+        .record_usage(vec![submit(epoch, vec![(nov, 3), (dec, 8)])])
+        .await
+        .unwrap();
+    assert_eq!(lower, vec![vec![(nov, 9), (dec, 8)]]);
+    assert_eq!(
+        store.record_usage(Vec::new()).await.unwrap(),
+        Vec::<Vec<(UsageMonth, u64)>>::new()
+    );
+    let row = |month, count| UsageRow {
+        dataplane: dp,
+        epoch,
+        month,
+        count,
+    };
+    assert_eq!(store.usage().await.unwrap(), vec![row(nov, 9), row(dec, 8)]);
+}
+
 #[tokio::test]
-async fn sled_and_memory_backends_agree_on_principals() {
+async fn memory_backend_conforms() {
+    exercise(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn sled_backend_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let sled = SledStore::open(&dir.path().join("db")).unwrap();
-    let memory = MemoryStore::new();
-    for store in [&sled as &dyn Store, &memory] {
-        exercise_principals(store).await;
-    }
+    exercise(&SledStore::open(&dir.path().join("db")).unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_backend_conforms() {
+    let url = super::postgres::test_server::fresh_database().await;
+    exercise(&PostgresStore::open(&url, None, 4).await.unwrap()).await;
 }
 
 #[tokio::test]

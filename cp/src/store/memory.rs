@@ -7,13 +7,14 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    LicenseRows, StorageInfo, Store, StoreError, StoreResult, UsageKey, merge_usage, token_refusal,
+    DataPlaneStore, LicenseRows, LicenseStore, PrincipalStore, StorageInfo, StoreError, StoreMeta,
+    StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore, UsageSubmission,
+    merge_usage, token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
-use crate::usage::{UsageMonth, UsageRow, UsageSubmission};
 
 #[derive(Default)]
 struct Inner {
@@ -57,7 +58,7 @@ fn insert_new<T: Clone>(map: &mut BTreeMap<String, T>, key: &str, value: &T) -> 
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl StoreMeta for MemoryStore {
     fn info(&self) -> StorageInfo {
         StorageInfo {
             backend: "memory",
@@ -65,6 +66,13 @@ impl Store for MemoryStore {
         }
     }
 
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LicenseStore for MemoryStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {
         self.with(|i| LicenseRows {
             revision: i.revision,
@@ -88,7 +96,10 @@ impl Store for MemoryStore {
             existed
         })
     }
+}
 
+#[async_trait]
+impl TokenStore for MemoryStore {
     async fn insert_registration_token(&self, token: &RegistrationToken) -> StoreResult<()> {
         self.with(|i| {
             i.tokens.insert(token.id, token.clone());
@@ -119,7 +130,10 @@ impl Store for MemoryStore {
             Ok(token.clone())
         })
     }
+}
 
+#[async_trait]
+impl DataPlaneStore for MemoryStore {
     async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()> {
         self.with(|i| {
             i.dataplanes.insert(dataplane.id, dataplane.clone());
@@ -137,7 +151,10 @@ impl Store for MemoryStore {
     async fn delete_dataplane(&self, id: Uuid) -> StoreResult<bool> {
         self.with(|i| i.dataplanes.remove(&id).is_some())
     }
+}
 
+#[async_trait]
+impl PrincipalStore for MemoryStore {
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
         self.with(|i| {
             i.api_tokens.insert(token.id, token.clone());
@@ -183,7 +200,10 @@ impl Store for MemoryStore {
     async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool> {
         self.with(|i| i.apps.remove(client_id).is_some())
     }
+}
 
+#[async_trait]
+impl UsageStore for MemoryStore {
     async fn record_usage(
         &self,
         submissions: Vec<UsageSubmission>,
@@ -207,9 +227,5 @@ impl Store for MemoryStore {
                 })
                 .collect()
         })
-    }
-
-    async fn flush(&self) -> StoreResult<()> {
-        Ok(())
     }
 }

@@ -17,13 +17,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use uuid::Uuid;
 
 use super::{
-    LicenseRows, StorageInfo, Store, StoreError, StoreResult, UsageKey, merge_usage, token_refusal,
+    DataPlaneStore, LicenseRows, LicenseStore, PrincipalStore, StorageInfo, StoreError, StoreMeta,
+    StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore, UsageSubmission,
+    merge_usage, token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
     TokenRefusal, User,
 };
-use crate::usage::{UsageMonth, UsageRow, UsageSubmission};
 
 const REVISION_KEY: &[u8] = b"revision";
 
@@ -105,7 +106,7 @@ impl SledStore {
 }
 
 #[async_trait]
-impl Store for SledStore {
+impl StoreMeta for SledStore {
     fn info(&self) -> StorageInfo {
         StorageInfo {
             backend: "sled",
@@ -113,6 +114,13 @@ impl Store for SledStore {
         }
     }
 
+    async fn flush(&self) -> StoreResult<()> {
+        self.write(|_| Ok(())).await
+    }
+}
+
+#[async_trait]
+impl LicenseStore for SledStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {
         // License writers are serialised by the license service and this runs at start-up, so
         // the revision and the rows cannot be torn apart by a concurrent write.
@@ -161,7 +169,10 @@ impl Store for SledStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl TokenStore for SledStore {
     async fn insert_registration_token(&self, token: &RegistrationToken) -> StoreResult<()> {
         let value = encode(token)?;
         let id = token.id;
@@ -228,7 +239,10 @@ impl Store for SledStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl DataPlaneStore for SledStore {
     async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()> {
         let value = encode(dataplane)?;
         let id = dataplane.id;
@@ -261,7 +275,10 @@ impl Store for SledStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl PrincipalStore for SledStore {
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()> {
         let value = encode(token)?;
         let id = token.id;
@@ -331,7 +348,10 @@ impl Store for SledStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl UsageStore for SledStore {
     async fn record_usage(
         &self,
         submissions: Vec<UsageSubmission>,
@@ -367,10 +387,6 @@ impl Store for SledStore {
                 decode_usage_row(&key, &value)
             })
             .collect()
-    }
-
-    async fn flush(&self) -> StoreResult<()> {
-        self.write(|_| Ok(())).await
     }
 }
 
@@ -480,18 +496,7 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
-
-    fn license(revision: Revision) -> StoredLicense {
-        StoredLicense {
-            id: Uuid::new_v4(),
-            document: "{}".into(),
-            signature: format!("{revision:0128x}"),
-            created_at: 1,
-            updated_at: 2,
-            revision,
-        }
-    }
+    use crate::store::{LicenseStore, PrincipalStore, TokenStore, UsageStore};
 
     fn token(max_uses: u32, expires_at: i64) -> RegistrationToken {
         RegistrationToken {
@@ -503,91 +508,6 @@ mod tests {
             max_uses,
             uses: 0,
         }
-    }
-
-    async fn exercise(store: &dyn Store) {
-        let a = license(1);
-        let b = license(2);
-        store.put_license(&a).await.unwrap();
-        store.put_license(&b).await.unwrap();
-        assert!(store.delete_license(a.id, 3).await.unwrap());
-        assert!(!store.delete_license(a.id, 4).await.unwrap());
-        let rows = store.licenses().await.unwrap();
-        assert_eq!(
-            rows.revision, 3,
-            "a delete of an unknown id leaves the revision"
-        );
-        assert_eq!(rows.licenses, vec![b]);
-
-        let t = token(1, 100);
-        store.insert_registration_token(&t).await.unwrap();
-        assert_eq!(
-            store
-                .consume_registration_token(&t.token_hash, 10)
-                .await
-                .unwrap()
-                .unwrap()
-                .uses,
-            1
-        );
-        assert_eq!(
-            store
-                .consume_registration_token(&t.token_hash, 10)
-                .await
-                .unwrap(),
-            Err(TokenRefusal::UsedUp {
-                uses: 1,
-                max_uses: 1
-            })
-        );
-        let late = token(5, 100);
-        store.insert_registration_token(&late).await.unwrap();
-        assert_eq!(
-            store
-                .consume_registration_token(&late.token_hash, 100)
-                .await
-                .unwrap(),
-            Err(TokenRefusal::Expired { expired_at: 100 })
-        );
-        assert!(store.delete_registration_token(late.id).await.unwrap());
-        assert_eq!(
-            store
-                .consume_registration_token(&late.token_hash, 1)
-                .await
-                .unwrap(),
-            Err(TokenRefusal::Unknown)
-        );
-        assert_eq!(store.registration_tokens().await.unwrap().len(), 1);
-
-        let dataplane = DataPlaneRecord {
-            id: Uuid::new_v4(),
-            name: "edge-1".into(),
-            hostname: "edge-1".into(),
-            ip: "127.0.0.1".into(),
-            version: "0.1.0".into(),
-            registered_at: 1,
-            cert_serial: "01".into(),
-            previous_cert_serial: None,
-            retired_cert_serials: Vec::new(),
-            cert_expires_at: 100,
-            last_seen: None,
-            license_id: None,
-            license_updated_at: None,
-            revoked: false,
-        };
-        store.put_dataplane(&dataplane).await.unwrap();
-        assert_eq!(store.dataplanes().await.unwrap(), vec![dataplane.clone()]);
-        assert!(store.delete_dataplane(dataplane.id).await.unwrap());
-        assert!(!store.delete_dataplane(dataplane.id).await.unwrap());
-        assert_eq!(store.dataplane(dataplane.id).await.unwrap(), None);
-        assert!(store.dataplanes().await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn sled_and_memory_backends_agree() {
-        let dir = tempfile::tempdir().unwrap();
-        exercise(&SledStore::open(&dir.path().join("db")).unwrap()).await;
-        exercise(&MemoryStore::new()).await;
     }
 
     /// sled 0.34 deadlocked when flushes overlapped transactions and reads; many concurrent
@@ -634,7 +554,14 @@ mod tests {
     async fn sled_keeps_licenses_and_revision_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let a = license(7);
+        let a = StoredLicense {
+            id: Uuid::new_v4(),
+            document: "{}".into(),
+            signature: format!("{:0128x}", 7),
+            created_at: 1,
+            updated_at: 2,
+            revision: 7,
+        };
         {
             let store = SledStore::open(&path).unwrap();
             store.put_license(&a).await.unwrap();
@@ -646,7 +573,6 @@ mod tests {
 
     #[tokio::test]
     async fn sled_keeps_usage_counters_across_reopen() {
-        use crate::usage::UsageSubmission;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let (dp, epoch) = (Uuid::new_v4(), Uuid::new_v4());

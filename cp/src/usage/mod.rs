@@ -19,8 +19,6 @@
 //! - [`report`]: `GET /license/report`'s content; [`report_key`]: the key that signs it.
 //! - [`system_info`]: the host facts the report carries.
 
-use uuid::Uuid;
-
 pub mod ledger;
 pub mod report;
 pub mod report_key;
@@ -31,20 +29,5 @@ pub use ledger::UsageLedger;
 pub use licsync_common::usage_month::UsageMonth;
 pub use report_key::ReportKey;
 
-/// One data plane's cumulative counts for one epoch, checked: at most
-/// [`submission::MAX_BUCKETS`] months, each once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageSubmission {
-    pub dataplane: Uuid,
-    pub epoch: Uuid,
-    pub counts: Vec<(UsageMonth, u64)>,
-}
-
-/// One stored counter: the highest count `dataplane` reported for `month` in `epoch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsageRow {
-    pub dataplane: Uuid,
-    pub epoch: Uuid,
-    pub month: UsageMonth,
-    pub count: u64,
-}
+// The records the usage store keeps live in storage's own model; metering names them here.
+pub use crate::store::{UsageRow, UsageSubmission};

@@ -16,7 +16,10 @@ pub use licsync_cp::licenses::Licenses;
 pub use licsync_cp::model::DataPlaneRecord;
 pub use licsync_cp::secrets;
 pub use licsync_cp::state::ControlPlane;
-pub use licsync_cp::store::{MemoryStore, Store};
+pub use licsync_cp::store::{
+    DataPlaneStore, LicenseStore, MemoryStore, PrincipalStore, Store, StoreMeta, TokenStore,
+    UsageStore,
+};
 pub use licsync_cp::usage::ReportKey;
 pub use reqwest::{Method, RequestBuilder, StatusCode};
 pub use serde_json::{Value, json};

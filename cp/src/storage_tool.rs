@@ -1,0 +1,61 @@
+//! `licsync-cp storage migrate [status|up]`: shows or applies the PostgreSQL schema migrations
+//! of the database the configuration names, without starting the control plane. `serve` also
+//! migrates at start; this lets an operator look first, or migrate before rolling nodes.
+
+use anyhow::Context;
+
+use crate::cli::{MigrateAction, StorageCommand, UsageError};
+use crate::config::StorageBackend;
+
+/// Runs a `storage` command; `Ok(false)` when the schema is newer than this binary.
+pub fn run(command: StorageCommand) -> anyhow::Result<bool> {
+    let StorageCommand::Migrate(args) = command;
+    let (config, _) = crate::cli::load_config(args.config)?;
+    if config.storage.backend != StorageBackend::Postgres {
+        return Err(UsageError(format!(
+            "storage migrate applies to storage.backend = \"postgres\"; this configuration uses \
+             {:?}, whose storage needs no migration",
+            config.storage.backend
+        ))
+        .into());
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store = crate::server::connect_postgres(&config).await?;
+        match args.action {
+            MigrateAction::Status => {
+                let status = store.schema_status().await?;
+                if status.current > status.known {
+                    println!(
+                        "schema version {}, newer than this licsync-cp knows (version {}): run \
+                         the newer licsync-cp, or restore the backup taken before the upgrade",
+                        status.current, status.known
+                    );
+                    return Ok(false);
+                }
+                println!(
+                    "schema version {}; this licsync-cp knows version {}; {} migration(s) pending",
+                    status.current,
+                    status.known,
+                    status.pending()
+                );
+                Ok(true)
+            }
+            MigrateAction::Up => {
+                let applied = store.migrate().await?;
+                let status = store.schema_status().await?;
+                if applied.is_empty() {
+                    println!("schema version {}: up to date", status.current);
+                } else {
+                    let list: Vec<String> = applied.iter().map(i32::to_string).collect();
+                    println!(
+                        "applied migration(s) {}; schema version {}",
+                        list.join(", "),
+                        status.current
+                    );
+                }
+                Ok(true)
+            }
+        }
+    })
+}

@@ -1,0 +1,108 @@
+//! Licenses and the revision counter, changed together in one transaction.
+
+use async_trait::async_trait;
+use tokio_postgres::IsolationLevel;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{PostgresStore, db, signed, unsigned};
+use crate::model::{Revision, StoredLicense};
+use crate::store::{LicenseRows, LicenseStore, StoreResult};
+
+/// The `cp_meta` key holding the revision.
+const REVISION: &str = "revision";
+
+const SET_REVISION: &str = "INSERT INTO cp_meta (key, value) VALUES ($1, $2)
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+
+fn license(row: &Row) -> StoreResult<StoredLicense> {
+    Ok(StoredLicense {
+        id: row.get("id"),
+        document: row.get("document"),
+        signature: row.get("signature"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        revision: unsigned(row.get("revision"), "licenses.revision")?,
+    })
+}
+
+#[async_trait]
+impl LicenseStore for PostgresStore {
+    async fn licenses(&self) -> StoreResult<LicenseRows> {
+        let mut client = self.client().await?;
+        // One snapshot for the revision and the rows.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db)?;
+        let revision = match tx
+            .query_opt("SELECT value FROM cp_meta WHERE key = $1", &[&REVISION])
+            .await
+            .map_err(db)?
+        {
+            Some(row) => unsigned(row.get(0), "cp_meta.revision")?,
+            None => 0,
+        };
+        let licenses = tx
+            .query(
+                "SELECT id, document, signature, created_at, updated_at, revision
+                 FROM licenses ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(license)
+            .collect::<StoreResult<_>>()?;
+        tx.commit().await.map_err(db)?;
+        Ok(LicenseRows { revision, licenses })
+    }
+
+    async fn put_license(&self, license: &StoredLicense) -> StoreResult<()> {
+        let revision = signed(license.revision, "license revision")?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO licenses (id, document, signature, created_at, updated_at, revision)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document,
+                 signature = EXCLUDED.signature, created_at = EXCLUDED.created_at,
+                 updated_at = EXCLUDED.updated_at, revision = EXCLUDED.revision",
+            &[
+                &license.id,
+                &license.document,
+                &license.signature,
+                &license.created_at,
+                &license.updated_at,
+                &revision,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(SET_REVISION, &[&REVISION, &revision])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool> {
+        let revision = signed(revision, "license revision")?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let existed = tx
+            .execute("DELETE FROM licenses WHERE id = $1", &[&id])
+            .await
+            .map_err(db)?
+            == 1;
+        if existed {
+            tx.execute(SET_REVISION, &[&REVISION, &revision])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(existed)
+    }
+}

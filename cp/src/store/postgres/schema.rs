@@ -1,0 +1,161 @@
+//! Versioned schema migrations for the PostgreSQL backend.
+//!
+//! Each migration runs once, in order, and is recorded in `schema_migrations`. The whole
+//! migration runs in one transaction that first takes a transaction-scoped advisory lock, so two
+//! nodes starting together against a new database do not both migrate: the second waits, then
+//! finds the schema current. A database whose schema is newer than this binary knows is
+//! refused: running it could misread rows a newer version writes.
+
+use tokio_postgres::Client;
+
+/// The advisory lock key every licsync node takes while migrating ("licsync" in ASCII).
+const MIGRATION_LOCK: i64 = 0x006c_6963_7379_6e63;
+
+/// One schema change: its version (1, 2, ... in order), what it does, and its SQL.
+struct Migration {
+    version: i32,
+    description: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "licenses, registration tokens, data planes, principals and usage counters",
+    // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
+    sql: r#"
+        CREATE TABLE cp_meta (
+            key text COLLATE "C" PRIMARY KEY,
+            value bigint NOT NULL
+        );
+        CREATE TABLE licenses (
+            id uuid PRIMARY KEY,
+            document text NOT NULL,
+            signature text NOT NULL,
+            created_at bigint NOT NULL,
+            updated_at bigint NOT NULL,
+            revision bigint NOT NULL
+        );
+        CREATE TABLE registration_tokens (
+            id uuid PRIMARY KEY,
+            name text NOT NULL,
+            token_hash text COLLATE "C" NOT NULL UNIQUE,
+            created_at bigint NOT NULL,
+            expires_at bigint NOT NULL,
+            max_uses bigint NOT NULL,
+            uses bigint NOT NULL
+        );
+        CREATE TABLE dataplanes (id uuid PRIMARY KEY, record jsonb NOT NULL);
+        CREATE TABLE api_tokens (id uuid PRIMARY KEY, record jsonb NOT NULL);
+        CREATE TABLE users (username text COLLATE "C" PRIMARY KEY, record jsonb NOT NULL);
+        CREATE TABLE connected_apps (
+            client_id text COLLATE "C" PRIMARY KEY,
+            record jsonb NOT NULL
+        );
+        CREATE TABLE usage_counters (
+            dataplane uuid NOT NULL,
+            epoch uuid NOT NULL,
+            month text COLLATE "C" NOT NULL,
+            count bigint NOT NULL CHECK (count >= 0),
+            PRIMARY KEY (dataplane, epoch, month)
+        );
+    "#,
+}];
+
+/// The newest schema version this binary knows.
+pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// Why the schema could not be read or brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "the PostgreSQL schema is at version {found}, newer than this licsync-cp knows \
+         (version {known}): run the newer licsync-cp that upgraded it, or restore the database \
+         backup taken before that upgrade"
+    )]
+    TooNew { found: i32, known: i32 },
+    #[error("cannot migrate the PostgreSQL schema: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Where the database's schema stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The version applied (0: empty database).
+    pub current: i32,
+    /// The newest version this binary knows.
+    pub known: i32,
+}
+
+impl SchemaStatus {
+    /// How many migrations `up` would apply (0 when current or newer).
+    pub fn pending(&self) -> usize {
+        MIGRATIONS
+            .iter()
+            .filter(|m| m.version > self.current)
+            .count()
+    }
+}
+
+/// The schema version of the database, without changing anything.
+pub async fn status(client: &Client) -> Result<SchemaStatus, SchemaError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let current = if exists {
+        client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0)
+    } else {
+        0
+    };
+    Ok(SchemaStatus {
+        current,
+        known: LATEST,
+    })
+}
+
+/// Applies every migration the database lacks, under the migration lock; returns the versions
+/// applied (empty when the schema was current). Refuses a schema newer than [`LATEST`].
+pub async fn up(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    if current > LATEST {
+        return Err(SchemaError::TooNew {
+            found: current,
+            known: LATEST,
+        });
+    }
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+            &[&migration.version, &migration.description],
+        )
+        .await?;
+        applied.push(migration.version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}

@@ -1,0 +1,109 @@
+//! The records storage keeps besides [`crate::model`]'s entities, and the rules every backend
+//! applies to them, so a backend never reaches into the services that use it (usage metering,
+//! registration) for a type or a rule.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+pub use licsync_common::usage_month::UsageMonth;
+use uuid::Uuid;
+
+use super::StoreResult;
+use crate::model::{RegistrationToken, Revision, StoredLicense, TokenRefusal};
+
+/// Every license and the revision they are current at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseRows {
+    pub revision: Revision,
+    pub licenses: Vec<StoredLicense>,
+}
+
+/// One data plane's cumulative counts for one epoch, checked: at most
+/// [`crate::usage::submission::MAX_BUCKETS`] months, each once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSubmission {
+    pub dataplane: Uuid,
+    pub epoch: Uuid,
+    pub counts: Vec<(UsageMonth, u64)>,
+}
+
+/// One stored counter: the highest count `dataplane` reported for `month` in `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageRow {
+    pub dataplane: Uuid,
+    pub epoch: Uuid,
+    pub month: UsageMonth,
+    pub count: u64,
+}
+
+/// A usage counter's identity: (data plane, epoch, month).
+pub type UsageKey = (Uuid, Uuid, UsageMonth);
+
+/// What a batch of usage submissions does to storage.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MergedUsage {
+    /// Counters whose value rises, with their new value.
+    pub changed: Vec<(UsageKey, u64)>,
+    /// Per submission, in order: the value each of its counters has after the batch.
+    pub recorded: Vec<Vec<(UsageMonth, u64)>>,
+}
+
+/// The max rule every backend applies to a batch: each counter becomes the maximum of what
+/// `stored` holds and every count submitted for it, so duplicates, retries and reordering (also
+/// within one batch) never add.
+pub fn merge_usage(
+    submissions: &[UsageSubmission],
+    mut stored: impl FnMut(&UsageKey) -> StoreResult<Option<u64>>,
+) -> StoreResult<MergedUsage> {
+    // Per counter: (stored before, value after).
+    let mut counters: HashMap<UsageKey, (Option<u64>, u64)> = HashMap::new();
+    for submission in submissions {
+        for &(month, count) in &submission.counts {
+            let key = (submission.dataplane, submission.epoch, month);
+            let entry = match counters.entry(key) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let before = stored(&key)?;
+                    entry.insert((before, before.unwrap_or(0)))
+                }
+            };
+            entry.1 = entry.1.max(count);
+        }
+    }
+    let recorded = submissions
+        .iter()
+        .map(|s| {
+            s.counts
+                .iter()
+                .map(|&(month, count)| {
+                    let value = counters
+                        .get(&(s.dataplane, s.epoch, month))
+                        .map_or(count, |c| c.1);
+                    (month, value)
+                })
+                .collect()
+        })
+        .collect();
+    let changed = counters
+        .into_iter()
+        .filter(|(_, (before, after))| *before != Some(*after))
+        .map(|(key, (_, after))| (key, after))
+        .collect();
+    Ok(MergedUsage { changed, recorded })
+}
+
+/// The refusal for a token record at `now`, or `None` when it may be used once more.
+pub fn token_refusal(token: &RegistrationToken, now: i64) -> Option<TokenRefusal> {
+    if now >= token.expires_at {
+        Some(TokenRefusal::Expired {
+            expired_at: token.expires_at,
+        })
+    } else if token.uses >= token.max_uses {
+        Some(TokenRefusal::UsedUp {
+            uses: token.uses,
+            max_uses: token.max_uses,
+        })
+    } else {
+        None
+    }
+}

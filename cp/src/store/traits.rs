@@ -1,0 +1,94 @@
+//! The storage contract, one trait per aggregate, so a backend (and a reader of it) sees each
+//! kind of record on its own: licenses, registration tokens, data planes, principals and usage,
+//! plus what concerns the whole store ([`StoreMeta`]). [`super::Store`] is all of them at once.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::records::{LicenseRows, UsageMonth, UsageRow, UsageSubmission};
+use super::{StorageInfo, StoreResult};
+use crate::model::{
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
+    TokenRefusal, User,
+};
+
+/// What concerns the whole store rather than one kind of record.
+#[async_trait]
+pub trait StoreMeta: Send + Sync {
+    fn info(&self) -> StorageInfo;
+    /// Makes every write so far durable (used on shutdown).
+    async fn flush(&self) -> StoreResult<()>;
+}
+
+/// Licenses and the revision counter that orders their changes.
+#[async_trait]
+pub trait LicenseStore: Send + Sync {
+    /// All licenses and the current revision, read consistently.
+    async fn licenses(&self) -> StoreResult<LicenseRows>;
+    /// Inserts or replaces `license` (by id) and sets the revision to `license.revision`.
+    async fn put_license(&self, license: &StoredLicense) -> StoreResult<()>;
+    /// Removes license `id` and sets the revision to `revision`; `false` when it did not exist
+    /// (the revision is then left unchanged).
+    async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool>;
+}
+
+/// Registration tokens, looked up by the hash of their secret when presented.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn insert_registration_token(&self, token: &RegistrationToken) -> StoreResult<()>;
+    async fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>>;
+    async fn delete_registration_token(&self, id: Uuid) -> StoreResult<bool>;
+    /// Atomically checks the token with this hash (known, unexpired, uses left) and counts one
+    /// use. Two concurrent registrations can never both take a token's last use.
+    async fn consume_registration_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Result<RegistrationToken, TokenRefusal>>;
+}
+
+/// Registered data planes.
+#[async_trait]
+pub trait DataPlaneStore: Send + Sync {
+    async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()>;
+    async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>>;
+    async fn dataplanes(&self) -> StoreResult<Vec<DataPlaneRecord>>;
+    /// Removes data plane `id`'s record (the purge of long-silent data planes); `false` when
+    /// it did not exist.
+    async fn delete_dataplane(&self, id: Uuid) -> StoreResult<bool>;
+}
+
+/// Who may use the Admin API: API tokens, users and connected apps.
+#[async_trait]
+pub trait PrincipalStore: Send + Sync {
+    async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()>;
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool>;
+
+    /// Stores `user` unless a user with its username exists: `false` then, nothing written.
+    async fn insert_user(&self, user: &User) -> StoreResult<bool>;
+    async fn user(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    async fn delete_user(&self, username: &str) -> StoreResult<bool>;
+
+    /// Stores `app` unless an app with its client id exists: `false` then, nothing written.
+    async fn insert_connected_app(&self, app: &ConnectedApp) -> StoreResult<bool>;
+    async fn connected_app(&self, client_id: &str) -> StoreResult<Option<ConnectedApp>>;
+    async fn connected_apps(&self) -> StoreResult<Vec<ConnectedApp>>;
+    async fn delete_connected_app(&self, client_id: &str) -> StoreResult<bool>;
+}
+
+/// Usage counters: the highest count per (data plane, epoch, month).
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Raises every (data plane, epoch, month) counter named in `submissions` to the count
+    /// submitted when that is higher, in one atomic write made durable before returning (group
+    /// commit: the usage ledger batches reports that arrive together). Returns, per submission
+    /// and in its order, the count now stored for each of its months.
+    async fn record_usage(
+        &self,
+        submissions: Vec<UsageSubmission>,
+    ) -> StoreResult<Vec<Vec<(UsageMonth, u64)>>>;
+    /// Every usage counter, ordered by data plane, epoch and month.
+    async fn usage(&self) -> StoreResult<Vec<UsageRow>>;
+}
