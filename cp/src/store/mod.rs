@@ -2,9 +2,10 @@
 //! and later a PostgreSQL backend are interchangeable.
 //!
 //! The contract every backend keeps: when a write method returns `Ok`, the write is durable
-//! (the Admin API answers only after that), and `put_license` / `delete_license` record the new
-//! revision atomically with the change, and `record_usage` applies a whole batch of usage
-//! reports atomically (all or none) with one flush. Uniqueness of license signatures is decided by the
+//! (the Admin API answers only after that), and `put_license` / `delete_license` /
+//! `apply_license_batch` record the new revision atomically with the change, and
+//! `apply_license_batch` and `record_usage` apply a whole batch (of license writes, of usage
+//! reports) atomically (all or none) with one flush. Uniqueness of license signatures is decided by the
 //! license service, which serialises license writes; backends only persist.
 
 use std::collections::HashMap;
@@ -24,11 +25,11 @@ mod conformance;
 pub mod memory;
 pub mod sled_store;
 
-pub use memory::MemoryStore;
+pub use memory::{LicenseFault, MemoryStore};
 pub use sled_store::SledStore;
 
 /// A storage failure: the operation did not happen (or its durability is unknown).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Backend(String),
@@ -52,6 +53,24 @@ pub struct LicenseRows {
     pub licenses: Vec<StoredLicense>,
 }
 
+/// One license write of a batch, carrying the revision it brings the set to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LicenseChange {
+    /// Inserts or replaces the license (by id); its revision is `license.revision`.
+    Put(StoredLicense),
+    /// Removes the license, if stored.
+    Delete { id: Uuid, revision: Revision },
+}
+
+impl LicenseChange {
+    pub fn revision(&self) -> Revision {
+        match self {
+            Self::Put(license) => license.revision,
+            Self::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn info(&self) -> StorageInfo;
@@ -63,6 +82,10 @@ pub trait Store: Send + Sync + 'static {
     /// Removes license `id` and sets the revision to `revision`; `false` when it did not exist
     /// (the revision is then left unchanged).
     async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool>;
+    /// Applies `changes` in order, atomically (all or none) with one flush, and sets the
+    /// revision to the last change's: group commit for the license service, which numbers the
+    /// changes of a batch consecutively. An empty batch writes nothing.
+    async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()>;
 
     async fn insert_registration_token(&self, token: &RegistrationToken) -> StoreResult<()>;
     async fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>>;

@@ -17,7 +17,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use uuid::Uuid;
 
 use super::{
-    LicenseRows, StorageInfo, Store, StoreError, StoreResult, UsageKey, merge_usage, token_refusal,
+    LicenseChange, LicenseRows, StorageInfo, Store, StoreError, StoreResult, UsageKey, merge_usage,
+    token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -156,6 +157,38 @@ impl Store for SledStore {
                         meta.insert(REVISION_KEY, revision.as_slice())?;
                     }
                     Ok::<_, ConflictableTransactionError<StoreError>>(existed)
+                })
+                .map_err(tx_error)
+        })
+        .await
+    }
+
+    async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()> {
+        let Some(last) = changes.last() else {
+            return Ok(());
+        };
+        let revision = last.revision().to_be_bytes();
+        // Encoded here, on the caller's task, so the closure owns plain bytes: `None` deletes.
+        let rows = changes
+            .iter()
+            .map(|change| match change {
+                LicenseChange::Put(license) => Ok((license.id, Some(encode(license)?))),
+                LicenseChange::Delete { id, .. } => Ok((*id, None)),
+            })
+            .collect::<StoreResult<Vec<(Uuid, Option<Vec<u8>>)>>>()?;
+        self.write(move |t| {
+            (&t.meta, &t.licenses)
+                .transaction(|(meta, licenses)| {
+                    for (id, value) in &rows {
+                        match value {
+                            Some(value) => {
+                                licenses.insert(id.as_bytes().as_slice(), value.as_slice())?
+                            }
+                            None => licenses.remove(id.as_bytes().as_slice())?,
+                        };
+                    }
+                    meta.insert(REVISION_KEY, revision.as_slice())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
                 })
                 .map_err(tx_error)
         })
