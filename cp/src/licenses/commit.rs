@@ -14,6 +14,7 @@
 //! refusal there (a duplicate, a missing id) may have been decided against a write that never
 //! became durable, so the caller learns of the failure and may retry.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -123,25 +124,80 @@ fn stopped() -> WriteError {
 /// The writer task: one storage write per batch of waiting requests.
 async fn write_batches(published: Arc<Published>, mut rx: mpsc::Receiver<Request>) {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
+    let mut signatures = None;
     while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
-        commit(&published, waiting.drain(..)).await;
+        signatures = commit(&published, signatures, waiting.drain(..)).await;
     }
 }
 
-/// Decides, stores, publishes and answers one batch.
-async fn commit(published: &Published, requests: impl Iterator<Item = Request>) {
+/// Which license holds each signature, at one revision of the set: Kong's uniqueness rule at
+/// the cost of a lookup per write, where a scan of every license (on the one writer task) grew
+/// with the number of licenses and slowed every batch.
+struct Signatures {
+    revision: Revision,
+    ids: HashMap<String, Uuid>,
+}
+
+impl Signatures {
+    fn of(set: &LicenseSet) -> Self {
+        Self {
+            revision: set.revision,
+            ids: set
+                .licenses
+                .values()
+                .map(|l| (l.signature.clone(), l.id))
+                .collect(),
+        }
+    }
+
+    /// Refuses `signature` when another license than `own_id` holds it.
+    fn check(
+        &self,
+        signature: &str,
+        own_id: Option<Uuid>,
+        document: &str,
+    ) -> Result<(), WriteError> {
+        match self.ids.get(signature) {
+            Some(&existing) if Some(existing) != own_id => Err(WriteError::Duplicate {
+                payload: document.to_owned(),
+                existing,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets `license`'s signature (it was replaced or deleted).
+    fn remove(&mut self, license: &StoredLicense) {
+        if self.ids.get(&license.signature) == Some(&license.id) {
+            self.ids.remove(&license.signature);
+        }
+    }
+}
+
+/// Decides, stores, publishes and answers one batch. `signatures` is the index the previous
+/// batch left (rebuilt when it is missing or not of the committed set); the index of the new
+/// committed set is returned, `None` when the batch failed.
+async fn commit(
+    published: &Published,
+    signatures: Option<Signatures>,
+    requests: impl Iterator<Item = Request>,
+) -> Option<Signatures> {
     let committed = published.current.borrow().clone();
+    let mut signatures = signatures
+        .filter(|s| s.revision == committed.revision)
+        .unwrap_or_else(|| Signatures::of(&committed));
     let mut next = (*committed).clone();
     let now = licsync_common::unix_now();
     let mut changes = Vec::new();
     let mut answers = Vec::new();
     for (command, reply) in requests {
-        let answer = decide(&mut next, command, now).map(|(applied, change)| {
+        let answer = decide(&mut next, &mut signatures, command, now).map(|(applied, change)| {
             changes.extend(change);
             applied
         });
         answers.push((reply, answer));
     }
+    let next_revision = next.revision;
     if !changes.is_empty() {
         if let Err(error) = published.store.apply_license_batch(&changes).await {
             tracing::error!(event = "license.store_failed", %error, writes = changes.len(), "Could not store a batch of license writes; every request in it fails.");
@@ -150,7 +206,7 @@ async fn commit(published: &Published, requests: impl Iterator<Item = Request>) 
                 // A caller that went away learns nothing either way.
                 let _ = reply.send(Err(WriteError::Storage(error.clone())));
             }
-            return;
+            return None;
         }
         published.current.send_replace(Arc::new(next));
         tracing::debug!(writes = changes.len(), "License batch durable.");
@@ -161,12 +217,16 @@ async fn commit(published: &Published, requests: impl Iterator<Item = Request>) 
         }
         let _ = reply.send(answer);
     }
+    signatures.revision = next_revision;
+    Some(signatures)
 }
 
-/// Applies `command` to `set` (the committed set plus the batch so far) at time `now`: the
-/// answer, and the change to store when there is one. `set` is left as it was on a refusal.
+/// Applies `command` to `set` (the committed set plus the batch so far, whose signatures are
+/// `signatures`) at time `now`: the answer, and the change to store when there is one. Both are
+/// left as they were on a refusal.
 fn decide(
     set: &mut LicenseSet,
+    signatures: &mut Signatures,
     command: Command,
     now: i64,
 ) -> Result<(Applied, Option<LicenseChange>), WriteError> {
@@ -176,7 +236,7 @@ fn decide(
             document,
             signature,
         } => {
-            check_unique(set, &signature, None, &document)?;
+            signatures.check(&signature, None, &document)?;
             let stored = StoredLicense {
                 id: Uuid::new_v4(),
                 document,
@@ -192,7 +252,7 @@ fn decide(
             document,
             signature,
         } => {
-            check_unique(set, &signature, Some(id), &document)?;
+            signatures.check(&signature, Some(id), &document)?;
             let existing = set.licenses.get(&id);
             let outcome = match existing {
                 Some(_) => PutOutcome::Replaced,
@@ -214,7 +274,7 @@ fn decide(
             signature,
         } => {
             let existing = set.licenses.get(&id).ok_or(WriteError::NotFound(id))?;
-            check_unique(set, &signature, Some(id), &document)?;
+            signatures.check(&signature, Some(id), &document)?;
             let stored = StoredLicense {
                 id,
                 document,
@@ -226,9 +286,10 @@ fn decide(
             (stored, PutOutcome::Replaced)
         }
         Command::Delete { id } => {
-            if set.licenses.remove(&id).is_none() {
+            let Some(removed) = set.licenses.remove(&id) else {
                 return Ok((Applied::Absent, None));
-            }
+            };
+            signatures.remove(&removed);
             set.revision = revision;
             return Ok((
                 Applied::Deleted { id, revision },
@@ -239,27 +300,11 @@ fn decide(
     let change = LicenseChange::Put(stored.clone());
     let stored = Arc::new(stored);
     set.revision = revision;
-    set.licenses.insert(stored.id, stored.clone());
-    Ok((Applied::Stored(stored, outcome), Some(change)))
-}
-
-fn check_unique(
-    set: &LicenseSet,
-    signature: &str,
-    own_id: Option<Uuid>,
-    document: &str,
-) -> Result<(), WriteError> {
-    match set
-        .licenses
-        .values()
-        .find(|l| l.signature == signature && Some(l.id) != own_id)
-    {
-        Some(existing) => Err(WriteError::Duplicate {
-            payload: document.to_owned(),
-            existing: existing.id,
-        }),
-        None => Ok(()),
+    if let Some(replaced) = set.licenses.insert(stored.id, stored.clone()) {
+        signatures.remove(&replaced);
     }
+    signatures.ids.insert(stored.signature.clone(), stored.id);
+    Ok((Applied::Stored(stored, outcome), Some(change)))
 }
 
 /// The log line of a durable write, once durable.
@@ -297,5 +342,83 @@ async fn resync_after_failure(published: &Published) {
         Err(error) => {
             tracing::error!(event = "license.storage_read_failed", %error, "Cannot read licenses back after a failed write.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(signature: &str) -> Command {
+        Command::Create {
+            document: format!("doc {signature}"),
+            signature: signature.into(),
+        }
+    }
+
+    fn stored(answer: Result<(Applied, Option<LicenseChange>), WriteError>) -> Arc<StoredLicense> {
+        match answer {
+            Ok((Applied::Stored(license, _), Some(LicenseChange::Put(change)))) => {
+                assert_eq!(
+                    *license, change,
+                    "the change stored is the license answered"
+                );
+                license
+            }
+            other => panic!("expected a stored license, got {other:?}"),
+        }
+    }
+
+    /// Within one batch: revisions follow the order of the writes, a replaced or deleted
+    /// license frees its signature, and a refusal changes nothing.
+    #[test]
+    fn decisions_follow_each_other_within_a_batch() {
+        let mut set = LicenseSet::default();
+        let mut signatures = Signatures::of(&set);
+        let a = stored(decide(&mut set, &mut signatures, create("a"), 10));
+        assert_eq!(a.revision, 1);
+        let put = Command::Put {
+            id: a.id,
+            document: "doc b".into(),
+            signature: "b".into(),
+        };
+        let renewed = stored(decide(&mut set, &mut signatures, put, 11));
+        assert_eq!((renewed.revision, renewed.created_at), (2, 10));
+
+        let before = set.clone();
+        assert!(matches!(
+            decide(&mut set, &mut signatures, create("b"), 12),
+            Err(WriteError::Duplicate { existing, .. }) if existing == a.id
+        ));
+        let patch = Command::Patch {
+            id: Uuid::new_v4(),
+            document: "doc c".into(),
+            signature: "c".into(),
+        };
+        assert!(matches!(
+            decide(&mut set, &mut signatures, patch, 12),
+            Err(WriteError::NotFound(_))
+        ));
+        assert_eq!(set, before, "refusals change nothing");
+
+        let other = stored(decide(&mut set, &mut signatures, create("a"), 12));
+        assert_eq!(other.revision, 3, "the replaced signature is free again");
+        match decide(&mut set, &mut signatures, Command::Delete { id: a.id }, 13) {
+            Ok((Applied::Deleted { id, revision: 4 }, Some(LicenseChange::Delete { .. }))) => {
+                assert_eq!(id, a.id);
+            }
+            other => panic!("expected a delete, got {other:?}"),
+        }
+        assert!(matches!(
+            decide(&mut set, &mut signatures, Command::Delete { id: a.id }, 13),
+            Ok((Applied::Absent, None))
+        ));
+        stored(decide(&mut set, &mut signatures, create("b"), 14));
+        assert_eq!(set.revision, 5);
+        assert_eq!(
+            Signatures::of(&set).ids,
+            signatures.ids,
+            "the index follows the set"
+        );
     }
 }
