@@ -22,8 +22,6 @@ use crate::model::{Revision, StoredLicense};
 use crate::store::{LicenseRows, Store, StoreError};
 use commit::{Applied, Command, Committer, Published};
 
-pub use commit::MAX_BATCH;
-
 /// An immutable snapshot of every license at one revision. Cheap to clone and share.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LicenseSet {

@@ -26,7 +26,7 @@ use crate::model::{Revision, StoredLicense};
 use crate::store::{LicenseChange, Store, StoreError};
 
 /// Most writes applied in one storage transaction.
-pub const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 1024;
 /// Writes that may wait for the writer; further callers wait for room (backpressure).
 const QUEUE: usize = 4096;
 
