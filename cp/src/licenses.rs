@@ -5,18 +5,22 @@
 //! rule), made durable in the store with a new revision, and only then published as a new
 //! immutable [`LicenseSet`] through a `tokio::sync::watch`. Streams therefore never send a change
 //! that a crash could take back, and a burst of writes coalesces naturally: a stream that is busy
-//! simply sees the newest set when it looks next.
+//! simply sees the newest set when it looks next. Signatures are verified on the caller's task;
+//! the rest happens in the group commit of [`commit`], which stores concurrent writes with one
+//! flush.
+
+mod commit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use licsync_common::license::{License, LicenseError, TrustedKeys};
-use licsync_common::unix_now;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::model::{Revision, StoredLicense};
 use crate::store::{LicenseRows, Store, StoreError};
+use commit::{Applied, Command, Committer, Published};
 
 /// An immutable snapshot of every license at one revision. Cheap to clone and share.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,10 +84,8 @@ pub enum PutOutcome {
 
 /// Owns license writes and publishes each durable change.
 pub struct Licenses {
-    store: Arc<dyn Store>,
     trusted: TrustedKeys,
-    write_lock: Mutex<()>,
-    current: watch::Sender<Arc<LicenseSet>>,
+    committer: Committer,
 }
 
 impl Licenses {
@@ -92,21 +94,19 @@ impl Licenses {
         let set = LicenseSet::from(store.licenses().await?);
         let (current, _) = watch::channel(Arc::new(set));
         Ok(Self {
-            store,
             trusted,
-            write_lock: Mutex::new(()),
-            current,
+            committer: Committer::new(Arc::new(Published { store, current })),
         })
     }
 
     /// The current snapshot.
     pub fn current(&self) -> Arc<LicenseSet> {
-        self.current.borrow().clone()
+        self.committer.published().current.borrow().clone()
     }
 
     /// A receiver that is marked changed after every published write.
     pub fn subscribe(&self) -> watch::Receiver<Arc<LicenseSet>> {
-        self.current.subscribe()
+        self.committer.published().current.subscribe()
     }
 
     pub fn trusted_keys(&self) -> &TrustedKeys {
@@ -115,21 +115,12 @@ impl Licenses {
 
     /// `POST /licenses`: stores a new license under a fresh id.
     pub async fn create(&self, document: String) -> Result<Arc<StoredLicense>, WriteError> {
-        let license = self.verified(&document, None)?;
-        let _guard = self.write_lock.lock().await;
-        let set = self.current();
-        let signature = license.signature_hex();
-        check_unique(&set, &signature, None, &document)?;
-        let now = unix_now();
-        let stored = StoredLicense {
-            id: Uuid::new_v4(),
+        let signature = self.verified(&document, None)?.signature_hex();
+        let command = Command::Create {
             document,
             signature,
-            created_at: now,
-            updated_at: now,
-            revision: set.revision + 1,
         };
-        self.commit_put(&set, stored).await
+        Ok(self.store_one(command).await?.0)
     }
 
     /// `PUT /licenses/{id}`: creates with that id or replaces it, keeping `created_at`.
@@ -138,27 +129,13 @@ impl Licenses {
         id: Uuid,
         document: String,
     ) -> Result<(Arc<StoredLicense>, PutOutcome), WriteError> {
-        let license = self.verified(&document, Some(id))?;
-        let _guard = self.write_lock.lock().await;
-        let set = self.current();
-        let signature = license.signature_hex();
-        check_unique(&set, &signature, Some(id), &document)?;
-        let now = unix_now();
-        let existing = set.licenses.get(&id);
-        let outcome = if existing.is_some() {
-            PutOutcome::Replaced
-        } else {
-            PutOutcome::Created
-        };
-        let stored = StoredLicense {
+        let signature = self.verified(&document, Some(id))?.signature_hex();
+        let command = Command::Put {
             id,
             document,
             signature,
-            created_at: existing.map_or(now, |l| l.created_at),
-            updated_at: now,
-            revision: set.revision + 1,
         };
-        Ok((self.commit_put(&set, stored).await?, outcome))
+        self.store_one(command).await
     }
 
     /// `PATCH /licenses/{id}`: replaces the document of an existing license.
@@ -167,65 +144,40 @@ impl Licenses {
         id: Uuid,
         document: String,
     ) -> Result<Arc<StoredLicense>, WriteError> {
-        let license = self.verified(&document, Some(id))?;
-        let _guard = self.write_lock.lock().await;
-        let set = self.current();
-        let existing = set.licenses.get(&id).ok_or(WriteError::NotFound(id))?;
-        let signature = license.signature_hex();
-        check_unique(&set, &signature, Some(id), &document)?;
-        let stored = StoredLicense {
+        let signature = self.verified(&document, Some(id))?.signature_hex();
+        let command = Command::Patch {
             id,
             document,
             signature,
-            created_at: existing.created_at,
-            updated_at: unix_now(),
-            revision: set.revision + 1,
         };
-        self.commit_put(&set, stored).await
+        Ok(self.store_one(command).await?.0)
     }
 
     /// `DELETE /licenses/{id}`: `false` when there was nothing to delete.
     pub async fn delete(&self, id: Uuid) -> Result<bool, WriteError> {
-        let _guard = self.write_lock.lock().await;
-        let set = self.current();
-        if !set.licenses.contains_key(&id) {
-            return Ok(false);
+        match self.committer.submit(Command::Delete { id }).await? {
+            Applied::Deleted { .. } => Ok(true),
+            Applied::Absent => Ok(false),
+            Applied::Stored(..) => Err(unexpected()),
         }
-        let revision = set.revision + 1;
-        if let Err(error) = self.store.delete_license(id, revision).await {
-            self.resync_after_failure().await;
-            return Err(error.into());
-        }
-        let mut next = (*set).clone();
-        next.revision = revision;
-        next.licenses.remove(&id);
-        self.current.send_replace(Arc::new(next));
-        tracing::info!(event = "license.deleted", license.id = %id, revision, "License deleted.");
-        Ok(true)
     }
 
-    async fn commit_put(
+    async fn store_one(
         &self,
-        set: &LicenseSet,
-        stored: StoredLicense,
-    ) -> Result<Arc<StoredLicense>, WriteError> {
-        if let Err(error) = self.store.put_license(&stored).await {
-            self.resync_after_failure().await;
-            return Err(error.into());
+        command: Command,
+    ) -> Result<(Arc<StoredLicense>, PutOutcome), WriteError> {
+        match self.committer.submit(command).await? {
+            Applied::Stored(stored, outcome) => Ok((stored, outcome)),
+            Applied::Deleted { .. } | Applied::Absent => Err(unexpected()),
         }
-        let created = !set.licenses.contains_key(&stored.id);
-        let stored = Arc::new(stored);
-        let mut next = set.clone();
-        next.revision = stored.revision;
-        next.licenses.insert(stored.id, stored.clone());
-        self.current.send_replace(Arc::new(next));
-        if created {
-            tracing::info!(event = "license.created", license.id = %stored.id, revision = stored.revision, "License created.");
-        } else {
-            tracing::info!(event = "license.updated", license.id = %stored.id, revision = stored.revision, "License updated.");
-        }
-        Ok(stored)
     }
+}
+
+/// The writer answered a store with a delete: a bug, reported rather than panicked on.
+fn unexpected() -> WriteError {
+    WriteError::Storage(StoreError::Backend(
+        "the license writer answered with the outcome of another kind of write".into(),
+    ))
 }
 
 impl Licenses {
@@ -245,53 +197,12 @@ impl Licenses {
             error
         })
     }
-
-    /// A failed write may still have reached storage (a transaction committed, its flush
-    /// failed). Republishing what storage holds keeps revisions unique and the uniqueness check
-    /// honest; if storage cannot even be read, the next write fails again and says so.
-    async fn resync_after_failure(&self) {
-        match self.store.licenses().await {
-            Ok(rows) => {
-                let set = LicenseSet::from(rows);
-                if set != *self.current() {
-                    tracing::warn!(
-                        event = "license.storage_uncertain",
-                        revision = set.revision,
-                        "A failed write reached storage; publishing what storage holds."
-                    );
-                    self.current.send_replace(Arc::new(set));
-                }
-            }
-            Err(error) => {
-                tracing::error!(event = "license.storage_read_failed", %error, "Cannot read licenses back after a failed write.");
-            }
-        }
-    }
-}
-
-fn check_unique(
-    set: &LicenseSet,
-    signature: &str,
-    own_id: Option<Uuid>,
-    document: &str,
-) -> Result<(), WriteError> {
-    match set
-        .licenses
-        .values()
-        .find(|l| l.signature == signature && Some(l.id) != own_id)
-    {
-        Some(existing) => Err(WriteError::Duplicate {
-            payload: document.to_owned(),
-            existing: existing.id,
-        }),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{LicenseFault, LicenseStore, MemoryStore};
     use licsync_common::license::{SigningKey, sign_document};
 
     fn doc(key: &SigningKey, customer: &str) -> String {
@@ -385,5 +296,127 @@ mod tests {
             "Unable to validate license: validation failed: no trusted license signing key is configured; \
              add the signer's public key (license-signing.pub) to licenses.trusted_keys in the control plane's configuration"
         );
+    }
+
+    async fn service_over(store: Arc<MemoryStore>) -> (Arc<Licenses>, SigningKey) {
+        let (key, _) = SigningKey::generate().unwrap();
+        let trusted = TrustedKeys::parse(&[key.public_key_base64()]).unwrap();
+        let licenses = Licenses::load(store, trusted).await.unwrap();
+        (Arc::new(licenses), key)
+    }
+
+    /// Starts `n` creates at once, all queued before the writer runs, and returns their
+    /// outcomes in order.
+    async fn create_concurrently(
+        licenses: &Arc<Licenses>,
+        documents: Vec<String>,
+    ) -> Vec<Result<Arc<StoredLicense>, WriteError>> {
+        let tasks: Vec<_> = documents
+            .into_iter()
+            .map(|document| {
+                let licenses = licenses.clone();
+                tokio::spawn(async move { licenses.create(document).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        outcomes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_get_unique_consecutive_revisions() {
+        let (licenses, key) = service_over(Arc::new(MemoryStore::new())).await;
+        let documents = (0..64).map(|n| doc(&key, &format!("C{n}"))).collect();
+        let mut revisions: Vec<Revision> = create_concurrently(&licenses, documents)
+            .await
+            .into_iter()
+            .map(|outcome| outcome.unwrap().revision)
+            .collect();
+        revisions.sort_unstable();
+        assert_eq!(revisions, (1..=64).collect::<Vec<_>>());
+        let set = licenses.current();
+        assert_eq!((set.revision, set.licenses.len()), (64, 64));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_duplicates_store_the_license_once() {
+        let (licenses, key) = service_over(Arc::new(MemoryStore::new())).await;
+        let document = doc(&key, "Same");
+        let outcomes = create_concurrently(&licenses, vec![document; 16]).await;
+        let stored: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        assert_eq!(stored.len(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| match o {
+            Ok(_) => true,
+            Err(WriteError::Duplicate { existing, .. }) => *existing == stored[0].id,
+            Err(_) => false,
+        }));
+        assert_eq!(licenses.current().revision, 1);
+    }
+
+    /// A batch storage refuses fails every request in it with the storage error, and the
+    /// published set shows none of them; once storage heals, writing goes on from the last
+    /// durable revision.
+    #[tokio::test]
+    async fn a_failed_batch_fails_every_write_and_publishes_none() {
+        let store = Arc::new(MemoryStore::new());
+        let (licenses, key) = service_over(store.clone()).await;
+        let first = licenses.create(doc(&key, "Durable")).await.unwrap();
+        let mut rx = licenses.subscribe();
+        rx.borrow_and_update();
+        store.inject_license_fault(LicenseFault::Refuse);
+        let mut documents: Vec<_> = (0..8).map(|n| doc(&key, &format!("F{n}"))).collect();
+        // A duplicate of a write in the same failed batch must not be told "already stored".
+        documents.push(documents[0].clone());
+        for outcome in create_concurrently(&licenses, documents).await {
+            match outcome {
+                Err(WriteError::Storage(error)) => assert!(
+                    error.to_string().contains("injected license write failure"),
+                    "{error}"
+                ),
+                other => panic!("expected a storage error, got {other:?}"),
+            }
+        }
+        assert!(
+            matches!(licenses.delete(first.id).await, Err(WriteError::Storage(_))),
+            "a delete fails too"
+        );
+        assert!(!rx.has_changed().unwrap(), "nothing was published");
+        let set = licenses.current();
+        assert_eq!(set.revision, 1);
+        assert_eq!(set.licenses.keys().collect::<Vec<_>>(), vec![&first.id]);
+
+        store.inject_license_fault(LicenseFault::None);
+        let next = licenses.create(doc(&key, "F0")).await.unwrap();
+        assert_eq!(next.revision, 2);
+        assert_eq!(store.licenses().await.unwrap().revision, 2);
+    }
+
+    /// A batch that reached storage but reported failure (its flush failed): the callers hear
+    /// of the failure, and the service republishes what storage holds, so the next revision
+    /// is above every stored one and the uniqueness check sees the stored licenses.
+    #[tokio::test]
+    async fn a_batch_that_reached_storage_is_republished_from_storage() {
+        let store = Arc::new(MemoryStore::new());
+        let (licenses, key) = service_over(store.clone()).await;
+        store.inject_license_fault(LicenseFault::AfterApply);
+        let documents = (0..4).map(|n| doc(&key, &format!("U{n}"))).collect();
+        for outcome in create_concurrently(&licenses, documents).await {
+            assert!(
+                matches!(outcome, Err(WriteError::Storage(_))),
+                "{outcome:?}"
+            );
+        }
+        store.inject_license_fault(LicenseFault::None);
+        let stored = store.licenses().await.unwrap();
+        assert_eq!(licenses.current().revision, stored.revision);
+        assert_eq!(licenses.current().licenses.len(), 4);
+        assert!(matches!(
+            licenses.create(doc(&key, "U0")).await,
+            Err(WriteError::Duplicate { .. })
+        ));
+        let next = licenses.create(doc(&key, "After")).await.unwrap();
+        assert_eq!(next.revision, stored.revision + 1);
     }
 }

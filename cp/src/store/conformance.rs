@@ -1,14 +1,15 @@
 //! The promises every backend keeps, run against each of them: licenses and the revision move
 //! together, a token's uses are counted atomically, a taken username or client id is refused
 //! atomically and lookups are exact, and usage counters keep the maximum ever reported; against memory, sled and PostgreSQL. Plus
-//! that sled keeps principals across a reopen. (Renewals update the record through
+//! that sled keeps principals across a reopen, and that a batch of license writes is applied in
+//! order, all at once, with the revision of its last change. (Renewals update the record through
 //! `DataPlanes::update`, tested there.)
 
 use uuid::Uuid;
 
 use super::{
-    MemoryStore, PostgresStore, PrincipalStore, SledStore, Store, UsageMonth, UsageRow,
-    UsageSubmission,
+    LicenseChange, LicenseStore, MemoryStore, PostgresStore, PrincipalStore, SledStore, Store,
+    UsageMonth, UsageRow, UsageSubmission,
 };
 use crate::model::{
     ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, Role, Scope, StoredLicense,
@@ -236,11 +237,68 @@ async fn sled_keeps_users_and_apps_across_reopen() {
         created_at: 2,
     };
     {
-        let store = SledStore::open(&path).unwrap();
+        let store = SledStore::reopen(&path);
         store.insert_user(&user).await.unwrap();
         store.insert_connected_app(&app).await.unwrap();
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = SledStore::reopen(&path);
     assert_eq!(store.users().await.unwrap(), vec![user]);
     assert_eq!(store.connected_apps().await.unwrap(), vec![app]);
+}
+
+/// One batch that creates, replaces and deletes, in that order, including a license it created
+/// itself; then an empty batch, which changes nothing.
+async fn exercise_license_batches(store: &dyn Store) -> Vec<StoredLicense> {
+    let kept = license(1);
+    let dropped = license(2);
+    store.put_license(&kept).await.unwrap();
+    store.put_license(&dropped).await.unwrap();
+    let created = license(3);
+    let replaced = StoredLicense {
+        document: "{\"renewed\":true}".into(),
+        updated_at: 5,
+        revision: 4,
+        ..kept.clone()
+    };
+    let transient = license(5);
+    store
+        .apply_license_batch(&[
+            LicenseChange::Put(created.clone()),
+            LicenseChange::Put(replaced.clone()),
+            LicenseChange::Put(transient.clone()),
+            LicenseChange::Delete {
+                id: dropped.id,
+                revision: 6,
+            },
+            LicenseChange::Delete {
+                id: transient.id,
+                revision: 7,
+            },
+        ])
+        .await
+        .unwrap();
+    store.apply_license_batch(&[]).await.unwrap();
+    let rows = store.licenses().await.unwrap();
+    assert_eq!(rows.revision, 7, "the revision of the batch's last change");
+    let mut expected = vec![created, replaced];
+    expected.sort_by_key(|l| l.id);
+    let mut stored = rows.licenses;
+    stored.sort_by_key(|l| l.id);
+    assert_eq!(stored, expected);
+    stored
+}
+
+#[tokio::test]
+async fn every_backend_applies_license_batches_alike() {
+    exercise_license_batches(&MemoryStore::new()).await;
+    let url = super::postgres::test_server::fresh_database().await;
+    exercise_license_batches(&PostgresStore::open(&url, None, 4).await.unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let written = exercise_license_batches(&SledStore::reopen(&path)).await;
+    let rows = SledStore::reopen(&path).licenses().await.unwrap();
+    assert_eq!(rows.revision, 7, "sled keeps a batch across a reopen");
+    let mut reopened = rows.licenses;
+    reopened.sort_by_key(|l| l.id);
+    assert_eq!(reopened, written);
 }

@@ -1,4 +1,6 @@
-//! An in-memory [`Store`] for tests and benchmarks: the same semantics as sled, no durability.
+//! An in-memory [`Store`] for tests and benchmarks: the same semantics as sled, no durability,
+//! and a switch that makes license batches fail ([`MemoryStore::inject_license_fault`]) so
+//! tests can see what callers get when storage fails.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -7,9 +9,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    DataPlaneStore, LicenseRows, LicenseStore, PrincipalStore, StorageInfo, StoreError, StoreMeta,
-    StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore, UsageSubmission,
-    merge_usage, token_refusal,
+    DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
+    StoreError, StoreMeta, StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore,
+    UsageSubmission, merge_usage, token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -26,6 +28,20 @@ struct Inner {
     users: BTreeMap<String, User>,
     apps: BTreeMap<String, ConnectedApp>,
     usage: BTreeMap<UsageKey, u64>,
+    license_fault: LicenseFault,
+}
+
+/// How [`Store::apply_license_batch`] fails, when a test asks it to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LicenseFault {
+    /// Batches are applied.
+    #[default]
+    None,
+    /// Nothing is applied and the batch fails, as when a transaction is refused.
+    Refuse,
+    /// The batch is applied and then fails, as when a transaction committed and its flush
+    /// failed: what a caller can never rule out after an error.
+    AfterApply,
 }
 
 /// Volatile storage; everything is lost when it is dropped.
@@ -39,6 +55,15 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Makes every later license batch fail as `fault` says (`LicenseFault::None` heals it).
+    pub fn inject_license_fault(&self, fault: LicenseFault) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.license_fault = fault;
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreResult<T> {
         let mut inner = self
             .inner
@@ -46,6 +71,10 @@ impl MemoryStore {
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))?;
         Ok(f(&mut inner))
     }
+}
+
+fn injected() -> StoreError {
+    StoreError::Backend("injected license write failure (MemoryStore::inject_license_fault)".into())
 }
 
 /// Inserts `value` under `key` unless the key is taken; whether it was inserted.
@@ -95,6 +124,31 @@ impl LicenseStore for MemoryStore {
             }
             existed
         })
+    }
+
+    async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()> {
+        self.with(|i| {
+            if i.license_fault == LicenseFault::Refuse {
+                return Err(injected());
+            }
+            for change in changes {
+                match change {
+                    LicenseChange::Put(license) => {
+                        i.licenses.insert(license.id, license.clone());
+                    }
+                    LicenseChange::Delete { id, .. } => {
+                        i.licenses.remove(id);
+                    }
+                }
+            }
+            if let Some(last) = changes.last() {
+                i.revision = last.revision();
+            }
+            match i.license_fault {
+                LicenseFault::AfterApply => Err(injected()),
+                _ => Ok(()),
+            }
+        })?
     }
 }
 

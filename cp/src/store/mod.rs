@@ -2,9 +2,10 @@
 //! and later a PostgreSQL backend are interchangeable.
 //!
 //! The contract every backend keeps: when a write method returns `Ok`, the write is durable
-//! (the Admin API answers only after that), and `put_license` / `delete_license` record the new
-//! revision atomically with the change, and `record_usage` applies a whole batch of usage
-//! reports atomically (all or none) with one flush. Uniqueness of license signatures is decided by the
+//! (the Admin API answers only after that), and `put_license` / `delete_license` /
+//! `apply_license_batch` record the new revision atomically with the change, and
+//! `apply_license_batch` and `record_usage` apply a whole batch (of license writes, of usage
+//! reports) atomically (all or none) with one flush. Uniqueness of license signatures is decided by the
 //! license service, which serialises license writes; backends only persist.
 
 #[cfg(test)]
@@ -15,17 +16,17 @@ pub mod records;
 pub mod sled_store;
 mod traits;
 
-pub use memory::MemoryStore;
+pub use memory::{LicenseFault, MemoryStore};
 pub use postgres::PostgresStore;
 pub use records::{
-    LicenseRows, MergedUsage, UsageKey, UsageMonth, UsageRow, UsageSubmission, merge_usage,
-    token_refusal,
+    LicenseChange, LicenseRows, MergedUsage, UsageKey, UsageMonth, UsageRow, UsageSubmission,
+    merge_usage, token_refusal,
 };
 pub use sled_store::SledStore;
 pub use traits::{DataPlaneStore, LicenseStore, PrincipalStore, StoreMeta, TokenStore, UsageStore};
 
 /// A storage failure: the operation did not happen (or its durability is unknown).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Backend(String),

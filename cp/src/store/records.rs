@@ -107,3 +107,21 @@ pub fn token_refusal(token: &RegistrationToken, now: i64) -> Option<TokenRefusal
         None
     }
 }
+
+/// One license write of a batch, carrying the revision it brings the set to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LicenseChange {
+    /// Inserts or replaces the license (by id); its revision is `license.revision`.
+    Put(StoredLicense),
+    /// Removes the license, if stored.
+    Delete { id: Uuid, revision: Revision },
+}
+
+impl LicenseChange {
+    pub fn revision(&self) -> Revision {
+        match self {
+            Self::Put(license) => license.revision,
+            Self::Delete { revision, .. } => *revision,
+        }
+    }
+}

@@ -17,9 +17,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use uuid::Uuid;
 
 use super::{
-    DataPlaneStore, LicenseRows, LicenseStore, PrincipalStore, StorageInfo, StoreError, StoreMeta,
-    StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore, UsageSubmission,
-    merge_usage, token_refusal,
+    DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
+    StoreError, StoreMeta, StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore,
+    UsageSubmission, merge_usage, token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -59,6 +59,23 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the database directory.
+    /// [`SledStore::open`] for tests that reopen a database they just dropped: sled's flusher
+    /// thread lets go of the file lock a moment after the last handle is dropped, so the first
+    /// attempts may find it still held.
+    #[cfg(test)]
+    pub fn reopen(path: &Path) -> Self {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::open(path) {
+                Ok(store) => return store,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     pub fn open(path: &Path) -> StoreResult<Self> {
         let db = sled::Config::new()
             .path(path)
@@ -164,6 +181,38 @@ impl LicenseStore for SledStore {
                         meta.insert(REVISION_KEY, revision.as_slice())?;
                     }
                     Ok::<_, ConflictableTransactionError<StoreError>>(existed)
+                })
+                .map_err(tx_error)
+        })
+        .await
+    }
+
+    async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()> {
+        let Some(last) = changes.last() else {
+            return Ok(());
+        };
+        let revision = last.revision().to_be_bytes();
+        // Encoded here, on the caller's task, so the closure owns plain bytes: `None` deletes.
+        let rows = changes
+            .iter()
+            .map(|change| match change {
+                LicenseChange::Put(license) => Ok((license.id, Some(encode(license)?))),
+                LicenseChange::Delete { id, .. } => Ok((*id, None)),
+            })
+            .collect::<StoreResult<Vec<(Uuid, Option<Vec<u8>>)>>>()?;
+        self.write(move |t| {
+            (&t.meta, &t.licenses)
+                .transaction(|(meta, licenses)| {
+                    for (id, value) in &rows {
+                        match value {
+                            Some(value) => {
+                                licenses.insert(id.as_bytes().as_slice(), value.as_slice())?
+                            }
+                            None => licenses.remove(id.as_bytes().as_slice())?,
+                        };
+                    }
+                    meta.insert(REVISION_KEY, revision.as_slice())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
                 })
                 .map_err(tx_error)
         })
@@ -563,10 +612,10 @@ mod tests {
             revision: 7,
         };
         {
-            let store = SledStore::open(&path).unwrap();
+            let store = SledStore::reopen(&path);
             store.put_license(&a).await.unwrap();
         }
-        let rows = SledStore::open(&path).unwrap().licenses().await.unwrap();
+        let rows = SledStore::reopen(&path).licenses().await.unwrap();
         assert_eq!(rows.revision, 7);
         assert_eq!(rows.licenses, vec![a]);
     }
@@ -584,7 +633,7 @@ mod tests {
             counts,
         };
         {
-            let store = SledStore::open(&path).unwrap();
+            let store = SledStore::reopen(&path);
             // Two reports for the same counter in one batch: the higher wins.
             let recorded = store
                 .record_usage(vec![
@@ -600,7 +649,7 @@ mod tests {
                 .unwrap();
             assert_eq!(lower, vec![vec![(nov, 9)]]);
         }
-        let rows = SledStore::open(&path).unwrap().usage().await.unwrap();
+        let rows = SledStore::reopen(&path).usage().await.unwrap();
         assert_eq!(
             rows,
             vec![

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::records::{LicenseRows, UsageMonth, UsageRow, UsageSubmission};
+use super::records::{LicenseChange, LicenseRows, UsageMonth, UsageRow, UsageSubmission};
 use super::{StorageInfo, StoreResult};
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -30,6 +30,10 @@ pub trait LicenseStore: Send + Sync {
     /// Removes license `id` and sets the revision to `revision`; `false` when it did not exist
     /// (the revision is then left unchanged).
     async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool>;
+    /// Applies `changes` in order, atomically (all or none) and durably at once, and sets the
+    /// revision to the last change's: group commit for the license service, which numbers the
+    /// changes of a batch consecutively. An empty batch writes nothing.
+    async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()>;
 }
 
 /// Registration tokens, looked up by the hash of their secret when presented.

@@ -7,10 +7,17 @@ use uuid::Uuid;
 
 use super::{PostgresStore, db, signed, unsigned};
 use crate::model::{Revision, StoredLicense};
-use crate::store::{LicenseRows, LicenseStore, StoreResult};
+use crate::store::{LicenseChange, LicenseRows, LicenseStore, StoreResult};
 
 /// The `cp_meta` key holding the revision.
 const REVISION: &str = "revision";
+
+const UPSERT: &str =
+    "INSERT INTO licenses (id, document, signature, created_at, updated_at, revision)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document,
+         signature = EXCLUDED.signature, created_at = EXCLUDED.created_at,
+         updated_at = EXCLUDED.updated_at, revision = EXCLUDED.revision";
 
 const SET_REVISION: &str = "INSERT INTO cp_meta (key, value) VALUES ($1, $2)
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
@@ -66,11 +73,7 @@ impl LicenseStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute(
-            "INSERT INTO licenses (id, document, signature, created_at, updated_at, revision)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document,
-                 signature = EXCLUDED.signature, created_at = EXCLUDED.created_at,
-                 updated_at = EXCLUDED.updated_at, revision = EXCLUDED.revision",
+            UPSERT,
             &[
                 &license.id,
                 &license.document,
@@ -104,5 +107,48 @@ impl LicenseStore for PostgresStore {
         }
         tx.commit().await.map_err(db)?;
         Ok(existed)
+    }
+
+    /// One transaction for the whole batch: a `201` for each of its writes is sent only after
+    /// this commit, and a failed commit leaves none of them.
+    async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()> {
+        let Some(last) = changes.last() else {
+            return Ok(());
+        };
+        let revision = signed(last.revision(), "license revision")?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let upsert = tx.prepare(UPSERT).await.map_err(db)?;
+        let delete = tx
+            .prepare("DELETE FROM licenses WHERE id = $1")
+            .await
+            .map_err(db)?;
+        for change in changes {
+            match change {
+                LicenseChange::Put(license) => {
+                    let row_revision = signed(license.revision, "license revision")?;
+                    tx.execute(
+                        &upsert,
+                        &[
+                            &license.id,
+                            &license.document,
+                            &license.signature,
+                            &license.created_at,
+                            &license.updated_at,
+                            &row_revision,
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                LicenseChange::Delete { id, .. } => {
+                    tx.execute(&delete, &[id]).await.map_err(db)?;
+                }
+            }
+        }
+        tx.execute(SET_REVISION, &[&REVISION, &revision])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 }
