@@ -160,7 +160,7 @@ pub async fn run(
         identity: identity.clone(),
         ca: ca.clone(),
         dir: pki_dir,
-        names: cp.config.cluster.server_names.clone(),
+        names: cp.config().cluster.server_names.clone(),
     };
     let upkeep = [
         tokio::spawn(
@@ -206,9 +206,9 @@ pub async fn run(
         event = "cp.started",
         admin.addr = %admin_addr,
         cluster.addr = %cluster_addr,
-        cluster_url = %cp.cluster_url,
-        ca_cert_sha256 = %cp.ca_fingerprint,
-        storage = cp.store.info().backend,
+        cluster_url = %cp.cluster_url(),
+        ca_cert_sha256 = %cp.ca_fingerprint(),
+        storage = cp.storage_info().backend,
         revision,
         version = licsync_common::VERSION,
         "Control plane started."

@@ -94,7 +94,7 @@ pub async fn serve(
     cp: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = http_limits(&cp.config.admin);
+    let limits = http_limits(&cp.config().admin);
     let stop = CancellationToken::new();
     let serving = http_server::serve(listener, router(cp), limits, stop.clone());
     tokio::pin!(serving);

@@ -1,8 +1,9 @@
 //! `/users`: the people who may renew data-plane certificates by hand
 //! (`licsync-dp registration renew --username ...`), with a role each.
 //!
-//! Passwords are hashed with Argon2id before they are stored and are never returned or
-//! logged; answers carry the username, role and creation time only.
+//! The handlers translate HTTP to [`crate::principals::Principals`], which owns the rules
+//! (username shape, password length, one user per name, Argon2id hashing). Passwords are never
+//! returned or logged; answers carry the username, role and creation time only.
 
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use licsync_common::unix_now;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ use super::body::JsonObject;
 use super::error::{ApiError, Violations};
 use super::params::Page;
 use crate::model::{Role, User};
-use crate::principals::{MIN_PASSWORD_CHARS, check_password, check_username};
+use crate::principals::{MIN_PASSWORD_CHARS, NewUser, UserError, check_password, check_username};
 use crate::state::ControlPlane;
 
 pub(super) fn routes() -> Router<Arc<ControlPlane>> {
@@ -130,45 +130,31 @@ async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
-    let request = UserRequest::from_body(body)?;
-    let duplicate = || ApiError::unique_violation("username", &request.username);
-    // Checked first so a duplicate does not cost an Argon2 hash; the insert below is the
-    // atomic check that settles a race.
-    if cp
-        .store
-        .user(&request.username)
-        .await
-        .map_err(ApiError::storage)?
-        .is_some()
-    {
-        return Err(duplicate());
-    }
-    let password_hash = cp
-        .principals
-        .hash_password(&request.password)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let user = User {
-        username: request.username.clone(),
-        password_hash,
-        role: request.role,
-        created_at: unix_now(),
+    let UserRequest {
+        username,
+        password,
+        role,
+    } = UserRequest::from_body(body)?;
+    let new = NewUser {
+        username,
+        password,
+        role,
     };
-    if !cp
-        .store
-        .insert_user(&user)
+    let user = cp
+        .principals()
+        .create_user(new)
         .await
-        .map_err(ApiError::storage)?
-    {
-        return Err(duplicate());
-    }
-    tracing::info!(event = "user.created", user = %user.username, role = %user.role, "User created.");
+        .map_err(|error| match error {
+            UserError::Duplicate { username } => ApiError::unique_violation("username", &username),
+            UserError::Invalid { field, reason } => ApiError::violation(field, reason),
+            UserError::Hash(e) => ApiError::internal(e.to_string()),
+            UserError::Storage(e) => ApiError::storage(e),
+        })?;
     Ok((StatusCode::CREATED, Json(UserView::from(user))).into_response())
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<UserView>>, ApiError> {
-    let mut users = cp.store.users().await.map_err(ApiError::storage)?;
-    users.sort_by(|a, b| a.username.cmp(&b.username));
+    let users = cp.principals().users().await.map_err(ApiError::storage)?;
     Ok(Json(Page::all(
         users.into_iter().map(UserView::from).collect(),
     )))
@@ -187,7 +173,11 @@ async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<UserView>, ApiError> {
     let name = username(path)?;
-    let user = cp.store.user(&name).await.map_err(ApiError::storage)?;
+    let user = cp
+        .principals()
+        .user(&name)
+        .await
+        .map_err(ApiError::storage)?;
     user.map(|u| Json(UserView::from(u)))
         .ok_or_else(ApiError::not_found)
 }
@@ -198,14 +188,13 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let name = username(path)?;
     if !cp
-        .store
+        .principals()
         .delete_user(&name)
         .await
         .map_err(ApiError::storage)?
     {
         return Err(ApiError::not_found());
     }
-    tracing::info!(event = "user.deleted", user = %name, "User deleted.");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -50,7 +50,7 @@ pub async fn serve(
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let keepalive = &cp.config.cluster;
+    let keepalive = &cp.config().cluster;
     let registration = RegistrationServer::new(registration::RegistrationService::new(
         cp.clone(),
         ca.clone(),
@@ -58,7 +58,7 @@ pub async fn serve(
     .max_decoding_message_size(MAX_INBOUND_MESSAGE);
     let sync = LicenseSyncServer::new(sync::SyncService::new(cp.clone(), ca, shutdown.clone()))
         .max_decoding_message_size(MAX_INBOUND_MESSAGE);
-    let limits = accept::Limits::from_config(&cp.config.cluster);
+    let limits = accept::Limits::from_config(&cp.config().cluster);
     let incoming = accept::incoming(listener, tls, limits, shutdown.clone());
     tonic::transport::Server::builder()
         .layer(idle::TrackCallsLayer)

@@ -199,7 +199,7 @@ impl LicenseSync for SyncService {
             tx,
             nonce_counter: 0,
             compatible: true,
-            ack_timeout: self.cp.config.cluster.ack_timeout.0,
+            ack_timeout: self.cp.config().cluster.ack_timeout.0,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(
@@ -320,7 +320,7 @@ impl DataPlaneStream {
         cert_not_after: OffsetDateTime,
     ) {
         let now = unix_now();
-        let (slot, replaced) = self.cp.dataplanes.stream_opened(self.id, now);
+        let (slot, replaced) = self.cp.dataplanes().stream_opened(self.id, now);
         if replaced {
             tracing::warn!(event = "dataplane.stream_replaced", dataplane.id = %self.id, peer.addr = %peer.remote_addr, "A newer stream replaced this data plane's open stream; if this repeats, its registration file is in use on two hosts.");
         }
@@ -330,7 +330,7 @@ impl DataPlaneStream {
         if record.version != version || record.hostname != hostname || record.ip != ip {
             let reported = self
                 .cp
-                .dataplanes
+                .dataplanes()
                 .update(self.id, |r| {
                     r.version = version.clone();
                     r.hostname = hostname;
@@ -362,7 +362,7 @@ impl DataPlaneStream {
             );
         }
 
-        let mut licenses = self.cp.licenses.subscribe();
+        let mut licenses = self.cp.licenses().subscribe();
         let first = licenses.borrow_and_update().clone();
         let opened = if self.compatible {
             self.send_update(&first, true).await
@@ -384,7 +384,7 @@ impl DataPlaneStream {
 
         if let Err(error) = self
             .cp
-            .dataplanes
+            .dataplanes()
             .stream_closed(self.id, &slot, unix_now())
             .await
         {
@@ -485,7 +485,7 @@ impl DataPlaneStream {
                     })
                     .collect(),
                 removed: removed.iter().map(Uuid::to_string).collect(),
-                trusted_license_keys: self.cp.licenses.trusted_keys().to_base64(),
+                trusted_license_keys: self.cp.licenses().trusted_keys().to_base64(),
             })),
         };
         tracing::info!(
@@ -531,7 +531,7 @@ impl DataPlaneStream {
                     self.retry_delay = (delay * 2).min(RETRY_MAX);
                     self.retry_at = Some(Instant::now() + delay);
                     self.cp
-                        .dataplanes
+                        .dataplanes()
                         .apply_failed(self.id, reason.clone(), now);
                     tracing::warn!(event = "sync.failed", dataplane.id = %self.id, nonce = %pending.nonce, revision = pending.revision, reason = %reason, retry_in_ms = delay.as_millis(), "Data plane could not apply an update; sending it again later.");
                 }
@@ -554,11 +554,11 @@ impl DataPlaneStream {
                         reason = %rejection.reason,
                         "Data plane rejected licenses."
                     );
-                    self.cp.dataplanes.rejected(self.id, rejection);
+                    self.cp.dataplanes().rejected(self.id, rejection);
                 }
             }
             Some(DpMessage::Heartbeat(_)) => {
-                self.cp.dataplanes.seen(self.id, now);
+                self.cp.dataplanes().seen(self.id, now);
                 self.answer_heartbeat();
             }
             Some(DpMessage::Hello(_)) | None => {
@@ -613,7 +613,7 @@ impl DataPlaneStream {
     }
 
     fn report_synced(&self, revision: Revision, status: SyncStatus, now: i64) {
-        let set = self.cp.licenses.current();
+        let set = self.cp.licenses().current();
         // An Ack for a later update does not clear a refusal that still stands.
         let still_rejected = self
             .rejected
@@ -631,7 +631,7 @@ impl DataPlaneStream {
         let active =
             licsync_common::active::newest(active, |l| l.rank()).map(|l| (l.id, l.updated_at));
         self.cp
-            .dataplanes
+            .dataplanes()
             .synced(self.id, revision, status, active, now);
     }
 }
