@@ -43,7 +43,7 @@ pub enum ServeError {
     #[error(transparent)]
     Storage(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Bootstrap(#[from] crate::admin::BootstrapError),
+    Bootstrap(#[from] crate::principals::bootstrap::BootstrapError),
     #[error(transparent)]
     Pki(#[from] cluster::ca::CaError),
     #[error(transparent)]
@@ -121,7 +121,7 @@ pub async fn run(
         StorageBackend::Sled => Arc::new(SledStore::open(&config.data_dir.join("cp.sled"))?),
         StorageBackend::Memory => Arc::new(MemoryStore::new()),
     };
-    crate::admin::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
+    crate::principals::bootstrap::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
     let pki_dir = config.data_dir.join("pki");
     let pki = ClusterPki::load_or_create(&pki_dir, &config.cluster.server_names, &config.pki)?;
     let provider = cluster::tls::provider();

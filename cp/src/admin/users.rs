@@ -29,77 +29,59 @@ pub(super) fn routes() -> Router<Arc<ControlPlane>> {
         .route("/users/{name}", get(show).delete(remove))
 }
 
-/// What `POST /users` asks for, validated.
-struct UserRequest {
-    username: String,
-    password: String,
-    role: Role,
-}
-
-/// Leaves the password out.
-impl std::fmt::Debug for UserRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserRequest")
-            .field("username", &self.username)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
+/// What `POST /users` asks for, its fields checked with the rules of [`crate::principals`].
+fn user_request(JsonObject(fields): JsonObject) -> Result<NewUser, ApiError> {
+    let mut violations = Violations::default();
+    let (mut username, mut password, mut role) = (None, None, None);
+    let missing: Vec<&str> = ["username", "password", "role"]
+        .into_iter()
+        .filter(|f| fields.get(*f).is_none_or(Value::is_null))
+        .collect();
+    for (field, value) in fields {
+        if value.is_null() {
+            continue;
+        }
+        match field.as_str() {
+            "username" => match value {
+                Value::String(name) => match check_username(&name) {
+                    Ok(()) => username = Some(name),
+                    Err(reason) => violations.add(field, reason),
+                },
+                _ => violations.add(field, "expected a string"),
+            },
+            // The reason never quotes the password.
+            "password" => match value {
+                Value::String(text) => match check_password(&text) {
+                    Ok(()) => password = Some(text),
+                    Err(reason) => violations.add(field, reason),
+                },
+                _ => violations.add(field, "expected a string"),
+            },
+            "role" => match value.as_str().and_then(Role::parse) {
+                Some(r) => role = Some(r),
+                None => violations.add(field, one_of_roles()),
+            },
+            _ => violations.add(field, "unknown field"),
+        }
     }
-}
-
-impl UserRequest {
-    fn from_body(JsonObject(fields): JsonObject) -> Result<Self, ApiError> {
-        let mut violations = Violations::default();
-        let (mut username, mut password, mut role) = (None, None, None);
-        let missing: Vec<&str> = ["username", "password", "role"]
-            .into_iter()
-            .filter(|f| fields.get(*f).is_none_or(Value::is_null))
-            .collect();
-        for (field, value) in fields {
-            if value.is_null() {
-                continue;
-            }
-            match field.as_str() {
-                "username" => match value {
-                    Value::String(name) => match check_username(&name) {
-                        Ok(()) => username = Some(name),
-                        Err(reason) => violations.add(field, reason),
-                    },
-                    _ => violations.add(field, "expected a string"),
-                },
-                // The reason never quotes the password.
-                "password" => match value {
-                    Value::String(text) => match check_password(&text) {
-                        Ok(()) => password = Some(text),
-                        Err(reason) => violations.add(field, reason),
-                    },
-                    _ => violations.add(field, "expected a string"),
-                },
-                "role" => match value.as_str().and_then(Role::parse) {
-                    Some(r) => role = Some(r),
-                    None => violations.add(field, one_of_roles()),
-                },
-                _ => violations.add(field, "unknown field"),
-            }
-        }
-        for field in missing {
-            let hint = match field {
-                "username" => "e.g. \"alice\"".to_owned(),
-                "password" => format!("at least {MIN_PASSWORD_CHARS} characters"),
-                _ => one_of_roles(),
-            };
-            violations.add(field, format!("required field missing; {hint}"));
-        }
-        violations.check()?;
-        match (username, password, role) {
-            (Some(username), Some(password), Some(role)) => Ok(Self {
-                username,
-                password,
-                role,
-            }),
-            _ => Err(ApiError::internal(
-                "user request validated without its fields",
-            )),
-        }
+    for field in missing {
+        let hint = match field {
+            "username" => "e.g. \"alice\"".to_owned(),
+            "password" => format!("at least {MIN_PASSWORD_CHARS} characters"),
+            _ => one_of_roles(),
+        };
+        violations.add(field, format!("required field missing; {hint}"));
+    }
+    violations.check()?;
+    match (username, password, role) {
+        (Some(username), Some(password), Some(role)) => Ok(NewUser {
+            username,
+            password,
+            role,
+        }),
+        _ => Err(ApiError::internal(
+            "user request validated without its fields",
+        )),
     }
 }
 
@@ -130,16 +112,7 @@ async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
-    let UserRequest {
-        username,
-        password,
-        role,
-    } = UserRequest::from_body(body)?;
-    let new = NewUser {
-        username,
-        password,
-        role,
-    };
+    let new = user_request(body)?;
     let user = cp
         .principals()
         .create_user(new)
@@ -203,8 +176,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn request(value: Value) -> Result<UserRequest, ApiError> {
-        UserRequest::from_body(JsonObject(value.as_object().cloned().unwrap_or_default()))
+    fn request(value: Value) -> Result<NewUser, ApiError> {
+        user_request(JsonObject(value.as_object().cloned().unwrap_or_default()))
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! # Layout
 //! - here: [`Credential`] and [`Principal`]; [`Principals::authenticate`] (who is this?)
 //!   and [`may_renew_dataplanes`] (may they?).
+//! - `bootstrap`: the first API token, created at start (before the control plane is built)
+//!   and handed to the operator in `<data_dir>/admin-token`.
 //! - `users`, `apps`, `api_tokens`: the records themselves ([`Principals::create_user`],
 //!   [`Principals::create_app`], [`Principals::knows_api_token`], ...), with their rules; the
 //!   Admin API calls these and never storage.
@@ -31,6 +33,7 @@ use crate::store::Store;
 
 mod api_tokens;
 mod apps;
+pub mod bootstrap;
 pub mod password;
 mod rules;
 pub mod throttle;
