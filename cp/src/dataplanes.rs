@@ -158,6 +158,14 @@ impl DataPlanes {
             .collect())
     }
 
+    /// Every registered, unrevoked data plane's stored record, unordered (for counting the
+    /// fleet and walking its certificates).
+    pub async fn unrevoked_records(&self) -> StoreResult<Vec<DataPlaneRecord>> {
+        let mut records = self.store.dataplanes().await?;
+        records.retain(|r| !r.revoked);
+        Ok(records)
+    }
+
     /// One registered, unrevoked data plane, with its health as of `now`.
     pub async fn get(&self, id: Uuid, now: i64) -> StoreResult<Option<DataPlaneView>> {
         let record = self.store.dataplane(id).await?.filter(|r| !r.revoked);

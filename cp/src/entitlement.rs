@@ -11,15 +11,18 @@
 //! bound: counted exactly from storage when first needed and when the bound says the limit is
 //! reached, and raised by one after each registration here. Nothing else adds data planes, so
 //! the bound never undercounts a registration made through this process.
+//!
+//! It is given the fleet and the licenses it compares, not the whole control plane, so it
+//! depends on the domain only.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use licsync_common::license::License;
 use uuid::Uuid;
 
-use crate::licenses::LicenseSet;
-use crate::state::ControlPlane;
+use crate::dataplanes::DataPlanes;
+use crate::licenses::{LicenseSet, Licenses};
 use crate::store::{StoreError, StoreResult};
 
 /// Least time between two entitlement warnings.
@@ -84,6 +87,8 @@ pub struct Admission<'a> {
 /// Entitlement checks and warnings; one per control plane.
 pub struct Entitlement {
     enforce: bool,
+    dataplanes: Arc<DataPlanes>,
+    licenses: Arc<Licenses>,
     admission: tokio::sync::Mutex<()>,
     /// Upper bound on registered, unrevoked data planes; `None` until counted.
     registered: Mutex<Option<usize>>,
@@ -91,10 +96,13 @@ pub struct Entitlement {
 }
 
 impl Entitlement {
-    /// `enforce`: `licenses.enforce_dataplane_limit`.
-    pub fn new(enforce: bool) -> Self {
+    /// `enforce`: `licenses.enforce_dataplane_limit`; the fleet to count and the licenses
+    /// whose active one says how many data planes are entitled.
+    pub fn new(enforce: bool, dataplanes: Arc<DataPlanes>, licenses: Arc<Licenses>) -> Self {
         Self {
             enforce,
+            dataplanes,
+            licenses,
             admission: tokio::sync::Mutex::new(()),
             registered: Mutex::new(None),
             last_warning: Mutex::new(None),
@@ -102,25 +110,25 @@ impl Entitlement {
     }
 
     /// The exact size of the fleet against the active license, from storage.
-    pub async fn fleet_size(&self, cp: &ControlPlane) -> StoreResult<FleetSize> {
-        let registered = self.recount(cp).await?;
+    pub async fn fleet_size(&self) -> StoreResult<FleetSize> {
+        let registered = self.recount().await?;
         Ok(FleetSize {
             registered,
-            entitled: entitled(cp),
+            entitled: self.entitled(),
         })
     }
 
     /// Call before a registration takes a token's use: refuses when enforcement is on and the
     /// limit is reached. Keep the admission until the new record is stored.
-    pub async fn admit(&self, cp: &ControlPlane) -> Result<Admission<'_>, AdmissionError> {
+    pub async fn admit(&self) -> Result<Admission<'_>, AdmissionError> {
         if !self.enforce {
             return Ok(Admission { _serialised: None });
         }
         let guard = self.admission.lock().await;
-        if let Some(entitled) = entitled(cp) {
-            let mut registered = self.bound(cp).await?;
+        if let Some(entitled) = self.entitled() {
+            let mut registered = self.bound().await?;
             if registered as u64 >= entitled {
-                registered = self.recount(cp).await?;
+                registered = self.recount().await?;
             }
             if registered as u64 >= entitled {
                 return Err(AdmissionError::LimitReached {
@@ -136,15 +144,15 @@ impl Entitlement {
 
     /// Call once a registration's record is stored (still holding its admission): counts it and
     /// warns when the fleet now exceeds the license.
-    pub async fn registered(&self, cp: &ControlPlane, _admission: Admission<'_>) {
+    pub async fn registered(&self, _admission: Admission<'_>) {
         if let Some(bound) = self.lock_registered().as_mut() {
             *bound += 1;
         }
-        let Some(entitled) = entitled(cp) else {
+        let Some(entitled) = self.entitled() else {
             return;
         };
-        match self.bound(cp).await {
-            Ok(bound) if bound as u64 > entitled && self.warning_due() => self.check(cp).await,
+        match self.bound().await {
+            Ok(bound) if bound as u64 > entitled && self.warning_due() => self.check().await,
             Ok(_) => {}
             Err(error) => {
                 tracing::warn!(event = "entitlement.count_failed", %error, "Could not count registered data planes.");
@@ -154,8 +162,8 @@ impl Entitlement {
 
     /// Counts the fleet exactly and warns (at most once per [`WARN_EVERY`]) when it exceeds the
     /// active license; run at start and periodically.
-    pub async fn check(&self, cp: &ControlPlane) {
-        let size = match self.fleet_size(cp).await {
+    pub async fn check(&self) {
+        let size = match self.fleet_size().await {
             Ok(size) => size,
             Err(error) => {
                 tracing::warn!(event = "entitlement.count_failed", %error, "Could not count registered data planes.");
@@ -165,7 +173,7 @@ impl Entitlement {
         if !size.exceeded() || !self.may_warn() {
             return;
         }
-        let active = ActiveLicense::of(&cp.licenses.current());
+        let active = ActiveLicense::of(&self.licenses.current());
         tracing::warn!(
             event = "entitlement.exceeded",
             registered = size.registered,
@@ -199,33 +207,27 @@ impl Entitlement {
     }
 
     /// The cached upper bound, counting first when there is none.
-    async fn bound(&self, cp: &ControlPlane) -> StoreResult<usize> {
+    async fn bound(&self) -> StoreResult<usize> {
         let cached = *self.lock_registered();
         match cached {
             Some(bound) => Ok(bound),
-            None => self.recount(cp).await,
+            None => self.recount().await,
         }
     }
 
     /// Counts registered, unrevoked data planes in storage and caches the result.
-    async fn recount(&self, cp: &ControlPlane) -> StoreResult<usize> {
-        let count = cp
-            .store
-            .dataplanes()
-            .await?
-            .iter()
-            .filter(|r| !r.revoked)
-            .count();
+    async fn recount(&self) -> StoreResult<usize> {
+        let count = self.dataplanes.unrevoked_records().await?.len();
         *self.lock_registered() = Some(count);
         Ok(count)
     }
-}
 
-/// The active license's `dataplanes` field.
-fn entitled(cp: &ControlPlane) -> Option<u64> {
-    ActiveLicense::of(&cp.licenses.current())?
-        .license
-        .dataplanes()
+    /// The active license's `dataplanes` field.
+    fn entitled(&self) -> Option<u64> {
+        ActiveLicense::of(&self.licenses.current())?
+            .license
+            .dataplanes()
+    }
 }
 
 #[cfg(test)]
@@ -244,9 +246,12 @@ mod tests {
         assert!(!size(10_000, None).exceeded());
     }
 
-    #[test]
-    fn warnings_are_rate_limited() {
-        let entitlement = Entitlement::new(false);
+    #[tokio::test]
+    async fn warnings_are_rate_limited() {
+        let store = Arc::new(crate::store::MemoryStore::new());
+        let trusted = licsync_common::license::TrustedKeys::default();
+        let licenses = Arc::new(Licenses::load(store.clone(), trusted).await.unwrap());
+        let entitlement = Entitlement::new(false, Arc::new(DataPlanes::new(store)), licenses);
         assert!(entitlement.may_warn());
         assert!(!entitlement.may_warn());
         *entitlement.last_warning.lock().unwrap() =

@@ -5,11 +5,13 @@
 //! - Domain: [`model`] (records), [`licenses`] (the single license writer and the snapshot every
 //!   stream watches), [`dataplanes`] (the fleet: persisted records joined with live state),
 //!   [`sync_machine`] (what one data plane's sync stream sends and when, without the stream),
-//!   [`principals`] (users and connected apps: login checks, throttling, permissions),
+//!   [`principals`] (users, connected apps and API tokens: their records, login checks,
+//!   throttling, permissions), [`registration_tokens`] (create, list, revoke, consume),
 //!   [`usage`] (metered request counts and the signed report), [`entitlement`] and [`expiry`]
 //!   (what the log says about the active license, watched by [`license_watch`]).
 //! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
-//!   services, TLS listener, CA on disk).
+//!   services, TLS listener, CA on disk). The HTTP and gRPC adapters reach the domain services
+//!   through [`state::ControlPlane`]'s accessors and never storage itself.
 //! - Upkeep: [`lifecycle`] (purge of silent data planes, certificate expiry reminders).
 //! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
 //!   [`cli`] (the `licsync-cp` command line), [`license_tool`] and [`report_tool`] (its offline
@@ -31,6 +33,7 @@ pub mod model;
 pub mod principals;
 #[cfg(test)]
 mod proptests;
+pub mod registration_tokens;
 pub mod report_tool;
 pub mod secrets;
 pub mod server;

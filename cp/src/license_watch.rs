@@ -19,7 +19,7 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(3600);
 /// Runs until `shutdown`; the first check happens at once.
 pub async fn watch(cp: Arc<ControlPlane>, shutdown: CancellationToken) {
     let mut expiry = ExpiryLog::default();
-    let mut licenses = cp.licenses.subscribe();
+    let mut licenses = cp.licenses().subscribe();
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -33,12 +33,12 @@ pub async fn watch(cp: Arc<ControlPlane>, shutdown: CancellationToken) {
                 licenses.borrow_and_update();
             }
         }
-        let active = ActiveLicense::of(&cp.licenses.current());
+        let active = ActiveLicense::of(&cp.licenses().current());
         if let Some(notice) = expiry.due(active.as_ref(), OffsetDateTime::now_utc())
             && let Some(active) = &active
         {
             expiry::log(notice, active);
         }
-        cp.entitlement.check(&cp).await;
+        cp.entitlement().check().await;
     }
 }

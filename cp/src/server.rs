@@ -44,7 +44,7 @@ pub enum ServeError {
     #[error(transparent)]
     Storage(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Bootstrap(#[from] crate::admin::BootstrapError),
+    Bootstrap(#[from] crate::principals::bootstrap::BootstrapError),
     #[error(transparent)]
     Pki(#[from] cluster::ca::CaError),
     #[error(transparent)]
@@ -123,7 +123,7 @@ pub async fn run(
         StorageBackend::Memory => Arc::new(MemoryStore::new()),
         StorageBackend::Postgres => Arc::new(open_postgres(&config).await?),
     };
-    crate::admin::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
+    crate::principals::bootstrap::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
     let pki_dir = config.data_dir.join("pki");
     let pki = ClusterPki::load_or_create(&pki_dir, &config.cluster.server_names, &config.pki)?;
     let provider = cluster::tls::provider();
@@ -162,7 +162,7 @@ pub async fn run(
         identity: identity.clone(),
         ca: ca.clone(),
         dir: pki_dir,
-        names: cp.config.cluster.server_names.clone(),
+        names: cp.config().cluster.server_names.clone(),
     };
     let upkeep = [
         tokio::spawn(
@@ -208,9 +208,9 @@ pub async fn run(
         event = "cp.started",
         admin.addr = %admin_addr,
         cluster.addr = %cluster_addr,
-        cluster_url = %cp.cluster_url,
-        ca_cert_sha256 = %cp.ca_fingerprint,
-        storage = cp.store.info().backend,
+        cluster_url = %cp.cluster_url(),
+        ca_cert_sha256 = %cp.ca_fingerprint(),
+        storage = cp.storage_info().backend,
         revision,
         version = licsync_common::VERSION,
         "Control plane started."

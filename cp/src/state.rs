@@ -1,4 +1,9 @@
 //! The running control plane's shared context, handed to the Admin API and the cluster services.
+//!
+//! Its fields are private: an adapter reaches the domain services it needs through accessors
+//! ([`ControlPlane::principals`], [`ControlPlane::registration_tokens`], [`ControlPlane::licenses`],
+//! ...), never storage itself. Only [`ControlPlane::new`] sees the [`Store`]; it hands it to the
+//! services that own the rules over it, so a second storage backend changes one layer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,34 +13,33 @@ use crate::dataplanes::DataPlanes;
 use crate::entitlement::Entitlement;
 use crate::licenses::Licenses;
 use crate::principals::Principals;
-use crate::store::Store;
+use crate::registration_tokens::RegistrationTokens;
+use crate::store::{StorageInfo, Store};
 use crate::usage::{ReportKey, UsageLedger};
 
 /// Everything a request handler or a data-plane stream needs.
 pub struct ControlPlane {
-    pub config: CpConfig,
-    pub store: Arc<dyn Store>,
-    pub licenses: Arc<Licenses>,
-    pub dataplanes: Arc<DataPlanes>,
-    /// Users and connected apps: login checks with their throttling state.
-    pub principals: Arc<Principals>,
-    /// SHA-256 (hex) of the cluster CA certificate, for `--ca-cert-hash sha256:...`.
-    pub ca_fingerprint: String,
-    /// The cluster CA certificate, PEM.
-    pub ca_cert_pem: String,
-    /// The URL data planes are told to use.
-    pub cluster_url: String,
-    /// When this process started (unix seconds): silence before it is not held against a data
-    /// plane by the purge.
-    pub started_at: i64,
-    /// Usage counters reported by data planes (group-committed).
-    pub usage: UsageLedger,
-    /// The active license's `dataplanes` against the registered fleet.
-    pub entitlement: Entitlement,
-    /// Signs usage reports; `None` until [`ControlPlane::with_report_key`] (then
-    /// `/license/report` answers 503).
-    pub report_key: Option<Arc<ReportKey>>,
+    config: CpConfig,
+    /// What `/status` and the start log say about storage (the store itself stays inside the
+    /// services).
+    storage: StorageInfo,
+    licenses: Arc<Licenses>,
+    dataplanes: Arc<DataPlanes>,
+    principals: Principals,
+    registration_tokens: RegistrationTokens,
+    cluster: ClusterIdentity,
+    started_at: i64,
+    usage: UsageLedger,
+    entitlement: Entitlement,
+    report_key: Option<Arc<ReportKey>>,
     ready: AtomicBool,
+}
+
+/// What a data plane is told to trust and where to connect.
+struct ClusterIdentity {
+    ca_fingerprint: String,
+    ca_cert_pem: String,
+    url: String,
 }
 
 impl ControlPlane {
@@ -46,19 +50,26 @@ impl ControlPlane {
         ca_cert_pem: String,
         ca_fingerprint: String,
     ) -> Self {
-        let cluster_url = config.cluster.cluster_url();
+        let dataplanes = Arc::new(DataPlanes::new(store.clone()));
         Self {
-            dataplanes: Arc::new(DataPlanes::new(store.clone())),
-            principals: Arc::new(Principals::new(store.clone())),
-            usage: UsageLedger::new(store.clone()),
-            entitlement: Entitlement::new(config.licenses.enforce_dataplane_limit),
+            cluster: ClusterIdentity {
+                ca_fingerprint,
+                ca_cert_pem,
+                url: config.cluster.cluster_url(),
+            },
+            storage: store.info(),
+            principals: Principals::new(store.clone()),
+            registration_tokens: RegistrationTokens::new(store.clone()),
+            usage: UsageLedger::new(store),
+            entitlement: Entitlement::new(
+                config.licenses.enforce_dataplane_limit,
+                dataplanes.clone(),
+                licenses.clone(),
+            ),
+            dataplanes,
             report_key: None,
             config,
-            store,
             licenses,
-            ca_fingerprint,
-            ca_cert_pem,
-            cluster_url,
             started_at: licsync_common::unix_now(),
             ready: AtomicBool::new(false),
         }
@@ -68,6 +79,73 @@ impl ControlPlane {
     pub fn with_report_key(mut self, key: Arc<ReportKey>) -> Self {
         self.report_key = Some(key);
         self
+    }
+
+    pub fn config(&self) -> &CpConfig {
+        &self.config
+    }
+
+    /// The storage backend's name and version (for `/status` and logs).
+    pub fn storage_info(&self) -> &StorageInfo {
+        &self.storage
+    }
+
+    /// The single license writer and the snapshot every stream watches.
+    pub fn licenses(&self) -> &Arc<Licenses> {
+        &self.licenses
+    }
+
+    /// The fleet: registered data planes joined with their live state.
+    pub fn dataplanes(&self) -> &Arc<DataPlanes> {
+        &self.dataplanes
+    }
+
+    /// Users, connected apps and API tokens: their records and the login checks with their
+    /// throttling state.
+    pub fn principals(&self) -> &Principals {
+        &self.principals
+    }
+
+    /// The tokens new data planes register with.
+    pub fn registration_tokens(&self) -> &RegistrationTokens {
+        &self.registration_tokens
+    }
+
+    /// SHA-256 (hex) of the cluster CA certificate, for `--ca-cert-hash sha256:...`.
+    pub fn ca_fingerprint(&self) -> &str {
+        &self.cluster.ca_fingerprint
+    }
+
+    /// The cluster CA certificate, PEM.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.cluster.ca_cert_pem
+    }
+
+    /// The URL data planes are told to use.
+    pub fn cluster_url(&self) -> &str {
+        &self.cluster.url
+    }
+
+    /// When this process started (unix seconds): silence before it is not held against a data
+    /// plane by the purge.
+    pub fn started_at(&self) -> i64 {
+        self.started_at
+    }
+
+    /// Usage counters reported by data planes (group-committed).
+    pub fn usage(&self) -> &UsageLedger {
+        &self.usage
+    }
+
+    /// The active license's `dataplanes` against the registered fleet.
+    pub fn entitlement(&self) -> &Entitlement {
+        &self.entitlement
+    }
+
+    /// Signs usage reports; `None` until [`ControlPlane::with_report_key`] (then
+    /// `/license/report` answers 503).
+    pub fn report_key(&self) -> Option<&ReportKey> {
+        self.report_key.as_deref()
     }
 
     /// `/health/ready` answers 200 once storage is open and both listeners accept.

@@ -19,7 +19,7 @@ async fn registration_tokens_are_shown_once_listed_without_secret_and_revocable(
     assert_eq!(created["name"], "edge-eu-1");
     assert_eq!(created["max_uses"], 1);
     assert_eq!(created["ca_cert_sha256"], FINGERPRINT);
-    assert_eq!(created["cluster_url"], api.cp.cluster_url.as_str());
+    assert_eq!(created["cluster_url"], api.cp.cluster_url());
     let expires_in = created["expires_at"].as_i64().unwrap() - unix_now();
     assert!(
         (4 * 3600 - 60..=4 * 3600).contains(&expires_in),
@@ -113,7 +113,7 @@ async fn status_and_fleet_report_what_the_control_plane_knows() {
         revoked: false,
     };
     api.store.put_dataplane(&dataplane).await.unwrap();
-    api.cp.dataplanes.stream_opened(dataplane.id, unix_now());
+    api.cp.dataplanes().stream_opened(dataplane.id, unix_now());
 
     let (status, body) = send(api.get("/status")).await;
     assert_eq!(status, StatusCode::OK);

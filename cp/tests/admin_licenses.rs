@@ -61,7 +61,7 @@ async fn licenses_are_created_read_replaced_patched_and_deleted() {
     assert_eq!(patched["payload"], patched_doc.as_str());
     assert_eq!(patched["created_at"], created_at);
     assert_eq!(
-        api.cp.licenses.current().revision,
+        api.cp.licenses().current().revision,
         3,
         "three durable writes"
     );
@@ -145,7 +145,7 @@ async fn the_same_license_twice_is_a_conflict() {
         StatusCode::OK,
         "re-putting a license under its own id is fine"
     );
-    assert_eq!(api.cp.licenses.current().licenses.len(), 1);
+    assert_eq!(api.cp.licenses().current().licenses.len(), 1);
     api.stop().await;
 }
 
@@ -235,7 +235,7 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
         rejected[3]
     );
     assert_eq!(
-        api.cp.licenses.current().licenses.len(),
+        api.cp.licenses().current().licenses.len(),
         1,
         "nothing invalid was stored"
     );
@@ -478,7 +478,7 @@ async fn a_document_that_repeats_a_key_is_refused_as_ambiguous() {
         "Cannot parse JSON body: duplicate key 'payload'; send each field once"
     );
     assert!(
-        api.cp.licenses.current().licenses.is_empty(),
+        api.cp.licenses().current().licenses.is_empty(),
         "nothing was stored"
     );
     api.stop().await;

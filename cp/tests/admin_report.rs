@@ -49,7 +49,7 @@ async fn public_key(api: &Api) -> String {
 
 async fn record(api: &Api, dp: Uuid, epoch: Uuid, counts: &[(UsageMonth, u64)]) {
     api.cp
-        .usage
+        .usage()
         .record(UsageSubmission {
             dataplane: dp,
             epoch,
@@ -113,7 +113,7 @@ async fn usage_is_summed_over_dataplanes_and_epochs_for_the_last_12_months() {
     let (a, b) = (dataplane("edge-a"), dataplane("edge-b"));
     api.store.put_dataplane(&a).await.unwrap();
     api.store.put_dataplane(&b).await.unwrap();
-    api.cp.dataplanes.stream_opened(a.id, unix_now());
+    api.cp.dataplanes().stream_opened(a.id, unix_now());
     let now = this_month();
     let (first, wiped) = (Uuid::new_v4(), Uuid::new_v4());
     record(&api, a.id, first, &[(now, 100), (now.minus(1), 40)]).await;

@@ -90,7 +90,7 @@ async fn assert_renewed(api: &Api, registered: &RegisterResponse, renewed: &Regi
     let id: Uuid = registered.dataplane_id.parse().unwrap();
     assert_eq!(renewed.dataplane_id, registered.dataplane_id);
     assert_eq!(renewed.dataplane_name, "edge-1");
-    assert_eq!(renewed.cluster_url, api.cp.cluster_url);
+    assert_eq!(renewed.cluster_url, api.cp.cluster_url());
     assert_eq!(renewed.ca_certificate_pem, registered.ca_certificate_pem);
     assert_eq!(
         renewed.trusted_license_keys,

@@ -1,10 +1,10 @@
-//! Admin API authentication: a bearer token checked against the stored API-token digests.
+//! Admin API authentication: a bearer token checked by
+//! [`crate::principals::Principals::knows_api_token`].
 //!
 //! The token may come as `Authorization: Bearer <token>` or, as Kong Enterprise clients send
-//! it, `Kong-Admin-Token: <token>`. Tokens are read from the store on every request (there are
-//! a handful), so deleting a token's record revokes it at once. Only digests are compared, in
-//! constant time, and a token is never logged; an unknown one is logged as `auth.failed` (WARN)
-//! with the client's address.
+//! it, `Kong-Admin-Token: <token>`. Tokens are checked against storage on every request, so
+//! deleting a token's record revokes it at once. A token is never logged; an unknown one is
+//! logged as `auth.failed` (WARN) with the client's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::status;
-use crate::secrets;
 use crate::state::ControlPlane;
 
 /// Kong Enterprise's admin token header.
@@ -42,15 +41,10 @@ pub async fn require_token(
             "No API token found in request: {HOW_TO_AUTHENTICATE}"
         ));
     };
-    let tokens = match cp.store.api_tokens().await {
-        Ok(tokens) => tokens,
+    let known = match cp.principals().knows_api_token(presented).await {
+        Ok(known) => known,
         Err(error) => return ApiError::storage(error).into_response(),
     };
-    let digest = secrets::hash(presented);
-    // Compare against every record so the time taken does not depend on which one matches.
-    let known = tokens.iter().fold(false, |found, token| {
-        secrets::digests_equal(&digest, &token.token_hash) | found
-    });
     if !known {
         tracing::warn!(event = "auth.failed", source = %source(&request), principal = "api-token", reason = "unknown or revoked API token", method = %request.method(), path = %request.uri().path(), "Admin API request with an unknown token refused.");
         return unauthorized(format!(

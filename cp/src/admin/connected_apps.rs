@@ -1,11 +1,11 @@
 //! `/connected-apps`: programs (CI jobs, automation) that authenticate with a client id and
 //! secret, after Anypoint's connected apps, limited to the scopes they were granted.
 //!
-//! The control plane generates both the client id and the secret. The secret is shown once,
-//! in the creation answer; only its SHA-256 is stored, and listings and logs name an app by
-//! client id and name only.
+//! The handlers translate HTTP to [`crate::principals::Principals`], which owns the rules (name,
+//! scopes) and generates the client id and the secret. The secret is shown once, in the
+//! creation answer; only its SHA-256 is stored, and listings and logs name an app by client id
+//! and name only.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use licsync_common::{log_text, unix_now};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -22,12 +21,8 @@ use super::body::JsonObject;
 use super::error::{ApiError, Violations};
 use super::params::Page;
 use crate::model::{ConnectedApp, Scope};
-use crate::principals::{MAX_APP_NAME_CHARS, is_client_id, new_client_id, new_client_secret};
-use crate::secrets;
+use crate::principals::{AppError, check_app_name, check_scopes, is_client_id, known_scopes};
 use crate::state::ControlPlane;
-
-/// Most entries a `scopes` list may have (there are three scopes; repeats are tolerated).
-const MAX_SCOPE_ENTRIES: usize = 16;
 
 pub(super) fn routes() -> Router<Arc<ControlPlane>> {
     Router::new()
@@ -54,16 +49,8 @@ impl AppRequest {
             }
             match field.as_str() {
                 "name" => match value {
-                    Value::String(text) if text.trim().is_empty() => {
-                        violations.add(field, "must not be empty");
-                    }
-                    Value::String(text) if text.chars().count() > MAX_APP_NAME_CHARS => violations
-                        .add(
-                            field,
-                            format!("must be at most {MAX_APP_NAME_CHARS} characters long"),
-                        ),
-                    Value::String(text) => match log_text::check_name("name", &text) {
-                        Ok(()) => name = Some(text.trim().to_owned()),
+                    Value::String(text) => match check_app_name(&text) {
+                        Ok(trimmed) => name = Some(trimmed),
                         Err(reason) => violations.add(field, reason),
                     },
                     _ => violations.add(field, "expected a string"),
@@ -94,13 +81,8 @@ impl AppRequest {
     }
 }
 
-fn known_scopes() -> String {
-    let all: Vec<_> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-    format!("known scopes: {}", all.join(", "))
-}
-
-/// A non-empty list of known scopes, sorted and without repeats. A form body sends one
-/// string, which may list several scopes separated by commas or spaces.
+/// The scope names of a JSON list, or of one form string listing several separated by
+/// commas or spaces, checked by [`check_scopes`].
 fn parse_scopes(value: &Value) -> Result<Vec<Scope>, String> {
     let names: Vec<&str> = match value {
         Value::Array(items) => items
@@ -110,21 +92,7 @@ fn parse_scopes(value: &Value) -> Result<Vec<Scope>, String> {
         Value::String(text) => text.split([',', ' ']).filter(|s| !s.is_empty()).collect(),
         _ => return Err("expected a list of strings, e.g. [\"manage:servers\"]".into()),
     };
-    if names.is_empty() {
-        return Err(format!("must list at least one scope; {}", known_scopes()));
-    }
-    if names.len() > MAX_SCOPE_ENTRIES {
-        return Err(format!("must list at most {MAX_SCOPE_ENTRIES} entries"));
-    }
-    let mut scopes = BTreeSet::new();
-    for name in names {
-        let scope = Scope::parse(name).ok_or_else(|| {
-            let shown: String = name.chars().take(64).collect();
-            format!("unknown scope '{shown}'; {}", known_scopes())
-        })?;
-        scopes.insert(scope);
-    }
-    Ok(scopes.into_iter().collect())
+    check_scopes(names.into_iter())
 }
 
 /// The creation answer: the only time the secret is shown.
@@ -162,36 +130,20 @@ async fn create(
     body: JsonObject,
 ) -> Result<Response, ApiError> {
     let request = AppRequest::from_body(body)?;
-    let secret = new_client_secret().map_err(|e| ApiError::internal(e.to_string()))?;
-    let app = ConnectedApp {
-        client_id: new_client_id(),
-        name: request.name,
-        secret_hash: secrets::hash(&secret),
-        scopes: request.scopes,
-        created_at: unix_now(),
-    };
-    if !cp
-        .store
-        .insert_connected_app(&app)
+    let created = cp
+        .principals()
+        .create_app(&request.name, request.scopes)
         .await
-        .map_err(ApiError::storage)?
-    {
-        // 128 random bits colliding: not the caller's fault, and a retry fixes it.
-        return Err(ApiError::internal(
-            "the generated client id is already taken; send the request again",
-        ));
-    }
-    let scopes: Vec<_> = app.scopes.iter().map(|s| s.as_str()).collect();
-    tracing::info!(
-        event = "connected_app.created",
-        client_id = %app.client_id,
-        app.name = %app.name,
-        scopes = %scopes.join(","),
-        "Connected app created."
-    );
+        .map_err(|error| match error {
+            AppError::Invalid { field, reason } => ApiError::violation(field, reason),
+            AppError::Random(e) => ApiError::internal(e.to_string()),
+            AppError::ClientIdTaken => ApiError::internal(error.to_string()),
+            AppError::Storage(e) => ApiError::storage(e),
+        })?;
+    let app = created.app;
     let created = Created {
         client_id: app.client_id,
-        client_secret: secret,
+        client_secret: created.client_secret,
         name: app.name,
         scopes: app.scopes,
         created_at: app.created_at,
@@ -200,8 +152,7 @@ async fn create(
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<AppView>>, ApiError> {
-    let mut apps = cp.store.connected_apps().await.map_err(ApiError::storage)?;
-    apps.sort_by(|a, b| (a.created_at, &a.client_id).cmp(&(b.created_at, &b.client_id)));
+    let apps = cp.principals().apps().await.map_err(ApiError::storage)?;
     Ok(Json(Page::all(
         apps.into_iter().map(AppView::from).collect(),
     )))
@@ -220,11 +171,7 @@ async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AppView>, ApiError> {
     let id = client_id(path)?;
-    let app = cp
-        .store
-        .connected_app(&id)
-        .await
-        .map_err(ApiError::storage)?;
+    let app = cp.principals().app(&id).await.map_err(ApiError::storage)?;
     app.map(|a| Json(AppView::from(a)))
         .ok_or_else(ApiError::not_found)
 }
@@ -235,14 +182,13 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let id = client_id(path)?;
     if !cp
-        .store
-        .delete_connected_app(&id)
+        .principals()
+        .delete_app(&id)
         .await
         .map_err(ApiError::storage)?
     {
         return Err(ApiError::not_found());
     }
-    tracing::info!(event = "connected_app.deleted", client_id = %id, "Connected app deleted.");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -56,6 +56,13 @@ impl ApiError {
         .with_fields(one_field(field, json!(value)))
     }
 
+    /// Kong's 400 for one field that breaks a rule: `schema violation (field: reason)`.
+    pub fn violation(field: &str, reason: impl Into<String>) -> Self {
+        let mut violations = Violations::default();
+        violations.add(field, reason);
+        violations.into_error()
+    }
+
     /// Kong's 400 for an `id` path segment that is not a UUID.
     pub fn invalid_id() -> Self {
         let mut violations = Violations::default();

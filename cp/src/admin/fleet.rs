@@ -23,7 +23,7 @@ pub(super) fn routes() -> Router<Arc<ControlPlane>> {
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<DataPlaneView>>, ApiError> {
     let dataplanes = cp
-        .dataplanes
+        .dataplanes()
         .list(unix_now())
         .await
         .map_err(ApiError::storage)?;
@@ -36,7 +36,7 @@ async fn fetch(
 ) -> Result<Json<DataPlaneView>, ApiError> {
     let id = id.or_not_found()?;
     let dataplane = cp
-        .dataplanes
+        .dataplanes()
         .get(id, unix_now())
         .await
         .map_err(ApiError::storage)?;
@@ -49,7 +49,7 @@ async fn fetch(
 async fn revoke(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
     let id = id.or_not_found()?;
     let revoked = cp
-        .dataplanes
+        .dataplanes()
         .revoke(id)
         .await
         .map_err(ApiError::storage)?

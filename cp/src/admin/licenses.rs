@@ -118,7 +118,7 @@ fn entity_response(status: StatusCode, license: &StoredLicense) -> Response {
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>, paging: Paging) -> Response {
-    let set = cp.licenses.current();
+    let set = cp.licenses().current();
     let mut rest = match paging.start {
         Some(start) => set.licenses.range(start..),
         None => set.licenses.range(..),
@@ -134,7 +134,7 @@ async fn list(State(cp): State<Arc<ControlPlane>>, paging: Paging) -> Response {
 
 async fn fetch(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<Response, ApiError> {
     let id = id.or_not_found()?;
-    let set = cp.licenses.current();
+    let set = cp.licenses().current();
     let license = set.licenses.get(&id).ok_or_else(ApiError::not_found)?;
     Ok(entity_response(StatusCode::OK, license))
 }
@@ -144,7 +144,7 @@ async fn create(
     body: JsonObject,
 ) -> Result<Response, ApiError> {
     let document = require(document_in(body, Write::Post)?)?;
-    let stored = cp.licenses.create(document).await?;
+    let stored = cp.licenses().create(document).await?;
     Ok(entity_response(StatusCode::CREATED, &stored))
 }
 
@@ -155,7 +155,7 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let id = id.or_invalid()?;
     let document = require(document_in(body, Write::ById)?)?;
-    let (stored, _outcome) = cp.licenses.put(id, document).await?;
+    let (stored, _outcome) = cp.licenses().put(id, document).await?;
     Ok(entity_response(StatusCode::OK, &stored))
 }
 
@@ -166,10 +166,10 @@ async fn patch(
 ) -> Result<Response, ApiError> {
     let id = id.or_invalid()?;
     let stored = match document_in(body, Write::ById)? {
-        Some(document) => cp.licenses.patch(id, document).await?,
+        Some(document) => cp.licenses().patch(id, document).await?,
         // Kong's PATCH changes only the fields sent: with none, the entity comes back as is.
         None => cp
-            .licenses
+            .licenses()
             .current()
             .licenses
             .get(&id)
@@ -181,7 +181,7 @@ async fn patch(
 
 async fn delete(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
     let id = id.or_invalid()?;
-    cp.licenses.delete(id).await?;
+    cp.licenses().delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

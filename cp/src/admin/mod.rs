@@ -8,14 +8,16 @@
 //!   loop of `licsync_common::http_server` with the `[admin]` limits ([`http_limits`]):
 //!   connection cap, header, idle and body timeouts, JSON answers to protocol errors, 413 on
 //!   a declared `Content-Length` over [`MAX_BODY_BYTES`].
-//! - `auth`: the bearer-token middleware; [`bootstrap_admin_token`] creates the first token.
+//! - `auth`: the bearer-token middleware. The first token is created at start by
+//!   [`bootstrap_admin_token`] (in [`crate::principals`], re-exported here).
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
 //! - `licenses`, `registration_tokens`, `users`, `connected_apps`, `fleet`, `report`
 //!   (`/license/report`), `status`: one file per resource.
 //!
-//! Handlers hold no state of their own: they translate HTTP to the [`ControlPlane`] services,
+//! Handlers hold no state of their own and never touch storage: they translate HTTP to the
+//! domain services [`ControlPlane`] hands out (`principals()`, `registration_tokens()`, ...),
 //! so the API can be started on any listener (tests use `127.0.0.1:0`).
 
 use std::future::Future;
@@ -32,7 +34,6 @@ use crate::state::ControlPlane;
 
 mod auth;
 mod body;
-mod bootstrap;
 mod connected_apps;
 mod error;
 mod fleet;
@@ -44,11 +45,11 @@ mod report;
 mod status;
 mod users;
 
-pub use auth::KONG_ADMIN_TOKEN;
-pub use body::MAX_BODY_BYTES;
-pub use bootstrap::{
+pub use crate::principals::bootstrap::{
     ADMIN_TOKEN_FILE, BOOTSTRAP_TOKEN_NAME, BootstrapError, bootstrap_admin_token,
 };
+pub use auth::KONG_ADMIN_TOKEN;
+pub use body::MAX_BODY_BYTES;
 
 /// Every Admin API route over `cp`.
 ///
@@ -94,7 +95,7 @@ pub async fn serve(
     cp: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = http_limits(&cp.config.admin);
+    let limits = http_limits(&cp.config().admin);
     let stop = CancellationToken::new();
     let serving = http_server::serve(listener, router(cp), limits, stop.clone());
     tokio::pin!(serving);

@@ -1,9 +1,10 @@
 //! `/registration-tokens`: the short-lived secrets an operator hands to a new data plane
 //! (`licsync-dp registration create --token ...`), after Flex Gateway's registration tokens.
 //!
-//! A token is shown once, in the creation answer, together with what the data plane needs to
-//! trust the cluster (CA fingerprint, cluster URL). Only its SHA-256 is stored; listings never
-//! contain the secret or its digest, and logs name tokens by id only.
+//! The handlers translate HTTP to [`crate::registration_tokens::RegistrationTokens`], which
+//! owns the rules. A token is shown once, in the creation answer, together with what the data
+//! plane needs to trust the cluster (CA fingerprint, cluster URL). Listings never contain the
+//! secret or its digest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use licsync_common::duration::HumanDuration;
-use licsync_common::{log_text, unix_now};
+use licsync_common::unix_now;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -22,19 +23,10 @@ use uuid::Uuid;
 use super::body::JsonObject;
 use super::error::{ApiError, Violations};
 use super::params::{EntityId, Page};
-use crate::model::RegistrationToken;
-use crate::secrets;
+use crate::registration_tokens::{
+    CreateError, MAX_USES, NewToken, check_max_uses, check_name, check_ttl, is_expired, ttl_bounds,
+};
 use crate::state::ControlPlane;
-
-/// Lifetime of a token when the request names none.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(4 * 3600);
-/// Shortest and longest lifetime a token may be given.
-pub const MIN_TTL: Duration = Duration::from_secs(1);
-pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
-/// Most data planes one token may register.
-pub const MAX_USES: u32 = 10_000;
-/// Longest token name, in characters.
-pub const MAX_NAME_CHARS: usize = 128;
 
 pub(super) fn routes() -> Router<Arc<ControlPlane>> {
     Router::new()
@@ -43,82 +35,55 @@ pub(super) fn routes() -> Router<Arc<ControlPlane>> {
 }
 
 /// What `POST /registration-tokens` asks for, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct TokenRequest {
-    name: String,
-    ttl: Duration,
-    max_uses: u32,
-}
-
-impl TokenRequest {
-    fn from_body(JsonObject(fields): JsonObject) -> Result<Self, ApiError> {
-        let mut violations = Violations::default();
-        let mut request = Self {
-            name: String::new(),
-            ttl: DEFAULT_TTL,
-            max_uses: 1,
-        };
-        for (field, value) in fields {
-            if value.is_null() {
-                continue;
-            }
-            match field.as_str() {
-                "name" => match value {
-                    Value::String(name) if name.chars().count() > MAX_NAME_CHARS => violations.add(
-                        field,
-                        format!("must be at most {MAX_NAME_CHARS} characters long"),
-                    ),
-                    Value::String(name) => match log_text::check_name("name", &name) {
-                        Ok(()) => request.name = name,
-                        Err(reason) => violations.add(field, reason),
-                    },
-                    _ => violations.add(field, "expected a string"),
-                },
-                "ttl" => match ttl(&value) {
-                    Ok(ttl) => request.ttl = ttl,
+fn token_request(JsonObject(fields): JsonObject) -> Result<NewToken, ApiError> {
+    let mut violations = Violations::default();
+    let mut request = NewToken::default();
+    for (field, value) in fields {
+        if value.is_null() {
+            continue;
+        }
+        match field.as_str() {
+            "name" => match value {
+                Value::String(name) => match check_name(&name) {
+                    Ok(()) => request.name = name,
                     Err(reason) => violations.add(field, reason),
                 },
-                "max_uses" => match max_uses(&value) {
-                    Some(n) => request.max_uses = n,
-                    None => {
-                        violations.add(field, format!("expected an integer from 1 to {MAX_USES}"))
-                    }
-                },
-                _ => violations.add(field, "unknown field"),
-            }
+                _ => violations.add(field, "expected a string"),
+            },
+            "ttl" => match ttl(&value) {
+                Ok(ttl) => request.ttl = ttl,
+                Err(reason) => violations.add(field, reason),
+            },
+            "max_uses" => match max_uses(&value) {
+                Some(n) => request.max_uses = n,
+                None => violations.add(field, format!("expected an integer from 1 to {MAX_USES}")),
+            },
+            _ => violations.add(field, "unknown field"),
         }
-        violations.check()?;
-        Ok(request)
     }
+    violations.check()?;
+    Ok(request)
 }
 
-/// A duration string (`"4h"`) or whole seconds, within [`MIN_TTL`]..=[`MAX_TTL`].
+/// A duration string (`"4h"`) or whole seconds, within the bounds [`check_ttl`] keeps.
 fn ttl(value: &Value) -> Result<Duration, String> {
-    let bounds = format!(
-        "must be from {} to {}, e.g. \"4h\"",
-        HumanDuration(MIN_TTL),
-        HumanDuration(MAX_TTL)
-    );
     let ttl = match value {
         Value::String(text) => text.parse::<HumanDuration>().map_err(|e| e.to_string())?.0,
-        Value::Number(n) => Duration::from_secs(n.as_u64().ok_or_else(|| bounds.clone())?),
-        _ => return Err(format!("expected a duration string: {bounds}")),
+        Value::Number(n) => Duration::from_secs(n.as_u64().ok_or_else(ttl_bounds)?),
+        _ => return Err(format!("expected a duration string: {}", ttl_bounds())),
     };
-    if (MIN_TTL..=MAX_TTL).contains(&ttl) {
-        Ok(ttl)
-    } else {
-        Err(bounds)
-    }
+    check_ttl(ttl)
 }
 
-/// An integer (or, from a form body, a decimal string) within 1..=[`MAX_USES`].
+/// An integer (or, from a form body, a decimal string) within the bounds [`check_max_uses`]
+/// keeps.
 fn max_uses(value: &Value) -> Option<u32> {
     let n = match value {
         Value::Number(n) => n.as_u64()?,
         Value::String(text) => text.trim().parse().ok()?,
         _ => return None,
     };
-    u32::try_from(n).ok().filter(|n| (1..=MAX_USES).contains(n))
+    check_max_uses(n)
 }
 
 /// The creation answer: the only time the secret is shown.
@@ -150,56 +115,41 @@ async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
-    let request = TokenRequest::from_body(body)?;
-    let secret = secrets::generate("lsr_").map_err(|e| ApiError::internal(e.to_string()))?;
-    let now = unix_now();
-    let ttl_secs = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
-    let record = RegistrationToken {
-        id: Uuid::new_v4(),
-        name: request.name,
-        token_hash: secrets::hash(&secret),
-        created_at: now,
-        expires_at: now.saturating_add(ttl_secs),
-        max_uses: request.max_uses,
-        uses: 0,
-    };
-    cp.store
-        .insert_registration_token(&record)
+    let request = token_request(body)?;
+    let issued = cp
+        .registration_tokens()
+        .create(request, unix_now())
         .await
-        .map_err(ApiError::storage)?;
-    tracing::info!(
-        event = "registration_token.created",
-        registration_token.id = %record.id,
-        registration_token.name = %record.name,
-        expires_at = record.expires_at,
-        max_uses = record.max_uses,
-        "Registration token created."
-    );
+        .map_err(|error| match error {
+            CreateError::Invalid { field, reason } => ApiError::violation(field, reason),
+            CreateError::Random(e) => ApiError::internal(e.to_string()),
+            CreateError::Storage(e) => ApiError::storage(e),
+        })?;
+    let record = issued.record;
     let created = Created {
         id: record.id,
         name: record.name,
-        token: secret,
+        token: issued.secret,
         created_at: record.created_at,
         expires_at: record.expires_at,
         max_uses: record.max_uses,
-        ca_cert_sha256: cp.ca_fingerprint.clone(),
-        cluster_url: cp.cluster_url.clone(),
+        ca_cert_sha256: cp.ca_fingerprint().to_owned(),
+        cluster_url: cp.cluster_url().to_owned(),
     };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>, ApiError> {
-    let mut tokens = cp
-        .store
+    let tokens = cp
         .registration_tokens()
+        .list()
         .await
         .map_err(ApiError::storage)?;
-    tokens.sort_by_key(|t| (t.created_at, t.id));
     let now = unix_now();
     let data = tokens
         .into_iter()
         .map(|t| Listed {
-            expired: now >= t.expires_at,
+            expired: is_expired(&t, now),
             id: t.id,
             name: t.name,
             created_at: t.created_at,
@@ -213,18 +163,10 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>,
 
 async fn revoke(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
     let id = id.or_invalid()?;
-    let existed = cp
-        .store
-        .delete_registration_token(id)
+    cp.registration_tokens()
+        .revoke(id)
         .await
         .map_err(ApiError::storage)?;
-    if existed {
-        tracing::info!(
-            event = "registration_token.revoked",
-            registration_token.id = %id,
-            "Registration token revoked."
-        );
-    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,8 +175,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn request(value: Value) -> Result<TokenRequest, ApiError> {
-        TokenRequest::from_body(JsonObject(value.as_object().cloned().unwrap_or_default()))
+    use crate::registration_tokens::{DEFAULT_TTL, MAX_TTL};
+
+    fn request(value: Value) -> Result<NewToken, ApiError> {
+        token_request(JsonObject(value.as_object().cloned().unwrap_or_default()))
     }
 
     #[test]

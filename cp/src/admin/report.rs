@@ -30,7 +30,7 @@ async fn report(
     uri: Uri,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let options = parse_options(uri.query().unwrap_or(""))?;
-    let key = cp.report_key.as_ref().ok_or_else(no_key)?;
+    let key = cp.report_key().ok_or_else(no_key)?;
     let report = report::build(&cp, key, options, OffsetDateTime::now_utc())
         .await
         .map_err(ApiError::storage)?;
@@ -38,7 +38,7 @@ async fn report(
 }
 
 async fn key(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Value>, ApiError> {
-    let key = cp.report_key.as_ref().ok_or_else(no_key)?;
+    let key = cp.report_key().ok_or_else(no_key)?;
     Ok(Json(json!({
         "algorithm": "ed25519",
         "public_key": key.public_key_base64(),

@@ -64,19 +64,19 @@ pub(super) fn is_health_probe(path: &str) -> bool {
 
 async fn status(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Status>, ApiError> {
     let registered = cp
-        .dataplanes
+        .dataplanes()
         .list(licsync_common::unix_now())
         .await
         .map_err(ApiError::storage)?
         .len();
     Ok(Json(Status {
         version: licsync_common::VERSION,
-        storage: cp.store.info(),
+        storage: cp.storage_info().clone(),
         dataplanes: DataPlaneCounts {
-            connected: cp.dataplanes.connected_count(),
+            connected: cp.dataplanes().connected_count(),
             registered,
         },
-        revision: cp.licenses.current().revision,
+        revision: cp.licenses().current().revision,
     }))
 }
 

@@ -1,8 +1,9 @@
 //! `/users`: the people who may renew data-plane certificates by hand
 //! (`licsync-dp registration renew --username ...`), with a role each.
 //!
-//! Passwords are hashed with Argon2id before they are stored and are never returned or
-//! logged; answers carry the username, role and creation time only.
+//! The handlers translate HTTP to [`crate::principals::Principals`], which owns the rules
+//! (username shape, password length, one user per name, Argon2id hashing). Passwords are never
+//! returned or logged; answers carry the username, role and creation time only.
 
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use licsync_common::unix_now;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ use super::body::JsonObject;
 use super::error::{ApiError, Violations};
 use super::params::Page;
 use crate::model::{Role, User};
-use crate::principals::{MIN_PASSWORD_CHARS, check_password, check_username};
+use crate::principals::{MIN_PASSWORD_CHARS, NewUser, UserError, check_password, check_username};
 use crate::state::ControlPlane;
 
 pub(super) fn routes() -> Router<Arc<ControlPlane>> {
@@ -29,77 +29,59 @@ pub(super) fn routes() -> Router<Arc<ControlPlane>> {
         .route("/users/{name}", get(show).delete(remove))
 }
 
-/// What `POST /users` asks for, validated.
-struct UserRequest {
-    username: String,
-    password: String,
-    role: Role,
-}
-
-/// Leaves the password out.
-impl std::fmt::Debug for UserRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserRequest")
-            .field("username", &self.username)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
+/// What `POST /users` asks for, its fields checked with the rules of [`crate::principals`].
+fn user_request(JsonObject(fields): JsonObject) -> Result<NewUser, ApiError> {
+    let mut violations = Violations::default();
+    let (mut username, mut password, mut role) = (None, None, None);
+    let missing: Vec<&str> = ["username", "password", "role"]
+        .into_iter()
+        .filter(|f| fields.get(*f).is_none_or(Value::is_null))
+        .collect();
+    for (field, value) in fields {
+        if value.is_null() {
+            continue;
+        }
+        match field.as_str() {
+            "username" => match value {
+                Value::String(name) => match check_username(&name) {
+                    Ok(()) => username = Some(name),
+                    Err(reason) => violations.add(field, reason),
+                },
+                _ => violations.add(field, "expected a string"),
+            },
+            // The reason never quotes the password.
+            "password" => match value {
+                Value::String(text) => match check_password(&text) {
+                    Ok(()) => password = Some(text),
+                    Err(reason) => violations.add(field, reason),
+                },
+                _ => violations.add(field, "expected a string"),
+            },
+            "role" => match value.as_str().and_then(Role::parse) {
+                Some(r) => role = Some(r),
+                None => violations.add(field, one_of_roles()),
+            },
+            _ => violations.add(field, "unknown field"),
+        }
     }
-}
-
-impl UserRequest {
-    fn from_body(JsonObject(fields): JsonObject) -> Result<Self, ApiError> {
-        let mut violations = Violations::default();
-        let (mut username, mut password, mut role) = (None, None, None);
-        let missing: Vec<&str> = ["username", "password", "role"]
-            .into_iter()
-            .filter(|f| fields.get(*f).is_none_or(Value::is_null))
-            .collect();
-        for (field, value) in fields {
-            if value.is_null() {
-                continue;
-            }
-            match field.as_str() {
-                "username" => match value {
-                    Value::String(name) => match check_username(&name) {
-                        Ok(()) => username = Some(name),
-                        Err(reason) => violations.add(field, reason),
-                    },
-                    _ => violations.add(field, "expected a string"),
-                },
-                // The reason never quotes the password.
-                "password" => match value {
-                    Value::String(text) => match check_password(&text) {
-                        Ok(()) => password = Some(text),
-                        Err(reason) => violations.add(field, reason),
-                    },
-                    _ => violations.add(field, "expected a string"),
-                },
-                "role" => match value.as_str().and_then(Role::parse) {
-                    Some(r) => role = Some(r),
-                    None => violations.add(field, one_of_roles()),
-                },
-                _ => violations.add(field, "unknown field"),
-            }
-        }
-        for field in missing {
-            let hint = match field {
-                "username" => "e.g. \"alice\"".to_owned(),
-                "password" => format!("at least {MIN_PASSWORD_CHARS} characters"),
-                _ => one_of_roles(),
-            };
-            violations.add(field, format!("required field missing; {hint}"));
-        }
-        violations.check()?;
-        match (username, password, role) {
-            (Some(username), Some(password), Some(role)) => Ok(Self {
-                username,
-                password,
-                role,
-            }),
-            _ => Err(ApiError::internal(
-                "user request validated without its fields",
-            )),
-        }
+    for field in missing {
+        let hint = match field {
+            "username" => "e.g. \"alice\"".to_owned(),
+            "password" => format!("at least {MIN_PASSWORD_CHARS} characters"),
+            _ => one_of_roles(),
+        };
+        violations.add(field, format!("required field missing; {hint}"));
+    }
+    violations.check()?;
+    match (username, password, role) {
+        (Some(username), Some(password), Some(role)) => Ok(NewUser {
+            username,
+            password,
+            role,
+        }),
+        _ => Err(ApiError::internal(
+            "user request validated without its fields",
+        )),
     }
 }
 
@@ -130,45 +112,22 @@ async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
 ) -> Result<Response, ApiError> {
-    let request = UserRequest::from_body(body)?;
-    let duplicate = || ApiError::unique_violation("username", &request.username);
-    // Checked first so a duplicate does not cost an Argon2 hash; the insert below is the
-    // atomic check that settles a race.
-    if cp
-        .store
-        .user(&request.username)
+    let new = user_request(body)?;
+    let user = cp
+        .principals()
+        .create_user(new)
         .await
-        .map_err(ApiError::storage)?
-        .is_some()
-    {
-        return Err(duplicate());
-    }
-    let password_hash = cp
-        .principals
-        .hash_password(&request.password)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let user = User {
-        username: request.username.clone(),
-        password_hash,
-        role: request.role,
-        created_at: unix_now(),
-    };
-    if !cp
-        .store
-        .insert_user(&user)
-        .await
-        .map_err(ApiError::storage)?
-    {
-        return Err(duplicate());
-    }
-    tracing::info!(event = "user.created", user = %user.username, role = %user.role, "User created.");
+        .map_err(|error| match error {
+            UserError::Duplicate { username } => ApiError::unique_violation("username", &username),
+            UserError::Invalid { field, reason } => ApiError::violation(field, reason),
+            UserError::Hash(e) => ApiError::internal(e.to_string()),
+            UserError::Storage(e) => ApiError::storage(e),
+        })?;
     Ok((StatusCode::CREATED, Json(UserView::from(user))).into_response())
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<UserView>>, ApiError> {
-    let mut users = cp.store.users().await.map_err(ApiError::storage)?;
-    users.sort_by(|a, b| a.username.cmp(&b.username));
+    let users = cp.principals().users().await.map_err(ApiError::storage)?;
     Ok(Json(Page::all(
         users.into_iter().map(UserView::from).collect(),
     )))
@@ -187,7 +146,11 @@ async fn show(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<UserView>, ApiError> {
     let name = username(path)?;
-    let user = cp.store.user(&name).await.map_err(ApiError::storage)?;
+    let user = cp
+        .principals()
+        .user(&name)
+        .await
+        .map_err(ApiError::storage)?;
     user.map(|u| Json(UserView::from(u)))
         .ok_or_else(ApiError::not_found)
 }
@@ -198,14 +161,13 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let name = username(path)?;
     if !cp
-        .store
+        .principals()
         .delete_user(&name)
         .await
         .map_err(ApiError::storage)?
     {
         return Err(ApiError::not_found());
     }
-    tracing::info!(event = "user.deleted", user = %name, "User deleted.");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -214,8 +176,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn request(value: Value) -> Result<UserRequest, ApiError> {
-        UserRequest::from_body(JsonObject(value.as_object().cloned().unwrap_or_default()))
+    fn request(value: Value) -> Result<NewUser, ApiError> {
+        user_request(JsonObject(value.as_object().cloned().unwrap_or_default()))
     }
 
     #[test]

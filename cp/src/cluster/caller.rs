@@ -56,7 +56,7 @@ pub(super) async fn authenticate(cp: &ControlPlane, peer: &PeerInfo) -> Result<C
         })?;
     let serial = info.serial.clone();
     let outcome = cp
-        .dataplanes
+        .dataplanes()
         .update(id, |record| {
             if record.revoked {
                 return Err(EndReason::Revoked.status(format!(

@@ -61,19 +61,23 @@ pub async fn reissue(
 ) -> Result<Reissued, Status> {
     check_bounded_csr(csr_der)?;
     let unavailable = |e: crate::store::StoreError| Status::unavailable(e.to_string());
-    let known = cp.dataplanes.find(id).await.map_err(unavailable)?;
+    let known = cp.dataplanes().find(id).await.map_err(unavailable)?;
     if let Some(refusal) = unusable(id, known.as_ref()) {
         return Err(refusal);
     }
     let issued = ca
-        .sign_dataplane(csr_der, &id.to_string(), cp.config.pki.dataplane_cert_ttl.0)
+        .sign_dataplane(
+            csr_der,
+            &id.to_string(),
+            cp.config().pki.dataplane_cert_ttl.0,
+        )
         .map_err(|e| Status::internal(e.to_string()))?;
     let info = CertInfo::from_pem(&issued.cert_pem).map_err(|e| Status::internal(e.to_string()))?;
     let new_serial = info.serial;
     let expires_at = issued.not_after.unix_timestamp();
     // Checked again under the record's lock: a revocation that landed while signing wins.
     let outcome = cp
-        .dataplanes
+        .dataplanes()
         .update(id, |record| {
             if let Some(refusal) = unusable(id, Some(record)) {
                 return Err(refusal);

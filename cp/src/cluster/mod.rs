@@ -67,7 +67,7 @@ pub async fn serve(
     tls: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let keepalive = &cp.config.cluster;
+    let keepalive = &cp.config().cluster;
     let registration = RegistrationServer::new(registration::RegistrationService::new(
         cp.clone(),
         ca.clone(),
@@ -77,7 +77,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_INBOUND_MESSAGE);
     let (reflection_v1, reflection_v1alpha) =
         health::reflection().map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let limits = accept::Limits::from_config(&cp.config.cluster);
+    let limits = accept::Limits::from_config(&cp.config().cluster);
     let incoming = accept::incoming(listener, tls, limits, shutdown.clone());
     tonic::transport::Server::builder()
         .layer(idle::TrackCallsLayer)

@@ -28,7 +28,7 @@ use crate::model::DataPlaneRecord;
 use crate::principals::{
     Credential, MAX_CLIENT_SECRET_BYTES, MAX_PASSWORD_BYTES, Refusal, may_renew_dataplanes,
 };
-use crate::secrets;
+use crate::registration_tokens::ConsumeError;
 use crate::state::ControlPlane;
 
 const MAX_TOKEN_BYTES: usize = 256;
@@ -74,7 +74,7 @@ impl Registration for RegistrationService {
         // whose token was refused: check the CSR, consume the token, then sign.
         issue::check_bounded_csr(&req.csr_der)?;
         // Nor when the license's data-plane limit is enforced and reached.
-        let admission = self.cp.entitlement.admit(&self.cp).await.map_err(|refusal| {
+        let admission = self.cp.entitlement().admit().await.map_err(|refusal| {
             tracing::warn!(event = "registration.refused", peer.addr = %peer, hostname = %req.hostname, reason = %refusal, "Refused a registration.");
             match refusal {
                 AdmissionError::LimitReached { .. } => Status::failed_precondition(refusal.to_string()),
@@ -82,15 +82,12 @@ impl Registration for RegistrationService {
             }
         })?;
         let now = unix_now();
-        let token = match self
-            .cp
-            .store
-            .consume_registration_token(&secrets::hash(&req.token), now)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?
-        {
+        let token = match self.cp.registration_tokens().consume(&req.token, now).await {
             Ok(token) => token,
-            Err(refusal) => {
+            Err(ConsumeError::Storage(error)) => {
+                return Err(Status::unavailable(error.to_string()));
+            }
+            Err(ConsumeError::Refused(refusal)) => {
                 tracing::warn!(event = "registration.refused", peer.addr = %peer, hostname = %req.hostname, reason = %refusal, "Refused a registration.");
                 return Err(Status::permission_denied(refusal.to_string()));
             }
@@ -101,7 +98,7 @@ impl Registration for RegistrationService {
             .sign_dataplane(
                 &req.csr_der,
                 &id.to_string(),
-                self.cp.config.pki.dataplane_cert_ttl.0,
+                self.cp.config().pki.dataplane_cert_ttl.0,
             )
             .map_err(|e| Status::internal(e.to_string()))?;
         let info =
@@ -129,7 +126,7 @@ impl Registration for RegistrationService {
             revoked: false,
         };
         self.cp
-            .dataplanes
+            .dataplanes()
             .record(&record)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -142,14 +139,14 @@ impl Registration for RegistrationService {
             cert_expires_at = record.cert_expires_at,
             "Registered a data plane."
         );
-        self.cp.entitlement.registered(&self.cp, admission).await;
+        self.cp.entitlement().registered(admission).await;
         Ok(Response::new(RegisterResponse {
             dataplane_id: id.to_string(),
             dataplane_name: name,
             certificate_pem: issued.cert_pem,
             ca_certificate_pem: self.ca.cert_pem().to_owned(),
-            cluster_url: self.cp.cluster_url.clone(),
-            trusted_license_keys: self.cp.licenses.trusted_keys().to_base64(),
+            cluster_url: self.cp.cluster_url().to_owned(),
+            trusted_license_keys: self.cp.licenses().trusted_keys().to_base64(),
         }))
     }
 
@@ -193,7 +190,7 @@ impl Registration for RegistrationService {
         };
         let principal = self
             .cp
-            .principals
+            .principals()
             .authenticate(&credential, source, unix_now())
             .await
             .map_err(|refusal| {
@@ -226,8 +223,8 @@ impl Registration for RegistrationService {
             dataplane_name: record.name,
             certificate_pem: reissued.cert_pem,
             ca_certificate_pem: self.ca.cert_pem().to_owned(),
-            cluster_url: self.cp.cluster_url.clone(),
-            trusted_license_keys: self.cp.licenses.trusted_keys().to_base64(),
+            cluster_url: self.cp.cluster_url().to_owned(),
+            trusted_license_keys: self.cp.licenses().trusted_keys().to_base64(),
         }))
     }
 }

@@ -155,7 +155,7 @@ impl LicenseSync for SyncService {
             ..
         } = authenticate(&self.cp, &peer).await?;
         let mut inbound = request.into_inner();
-        let mut machine = SyncMachine::new(Instant::now(), self.cp.config.cluster.ack_timeout.0);
+        let mut machine = SyncMachine::new(Instant::now(), self.cp.config().cluster.ack_timeout.0);
         let not_hello =
             || Status::invalid_argument("the first message on a Sync stream must be Hello");
         let hello = tokio::select! {

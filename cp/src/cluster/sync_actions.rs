@@ -45,7 +45,7 @@ impl DataPlaneStream {
                         reason = %rejection.reason,
                         "Data plane rejected licenses."
                     );
-                    self.cp.dataplanes.rejected(self.id, rejection);
+                    self.cp.dataplanes().rejected(self.id, rejection);
                 }
                 Action::ApplyFailed {
                     nonce,
@@ -54,12 +54,12 @@ impl DataPlaneStream {
                 } => {
                     let reason = answer::failure_reason(nack);
                     self.cp
-                        .dataplanes
+                        .dataplanes()
                         .apply_failed(self.id, reason.clone(), now);
                     tracing::warn!(event = "sync.failed", dataplane.id = %self.id, nonce = %nonce, revision, reason = %reason, retry_in_ms = retry_in.as_millis(), "Data plane could not apply an update; sending it again later.");
                 }
                 Action::AnswerHeartbeat => {
-                    self.cp.dataplanes.seen(self.id, now);
+                    self.cp.dataplanes().seen(self.id, now);
                     self.answer_heartbeat();
                 }
                 Action::Ignored { nonce } => {
@@ -106,7 +106,7 @@ impl DataPlaneStream {
                     })
                     .collect(),
                 removed: removed.iter().map(Uuid::to_string).collect(),
-                trusted_license_keys: self.cp.licenses.trusted_keys().to_base64(),
+                trusted_license_keys: self.cp.licenses().trusted_keys().to_base64(),
             })),
         };
         self.tx
@@ -122,7 +122,7 @@ impl DataPlaneStream {
             active,
         } = synced;
         self.cp
-            .dataplanes
+            .dataplanes()
             .synced(self.id, revision, status, active, now);
     }
 

@@ -58,7 +58,7 @@ impl DataPlaneStream {
         cert_not_after: OffsetDateTime,
     ) {
         let now = unix_now();
-        let (slot, replaced) = self.cp.dataplanes.stream_opened(self.id, now);
+        let (slot, replaced) = self.cp.dataplanes().stream_opened(self.id, now);
         if replaced {
             tracing::warn!(event = "dataplane.stream_replaced", dataplane.id = %self.id, peer.addr = %peer.remote_addr, "A newer stream replaced this data plane's open stream; if this repeats, its registration file is in use on two hosts.");
         }
@@ -68,7 +68,7 @@ impl DataPlaneStream {
         if record.version != version || record.hostname != hostname || record.ip != ip {
             let reported = self
                 .cp
-                .dataplanes
+                .dataplanes()
                 .update(self.id, |r| {
                     r.version = version.clone();
                     r.hostname = hostname;
@@ -101,7 +101,7 @@ impl DataPlaneStream {
             })
             .is_ok();
 
-        let mut licenses = self.cp.licenses.subscribe();
+        let mut licenses = self.cp.licenses().subscribe();
         let first = licenses.borrow_and_update().clone();
         let opened = self.machine.open(Instant::now(), compatible, first);
         let ended = match self.perform(opened, None).await {
@@ -119,7 +119,7 @@ impl DataPlaneStream {
 
         if let Err(error) = self
             .cp
-            .dataplanes
+            .dataplanes()
             .stream_closed(self.id, &slot, unix_now())
             .await
         {

@@ -49,11 +49,14 @@ pub(super) async fn report_usage(
     let recorded = if buckets == 0 {
         Vec::new()
     } else {
-        cp.usage.record(checked.submission).await.map_err(|error| {
-            Status::unavailable(format!(
-                "the control plane could not store the report ({error}); send it again"
-            ))
-        })?
+        cp.usage()
+            .record(checked.submission)
+            .await
+            .map_err(|error| {
+                Status::unavailable(format!(
+                    "the control plane could not store the report ({error}); send it again"
+                ))
+            })?
     };
     tracing::debug!(event = "usage.recorded", dataplane.id = %record.id, buckets, refused = checked.refused.len(), "Recorded a usage report.");
     Ok(Response::new(UsageReceipt {

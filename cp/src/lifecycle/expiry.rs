@@ -95,9 +95,9 @@ pub struct OwnCertificates {
 
 /// One walk over every certificate, as of `now`.
 pub async fn walk(cp: &ControlPlane, own: &OwnCertificates, reminders: &mut Reminders, now: i64) {
-    match cp.store.dataplanes().await {
+    match cp.dataplanes().unrevoked_records().await {
         Ok(records) => {
-            for record in records.iter().filter(|r| !r.revoked) {
+            for record in &records {
                 let key = format!("dataplane:{}:{}", record.id, record.cert_serial);
                 if let Some(notice) = reminders.check(&key, record.cert_expires_at, now) {
                     log_dataplane(notice, record, now);

@@ -18,9 +18,9 @@ pub fn interval(delay: Duration) -> Duration {
 
 /// Purges once, as of `now`; returns what was removed (already logged).
 pub async fn purge_once(cp: &ControlPlane, now: i64) -> Vec<DataPlaneRecord> {
-    let delay = cp.config.cluster.dataplane_purge_delay.0;
+    let delay = cp.config().cluster.dataplane_purge_delay.0;
     let delay_s = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
-    match cp.dataplanes.purge(cp.started_at, now, delay_s).await {
+    match cp.dataplanes().purge(cp.started_at(), now, delay_s).await {
         Ok(purged) => {
             for record in &purged {
                 tracing::info!(
@@ -44,7 +44,7 @@ pub async fn purge_once(cp: &ControlPlane, now: i64) -> Vec<DataPlaneRecord> {
 
 /// Runs [`purge_once`] every [`interval`] until `shutdown`.
 pub async fn run(cp: Arc<ControlPlane>, shutdown: CancellationToken) {
-    let every = interval(cp.config.cluster.dataplane_purge_delay.0);
+    let every = interval(cp.config().cluster.dataplane_purge_delay.0);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

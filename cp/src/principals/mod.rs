@@ -1,10 +1,17 @@
 //! Principals: the users and connected apps that may act on the control plane outside the
-//! Admin API's bearer token (today: renewing a data plane's certificate, SPEC §4 and §6).
+//! Admin API's bearer token (today: renewing a data plane's certificate, SPEC §4 and §6), and
+//! the Admin API's bearer tokens themselves.
 //!
 //! # Layout
 //! - here: [`Credential`] and [`Principal`]; [`Principals::authenticate`] (who is this?)
 //!   and [`may_renew_dataplanes`] (may they?).
-//! - `rules`: what a valid username, password and client id are; new client ids and secrets.
+//! - `bootstrap`: the first API token, created at start (before the control plane is built)
+//!   and handed to the operator in `<data_dir>/admin-token`.
+//! - `users`, `apps`, `api_tokens`: the records themselves ([`Principals::create_user`],
+//!   [`Principals::create_app`], [`Principals::knows_api_token`], ...), with their rules; the
+//!   Admin API calls these and never storage.
+//! - `rules`: what a valid username, password, app name, scope list and client id are; new
+//!   client ids and secrets.
 //! - `password`: Argon2id hashing of user passwords.
 //! - `throttle`: lockouts after repeated failures, per principal and per source address.
 //!
@@ -24,11 +31,17 @@ use crate::model::{ConnectedApp, Role, Scope, User};
 use crate::secrets;
 use crate::store::Store;
 
+mod api_tokens;
+mod apps;
+pub mod bootstrap;
 pub mod password;
 mod rules;
 pub mod throttle;
+mod users;
 
+pub use apps::{AppError, CreatedApp};
 pub use rules::*;
+pub use users::{NewUser, UserError};
 
 use password::Verdict;
 use throttle::{LoginThrottle, PrincipalKey, Throttled};
@@ -115,7 +128,8 @@ pub fn may_renew_dataplanes(principal: &Principal) -> Result<(), Forbidden> {
     })
 }
 
-/// Checks credentials against the stored users and apps, with throttling.
+/// Owns the stored users, connected apps and API tokens; checks credentials against them,
+/// with throttling.
 pub struct Principals {
     store: Arc<dyn Store>,
     throttle: Mutex<LoginThrottle>,

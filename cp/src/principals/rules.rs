@@ -2,6 +2,11 @@
 //! and secrets are made. One place, so the Admin API (which creates principals) and the
 //! Registration service (which bounds what a caller may send) agree.
 
+use std::collections::BTreeSet;
+
+use licsync_common::log_text;
+
+use crate::model::Scope;
 use crate::secrets;
 
 /// Longest username, in characters.
@@ -52,6 +57,53 @@ pub fn check_password(password: &str) -> Result<(), String> {
         return Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes long"));
     }
     Ok(())
+}
+
+/// Most entries a connected app's `scopes` list may have (there are three scopes; repeats
+/// are tolerated).
+pub const MAX_SCOPE_ENTRIES: usize = 16;
+
+/// A connected app's name, trimmed, or why it is refused: not blank, at most 128 characters,
+/// no control characters (it is listed and logged).
+pub fn check_app_name(name: &str) -> Result<String, String> {
+    if name.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.chars().count() > MAX_APP_NAME_CHARS {
+        return Err(format!(
+            "must be at most {MAX_APP_NAME_CHARS} characters long"
+        ));
+    }
+    log_text::check_name("name", name)?;
+    Ok(name.trim().to_owned())
+}
+
+/// Every known scope, for messages: `known scopes: read:servers, ...`.
+pub fn known_scopes() -> String {
+    let all: Vec<_> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    format!("known scopes: {}", all.join(", "))
+}
+
+/// The scopes `names` grant, sorted and without repeats, or why they are refused: at least
+/// one, at most [`MAX_SCOPE_ENTRIES`] entries, each a known scope.
+pub fn check_scopes<'a>(
+    names: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<Vec<Scope>, String> {
+    if names.len() == 0 {
+        return Err(format!("must list at least one scope; {}", known_scopes()));
+    }
+    if names.len() > MAX_SCOPE_ENTRIES {
+        return Err(format!("must list at most {MAX_SCOPE_ENTRIES} entries"));
+    }
+    let mut scopes = BTreeSet::new();
+    for name in names {
+        let scope = Scope::parse(name).ok_or_else(|| {
+            let shown: String = name.chars().take(64).collect();
+            format!("unknown scope '{shown}'; {}", known_scopes())
+        })?;
+        scopes.insert(scope);
+    }
+    Ok(scopes.into_iter().collect())
 }
 
 /// Whether `id` has the shape of a client id this control plane hands out.

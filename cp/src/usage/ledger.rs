@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::{UsageMonth, UsageSubmission};
+use super::{UsageMonth, UsageRow, UsageSubmission};
 use crate::store::{Store, StoreError, StoreResult};
 
 /// Most reports applied in one storage write.
@@ -48,6 +48,11 @@ impl UsageLedger {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Every usage counter stored (for the usage report).
+    pub async fn rows(&self) -> StoreResult<Vec<UsageRow>> {
+        self.store.usage().await
     }
 
     fn queue(&self) -> &mpsc::Sender<(UsageSubmission, Reply)> {

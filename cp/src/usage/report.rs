@@ -89,7 +89,7 @@ struct DataPlaneUsage {
 /// How many users (`POST /users`) the control plane has: Kong's `rbac_users`. API tokens are
 /// not users and do not count.
 async fn rbac_users(cp: &ControlPlane) -> StoreResult<u64> {
-    Ok(cp.store.users().await?.len() as u64)
+    cp.principals().user_count().await
 }
 
 /// Builds the report at `now` and seals it with `key`.
@@ -100,9 +100,9 @@ pub async fn build(
     now: OffsetDateTime,
 ) -> StoreResult<Map<String, Value>> {
     let since = UsageMonth::clamped(now).minus(MONTHS - 1);
-    let rows = cp.store.usage().await?;
-    let dataplanes = cp.dataplanes.list(now.unix_timestamp()).await?;
-    let active = ActiveLicense::of(&cp.licenses.current());
+    let rows = cp.usage().rows().await?;
+    let dataplanes = cp.dataplanes().list(now.unix_timestamp()).await?;
+    let active = ActiveLicense::of(&cp.licenses().current());
     let entitled = active.as_ref().and_then(|a| a.license.dataplanes());
     let registered = dataplanes.len();
     let exceeded = entitled.is_some_and(|n| registered as u64 > n);
@@ -127,7 +127,7 @@ pub async fn build(
     } else {
         None
     };
-    let storage = cp.store.info();
+    let storage = cp.storage_info().clone();
     let report = Report {
         total_requests: total(&counters)?,
         counters,
@@ -145,7 +145,7 @@ pub async fn build(
         db_version: format!("{} {}", storage.backend, storage.version),
         deployment_info: DeploymentInfo {
             kind: "hybrid",
-            connected_dataplanes: cp.dataplanes.connected_count(),
+            connected_dataplanes: cp.dataplanes().connected_count(),
             registered_dataplanes: registered,
             entitled_dataplanes: entitled,
         },
