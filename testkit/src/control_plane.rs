@@ -1,0 +1,471 @@
+//! The real control plane (`licsync_cp::server::run`), started in-process on `127.0.0.1:0`
+//! with its data (sled, cluster CA, admin token) in a temp dir, and driven through its Admin
+//! API as an operator would.
+//!
+//! [`ControlPlaneBuilder::start`] returns a [`ControlPlane`] once `/health/ready` says so.
+//! [`ControlPlane::shutdown`] cancels it and joins its task, re-raising a panic and failing the
+//! test on a serve error; dropping the handle cancels it (and re-raises a panic if the task has
+//! already ended). [`ControlPlane::restart`] starts a new one on the same data dir and ports,
+//! as a restarted process would be.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use licsync_common::duration::HumanDuration;
+use licsync_cp::config::CpConfig;
+use licsync_cp::server::{Listeners, ServeError};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{GUARD, Issuer};
+
+/// How to start a control plane.
+pub struct ControlPlaneBuilder {
+    config: CpConfig,
+    /// The temp dir holding `data_dir` when the test did not choose one.
+    dir: Option<TempDir>,
+    issuer: Issuer,
+}
+
+impl Default for ControlPlaneBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ControlPlaneBuilder {
+    /// A control plane keeping its data in a temp dir of its own, listening on loopback ports
+    /// it picks, trusting its own [`ControlPlane::issuer`].
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut builder = Self::in_dir(&dir.path().join("data"));
+        builder.dir = Some(dir);
+        builder
+    }
+
+    /// Like [`ControlPlaneBuilder::new`], keeping its data in `data_dir`.
+    pub fn in_dir(data_dir: &Path) -> Self {
+        let issuer = Issuer::new();
+        let mut config = CpConfig {
+            data_dir: data_dir.to_owned(),
+            ..CpConfig::default()
+        };
+        config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.cluster.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.cluster.server_names = vec!["127.0.0.1".into(), "localhost".into()];
+        config.licenses.trusted_keys = vec![issuer.public.clone()];
+        Self {
+            config,
+            dir: None,
+            issuer,
+        }
+    }
+
+    /// Accepts licenses signed by `issuer` too (`licenses.trusted_keys`).
+    pub fn trusting(mut self, issuer: &Issuer) -> Self {
+        self.config
+            .licenses
+            .trusted_keys
+            .push(issuer.public.clone());
+        self
+    }
+
+    /// `pki.dataplane_cert_ttl`.
+    pub fn dataplane_cert_ttl(mut self, ttl: Duration) -> Self {
+        self.config.pki.dataplane_cert_ttl = HumanDuration(ttl);
+        self
+    }
+
+    /// `cluster.ack_timeout`.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.config.cluster.ack_timeout = HumanDuration(timeout);
+        self
+    }
+
+    /// Any other setting.
+    pub fn config(mut self, change: impl FnOnce(&mut CpConfig)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    pub async fn start(self) -> ControlPlane {
+        let mut config = self.config;
+        let http = reqwest::Client::new();
+        match launch(&mut config, &http).await {
+            Ok(running) => ControlPlane {
+                issuer: self.issuer,
+                config,
+                admin_token: running.admin_token,
+                http,
+                shutdown: running.shutdown,
+                task: Some(running.task),
+                _dir: self.dir,
+            },
+            Err(error) => panic!("the control plane did not start: {error}"),
+        }
+    }
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// The key of the licenses [`ControlPlane::create_license`] tests usually send; trusted.
+    pub issuer: Issuer,
+    /// With the ports actually bound, so a restart reuses them.
+    config: CpConfig,
+    admin_token: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+    /// Kept so the data outlives every restart.
+    _dir: Option<TempDir>,
+}
+
+/// A registration token as `POST /registration-tokens` answers it.
+pub struct RegistrationToken {
+    pub secret: String,
+    /// `sha256:HEX`, what `--ca-cert-hash` takes.
+    pub ca_hash: String,
+}
+
+impl ControlPlane {
+    /// A control plane with the test defaults; see [`ControlPlaneBuilder`] for others.
+    pub async fn start() -> Self {
+        ControlPlaneBuilder::new().start().await
+    }
+
+    pub fn builder() -> ControlPlaneBuilder {
+        ControlPlaneBuilder::new()
+    }
+
+    /// Waits for the server task; re-raises its panic.
+    async fn join(&mut self) -> Result<(), ServeError> {
+        match self.task.take() {
+            Some(task) => join(task).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the control plane and waits for it, failing the test if it panicked or stopped
+    /// with an error.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Err(error) = self.join().await {
+            panic!("the control plane stopped with an error: {error}");
+        }
+    }
+
+    /// Stops this control plane and starts another on the same data dir and ports, as an
+    /// operator restarting the process would. Retries while the old one still holds the ports
+    /// or the database (its stream tasks end just after it does).
+    pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// [`ControlPlane::restart`] with a changed configuration (same data dir and ports).
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut CpConfig)) {
+        let mut config = self.config.clone();
+        change(&mut config);
+        self.stop().await;
+        let deadline = Instant::now() + GUARD;
+        loop {
+            match launch(&mut config, &self.http).await {
+                Ok(running) => {
+                    self.config = config;
+                    self.admin_token = running.admin_token;
+                    self.shutdown = running.shutdown;
+                    self.task = Some(running.task);
+                    return;
+                }
+                Err(error) if Instant::now() > deadline => {
+                    panic!("the control plane did not start again: {error}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// The configuration it runs with, listen addresses as bound.
+    pub fn config(&self) -> &CpConfig {
+        &self.config
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.config.admin.listen)
+    }
+
+    /// The admin token bootstrapped at first start (`<data_dir>/admin-token`).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The cluster listener, as an operator passes it to `registration create --server`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.config.cluster.listen.port())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Where the cluster CA and server certificate live.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.config.data_dir.join("pki")
+    }
+
+    /// The CA certificate file an operator copies to a data plane for `--ca-cert`.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.pki_dir().join("ca.crt")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_cert_path()).expect("the CA certificate is readable")
+    }
+
+    /// Calls the Admin API with the admin token; returns the status and the JSON body
+    /// (`Value::Null` when empty, a string when not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.admin_url()))
+            .bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the Admin API answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// The cluster URL the control plane advertises (`cluster_url` of a registration token).
+    pub async fn advertised_url(&self) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/registration-tokens",
+                Some(json!({ "name": "url probe" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["cluster_url"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /registration-tokens` for a token good for `max_uses` registrations.
+    pub async fn registration_token(&self, max_uses: u32) -> RegistrationToken {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/registration-tokens",
+                Some(json!({ "name": "test", "max_uses": max_uses })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        RegistrationToken {
+            secret: body["token"].as_str().unwrap().to_owned(),
+            ca_hash: format!("sha256:{}", body["ca_cert_sha256"].as_str().unwrap()),
+        }
+    }
+
+    /// `POST /users` for an admin user, who may renew data planes.
+    pub async fn create_admin_user(&self, username: &str, password: &str) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/users",
+                Some(json!({ "username": username, "password": password, "role": "admin" })),
+            )
+            .await;
+        assert!(status.is_success(), "POST /users: {status} {body}");
+    }
+
+    /// `POST /connected-apps` with `scopes`; returns its client id and secret.
+    pub async fn create_app(&self, name: &str, scopes: &[&str]) -> (String, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/connected-apps",
+                Some(json!({ "name": name, "scopes": scopes })),
+            )
+            .await;
+        assert!(status.is_success(), "POST /connected-apps: {status} {body}");
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+                .to_owned()
+        };
+        (field("client_id"), field("client_secret"))
+    }
+
+    /// `POST /licenses`; returns the new license's id.
+    pub async fn create_license(&self, document: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/licenses",
+                Some(json!({ "payload": document })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn delete_license(&self, id: &str) {
+        let (status, body) = self
+            .call(Method::DELETE, &format!("/licenses/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+
+    /// The revision of the current license set (`GET /status`).
+    pub async fn revision(&self) -> u64 {
+        let (status, body) = self.call(Method::GET, "/status", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["revision"].as_u64().unwrap()
+    }
+
+    /// `GET /clustering/data-planes/{id}`, asserting it exists.
+    pub async fn dataplane(&self, id: &str) -> Value {
+        match self.find_dataplane(id).await {
+            Some(body) => body,
+            None => panic!("GET /clustering/data-planes/{id}: 404"),
+        }
+    }
+
+    /// `GET /clustering/data-planes/{id}`, `None` on 404.
+    pub async fn find_dataplane(&self, id: &str) -> Option<Value> {
+        let (status, body) = self
+            .call(Method::GET, &format!("/clustering/data-planes/{id}"), None)
+            .await;
+        match status {
+            StatusCode::OK => Some(body),
+            StatusCode::NOT_FOUND => None,
+            other => panic!("GET /clustering/data-planes/{id}: {other} {body}"),
+        }
+    }
+
+    /// `GET /clustering/data-planes`.
+    pub async fn dataplanes(&self) -> Vec<Value> {
+        let (status, body) = self
+            .call(Method::GET, "/clustering/data-planes", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for ControlPlane {
+    /// Stops the control plane even when a test fails half-way. A task that has already ended
+    /// is joined so its panic is not lost; one still draining is left to the runtime (only
+    /// `shutdown`, being async, can wait for it).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(mut task) = self.task.take()
+            && task.is_finished()
+            && !std::thread::panicking()
+        {
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(Err(e)) = Pin::new(&mut task).poll(&mut cx)
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
+}
+
+/// A server task started and ready, with the admin token it bootstrapped.
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+    admin_token: String,
+}
+
+/// Binds `config`'s addresses (recording the ports bound), starts `server::run` and waits for
+/// readiness; a start-up failure is returned, not raised, so a restart can retry.
+async fn launch(config: &mut CpConfig, http: &reqwest::Client) -> Result<Running, String> {
+    let listeners = Listeners {
+        admin: bind(config.admin.listen).await?,
+        cluster: bind(config.cluster.listen).await?,
+    };
+    let local = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+    config.admin.listen = local(&listeners.admin)?;
+    config.cluster.listen = local(&listeners.cluster)?;
+    let shutdown = CancellationToken::new();
+    let mut task = tokio::spawn(licsync_cp::server::run(
+        config.clone(),
+        listeners,
+        shutdown.clone(),
+    ));
+    let url = format!("http://{}/health/ready", config.admin.listen);
+    let deadline = Instant::now() + GUARD;
+    loop {
+        if task.is_finished() {
+            return Err(match join(task).await {
+                Err(error) => error.to_string(),
+                Ok(()) => "it stopped before it was ready".to_owned(),
+            });
+        }
+        if let Ok(response) = http.get(&url).send().await
+            && response.status() == StatusCode::OK
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            shutdown.cancel();
+            return Err(format!("{url} did not answer 200 within {GUARD:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token_file = config.data_dir.join("admin-token");
+    match std::fs::read_to_string(&token_file) {
+        Ok(token) => Ok(Running {
+            shutdown,
+            task,
+            admin_token: token.trim().to_owned(),
+        }),
+        Err(e) => {
+            shutdown.cancel();
+            let _ = (&mut task).await;
+            Err(format!("{}: {e}", token_file.display()))
+        }
+    }
+}
+
+/// Waits for a server task; re-raises its panic.
+async fn join(task: JoinHandle<Result<(), ServeError>>) -> Result<(), ServeError> {
+    match task.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the control plane task was cancelled: {e}"),
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
