@@ -213,7 +213,7 @@ async fn expiring_data_plane_certificates_are_reported_when_the_walk_runs_at_sta
         "nothing yet at the first start"
     );
 
-    cp.restart().await;
+    let cp = cp.restart().await;
     let expiring = eventually("a cert.expiring line", || async {
         let found = events.named("cert.expiring");
         (!found.is_empty()).then_some(found)

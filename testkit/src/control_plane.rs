@@ -44,7 +44,7 @@ impl Default for ControlPlaneBuilder {
 
 impl ControlPlaneBuilder {
     /// A control plane keeping its data in a temp dir of its own, listening on loopback ports
-    /// it picks, trusting its own [`ControlPlane::issuer`].
+    /// it picks, trusting its own [`ControlPlane::issuer`] unless told to trust others.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut builder = Self::in_dir(&dir.path().join("data"));
@@ -62,7 +62,6 @@ impl ControlPlaneBuilder {
         config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.cluster.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.cluster.server_names = vec!["127.0.0.1".into(), "localhost".into()];
-        config.licenses.trusted_keys = vec![issuer.public.clone()];
         Self {
             config,
             dir: None,
@@ -70,7 +69,8 @@ impl ControlPlaneBuilder {
         }
     }
 
-    /// Accepts licenses signed by `issuer` too (`licenses.trusted_keys`).
+    /// Accepts licenses signed by `issuer` (`licenses.trusted_keys`), instead of by its own
+    /// [`ControlPlane::issuer`].
     pub fn trusting(mut self, issuer: &Issuer) -> Self {
         self.config
             .licenses
@@ -99,6 +99,9 @@ impl ControlPlaneBuilder {
 
     pub async fn start(self) -> ControlPlane {
         let mut config = self.config;
+        if config.licenses.trusted_keys.is_empty() {
+            config.licenses.trusted_keys = vec![self.issuer.public.clone()];
+        }
         let http = reqwest::Client::new();
         match launch(&mut config, &http).await {
             Ok(running) => ControlPlane {
@@ -117,7 +120,8 @@ impl ControlPlaneBuilder {
 
 /// A running control plane.
 pub struct ControlPlane {
-    /// The key of the licenses [`ControlPlane::create_license`] tests usually send; trusted.
+    /// A key for the licenses tests send; trusted unless the builder was told to trust
+    /// another ([`ControlPlaneBuilder::trusting`]).
     pub issuer: Issuer,
     /// With the ports actually bound, so a restart reuses them.
     config: CpConfig,
@@ -170,12 +174,12 @@ impl ControlPlane {
     /// Stops this control plane and starts another on the same data dir and ports, as an
     /// operator restarting the process would. Retries while the old one still holds the ports
     /// or the database (its stream tasks end just after it does).
-    pub async fn restart(&mut self) {
-        self.restart_with(|_| {}).await;
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
     }
 
     /// [`ControlPlane::restart`] with a changed configuration (same data dir and ports).
-    pub async fn restart_with(&mut self, change: impl FnOnce(&mut CpConfig)) {
+    pub async fn restart_with(mut self, change: impl FnOnce(&mut CpConfig)) -> Self {
         let mut config = self.config.clone();
         change(&mut config);
         self.stop().await;
@@ -187,7 +191,7 @@ impl ControlPlane {
                     self.admin_token = running.admin_token;
                     self.shutdown = running.shutdown;
                     self.task = Some(running.task);
-                    return;
+                    return self;
                 }
                 Err(error) if Instant::now() > deadline => {
                     panic!("the control plane did not start again: {error}")

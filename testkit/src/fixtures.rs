@@ -57,7 +57,7 @@ pub fn payload(customer: &str) -> BTreeMap<String, String> {
         ("admin_seats", "1"),
         ("customer", customer),
         ("dataplanes", "10"),
-        ("license_creation_date", "2026-01-01"),
+        ("license_creation_date", "2024-01-01"),
         ("license_expiration_date", "2099-12-31"),
         ("license_key", "ASDASDASDASDASDASDASDASD_ASDASDA"),
         ("product_subscription", "Konnect Enterprise"),
