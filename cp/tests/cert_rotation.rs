@@ -201,7 +201,7 @@ async fn the_server_certificate_rotates_while_streams_keep_syncing() {
 #[tokio::test]
 async fn expiring_data_plane_certificates_are_reported_when_the_walk_runs_at_start() {
     let (events, _guard) = Events::capture();
-    let mut cp = ControlPlane::builder()
+    let cp = ControlPlane::builder()
         .config(|c| {
             c.pki.dataplane_cert_ttl = HumanDuration(Duration::from_secs(10 * 86_400));
         })
@@ -213,7 +213,7 @@ async fn expiring_data_plane_certificates_are_reported_when_the_walk_runs_at_sta
         "nothing yet at the first start"
     );
 
-    let cp = cp.restart().await;
+    let _cp = cp.restart().await;
     let expiring = eventually("a cert.expiring line", || async {
         let found = events.named("cert.expiring");
         (!found.is_empty()).then_some(found)

@@ -24,12 +24,14 @@ use tracing::span;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
-/// One log line: its `event` name (empty when it has none), level and other fields, as text.
+/// One log line: its `event` name (empty when it has none), level and other fields, as text;
+/// indexing (`event["revision"]`) reads the JSON line as written, numbers as numbers.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub name: String,
     pub level: tracing::Level,
     pub fields: BTreeMap<String, String>,
+    line: Value,
 }
 
 impl Event {
@@ -59,19 +61,33 @@ impl Event {
             name,
             level,
             fields,
+            line: line.clone(),
         }
+    }
+
+    /// The JSON line this event was read from.
+    pub fn json(&self) -> &Value {
+        &self.line
     }
 }
 
-#[derive(Default)]
-struct Lines {
-    json: Vec<Value>,
-    events: Vec<Event>,
+impl std::ops::Index<&str> for Event {
+    type Output = Value;
+
+    fn index(&self, key: &str) -> &Value {
+        &self.line[key]
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.line.fmt(f)
+    }
 }
 
 /// The log lines captured so far, oldest first.
 #[derive(Clone, Default)]
-pub struct Events(Arc<Mutex<Lines>>);
+pub struct Events(Arc<Mutex<Vec<Event>>>);
 
 impl Events {
     /// Captures this thread's DEBUG-and-above events and spans until the guard is dropped.
@@ -89,16 +105,14 @@ impl Events {
         (events, Capture(()))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Lines> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds one JSON log line.
     pub fn record(&self, line: Value) {
         let event = Event::from_json(&line);
-        let mut lines = self.lock();
-        lines.json.push(line);
-        lines.events.push(event);
+        self.lock().push(event);
     }
 
     /// Adds one line of a process's log: JSON, or `{"raw": line}` for anything else.
@@ -108,16 +122,15 @@ impl Events {
 
     /// Every line, as JSON.
     pub fn lines(&self) -> Vec<Value> {
-        self.lock().json.clone()
+        self.lock().iter().map(|e| e.line.clone()).collect()
     }
 
     /// The whole log as text, one JSON object a line, for assertion messages and for
     /// checking that a secret never reached it.
     pub fn text(&self) -> String {
-        let lines = self.lock();
         let mut text = String::new();
-        for line in &lines.json {
-            text.push_str(&line.to_string());
+        for event in self.lock().iter() {
+            text.push_str(&event.line.to_string());
             text.push('\n');
         }
         text
@@ -125,13 +138,12 @@ impl Events {
 
     /// A position to pass to [`Events::since`].
     pub fn mark(&self) -> usize {
-        self.lock().events.len()
+        self.lock().len()
     }
 
     /// The events named `name` captured after `mark`.
     pub fn since(&self, mark: usize, name: &str) -> Vec<Event> {
         self.lock()
-            .events
             .iter()
             .skip(mark)
             .filter(|e| e.name == name)
@@ -152,10 +164,22 @@ impl Events {
         timeout: Duration,
         pred: impl Fn(&Event) -> bool,
     ) -> Event {
+        self.wait_for_event_since(0, name, timeout, pred).await
+    }
+
+    /// [`Events::wait_for_event`] among the events captured after `mark`: the next occurrence,
+    /// not one logged before (a reconnection, say, when the first connection is in the log).
+    pub async fn wait_for_event_since(
+        &self,
+        mark: usize,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
         crate::eventually_explained(
             &format!("the event {name}"),
             timeout,
-            || async { self.named(name).into_iter().find(|e| pred(e)) },
+            || async { self.since(mark, name).into_iter().find(|e| pred(e)) },
             || format!("log:\n{}", self.text()),
         )
         .await

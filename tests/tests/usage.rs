@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::{UsageCount, UsageReceipt, UsageReport};
+use licsync_testkit::Issuer;
 use licsync_tests::bench::control_plane::BenchCp;
 use licsync_tests::cp::Cp;
 use licsync_tests::dp::Dp;
-use licsync_tests::fixtures::Issuer;
 use licsync_tests::process::{binary, run};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -318,7 +318,7 @@ async fn exceeding_the_licensed_dataplanes_is_warned_and_refused_only_when_enfor
     Dp::register_ok(&cp, &tmp.path().join("dp1"), "edge-1").await;
     let (_, body) = cp.call(Method::GET, "/license/report", None).await;
     assert_eq!(body["entitlement_exceeded"], false);
-    assert!(cp.process.logs.events("entitlement.exceeded").is_empty());
+    assert!(cp.process.logs.named("entitlement.exceeded").is_empty());
 
     // Not enforced (the default): the second registers, with a warning.
     Dp::register_ok(&cp, &tmp.path().join("dp2"), "edge-2").await;
