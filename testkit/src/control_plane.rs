@@ -102,7 +102,12 @@ impl ControlPlaneBuilder {
         if config.licenses.trusted_keys.is_empty() {
             config.licenses.trusted_keys = vec![self.issuer.public.clone()];
         }
-        let http = reqwest::Client::new();
+        // No idle connections kept: each call opens its own, so none of the kit's holds one of
+        // the Admin API's `max_connections` slots a test counts on.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client");
         match launch(&mut config, &http).await {
             Ok(running) => ControlPlane {
                 issuer: self.issuer,

@@ -67,20 +67,15 @@ impl Api {
     /// Starts a control plane over an empty memory store; the admin token is bootstrapped into
     /// a temporary data directory, as on a first start.
     pub async fn start() -> Self {
-        Self::launch(false, licsync_cp::config::AdminConfig::default()).await
-    }
-
-    /// Like [`Api::start`], with these `[admin]` settings (connection limits and timeouts).
-    pub async fn start_with_admin(admin: licsync_cp::config::AdminConfig) -> Self {
-        Self::launch(false, admin).await
+        Self::launch(false).await
     }
 
     /// Like [`Api::start`], and serves the cluster listener too (CA under `<dir>/pki`).
     pub async fn start_with_cluster() -> Self {
-        Self::launch(true, licsync_cp::config::AdminConfig::default()).await
+        Self::launch(true).await
     }
 
-    async fn launch(with_cluster: bool, admin: licsync_cp::config::AdminConfig) -> Self {
+    async fn launch(with_cluster: bool) -> Self {
         let issuer = Issuer::new();
         let trusted = TrustedKeys::parse(std::slice::from_ref(&issuer.public)).unwrap();
         let store = Arc::new(MemoryStore::new());
@@ -91,10 +86,7 @@ impl Api {
             .unwrap()
             .expect("an empty store gets a bootstrap token");
         let token = std::fs::read_to_string(token_file).unwrap();
-        let mut config = CpConfig {
-            admin,
-            ..CpConfig::default()
-        };
+        let mut config = CpConfig::default();
         config.cluster.server_names = vec!["localhost".into(), "127.0.0.1".into()];
         let (cp, cluster) = if with_cluster {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
