@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::{UsageCount, UsageReceipt, UsageReport};
-use licsync_testkit::Issuer;
+use licsync_testkit::{Issuer, eventually_within};
 use licsync_tests::bench::control_plane::BenchCp;
 use licsync_tests::cp::Cp;
 use licsync_tests::dp::Dp;
@@ -45,17 +45,19 @@ fn recorded(receipt: &UsageReceipt) -> Vec<(String, u64)> {
 
 /// Sends `usage`, retrying while the control plane is (re)starting; the receipt.
 async fn send(client: &mut LicenseSyncClient<Channel>, usage: UsageReport) -> UsageReceipt {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.report_usage(usage.clone()).await {
-            Ok(receipt) => return receipt.into_inner(),
-            Err(status) if std::time::Instant::now() < deadline => {
-                eprintln!("retrying ReportUsage: {status}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually_within("ReportUsage to succeed", Duration::from_secs(30), || {
+        let (mut client, usage) = (client.clone(), usage.clone());
+        async move {
+            match client.report_usage(usage).await {
+                Ok(receipt) => Some(receipt.into_inner()),
+                Err(status) => {
+                    eprintln!("retrying ReportUsage: {status}");
+                    None
+                }
             }
-            Err(status) => panic!("ReportUsage failed: {status}"),
         }
-    }
+    })
+    .await
 }
 
 async fn total_requests(cp: &Cp) -> u64 {
