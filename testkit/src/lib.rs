@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`control_plane`]: the real control plane (`licsync_cp::server::run`) in-process on
-//!   `127.0.0.1:0`, with real TLS and sled in a temp dir, driven through its Admin API.
+//!   `127.0.0.1:0`, with real TLS and sled in a temp dir; [`admin_api`]: the Admin API calls
+//!   tests drive it with.
 //! - [`dataplane`]: a bare data-plane gRPC client over real mutual TLS (`Register`, `Sync`,
 //!   `RotateCertificate`), for tests that drive the wire protocol by hand.
 //! - [`events`]: the structured log events (`event = "..."`) captured from `tracing` in-process,
@@ -15,6 +16,7 @@
 //! what an operator or a data plane would.
 #![forbid(unsafe_code)]
 
+pub mod admin_api;
 pub mod control_plane;
 pub mod dataplane;
 pub mod events;
@@ -26,7 +28,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use control_plane::{ControlPlane, ControlPlaneBuilder, RegistrationToken};
+pub use admin_api::RegistrationToken;
+pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use events::{Capture, Event, Events};
 pub use fixtures::Issuer;
 
