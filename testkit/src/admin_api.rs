@@ -15,6 +15,18 @@ pub struct RegistrationToken {
 }
 
 impl ControlPlane {
+    /// A request to the Admin API carrying the admin token as a bearer, for a test that
+    /// shapes it (headers, raw bodies) itself.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.anonymous(method, path).bearer_auth(self.admin_token())
+    }
+
+    /// A request to the Admin API without credentials.
+    pub fn anonymous(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.admin_url()))
+    }
+
     /// Calls the Admin API with the admin token; returns the status and the JSON body
     /// (`Value::Null` when empty, a string when not JSON).
     pub async fn call(
@@ -23,10 +35,7 @@ impl ControlPlane {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.admin_url()))
-            .bearer_auth(self.admin_token());
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(&body);
         }
