@@ -1,15 +1,15 @@
-//! The Admin API's connections, bounded: over raw sockets against a real server on
-//! `127.0.0.1:0` with `[admin]` timeouts under a second. Tests assert what a client sees (an
+//! The Admin API's connections, bounded: over raw sockets against the whole control plane
+//! (the test kit's, `server::run` on `127.0.0.1:0`) with `[admin]` timeouts under a second. Tests assert what a client sees (an
 //! answer, a close), never how long it took; the guard only stops a hung server.
-
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use licsync_common::duration::HumanDuration;
 use licsync_cp::config::AdminConfig;
-use support::*;
+use licsync_testkit::{ControlPlane, eventually_within};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,8 +25,21 @@ fn quick(max_connections: usize) -> AdminConfig {
     }
 }
 
-fn addr(api: &Api) -> SocketAddr {
-    api.base.trim_start_matches("http://").parse().unwrap()
+/// The control plane with these `[admin]` settings.
+async fn start(admin: AdminConfig) -> ControlPlane {
+    ControlPlane::builder()
+        .config(|c| {
+            c.admin = AdminConfig {
+                listen: c.admin.listen,
+                ..admin
+            }
+        })
+        .start()
+        .await
+}
+
+fn addr(api: &ControlPlane) -> SocketAddr {
+    api.config().admin.listen
 }
 
 /// Everything the server sends until it closes: the first answer's status and JSON body.
@@ -44,7 +57,7 @@ async fn until_closed(stream: &mut TcpStream) -> (u16, Value) {
     (status, json)
 }
 
-async fn send(api: &Api, bytes: &[u8]) -> TcpStream {
+async fn send(api: &ControlPlane, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr(api)).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     stream
@@ -52,7 +65,7 @@ async fn send(api: &Api, bytes: &[u8]) -> TcpStream {
 
 #[tokio::test]
 async fn slow_or_unfinished_heads_and_idle_connections_are_closed() {
-    let api = Api::start_with_admin(quick(64)).await;
+    let api = start(quick(64)).await;
     // Half a head.
     let mut stream = send(&api, b"GET /licenses HTTP/1.1\r\nHost: x\r\n").await;
     let (status, body) = until_closed(&mut stream).await;
@@ -98,10 +111,10 @@ async fn a_declared_body_over_the_limit_is_answered_413_at_once() {
     let mut admin = quick(64);
     // Far beyond the guard: the answer can only come from the head.
     admin.body_read_timeout = HumanDuration(Duration::from_secs(3600));
-    let api = Api::start_with_admin(admin).await;
+    let api = start(admin).await;
     let head = format!(
         "POST /licenses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n",
-        api.token
+        api.admin_token()
     );
     let mut stream = send(&api, head.as_bytes()).await;
     let (status, body) = until_closed(&mut stream).await;
@@ -114,7 +127,7 @@ async fn a_declared_body_over_the_limit_is_answered_413_at_once() {
 
 #[tokio::test]
 async fn protocol_errors_are_answered_in_json() {
-    let api = Api::start_with_admin(quick(64)).await;
+    let api = start(quick(64)).await;
     let big = format!(
         "GET /licenses HTTP/1.1\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20_000)
@@ -144,7 +157,7 @@ async fn protocol_errors_are_answered_in_json() {
 async fn connections_over_the_cap_are_refused_and_service_resumes() {
     let mut admin = quick(3);
     admin.idle_timeout = HumanDuration(Duration::from_secs(3600));
-    let api = Api::start_with_admin(admin).await;
+    let api = start(admin).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(TcpStream::connect(addr(&api)).await.unwrap());
@@ -157,12 +170,13 @@ async fn connections_over_the_cap_are_refused_and_service_resumes() {
     }
     drop(held);
     // The slots come back as the server notices the closes.
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        match api.get("/licenses").send().await {
-            Ok(response) if response.status() == StatusCode::OK => break,
-            _ => assert!(tokio::time::Instant::now() < deadline, "never recovered"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let http = reqwest::Client::new();
+    let url = format!("{}/licenses", api.admin_url());
+    eventually_within("the Admin API to serve again", GUARD, || async {
+        let answer = http.get(&url).bearer_auth(api.admin_token()).send().await;
+        answer
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
 }

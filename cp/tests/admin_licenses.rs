@@ -1,17 +1,37 @@
 //! Every row of SPEC §3's `/licenses` table with Kong's status codes and message texts, body
-//! limits and paging, against a real server on `127.0.0.1:0`.
+//! limits and paging, against the whole control plane (the test kit's, `server::run` on
+//! `127.0.0.1:0` with sled in a temp dir).
 
 mod support;
 
+use licsync_testkit::ControlPlane;
 use support::*;
+
+/// `POST /licenses` with a license for `customer`, asserting 201; the entity.
+async fn create(api: &ControlPlane, customer: &str) -> Value {
+    let (status, body) = send(
+        api.request(Method::POST, "/licenses")
+            .json(&json!({"payload": api.issuer.license(customer)})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// How many licenses the control plane holds (`GET /licenses`).
+async fn stored(api: &ControlPlane) -> usize {
+    let (status, body) = send(api.request(Method::GET, "/licenses?size=1000")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"].as_array().map_or(0, Vec::len)
+}
 
 #[tokio::test]
 async fn licenses_are_created_read_replaced_patched_and_deleted() {
-    let api = Api::start().await;
-    let document = api.document("Example Company, Inc");
+    let api = ControlPlane::start().await;
+    let document = api.issuer.license("Example Company, Inc");
 
     let (status, created) = send(
-        api.call(Method::POST, "/licenses")
+        api.request(Method::POST, "/licenses")
             .json(&json!({"payload": document})),
     )
     .await;
@@ -32,16 +52,16 @@ async fn licenses_are_created_read_replaced_patched_and_deleted() {
         "entity is id, payload, created_at, updated_at: {created}"
     );
 
-    let (status, fetched) = send(api.get(&format!("/licenses/{id}"))).await;
+    let (status, fetched) = send(api.request(Method::GET, &format!("/licenses/{id}"))).await;
     assert_eq!((status, &fetched), (StatusCode::OK, &created));
 
-    let (status, listed) = send(api.get("/licenses")).await;
+    let (status, listed) = send(api.request(Method::GET, "/licenses")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed, json!({"data": [created], "next": null}));
 
-    let replacement = api.document("Example Company, Inc (renewed)");
+    let replacement = api.issuer.license("Example Company, Inc (renewed)");
     let (status, replaced) = send(
-        api.call(Method::PUT, &format!("/licenses/{id}"))
+        api.request(Method::PUT, &format!("/licenses/{id}"))
             .json(&json!({"payload": replacement})),
     )
     .await;
@@ -51,61 +71,57 @@ async fn licenses_are_created_read_replaced_patched_and_deleted() {
     assert_eq!(replaced["created_at"], created_at, "PUT keeps created_at");
     assert!(replaced["updated_at"].as_i64().unwrap() >= created_at);
 
-    let patched_doc = api.document("Example Company, Inc (patched)");
+    let patched_doc = api.issuer.license("Example Company, Inc (patched)");
     let (status, patched) = send(
-        api.call(Method::PATCH, &format!("/licenses/{id}"))
+        api.request(Method::PATCH, &format!("/licenses/{id}"))
             .json(&json!({"payload": patched_doc})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(patched["payload"], patched_doc.as_str());
     assert_eq!(patched["created_at"], created_at);
-    assert_eq!(
-        api.cp.licenses().current().revision,
-        3,
-        "three durable writes"
-    );
+    assert_eq!(api.revision().await, 3, "three durable writes");
 
-    let (status, body) = send(api.call(Method::DELETE, &format!("/licenses/{id}"))).await;
+    let (status, body) = send(api.request(Method::DELETE, &format!("/licenses/{id}"))).await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
-    let (status, body) = send(api.get(&format!("/licenses/{id}"))).await;
+    let (status, body) = send(api.request(Method::GET, &format!("/licenses/{id}"))).await;
     assert_eq!(
         (status, body),
         (StatusCode::NOT_FOUND, json!({"message": "Not found"}))
     );
-    let (status, _) = send(api.call(Method::DELETE, &format!("/licenses/{id}"))).await;
+    let (status, _) = send(api.request(Method::DELETE, &format!("/licenses/{id}"))).await;
     assert_eq!(
         status,
         StatusCode::NO_CONTENT,
         "deleting an unknown id is 204 too"
     );
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn put_creates_under_the_given_id() {
-    let api = Api::start().await;
+    let api = ControlPlane::start().await;
     let id = Uuid::new_v4();
     let (status, body) = send(
-        api.call(Method::PUT, &format!("/licenses/{id}"))
-            .json(&json!({"payload": api.document("A")})),
+        api.request(Method::PUT, &format!("/licenses/{id}"))
+            .json(&json!({"payload": api.issuer.license("A")})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["id"], id.to_string());
-    let (status, _) = send(api.get(&format!("/licenses/{id}"))).await;
+    let (status, _) = send(api.request(Method::GET, &format!("/licenses/{id}"))).await;
     assert_eq!(status, StatusCode::OK);
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_same_license_twice_is_a_conflict() {
-    let api = Api::start().await;
-    let document = api.document("A");
-    let first = api.create("A").await;
+    let api = ControlPlane::start().await;
+    let document = api.issuer.license("A");
+    let first = create(&api, "A").await;
 
     let (status, body) = send(
-        api.call(Method::POST, "/licenses")
+        api.request(Method::POST, "/licenses")
             .json(&json!({"payload": document})),
     )
     .await;
@@ -116,7 +132,7 @@ async fn the_same_license_twice_is_a_conflict() {
     );
 
     let (status, body) = send(
-        api.call(Method::PUT, &format!("/licenses/{}", Uuid::new_v4()))
+        api.request(Method::PUT, &format!("/licenses/{}", Uuid::new_v4()))
             .json(&json!({"payload": document})),
     )
     .await;
@@ -133,7 +149,7 @@ async fn the_same_license_twice_is_a_conflict() {
     );
 
     let (status, _) = send(
-        api.call(
+        api.request(
             Method::PUT,
             &format!("/licenses/{}", first["id"].as_str().unwrap()),
         )
@@ -145,20 +161,20 @@ async fn the_same_license_twice_is_a_conflict() {
         StatusCode::OK,
         "re-putting a license under its own id is fine"
     );
-    assert_eq!(api.cp.licenses().current().licenses.len(), 1);
-    api.stop().await;
+    assert_eq!(stored(&api).await, 1);
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn invalid_licenses_are_refused_with_kongs_texts() {
-    let (logs, _guard) = Logs::capture();
-    let api = Api::start().await;
-    let (untrusted, _) = SigningKey::generate().unwrap();
+    let (logs, _guard) = Events::capture();
+    let api = ControlPlane::start().await;
+    let untrusted = Issuer::new();
     let mut unsigned_customer = payload("A");
     unsigned_customer.remove("customer");
     let cases = [
         (
-            document_signed_by(&untrusted, "A"),
+            untrusted.license("A"),
             "Unable to validate license: validation failed: the signature does not verify with the 1 trusted key",
         ),
         (
@@ -166,13 +182,13 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
             "Unable to validate license: could not decode license json",
         ),
         (
-            sign_document(&unsigned_customer, &api.key),
+            api.issuer.sign(&unsigned_customer),
             "Unable to validate license: missing field 'customer'",
         ),
     ];
     for (document, message) in cases {
         let (status, body) = send(
-            api.call(Method::POST, "/licenses")
+            api.request(Method::POST, "/licenses")
                 .json(&json!({"payload": document})),
         )
         .await;
@@ -184,7 +200,7 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
         );
     }
 
-    let (status, body) = send(api.call(Method::POST, "/licenses").json(&json!({}))).await;
+    let (status, body) = send(api.request(Method::POST, "/licenses").json(&json!({}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         body["message"],
@@ -193,7 +209,7 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
     assert_eq!(body["fields"], json!({"payload": "required field missing"}));
 
     let (status, body) = send(
-        api.call(Method::POST, "/licenses")
+        api.request(Method::POST, "/licenses")
             .header("content-type", "application/json")
             .body("{\"payload\": "),
     )
@@ -206,13 +222,13 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
         )
     );
 
-    let existing = api.create("B").await;
+    let existing = create(&api, "B").await;
     let (status, body) = send(
-        api.call(
+        api.request(
             Method::PATCH,
             &format!("/licenses/{}", existing["id"].as_str().unwrap()),
         )
-        .json(&json!({"payload": document_signed_by(&untrusted, "B")})),
+        .json(&json!({"payload": untrusted.license("B")})),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "PATCH validates too");
@@ -221,36 +237,35 @@ async fn invalid_licenses_are_refused_with_kongs_texts() {
         "Unable to validate license: validation failed: the signature does not verify with the 1 trusted key"
     );
     // The operator of the control plane sees every refusal and its reason, not only the client.
-    let rejected = logs.events("license.rejected");
+    let rejected = logs.named("license.rejected");
     assert_eq!(rejected.len(), 4, "{}", logs.text());
-    assert!(rejected[0].contains(" WARN "), "{}", rejected[0]);
+    assert_eq!(rejected[0].level, tracing::Level::WARN, "{}", rejected[0]);
     assert!(
-        rejected[0].contains("does not verify with the 1 trusted key"),
+        rejected[0]
+            .to_string()
+            .contains("does not verify with the 1 trusted key"),
         "{}",
         rejected[0]
     );
     assert!(
-        rejected[3].contains(&format!("license.id={}", existing["id"].as_str().unwrap())),
+        rejected[3].field("license.id") == existing["id"].as_str(),
         "{}",
         rejected[3]
     );
-    assert_eq!(
-        api.cp.licenses().current().licenses.len(),
-        1,
-        "nothing invalid was stored"
-    );
-    api.stop().await;
+    assert_eq!(stored(&api).await, 1, "nothing invalid was stored");
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn ids_are_checked_the_way_kong_checks_them() {
-    let api = Api::start().await;
-    let (status, body) = send(api.get("/licenses/not-a-uuid")).await;
+    let api = ControlPlane::start().await;
+    let (status, body) = send(api.request(Method::GET, "/licenses/not-a-uuid")).await;
     assert_eq!(
         (status, body),
         (StatusCode::NOT_FOUND, json!({"message": "Not found"}))
     );
-    let (status, _) = send(api.get(&format!("/licenses/{}", Uuid::new_v4()))).await;
+    let (status, _) =
+        send(api.request(Method::GET, &format!("/licenses/{}", Uuid::new_v4()))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     let invalid_id = json!({
@@ -260,18 +275,18 @@ async fn ids_are_checked_the_way_kong_checks_them() {
         "code": 2,
     });
     let (status, body) = send(
-        api.call(Method::PUT, "/licenses/not-a-uuid")
-            .json(&json!({"payload": api.document("A")})),
+        api.request(Method::PUT, "/licenses/not-a-uuid")
+            .json(&json!({"payload": api.issuer.license("A")})),
     )
     .await;
     assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &invalid_id));
-    let (status, body) = send(api.call(Method::DELETE, "/licenses/not-a-uuid")).await;
+    let (status, body) = send(api.request(Method::DELETE, "/licenses/not-a-uuid")).await;
     assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &invalid_id));
 
     let unknown = Uuid::new_v4();
     let (status, body) = send(
-        api.call(Method::PATCH, &format!("/licenses/{unknown}"))
-            .json(&json!({"payload": api.document("A")})),
+        api.request(Method::PATCH, &format!("/licenses/{unknown}"))
+            .json(&json!({"payload": api.issuer.license("A")})),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -279,16 +294,16 @@ async fn ids_are_checked_the_way_kong_checks_them() {
         body["message"],
         format!("could not find the entity with primary key '{{id=\"{unknown}\"}}'")
     );
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn payload_may_be_an_object_and_bodies_need_no_json_content_type() {
-    let api = Api::start().await;
+    let api = ControlPlane::start().await;
 
-    let object: Value = serde_json::from_str(&api.document("Object Inc")).unwrap();
+    let object: Value = serde_json::from_str(&api.issuer.license("Object Inc")).unwrap();
     let (status, body) = send(
-        api.call(Method::POST, "/licenses")
+        api.request(Method::POST, "/licenses")
             .json(&json!({"payload": object})),
     )
     .await;
@@ -301,15 +316,15 @@ async fn payload_may_be_an_object_and_bodies_need_no_json_content_type() {
 
     // `curl -d '{"payload": ...}'` sends a form content type with a JSON body.
     let (status, body) = send(
-        api.call(Method::POST, "/licenses")
+        api.request(Method::POST, "/licenses")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(json!({"payload": api.document("Curl Inc")}).to_string()),
+            .body(json!({"payload": api.issuer.license("Curl Inc")}).to_string()),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // Kong's documented `curl -d payload='{...}'` (a real form body) works too.
-    let document = api.document("Form Inc");
+    let document = api.issuer.license("Form Inc");
     let form: String = document
         .bytes()
         .map(|b| match b {
@@ -318,42 +333,42 @@ async fn payload_may_be_an_object_and_bodies_need_no_json_content_type() {
         })
         .collect();
     let (status, body) = send(
-        api.call(Method::POST, "/licenses")
+        api.request(Method::POST, "/licenses")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("payload={form}")),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["payload"], document.as_str());
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn bodies_over_one_mebibyte_are_refused() {
-    let api = Api::start().await;
+    let api = ControlPlane::start().await;
     let huge = format!(
         "{{\"payload\": \"{}\"}}",
         "x".repeat(2 * admin::MAX_BODY_BYTES)
     );
-    let (status, body) = send(api.call(Method::POST, "/licenses").body(huge)).await;
+    let (status, body) = send(api.request(Method::POST, "/licenses").body(huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("1048576 bytes"), "{message}");
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn bodies_without_a_length_are_cut_at_the_limit_too() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let api = Api::start().await;
-    let addr = api.base.trim_start_matches("http://").to_owned();
+    let api = ControlPlane::start().await;
+    let addr = api.config().admin.listen.to_string();
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     let head = format!(
         "POST /licenses HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
          Transfer-Encoding: chunked\r\n\r\n",
-        api.token
+        api.admin_token()
     );
     let upload = tokio::spawn(async move {
         writer.write_all(head.as_bytes()).await?;
@@ -373,15 +388,15 @@ async fn bodies_without_a_length_are_cut_at_the_limit_too() {
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(response.contains("1048576 bytes"), "{response}");
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn listings_page_in_id_order_with_next_links() {
-    let api = Api::start().await;
+    let api = ControlPlane::start().await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(api.create(&format!("Customer {n}")).await["id"].clone());
+        ids.push(create(&api, &format!("Customer {n}")).await["id"].clone());
     }
     ids.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
 
@@ -389,7 +404,7 @@ async fn listings_page_in_id_order_with_next_links() {
     let mut path = "/licenses?size=2".to_owned();
     let mut pages = 0;
     loop {
-        let (status, page) = send(api.get(&path)).await;
+        let (status, page) = send(api.request(Method::GET, &path)).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let data = page["data"].as_array().unwrap();
         assert!(data.len() <= 2);
@@ -408,7 +423,7 @@ async fn listings_page_in_id_order_with_next_links() {
     }
     assert_eq!((pages, seen), (3, ids));
 
-    let (status, page) = send(api.get("/licenses?size=5")).await;
+    let (status, page) = send(api.request(Method::GET, "/licenses?size=5")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         page["next"],
@@ -417,7 +432,7 @@ async fn listings_page_in_id_order_with_next_links() {
     );
 
     for query in ["size=0", "size=1001", "size=many"] {
-        let (status, body) = send(api.get(&format!("/licenses?{query}"))).await;
+        let (status, body) = send(api.request(Method::GET, &format!("/licenses?{query}"))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert!(
             body["message"]
@@ -426,7 +441,7 @@ async fn listings_page_in_id_order_with_next_links() {
                 .contains("between 1 and 1000")
         );
     }
-    let (status, body) = send(api.get("/licenses?offset=bogus")).await;
+    let (status, body) = send(api.request(Method::GET, "/licenses?offset=bogus")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         body["message"]
@@ -434,7 +449,7 @@ async fn listings_page_in_id_order_with_next_links() {
             .unwrap()
             .contains("not a valid offset")
     );
-    api.stop().await;
+    api.shutdown().await;
 }
 
 /// The probe's forgery: forged fields first, the genuinely signed ones after. A last-wins parser
@@ -442,8 +457,8 @@ async fn listings_page_in_id_order_with_next_links() {
 /// reads the forged ones; so the document is refused whatever the order.
 #[tokio::test]
 async fn a_document_that_repeats_a_key_is_refused_as_ambiguous() {
-    let api = Api::start().await;
-    let genuine = api.document("Small Co");
+    let api = ControlPlane::start().await;
+    let genuine = api.issuer.license("Small Co");
     let forged = genuine.replacen(
         "\"payload\":{",
         "\"payload\":{\"customer\":\"Mega Corp\",\"dataplanes\":\"100000\",\"license_expiration_date\":\"2999-12-31\",",
@@ -452,7 +467,7 @@ async fn a_document_that_repeats_a_key_is_refused_as_ambiguous() {
     assert_ne!(forged, genuine);
     let message = "Unable to validate license: duplicate key 'customer'";
     let (status, body) = send(
-        api.call(Method::POST, "/licenses")
+        api.request(Method::POST, "/licenses")
             .json(&json!({"payload": forged})),
     )
     .await;
@@ -460,7 +475,7 @@ async fn a_document_that_repeats_a_key_is_refused_as_ambiguous() {
     assert_eq!(body["message"], message);
     let id = Uuid::new_v4();
     let (status, body) = send(
-        api.call(Method::PUT, &format!("/licenses/{id}"))
+        api.request(Method::PUT, &format!("/licenses/{id}"))
             .json(&json!({"payload": forged})),
     )
     .await;
@@ -471,15 +486,12 @@ async fn a_document_that_repeats_a_key_is_refused_as_ambiguous() {
 
     // Sent as an object, the repetition is in the request body itself.
     let body_text = format!("{{\"payload\":{genuine},\"payload\":{genuine}}}");
-    let (status, body) = send(api.call(Method::POST, "/licenses").body(body_text)).await;
+    let (status, body) = send(api.request(Method::POST, "/licenses").body(body_text)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(
         body["message"],
         "Cannot parse JSON body: duplicate key 'payload'; send each field once"
     );
-    assert!(
-        api.cp.licenses().current().licenses.is_empty(),
-        "nothing was stored"
-    );
-    api.stop().await;
+    assert_eq!(stored(&api).await, 0, "nothing was stored");
+    api.shutdown().await;
 }

@@ -166,7 +166,7 @@ async fn the_active_license_and_its_entitlement_are_reported() {
         p.insert("license_key".into(), key.into());
         p.insert("license_expiration_date".into(), expires.into());
         p.insert("dataplanes".into(), dataplanes.into());
-        sign_document(&p, &api.key)
+        api.issuer.sign(&p)
     };
     for document in [
         license("OLD", "2029-01-31", "5"),

@@ -2,21 +2,18 @@
 //! certificate (`RotateCertificate`), the server certificate rotates itself while streams stay
 //! open, and expiring certificates are reported in the log.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::events::Events;
-use cluster::{Cluster, eventually};
 use licsync_common::duration::HumanDuration;
 use licsync_common::pki::{self, CertInfo};
+use licsync_testkit::{ControlPlane, Events, eventually};
 use tonic::Code;
 
 #[tokio::test]
 async fn rotation_keeps_the_id_and_retires_the_old_certificate_once_the_new_one_is_used() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let old = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let old = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&old, licsync_common::VERSION).await.unwrap();
     stream.update().await;
 
@@ -31,7 +28,7 @@ async fn rotation_keeps_the_id_and_retires_the_old_certificate_once_the_new_one_
     assert_eq!(rotated[0].field("dataplane.id"), Some(old.id.as_str()));
     assert_eq!(rotated[0].field("old_serial"), Some(old.serial().as_str()));
     assert_eq!(rotated[0].field("new_serial"), Some(info.serial.as_str()));
-    let listed = cp.dataplane(&old.id).await.unwrap();
+    let listed = cp.find_dataplane(&old.id).await.unwrap();
     assert_eq!(listed["cert_expires_at"], info.not_after.unix_timestamp());
 
     // Until the new certificate is used, the old one still works (a crash between receiving
@@ -60,8 +57,8 @@ async fn rotation_keeps_the_id_and_retires_the_old_certificate_once_the_new_one_
 
 #[tokio::test]
 async fn a_second_rotation_after_a_lost_certificate_keeps_the_one_still_held() {
-    let cp = Cluster::start(|_| {}).await;
-    let held = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let held = cp.register_dataplane(licsync_common::VERSION).await;
     // The answer of the first rotation is lost (the data plane crashed before saving it).
     let _lost = cp.rotate(&held).await.unwrap();
     let second = cp.rotate(&held).await.unwrap();
@@ -82,8 +79,8 @@ async fn a_second_rotation_after_a_lost_certificate_keeps_the_one_still_held() {
 
 #[tokio::test]
 async fn rotation_needs_a_certificate_and_a_valid_csr() {
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut client =
         licsync_common::proto::license_sync_client::LicenseSyncClient::new(cp.connect(None).await);
     let (_, csr_der) = pki::new_key_and_csr("edge").unwrap();
@@ -119,7 +116,7 @@ async fn rotation_needs_a_certificate_and_a_valid_csr() {
         .update()
         .await;
     let (status, body) = cp
-        .admin(
+        .call(
             reqwest::Method::GET,
             &format!("/clustering/data-planes/{}", dp.id),
             None,
@@ -138,10 +135,12 @@ async fn rotation_needs_a_certificate_and_a_valid_csr() {
 #[tokio::test]
 async fn the_server_certificate_rotates_while_streams_keep_syncing() {
     let (events, _guard) = Events::capture();
-    let cp =
-        Cluster::start(|c| c.pki.server_cert_ttl = HumanDuration(Duration::from_secs(3))).await;
+    let cp = ControlPlane::builder()
+        .config(|c| c.pki.server_cert_ttl = HumanDuration(Duration::from_secs(3)))
+        .start()
+        .await;
     let first_serial = cp.server_serial().await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let hello_answer = stream.update().await;
     stream.ack(&hello_answer).await;
@@ -163,7 +162,7 @@ async fn the_server_certificate_rotates_while_streams_keep_syncing() {
         .collect();
 
     // The stream opened under the first certificate (long expired now) still syncs.
-    let id = cp.create_license("Example").await;
+    let id = cp.create_license(&cp.issuer.license("Example")).await;
     let update = stream.update().await;
     assert_eq!(update.upserted.len(), 1);
     assert_eq!(update.upserted[0].id, id);
@@ -202,17 +201,19 @@ async fn the_server_certificate_rotates_while_streams_keep_syncing() {
 #[tokio::test]
 async fn expiring_data_plane_certificates_are_reported_when_the_walk_runs_at_start() {
     let (events, _guard) = Events::capture();
-    let mut cp = Cluster::start(|c| {
-        c.pki.dataplane_cert_ttl = HumanDuration(Duration::from_secs(10 * 86_400));
-    })
-    .await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::builder()
+        .config(|c| {
+            c.pki.dataplane_cert_ttl = HumanDuration(Duration::from_secs(10 * 86_400));
+        })
+        .start()
+        .await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     assert!(
         events.named("cert.expiring").is_empty(),
         "nothing yet at the first start"
     );
 
-    cp.restart().await;
+    let _cp = cp.restart().await;
     let expiring = eventually("a cert.expiring line", || async {
         let found = events.named("cert.expiring");
         (!found.is_empty()).then_some(found)

@@ -1,10 +1,8 @@
 //! gRPC health checking and server reflection on the cluster listener, as a load balancer or
 //! `grpcurl` uses them: over TLS, without a client certificate.
 
-mod support;
-
 use futures::StreamExt;
-use support::Api;
+use licsync_testkit::ControlPlane;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -22,8 +20,8 @@ fn check(service: &str) -> HealthCheckRequest {
 
 #[tokio::test]
 async fn health_check_answers_for_the_server_and_each_service() {
-    let api = Api::start_with_cluster().await;
-    let mut health = HealthClient::new(api.cluster_channel().await);
+    let cp = ControlPlane::start().await;
+    let mut health = HealthClient::new(cp.connect(None).await);
     for service in ["", "licsync.v1.Registration", "licsync.v1.LicenseSync"] {
         let answer = health.check(check(service)).await.unwrap().into_inner();
         assert_eq!(answer.status, ServingStatus::Serving as i32, "{service:?}");
@@ -39,13 +37,13 @@ async fn health_check_answers_for_the_server_and_each_service() {
     // protocol tells clients to read as "no health checking".
     let watch = health.watch(check("")).await.unwrap_err();
     assert_eq!(watch.code(), Code::Unimplemented);
-    api.stop().await;
+    cp.shutdown().await;
 }
 
 #[tokio::test]
 async fn reflection_lists_the_services_and_describes_them() {
-    let api = Api::start_with_cluster().await;
-    let mut reflection = ServerReflectionClient::new(api.cluster_channel().await);
+    let cp = ControlPlane::start().await;
+    let mut reflection = ServerReflectionClient::new(cp.connect(None).await);
     let requests = futures::stream::iter([
         ServerReflectionRequest {
             host: String::new(),
@@ -84,5 +82,5 @@ async fn reflection_lists_the_services_and_describes_them() {
         panic!("expected the file describing LicenseSync");
     };
     assert!(!files.file_descriptor_proto.is_empty());
-    api.stop().await;
+    cp.shutdown().await;
 }

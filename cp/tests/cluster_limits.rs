@@ -6,15 +6,12 @@
 //! Floods come from 127.0.0.2 (any 127/8 address is loopback on Linux) so that the data plane
 //! the test then registers, from 127.0.0.1, is another source. Counts stay in the hundreds.
 
-mod cluster;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::events::Events;
-use cluster::{Cluster, GUARD, eventually};
 use licsync_common::duration::HumanDuration;
+use licsync_testkit::{ControlPlane, Events, GUARD, eventually};
 use reqwest::{Method, StatusCode};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use rustls_pki_types::ServerName;
@@ -25,16 +22,16 @@ use tokio_rustls::TlsConnector;
 const FLOOD_SOURCE: [u8; 4] = [127, 0, 0, 2];
 
 /// A TCP connection to the cluster port from `source`.
-async fn open_from(cp: &Cluster, source: [u8; 4]) -> TcpStream {
+async fn open_from(cp: &ControlPlane, source: [u8; 4]) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::from((IpAddr::from(source), 0)))
         .unwrap();
-    socket.connect(cp.config.cluster.listen).await.unwrap()
+    socket.connect(cp.config().cluster.listen).await.unwrap()
 }
 
 /// `n` connections from `source` that send nothing.
-async fn silent(cp: &Cluster, source: [u8; 4], n: usize) -> Vec<TcpStream> {
+async fn silent(cp: &ControlPlane, source: [u8; 4], n: usize) -> Vec<TcpStream> {
     let mut flood = Vec::with_capacity(n);
     for _ in 0..n {
         flood.push(open_from(cp, source).await);
@@ -43,7 +40,7 @@ async fn silent(cp: &Cluster, source: [u8; 4], n: usize) -> Vec<TcpStream> {
 }
 
 /// `n` connections from `source` that send the first byte of a TLS record and stall.
-async fn stalled(cp: &Cluster, source: [u8; 4], n: usize) -> Vec<TcpStream> {
+async fn stalled(cp: &ControlPlane, source: [u8; 4], n: usize) -> Vec<TcpStream> {
     let mut flood = silent(cp, source, n).await;
     for tcp in &mut flood {
         tcp.write_all(&[0x16]).await.unwrap();
@@ -102,14 +99,17 @@ async fn a_flood_of_silent_and_stalled_connections_delays_neither_a_registration
 {
     // Long enough that nothing of the flood times out while the test runs: a registration
     // that had to wait for handshake slots to free up would find the flood closed.
-    let cp = Cluster::start(|c| c.cluster.handshake_timeout = seconds(120)).await;
+    let cp = ControlPlane::builder()
+        .config(|c| c.cluster.handshake_timeout = seconds(120))
+        .start()
+        .await;
     let mut flood = silent(&cp, FLOOD_SOURCE, 400).await;
     flood.extend(stalled(&cp, FLOOD_SOURCE, 200).await);
 
-    let registered = tokio::time::timeout(GUARD, cp.register(licsync_common::VERSION))
+    let registered = tokio::time::timeout(GUARD, cp.register_dataplane(licsync_common::VERSION))
         .await
         .expect("registration while the flood is held open");
-    let (status, body) = cp.admin(Method::GET, "/clustering/data-planes", None).await;
+    let (status, body) = cp.call(Method::GET, "/clustering/data-planes", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.to_string().contains(&registered.id), "{body}");
 
@@ -122,11 +122,13 @@ async fn a_flood_of_silent_and_stalled_connections_delays_neither_a_registration
 
 #[tokio::test]
 async fn connections_that_stop_after_the_handshake_or_the_preface_are_closed() {
-    let cp = Cluster::start(|c| {
-        c.cluster.handshake_timeout = HumanDuration(Duration::from_millis(300));
-    })
-    .await;
-    let connector = TlsConnector::from(client_config(Some(&cp.ca_pem)));
+    let cp = ControlPlane::builder()
+        .config(|c| {
+            c.cluster.handshake_timeout = HumanDuration(Duration::from_millis(300));
+        })
+        .start()
+        .await;
+    let connector = TlsConnector::from(client_config(Some(&cp.ca_pem())));
     let mut no_preface = Vec::new();
     for _ in 0..20 {
         let tcp = open_from(&cp, FLOOD_SOURCE).await;
@@ -153,17 +155,19 @@ async fn connections_that_stop_after_the_handshake_or_the_preface_are_closed() {
         closed_by_server(tcp).await;
     }
     // Closing them did not take the listener down.
-    cp.register(licsync_common::VERSION).await;
+    cp.register_dataplane(licsync_common::VERSION).await;
 }
 
 #[tokio::test]
 async fn one_source_gets_at_most_its_connection_limit_and_others_still_get_in() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|c| {
-        c.cluster.handshake_timeout = seconds(120);
-        c.cluster.max_connections_per_ip = 20;
-    })
-    .await;
+    let cp = ControlPlane::builder()
+        .config(|c| {
+            c.cluster.handshake_timeout = seconds(120);
+            c.cluster.max_connections_per_ip = 20;
+        })
+        .start()
+        .await;
     let held = silent(&cp, FLOOD_SOURCE, 20).await;
     for _ in 0..3 {
         let mut excess = open_from(&cp, FLOOD_SOURCE).await;
@@ -172,8 +176,8 @@ async fn one_source_gets_at_most_its_connection_limit_and_others_still_get_in() 
     assert!(held.iter().all(still_open), "the first 20 stay open");
 
     // Another source is not affected, nor is the Admin API.
-    cp.register(licsync_common::VERSION).await;
-    let (status, _) = cp.admin(Method::GET, "/clustering/data-planes", None).await;
+    cp.register_dataplane(licsync_common::VERSION).await;
+    let (status, _) = cp.call(Method::GET, "/clustering/data-planes", None).await;
     assert_eq!(status, StatusCode::OK);
 
     let refused = events.named("cluster.connection_refused");
@@ -195,7 +199,7 @@ async fn one_source_gets_at_most_its_connection_limit_and_others_still_get_in() 
 #[tokio::test]
 async fn handshakes_given_up_or_refused_by_the_client_are_logged_once_per_source_with_a_hint() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
+    let cp = ControlPlane::start().await;
 
     // A client that does not trust the control plane's CA and says so (a TLS alert).
     let untrusting = TlsConnector::from(client_config(None));

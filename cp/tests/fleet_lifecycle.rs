@@ -2,13 +2,10 @@
 //! plane off, a data plane on an incompatible version stays visible but gets no update, health
 //! follows last contact, and long-silent data planes are purged.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::events::Events;
-use cluster::{Cluster, eventually};
 use licsync_common::duration::HumanDuration;
+use licsync_testkit::{ControlPlane, Events, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tonic::Code;
@@ -16,15 +13,15 @@ use tonic::Code;
 #[tokio::test]
 async fn revocation_closes_the_live_stream_and_refuses_the_data_plane_from_then_on() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
-    let other = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
+    let other = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     stream.update().await;
-    assert_eq!(cp.dataplane(&dp.id).await.unwrap()["connected"], true);
+    assert_eq!(cp.find_dataplane(&dp.id).await.unwrap()["connected"], true);
 
     let path = format!("/clustering/data-planes/{}", dp.id);
-    let (status, body) = cp.admin(Method::DELETE, &path, None).await;
+    let (status, body) = cp.call(Method::DELETE, &path, None).await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
     // The open stream ends (the design closes it at once; polled here, not timed).
     stream.ended().await;
@@ -42,8 +39,8 @@ async fn revocation_closes_the_live_stream_and_refuses_the_data_plane_from_then_
     assert_eq!(closed.field("reason"), Some("data plane revoked"));
 
     // Gone from the listing, and a second revocation finds nothing.
-    assert_eq!(cp.dataplane(&dp.id).await, None);
-    let (_, listing) = cp.admin(Method::GET, "/clustering/data-planes", None).await;
+    assert_eq!(cp.find_dataplane(&dp.id).await, None);
+    let (_, listing) = cp.call(Method::GET, "/clustering/data-planes", None).await;
     let ids: Vec<&str> = listing["data"]
         .as_array()
         .unwrap()
@@ -51,10 +48,10 @@ async fn revocation_closes_the_live_stream_and_refuses_the_data_plane_from_then_
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [other.id.as_str()]);
-    let (status, _) = cp.admin(Method::DELETE, &path, None).await;
+    let (status, _) = cp.call(Method::DELETE, &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = cp
-        .admin(
+        .call(
             Method::DELETE,
             &format!("/clustering/data-planes/{}", uuid::Uuid::new_v4()),
             None,
@@ -86,9 +83,9 @@ async fn revocation_closes_the_live_stream_and_refuses_the_data_plane_from_then_
 #[tokio::test]
 async fn an_incompatible_version_stays_connected_but_is_sent_nothing() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let newer = cp.register(licsync_common::VERSION).await;
-    let current = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let newer = cp.register_dataplane(licsync_common::VERSION).await;
+    let current = cp.register_dataplane(licsync_common::VERSION).await;
     let mut incompatible = cp.sync(&newer, "99.0.0").await.unwrap();
     let mut compatible = cp.sync(&current, licsync_common::VERSION).await.unwrap();
     let first = compatible.update().await;
@@ -96,7 +93,7 @@ async fn an_incompatible_version_stays_connected_but_is_sent_nothing() {
     incompatible.heartbeat().await;
 
     let listed = eventually("the newer data plane listed as incompatible", || async {
-        let dp = cp.dataplane(&newer.id).await?;
+        let dp = cp.find_dataplane(&newer.id).await?;
         (dp["sync_status"] == "version_incompatible").then_some(dp)
     })
     .await;
@@ -115,7 +112,7 @@ async fn an_incompatible_version_stays_connected_but_is_sent_nothing() {
 
     // A license reaches the compatible data plane; the incompatible one gets nothing, not
     // even the answer to its Hello, and its stream stays open.
-    cp.create_license("Example").await;
+    cp.create_license(&cp.issuer.license("Example")).await;
     let update = compatible.update().await;
     assert_eq!(update.upserted.len(), 1);
     assert!(
@@ -125,43 +122,48 @@ async fn an_incompatible_version_stays_connected_but_is_sent_nothing() {
             .is_none()
     );
     incompatible.heartbeat().await;
-    let still = cp.dataplane(&newer.id).await.unwrap();
+    let still = cp.find_dataplane(&newer.id).await.unwrap();
     assert_eq!(still["connected"], true);
     assert_eq!(
         events.named("dataplane.version_incompatible").len(),
         1,
         "once per stream"
     );
-    let compatible_row = cp.dataplane(&current.id).await.unwrap();
+    let compatible_row = cp.find_dataplane(&current.id).await.unwrap();
     assert_ne!(compatible_row["sync_status"], "version_incompatible");
 }
 
 #[tokio::test]
 async fn a_registered_data_plane_that_never_connected_is_uninitialized() {
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
-    let row = cp.dataplane(&dp.id).await.unwrap();
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
+    let row = cp.find_dataplane(&dp.id).await.unwrap();
     assert_eq!(row["health"], "UNINITIALIZED");
     assert_eq!(row["connected"], false);
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     stream.update().await;
-    assert_eq!(cp.dataplane(&dp.id).await.unwrap()["health"], "HEALTHY");
+    assert_eq!(
+        cp.find_dataplane(&dp.id).await.unwrap()["health"],
+        "HEALTHY"
+    );
 }
 
 #[tokio::test]
 async fn silent_data_planes_are_purged_and_connected_ones_kept() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|c| {
-        c.cluster.dataplane_purge_delay = HumanDuration(Duration::from_secs(1));
-    })
-    .await;
-    let silent = cp.register(licsync_common::VERSION).await;
-    let connected = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::builder()
+        .config(|c| {
+            c.cluster.dataplane_purge_delay = HumanDuration(Duration::from_secs(1));
+        })
+        .start()
+        .await;
+    let silent = cp.register_dataplane(licsync_common::VERSION).await;
+    let connected = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&connected, licsync_common::VERSION).await.unwrap();
     stream.update().await;
 
     eventually("the silent data plane to be purged", || async {
-        cp.dataplane(&silent.id).await.is_none().then_some(())
+        cp.find_dataplane(&silent.id).await.is_none().then_some(())
     })
     .await;
     let purged = eventually("the dataplane.purged line", || async {
@@ -171,7 +173,7 @@ async fn silent_data_planes_are_purged_and_connected_ones_kept() {
     .await;
     assert_eq!(purged.len(), 1, "{purged:?}");
     assert_eq!(purged[0].field("dataplane.id"), Some(silent.id.as_str()));
-    assert!(cp.dataplane(&connected.id).await.is_some());
+    assert!(cp.find_dataplane(&connected.id).await.is_some());
     let refused = cp
         .sync(&silent, licsync_common::VERSION)
         .await
@@ -189,9 +191,9 @@ async fn names_and_hello_fields_with_control_characters_are_refused_without_spen
     use licsync_common::proto::registration_client::RegistrationClient;
     use serde_json::json;
 
-    let cp = Cluster::start(|_| {}).await;
+    let cp = ControlPlane::start().await;
     let (status, token) = cp
-        .admin(
+        .call(
             Method::POST,
             "/registration-tokens",
             Some(json!({"name": "edge\nINFO licsync_cp: forged"})),
@@ -207,7 +209,7 @@ async fn names_and_hello_fields_with_control_characters_are_refused_without_spen
     );
 
     let (status, token) = cp
-        .admin(
+        .call(
             Method::POST,
             "/registration-tokens",
             Some(json!({"name": "ok"})),
@@ -240,7 +242,7 @@ async fn names_and_hello_fields_with_control_characters_are_refused_without_spen
         .await
         .unwrap();
 
-    let dp = cp.register(licsync_common::VERSION).await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let refusal = cp.sync(&dp, "3.0.0\r\nforged").await.err().unwrap();
     assert_eq!(refusal.code(), Code::InvalidArgument, "{refusal:?}");
     assert!(

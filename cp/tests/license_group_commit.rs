@@ -3,27 +3,27 @@
 //! rise, and after a restart from disk every acknowledged license is there with a revision of
 //! its own.
 
-mod cluster;
-
 use std::collections::BTreeSet;
 
-use cluster::Cluster;
 use futures::future::join_all;
+use licsync_testkit::ControlPlane;
 
 /// Writes at once: more than one batch's worth of concurrency for the Admin API.
 const WRITES: u64 = 96;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_are_all_durable_with_unique_rising_revisions() {
-    let mut cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let first = stream.update().await;
     assert_eq!(first.revision, 0);
     stream.ack(&first).await;
 
-    let customers: Vec<String> = (0..WRITES).map(|n| format!("Customer {n}")).collect();
-    let acknowledged: BTreeSet<String> = join_all(customers.iter().map(|c| cp.create_license(c)))
+    let documents: Vec<String> = (0..WRITES)
+        .map(|n| cp.issuer.license(&format!("Customer {n}")))
+        .collect();
+    let acknowledged: BTreeSet<String> = join_all(documents.iter().map(|d| cp.create_license(d)))
         .await
         .into_iter()
         .collect();
@@ -54,7 +54,7 @@ async fn concurrent_creates_are_all_durable_with_unique_rising_revisions() {
     assert_eq!(streamed, acknowledged);
     drop(stream);
 
-    cp.restart().await;
+    let cp = cp.restart().await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let resync = stream.update().await;
     assert_eq!(resync.revision, WRITES);
@@ -70,5 +70,5 @@ async fn concurrent_creates_are_all_durable_with_unique_rising_revisions() {
         "each write has a revision of its own, none skipped"
     );
     drop(stream);
-    cp.stop().await;
+    cp.shutdown().await;
 }

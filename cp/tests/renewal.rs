@@ -94,7 +94,7 @@ async fn assert_renewed(api: &Api, registered: &RegisterResponse, renewed: &Regi
     assert_eq!(renewed.ca_certificate_pem, registered.ca_certificate_pem);
     assert_eq!(
         renewed.trusted_license_keys,
-        vec![api.key.public_key_base64()]
+        vec![api.issuer.public.clone()]
     );
     let old = CertInfo::from_pem(&registered.certificate_pem).unwrap();
     let new = CertInfo::from_pem(&renewed.certificate_pem).unwrap();
@@ -114,7 +114,7 @@ async fn assert_renewed(api: &Api, registered: &RegisterResponse, renewed: &Regi
 
 #[tokio::test]
 async fn an_admin_user_renews_a_dataplane_certificate() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Events::capture();
     let api = Api::start_with_cluster().await;
     create_user(&api, "alice", "admin").await;
     let mut client = api.registration_client().await;
@@ -139,15 +139,15 @@ async fn an_admin_user_renews_a_dataplane_certificate() {
     .unwrap();
     assert_renewed(&api, &renewed, &again).await;
 
-    let lines = logs.events("registration.renewed");
+    let lines = logs.named("registration.renewed");
     assert_eq!(lines.len(), 2, "{}", logs.text());
-    assert!(lines[0].contains(&registered.dataplane_id), "{}", lines[0]);
+    let line = lines[0].to_string();
+    assert!(line.contains(&registered.dataplane_id), "{line}");
     assert!(
-        lines[0].contains("user 'alice'") && lines[0].contains("127.0.0.1"),
-        "{}",
-        lines[0]
+        line.contains("user 'alice'") && line.contains("127.0.0.1"),
+        "{line}"
     );
-    assert!(lines[0].contains("cert_expires_at="), "{}", lines[0]);
+    assert!(lines[0].field("cert_expires_at").is_some(), "{line}");
     assert!(
         !logs.text().contains(PASSWORD),
         "the password reached the log"
@@ -157,7 +157,7 @@ async fn an_admin_user_renews_a_dataplane_certificate() {
 
 #[tokio::test]
 async fn a_connected_app_with_manage_servers_renews_a_dataplane_certificate() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Events::capture();
     let api = Api::start_with_cluster().await;
     let (client_id, secret) = create_app(&api, &["manage:servers"]).await;
     let mut client = api.registration_client().await;
@@ -171,9 +171,9 @@ async fn a_connected_app_with_manage_servers_renews_a_dataplane_certificate() {
     .await
     .unwrap();
     assert_renewed(&api, &registered, &renewed).await;
-    let lines = logs.events("registration.renewed");
+    let lines = logs.named("registration.renewed");
     assert_eq!(lines.len(), 1, "{}", logs.text());
-    assert!(lines[0].contains(&client_id), "{}", lines[0]);
+    assert!(lines[0].to_string().contains(&client_id), "{}", lines[0]);
     assert!(
         !logs.text().contains(&secret),
         "the client secret reached the log"
@@ -183,7 +183,7 @@ async fn a_connected_app_with_manage_servers_renews_a_dataplane_certificate() {
 
 #[tokio::test]
 async fn renewals_are_refused_in_words_an_operator_can_act_on() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Events::capture();
     let api = Api::start_with_cluster().await;
     create_user(&api, "alice", "admin").await;
     create_user(&api, "victor", "viewer").await;
@@ -283,15 +283,16 @@ async fn renewals_are_refused_in_words_an_operator_can_act_on() {
         before,
         "a refused renewal changes nothing"
     );
-    let failed = logs.events("auth.failed");
+    let failed = logs.named("auth.failed");
     assert_eq!(failed.len(), 3, "{}", logs.text());
     assert!(
         failed
             .iter()
-            .all(|l| l.contains("WARN") && l.contains("127.0.0.1"))
+            .all(|l| l.level == tracing::Level::WARN && l.to_string().contains("127.0.0.1"))
     );
-    assert!(failed[0].contains("user 'alice'") && failed[0].contains("wrong_password"));
-    assert!(failed[1].contains("user 'mallory'") && failed[1].contains("unknown_user"));
+    let (first, second) = (failed[0].to_string(), failed[1].to_string());
+    assert!(first.contains("user 'alice'") && first.contains("wrong_password"));
+    assert!(second.contains("user 'mallory'") && second.contains("unknown_user"));
     assert!(
         !logs.text().contains("wrong password!"),
         "a password reached the log"
@@ -300,7 +301,7 @@ async fn renewals_are_refused_in_words_an_operator_can_act_on() {
         !logs.text().contains("lsc_not-the-secret"),
         "a secret reached the log"
     );
-    assert!(!logs.events("registration.renew_refused").is_empty());
+    assert!(!logs.named("registration.renew_refused").is_empty());
     api.stop().await;
 }
 
@@ -333,7 +334,7 @@ async fn a_revoked_dataplane_cannot_be_renewed() {
 
 #[tokio::test]
 async fn repeated_failures_lock_a_user_out_even_with_the_right_password() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Events::capture();
     let api = Api::start_with_cluster().await;
     create_user(&api, "alice", "admin").await;
     create_user(&api, "bob", "admin").await;
@@ -379,11 +380,11 @@ async fn repeated_failures_lock_a_user_out_even_with_the_right_password() {
     .await
     .unwrap();
 
-    assert_eq!(logs.events("auth.failed").len(), 5, "{}", logs.text());
-    let locked = logs.events("auth.locked_out");
+    assert_eq!(logs.named("auth.failed").len(), 5, "{}", logs.text());
+    let locked = logs.named("auth.locked_out");
     assert_eq!(locked.len(), 1, "{}", logs.text());
-    assert!(locked[0].contains("user 'alice'") && locked[0].contains("lockout_s=60"));
-    assert_eq!(logs.events("auth.throttled").len(), 1, "{}", logs.text());
+    assert!(locked[0].to_string().contains("user 'alice'") && locked[0]["lockout_s"] == 60);
+    assert_eq!(logs.named("auth.throttled").len(), 1, "{}", logs.text());
     assert!(
         !logs.text().contains("guess number"),
         "a password reached the log"

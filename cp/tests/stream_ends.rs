@@ -3,14 +3,11 @@
 //! and `licsync-end-reason` trailer (never `OK`); heartbeats are answered; a certificate is
 //! refused as superseded only when the data plane really held it before.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::events::Events;
-use cluster::{Cluster, eventually};
 use licsync_common::duration::HumanDuration;
 use licsync_common::stream_end::EndReason;
+use licsync_testkit::{ControlPlane, Events, eventually};
 use reqwest::Method;
 use tonic::{Code, Status};
 
@@ -37,13 +34,13 @@ async fn disconnect_cause(events: &Events, id: &str) -> Option<String> {
 #[tokio::test]
 async fn revocation_ends_the_stream_with_permission_denied_and_says_so_on_reconnect() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     stream.update().await;
 
     let (status, _) = cp
-        .admin(
+        .call(
             Method::DELETE,
             &format!("/clustering/data-planes/{}", dp.id),
             None,
@@ -74,8 +71,8 @@ async fn revocation_ends_the_stream_with_permission_denied_and_says_so_on_reconn
 #[tokio::test]
 async fn a_newer_stream_ends_the_older_one_with_aborted() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut older = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     older.update().await;
 
@@ -101,11 +98,13 @@ async fn a_newer_stream_ends_the_older_one_with_aborted() {
 #[tokio::test]
 async fn an_unanswered_update_ends_the_stream_with_deadline_exceeded_after_the_configured_time() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|config| {
-        config.cluster.ack_timeout = HumanDuration(Duration::from_secs(1));
-    })
-    .await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::builder()
+        .config(|config| {
+            config.cluster.ack_timeout = HumanDuration(Duration::from_secs(1));
+        })
+        .start()
+        .await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let update = stream.update().await;
     // Never answered.
@@ -131,13 +130,13 @@ async fn an_unanswered_update_ends_the_stream_with_deadline_exceeded_after_the_c
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_with_unavailable() {
-    let mut cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let update = stream.update().await;
     stream.ack(&update).await;
 
-    let ((), ended) = tokio::join!(cp.stop(), stream.ended());
+    let ((), ended) = tokio::join!(cp.shutdown(), stream.ended());
     assert_ended(
         ended,
         Code::Unavailable,
@@ -148,12 +147,12 @@ async fn shutdown_ends_open_streams_with_unavailable() {
 
 #[tokio::test]
 async fn heartbeats_are_answered_and_keep_last_seen_fresh() {
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let update = stream.update().await;
     stream.ack(&update).await;
-    let first = cp.dataplane(&dp.id).await.unwrap()["last_seen"]
+    let first = cp.find_dataplane(&dp.id).await.unwrap()["last_seen"]
         .as_i64()
         .unwrap();
 
@@ -161,27 +160,22 @@ async fn heartbeats_are_answered_and_keep_last_seen_fresh() {
     let answer = stream.heartbeat_answer().await;
     assert!(answer.sent_at_ms > 0, "{answer:?}");
     // Each heartbeat is answered and moves last_seen on (whole seconds: polled, not timed).
-    let deadline = tokio::time::Instant::now() + cluster::GUARD;
-    loop {
+    let stream = tokio::sync::Mutex::new(stream);
+    eventually(&format!("last_seen to move on from {first}"), || async {
+        let mut stream = stream.lock().await;
         stream.heartbeat().await;
         stream.heartbeat_answer().await;
-        let seen = cp.dataplane(&dp.id).await.unwrap()["last_seen"].as_i64();
-        if seen.is_some_and(|s| s > first) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "last_seen stayed at {first}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let seen = cp.find_dataplane(&dp.id).await.unwrap()["last_seen"].as_i64();
+        seen.is_some_and(|s| s > first).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_certificate_never_issued_is_told_apart_from_a_superseded_one() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
 
     let unissued = cp.unissued(&dp);
     let refused = cp.sync(&unissued, licsync_common::VERSION).await.err();

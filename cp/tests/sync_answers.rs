@@ -4,18 +4,15 @@
 //! refusing licenses is kept, per license, as the data plane's `last_rejection` and logged as
 //! a JSON array.
 
-mod cluster;
-
-use cluster::events::Events;
-use cluster::{Cluster, eventually};
+use licsync_testkit::{ControlPlane, Events, eventually};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn an_update_the_data_plane_could_not_apply_is_sent_again_with_backoff() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
-    let license = cp.create_license("Retry Corp").await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
+    let license = cp.create_license(&cp.issuer.license("Retry Corp")).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
 
     let first = stream.update().await;
@@ -28,7 +25,7 @@ async fn an_update_the_data_plane_could_not_apply_is_sent_again_with_backoff() {
         )
         .await;
     let row = eventually("apply_failed", || async {
-        let row = cp.dataplane(&dp.id).await?;
+        let row = cp.find_dataplane(&dp.id).await?;
         (row["sync_status"] == "apply_failed").then_some(row)
     })
     .await;
@@ -61,7 +58,7 @@ async fn an_update_the_data_plane_could_not_apply_is_sent_again_with_backoff() {
 
     stream.ack(&again).await;
     let row = eventually("normal again", || async {
-        let row = cp.dataplane(&dp.id).await?;
+        let row = cp.find_dataplane(&dp.id).await?;
         (row["sync_status"] == "normal").then_some(row)
     })
     .await;
@@ -69,7 +66,7 @@ async fn an_update_the_data_plane_could_not_apply_is_sent_again_with_backoff() {
     assert_eq!(row["license_id"], license.as_str(), "{row}");
 
     // Later updates flow as usual: the stream never ended.
-    let second = cp.create_license("Next Corp").await;
+    let second = cp.create_license(&cp.issuer.license("Next Corp")).await;
     let update = stream.update().await;
     assert_eq!(update.upserted.len(), 1);
     assert_eq!(update.upserted[0].id, second);
@@ -79,14 +76,14 @@ async fn an_update_the_data_plane_could_not_apply_is_sent_again_with_backoff() {
 #[tokio::test]
 async fn the_last_rejection_is_shown_per_license_and_logged_as_a_json_array() {
     let (events, _guard) = Events::capture();
-    let cp = Cluster::start(|_| {}).await;
-    let dp = cp.register(licsync_common::VERSION).await;
+    let cp = ControlPlane::start().await;
+    let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let first = stream.update().await;
     stream.ack(&first).await;
     let (a, b) = (
-        cp.create_license("A Corp").await,
-        cp.create_license("B Corp").await,
+        cp.create_license(&cp.issuer.license("A Corp")).await,
+        cp.create_license(&cp.issuer.license("B Corp")).await,
     );
     // The two writes may come as one update or two; refuse both.
     let mut refused = Vec::new();
@@ -109,7 +106,7 @@ async fn the_last_rejection_is_shown_per_license_and_logged_as_a_json_array() {
     let (last, last_revision) = refused.last().cloned().unwrap();
 
     let row = eventually("the last rejection", || async {
-        let row = cp.dataplane(&dp.id).await?;
+        let row = cp.find_dataplane(&dp.id).await?;
         (row["last_rejection"]["revision"] == last_revision).then_some(row)
     })
     .await;
@@ -154,12 +151,12 @@ async fn the_last_rejection_is_shown_per_license_and_logged_as_a_json_array() {
     );
 
     // A later answer that refuses nothing clears the status but keeps the record of it.
-    let fixed = cp.create_license("C Corp").await;
+    let fixed = cp.create_license(&cp.issuer.license("C Corp")).await;
     let update = stream.update().await;
     assert_eq!(update.upserted[0].id, fixed);
     stream.ack(&update).await;
     let row = eventually("the ack", || async {
-        let row = cp.dataplane(&dp.id).await?;
+        let row = cp.find_dataplane(&dp.id).await?;
         (row["revision"] == update.revision).then_some(row)
     })
     .await;

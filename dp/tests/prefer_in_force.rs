@@ -5,8 +5,7 @@
 mod support;
 
 use support::agent::{self, Agent};
-use support::events::Events;
-use support::{ControlPlaneBuilder, Issuer, eventually, read};
+use support::{ControlPlaneBuilder, Enroll, Events, Issuer, eventually, read};
 
 /// Runs an agent (`prefer_in_force` as given) against a control plane holding an in-force
 /// license and, written after it, an expired one; returns (file content, in force, expired,
@@ -14,7 +13,7 @@ use support::{ControlPlaneBuilder, Issuer, eventually, read};
 async fn serve(prefer_in_force: bool) -> (String, String, String, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;

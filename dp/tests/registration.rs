@@ -7,11 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 
 use licsync_dp::registration::create::create;
 use licsync_dp::registration::{CaSource, RegistrationFile};
-use support::events::Events;
-use support::{ControlPlane, ControlPlaneBuilder, Issuer};
+use support::{ControlPlane, ControlPlaneBuilder, Enroll, Events, Issuer};
 
 async fn start(dir: &std::path::Path, issuer: &Issuer) -> ControlPlane {
-    ControlPlaneBuilder::new(dir).trusting(issuer).start().await
+    ControlPlaneBuilder::in_dir(dir)
+        .trusting(issuer)
+        .start()
+        .await
 }
 
 #[tokio::test]

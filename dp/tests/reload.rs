@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::agent::{self, Agent, file_identity};
-use support::events::Events;
-use support::{ControlPlane, ControlPlaneBuilder, Issuer, eventually, read};
+use support::{ControlPlane, ControlPlaneBuilder, Enroll, Events, Issuer, eventually, read};
 
 /// Waits until the control plane lists data plane `id` with `connected == want`.
 async fn connected(cp: &ControlPlane, id: &str, want: bool) {
@@ -24,7 +23,7 @@ async fn a_registration_file_copied_into_place_is_used_without_a_restart_and_the
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;
@@ -111,7 +110,7 @@ async fn an_expired_certificate_keeps_the_license_and_is_reported_once_a_minute_
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .dataplane_cert_ttl(Duration::from_secs(5))
         .start()

@@ -15,8 +15,7 @@ use licsync_dp::output::LicenseFile;
 use licsync_dp::state::MemoryStateStore;
 use licsync_dp::sync::{SyncClient, SyncSettings};
 use support::agent::{self, Agent};
-use support::events::Events;
-use support::{ControlPlaneBuilder, GUARD, Issuer, eventually, read};
+use support::{ControlPlaneBuilder, Enroll, Events, GUARD, Issuer, eventually, read};
 use tokio_util::sync::CancellationToken;
 
 /// A reload command that records its shell's pid and its background child's in `pids`, then
@@ -67,7 +66,7 @@ async fn what_the_reload_command_started_is_killed_at_its_timeout() {
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;
@@ -107,7 +106,7 @@ async fn what_the_reload_command_started_is_killed_at_its_timeout() {
 async fn what_the_reload_command_started_is_killed_when_the_agent_stops() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;
@@ -135,7 +134,7 @@ async fn a_license_written_while_a_reload_hangs_reaches_the_file_at_once_and_is_
  {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;

@@ -14,8 +14,7 @@ use licsync_common::pki::{self, CertificateAuthority};
 use licsync_dp::registration::renew::renew;
 use licsync_dp::registration::{Credential, RegistrationFile, RenewOptions};
 use support::agent::{self, Agent, file_identity};
-use support::events::Events;
-use support::{ControlPlane, ControlPlaneBuilder, GUARD, Issuer, eventually, read};
+use support::{ControlPlane, ControlPlaneBuilder, Enroll, Events, GUARD, Issuer, eventually, read};
 
 const RENEWAL_COMPLETED: &str = "Registration renewal completed\n";
 
@@ -146,7 +145,7 @@ struct Fleet {
 async fn fleet(ttl: Option<Duration>) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let mut builder = ControlPlaneBuilder::new(&dir.path().join("cp")).trusting(&issuer);
+    let mut builder = ControlPlaneBuilder::in_dir(&dir.path().join("cp")).trusting(&issuer);
     if let Some(ttl) = ttl {
         builder = builder.dataplane_cert_ttl(ttl);
     }

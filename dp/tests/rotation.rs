@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use licsync_dp::registration::RegistrationFile;
 use support::agent::{self, Agent, file_identity};
-use support::events::{Event, Events};
-use support::{ControlPlane, ControlPlaneBuilder, Issuer, eventually, read};
+use support::{ControlPlane, ControlPlaneBuilder, Enroll, Event, Events, Issuer, eventually, read};
 
 /// Certificates live this long: rotated between 5.3 s and 6 s after issuance.
 const TTL: Duration = Duration::from_secs(8);
@@ -42,7 +41,7 @@ async fn the_agent_rotates_across_several_lifetimes_staying_in_sync_without_rewr
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .dataplane_cert_ttl(TTL)
         .start()

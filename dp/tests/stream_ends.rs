@@ -16,8 +16,7 @@ use licsync_dp::registration::RegistrationFile;
 use licsync_dp::sync::Identity;
 use serde_json::Value;
 use support::agent::{self, Agent};
-use support::events::{Event, Events};
-use support::{ControlPlane, ControlPlaneBuilder, Issuer, eventually};
+use support::{ControlPlane, ControlPlaneBuilder, Enroll, Event, Events, Issuer, eventually};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// A control plane (changed by `tweak`) and one registered data plane's file in `dir/dp`.
@@ -26,7 +25,7 @@ async fn cluster(
     tweak: impl FnOnce(ControlPlaneBuilder) -> ControlPlaneBuilder,
 ) -> (ControlPlane, RegistrationFile) {
     let issuer = Issuer::new();
-    let cp = tweak(ControlPlaneBuilder::new(&dir.join("cp")).trusting(&issuer))
+    let cp = tweak(ControlPlaneBuilder::in_dir(&dir.join("cp")).trusting(&issuer))
         .start()
         .await;
     let registration = cp.register(&dir.join("dp")).await;
@@ -198,7 +197,7 @@ async fn an_unanswered_update_is_reported_in_the_control_planes_words() {
     let (events, _guard) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .ack_timeout(Duration::from_secs(1))
         .start()

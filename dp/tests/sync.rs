@@ -15,8 +15,9 @@ use licsync_dp::registration::RegistrationFile;
 use licsync_dp::state::{MemoryStateStore, StateError};
 use licsync_dp::sync::{SyncClient, SyncSettings, SyncStatus};
 use serde_json::Value;
-use support::events::Events;
-use support::{ControlPlane, ControlPlaneBuilder, GUARD, Issuer, eventually, read, wait_for};
+use support::{
+    ControlPlane, ControlPlaneBuilder, Enroll, Events, GUARD, Issuer, eventually, read, wait_for,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -125,7 +126,7 @@ async fn applies_good_licenses_nacks_bad_ones_and_resumes_from_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (Issuer::new(), Issuer::new());
     // The control plane accepts licenses from A and B; this data plane pins A only.
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&a)
         .trusting(&b)
         .start()
@@ -242,7 +243,7 @@ async fn a_license_file_that_cannot_be_written_keeps_the_stream_shows_apply_fail
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;
@@ -319,11 +320,11 @@ async fn a_license_file_that_cannot_be_written_keeps_the_stream_shows_apply_fail
 async fn a_certificate_from_another_ca_is_refused_in_operator_words() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let home = ControlPlaneBuilder::new(&dir.path().join("home"))
+    let home = ControlPlaneBuilder::in_dir(&dir.path().join("home"))
         .trusting(&issuer)
         .start()
         .await;
-    let other = ControlPlaneBuilder::new(&dir.path().join("other"))
+    let other = ControlPlaneBuilder::in_dir(&dir.path().join("other"))
         .trusting(&issuer)
         .start()
         .await;
@@ -355,7 +356,7 @@ async fn a_certificate_from_another_ca_is_refused_in_operator_words() {
 async fn an_expired_certificate_is_refused_in_operator_words() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .dataplane_cert_ttl(Duration::from_secs(2))
         .start()
@@ -382,7 +383,7 @@ async fn an_expired_certificate_is_refused_in_operator_words() {
 #[tokio::test]
 async fn an_unreachable_control_plane_is_retried_and_named() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     let mut registration = cp.register(&dir.path().join("dp")).await;
@@ -407,7 +408,7 @@ async fn an_unreachable_control_plane_is_retried_and_named() {
 async fn the_agent_serves_what_it_synced_on_its_local_api_and_stops_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;

@@ -16,11 +16,10 @@ use licsync_dp::clock::ManualClock;
 use licsync_dp::config::{DpConfig, SyncConfig, UsageConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::events::Events;
 use support::usage_agent::{
     AgentProcess, InProcessAgent, ProcessConfig, bucket_count, offline_registration, total_count,
 };
-use support::{ControlPlane, ControlPlaneBuilder, Issuer, eventually};
+use support::{ControlPlane, ControlPlaneBuilder, Enroll, Events, Issuer, eventually};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -57,7 +56,7 @@ fn agent_config(dir: &std::path::Path) -> DpConfig {
 #[tokio::test]
 async fn post_usage_counts_valid_increments_and_refuses_every_bad_body_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     cp.register(&dir.path().join("dp")).await;
@@ -162,7 +161,7 @@ async fn post_usage_counts_valid_increments_and_refuses_every_bad_body_with_the_
 #[tokio::test]
 async fn requests_before_and_after_midnight_utc_on_the_first_land_in_different_months() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     cp.register(&dir.path().join("dp")).await;
@@ -198,7 +197,7 @@ async fn requests_before_and_after_midnight_utc_on_the_first_land_in_different_m
 #[tokio::test]
 async fn statsd_datagrams_over_udp_are_counted_and_malformed_lines_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     cp.register(&dir.path().join("dp")).await;
@@ -323,7 +322,7 @@ async fn the_agent_logs_license_expiry_on_kongs_schedule_and_keeps_serving_an_ex
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .trusting(&issuer)
         .start()
         .await;
@@ -430,7 +429,7 @@ async fn confirmed_reports(agent: &InProcessAgent, reports: u64) {
 #[tokio::test]
 async fn reported_counts_reach_the_control_plane_once_across_duplicates_and_a_cp_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     let registration = cp.register(&dir.path().join("dp")).await;
@@ -475,7 +474,7 @@ async fn reported_counts_reach_the_control_plane_once_across_duplicates_and_a_cp
 #[tokio::test]
 async fn reported_counts_are_not_doubled_by_a_sigkill_after_a_delivered_report() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     let dp = dir.path().join("dp");
@@ -503,7 +502,7 @@ async fn reported_counts_are_not_doubled_by_a_sigkill_after_a_delivered_report()
 #[tokio::test]
 async fn reported_counts_of_a_wiped_data_plane_are_added_under_its_new_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     let registration = cp.register(&dir.path().join("dp")).await;
@@ -534,7 +533,7 @@ async fn reported_counts_of_a_wiped_data_plane_are_added_under_its_new_epoch() {
 #[tokio::test]
 async fn reported_counts_stop_at_certificate_expiry_while_counting_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .dataplane_cert_ttl(Duration::from_secs(4))
         .start()
         .await;
@@ -585,7 +584,7 @@ fn usage_file_with(dir: &std::path::Path, buckets: &[(&str, u64)]) {
 #[tokio::test]
 async fn reported_current_month_is_confirmed_although_usage_json_holds_a_1999_month() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     cp.register(&dir.path().join("dp")).await;
@@ -638,7 +637,7 @@ async fn post_usage_past_the_bound_of_a_month_is_refused_with_400_and_never_satu
 #[tokio::test]
 async fn a_clock_at_1970_counts_nothing_under_1970_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlaneBuilder::new(&dir.path().join("cp"))
+    let cp = ControlPlaneBuilder::in_dir(&dir.path().join("cp"))
         .start()
         .await;
     cp.register(&dir.path().join("dp")).await;

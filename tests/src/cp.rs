@@ -90,7 +90,7 @@ level = "info"
             &env_refs,
         )
         .await;
-        let field = |name: &str| started[name].as_str().unwrap_or_default().to_owned();
+        let field = |name: &str| started.field(name).unwrap_or_default().to_owned();
         let token = std::fs::read_to_string(dir.join("data/admin-token"))
             .expect("admin-token written at first start")
             .trim()

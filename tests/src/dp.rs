@@ -1,7 +1,9 @@
 //! A `licsync-dp` process under test: registration through the real CLI, then `run`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use licsync_testkit::eventually_explained;
 
 use nix::sys::signal::Signal;
 
@@ -85,10 +87,7 @@ level = "info"
             "dp.started",
         )
         .await;
-        let local = started["local.addr"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let local = started.field("local.addr").unwrap_or_default().to_owned();
         Self {
             dir: dir.to_owned(),
             process,
@@ -116,18 +115,18 @@ level = "info"
 
     /// Waits until the license file holds `expected` (`None`: until it is gone).
     pub async fn wait_for_license(&self, expected: Option<&str>, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let current = self.license();
-            if current.as_deref() == expected {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "license file is {current:?}, expected {expected:?}; agent log:\n{}",
-                self.process.logs.dump()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        eventually_explained(
+            &format!("the license file to hold {expected:?}"),
+            timeout,
+            || async { (self.license().as_deref() == expected).then_some(()) },
+            || {
+                format!(
+                    "license file is {:?}; agent log:\n{}",
+                    self.license(),
+                    self.process.logs.text()
+                )
+            },
+        )
+        .await;
     }
 }

@@ -2,11 +2,14 @@
 //! processes, real TLS and real files in temporary directories.
 //!
 //! # Layout
-//! - [`process`]: spawning a binary, collecting its JSON log lines, signals.
-//! - [`fixtures`]: signing keys and license documents.
+//! - [`process`]: spawning a binary, collecting its JSON log lines (as the test kit's
+//!   `Events`), signals.
 //! - [`cp`], [`dp`]: a control plane / data plane under test, on loopback ports it reports
 //!   itself in its `cp.started` / `dp.started` log event.
 //! - [`bench`]: the fleet benchmark behind the `licsync-bench` binary (`BENCHMARKS.md`).
+//!
+//! License fixtures, event parsing and polling come from the shared test kit
+//! (`licsync_testkit`), a normal dependency here because the benchmark binary uses them too.
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to the test executables;
 //! run `cargo build --workspace` first when running this crate's tests alone.
@@ -15,5 +18,4 @@
 pub mod bench;
 pub mod cp;
 pub mod dp;
-pub mod fixtures;
 pub mod process;

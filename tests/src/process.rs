@@ -1,15 +1,15 @@
-//! A child process under test: its JSON log lines are collected as they arrive so a test can
-//! wait for an event ("the logs say why") instead of sleeping.
+//! A child process under test: its JSON log lines are collected as they arrive, into the test
+//! kit's [`Events`], so a test can wait for an event ("the logs say why") instead of sleeping.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use licsync_testkit::Event;
+pub use licsync_testkit::Events;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::Value;
 
 /// Path of a workspace binary built next to the running test executable.
 pub fn binary(name: &str) -> PathBuf {
@@ -27,71 +27,10 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Log lines of a process: parsed JSON objects, or `{"raw": line}` for anything else.
-#[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<Value>>>);
-
-impl Logs {
-    pub fn lines(&self) -> Vec<Value> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// Every line whose `event` field equals `event`.
-    pub fn events(&self, event: &str) -> Vec<Value> {
-        self.lines()
-            .into_iter()
-            .filter(|l| l.get("event").and_then(Value::as_str) == Some(event))
-            .collect()
-    }
-
-    /// The whole log as text, for assertion messages.
-    pub fn dump(&self) -> String {
-        self.lines()
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Waits until a line satisfies `pred`; panics with the log after `timeout`.
-    pub async fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|l| pred(l)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; log:\n{}",
-                self.dump()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Waits for a line with `event` whose fields satisfy `pred`.
-    pub async fn wait_for_event(
-        &self,
-        event: &str,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        self.wait_for(event, timeout, |l| {
-            l.get("event").and_then(Value::as_str) == Some(event) && pred(l)
-        })
-        .await
-    }
-}
-
-/// A running child process whose stderr is collected into [`Logs`].
+/// A running child process whose stderr is collected into [`Events`].
 pub struct Process {
     child: Child,
-    pub logs: Logs,
+    pub logs: Events,
 }
 
 impl Process {
@@ -111,16 +50,12 @@ impl Process {
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let logs = Logs::default();
+        let logs = Events::default();
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
-                if let Ok(mut lines) = sink.0.lock() {
-                    lines.push(value);
-                }
+                sink.record_line(&line);
             }
         });
         Self { child, logs }
@@ -165,7 +100,7 @@ impl Drop for Process {
 }
 
 /// Writes `config` to `dir/<file_name>`, starts `binary <args...> --config <that file>` in `dir`
-/// and waits for its `started_event`; returns the process and that log line.
+/// and waits for its `started_event`; returns the process and that event.
 pub async fn launch(
     binary: &Path,
     args: &[&str],
@@ -173,7 +108,7 @@ pub async fn launch(
     file_name: &str,
     config: &toml::Table,
     started_event: &str,
-) -> (Process, Value) {
+) -> (Process, Event) {
     launch_with_env(binary, args, dir, file_name, config, started_event, &[]).await
 }
 
@@ -186,7 +121,7 @@ pub async fn launch_with_env(
     config: &toml::Table,
     started_event: &str,
     env: &[(&str, &str)],
-) -> (Process, Value) {
+) -> (Process, Event) {
     let path = dir.join(file_name);
     std::fs::write(&path, toml::to_string(config).expect("config TOML")).expect("write config");
     let path = path.to_str().expect("utf-8 path").to_owned();

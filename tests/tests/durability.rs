@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use licsync_testkit::Issuer;
 use licsync_tests::cp::Cp;
 use licsync_tests::dp::Dp;
-use licsync_tests::fixtures::Issuer;
 use licsync_tests::process::{binary, run};
 use nix::sys::signal::Signal;
 use reqwest::{Method, StatusCode};
@@ -59,17 +59,17 @@ async fn sigterm_stops_both_processes_with_exit_0_within_10s() {
         status.and_then(|s| s.code()),
         Some(0),
         "cp log:\n{}",
-        cp.process.logs.dump()
+        cp.process.logs.text()
     );
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!cp.process.logs.events("cp.stopped").is_empty());
+    assert!(!cp.process.logs.named("cp.stopped").is_empty());
 
     let status = dp.process.stop(Signal::SIGTERM, Duration::from_secs(10));
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),
         "dp log:\n{}",
-        dp.process.logs.dump()
+        dp.process.logs.text()
     );
 }
 

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use licsync_testkit::Events;
+use licsync_testkit::Issuer;
 use licsync_tests::cp::Cp;
 use licsync_tests::dp::Dp;
-use licsync_tests::fixtures::Issuer;
-use licsync_tests::process::Logs;
 use nix::sys::signal::Signal;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -33,7 +33,7 @@ async fn dataplane_id(cp: &Cp, name: &str) -> String {
 
 /// Lines that a log pipeline could not key on: not JSON, or WARN/ERROR (or licsync's own INFO)
 /// without an `event`.
-fn unkeyed(logs: &Logs) -> Vec<Value> {
+fn unkeyed(logs: &Events) -> Vec<Value> {
     logs.lines()
         .into_iter()
         .filter(|line| {
@@ -125,6 +125,8 @@ async fn every_warning_error_and_sync_line_of_a_whole_run_has_an_event() {
         twin_dir.join("registration.yaml"),
     )
     .unwrap();
+    // Everything the edge logs from here on: its reconnection, once replaced, is after this.
+    let before_twin = edge.process.logs.mark();
     let mut twin = Dp::start(&twin_dir, "").await;
     edge.process
         .logs
@@ -149,10 +151,11 @@ async fn every_warning_error_and_sync_line_of_a_whole_run_has_an_event() {
         .await;
     assert_eq!(revoked["level"], "ERROR", "{revoked}");
 
-    // The control plane shuts down: the connected agent is told, then cannot reconnect.
+    // The control plane shuts down: the connected agent is told, then cannot reconnect. (The
+    // edge's first connection is in its log too: wait for the one after the twin's.)
     edge.process
         .logs
-        .wait_for_event("dataplane.connected", T, |_| true)
+        .wait_for_event_since(before_twin, "dataplane.connected", T, |_| true)
         .await;
     assert!(
         cp.process

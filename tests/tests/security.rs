@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use licsync_testkit::Issuer;
 use licsync_tests::cp::Cp;
 use licsync_tests::dp::Dp;
-use licsync_tests::fixtures::Issuer;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -40,8 +40,8 @@ async fn used_and_expired_registration_tokens_are_refused() {
     );
 
     // The control plane logged every refusal with its reason.
-    let refusals = cp.process.logs.events("registration.refused");
-    assert_eq!(refusals.len(), 3, "{}", cp.process.logs.dump());
+    let refusals = cp.process.logs.named("registration.refused");
+    assert_eq!(refusals.len(), 3, "{}", cp.process.logs.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +86,8 @@ async fn expired_client_certificate_is_refused_and_both_sides_say_so() {
         reason.contains("it has expired") && reason.contains("`licsync-dp registration renew`"),
         "{refusal}"
     );
-    assert!(cp.process.logs.events("dataplane.connected").is_empty());
-    assert!(dp.process.logs.events("dataplane.connected").is_empty());
+    assert!(cp.process.logs.named("dataplane.connected").is_empty());
+    assert!(dp.process.logs.named("dataplane.connected").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn certificate_from_another_ca_is_refused_and_both_sides_say_so() {
             && reason.contains("`licsync-dp registration create`"),
         "{refusal}"
     );
-    assert!(other.process.logs.events("dataplane.connected").is_empty());
+    assert!(other.process.logs.named("dataplane.connected").is_empty());
 }
 
 /// A registration file copied to a second host: the control plane serves one stream per data

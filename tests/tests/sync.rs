@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use licsync_testkit::Issuer;
 use licsync_tests::cp::Cp;
 use licsync_tests::dp::Dp;
-use licsync_tests::fixtures::Issuer;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -138,9 +138,9 @@ async fn dataplanes_following_cp_keys_accept_a_signing_key_rotation() {
     cp.create_license(&doc).await;
     dp.wait_for_license(Some(&doc), T).await;
     assert!(
-        dp.process.logs.events("license.rejected").is_empty(),
+        dp.process.logs.named("license.rejected").is_empty(),
         "{}",
-        dp.process.logs.dump()
+        dp.process.logs.text()
     );
     strict
         .process

@@ -1,14 +1,17 @@
-//! Shared set-up for the Admin API tests: a real server on `127.0.0.1:0` over in-memory
-//! storage, a signing key, and request helpers. [`Api::start_with_cluster`] also serves the
-//! cluster gRPC listener over real TLS with the CA it creates in the data directory, for tests
-//! of the Registration service.
+//! Shared set-up for the Admin API tests that look inside the control plane: the Admin API
+//! on `127.0.0.1:0` over in-memory storage that a test reads and writes directly, and request
+//! helpers. [`Api::start_with_cluster`] also serves the cluster gRPC listener over real TLS with
+//! the CA it creates in the data directory, for tests of the Registration service.
+//!
+//! Everything else (license fixtures, log-event capture, and the whole control plane as
+//! `server::run` starts it, for black-box tests) comes from the test kit, `licsync_testkit`.
 #![allow(dead_code, unused_imports)]
 
 pub use std::collections::BTreeMap;
 pub use std::os::unix::fs::PermissionsExt;
 pub use std::sync::Arc;
 
-pub use licsync_common::license::{SigningKey, TrustedKeys, sign_document};
+pub use licsync_common::license::TrustedKeys;
 pub use licsync_common::unix_now;
 pub use licsync_cp::admin;
 pub use licsync_cp::config::CpConfig;
@@ -21,6 +24,8 @@ pub use licsync_cp::store::{
     UsageStore,
 };
 pub use licsync_cp::usage::ReportKey;
+pub use licsync_testkit::fixtures::payload;
+pub use licsync_testkit::{Events, Issuer};
 pub use reqwest::{Method, RequestBuilder, StatusCode};
 pub use serde_json::{Value, json};
 pub use tempfile::TempDir;
@@ -45,7 +50,8 @@ pub struct Api {
     pub client: reqwest::Client,
     pub cp: Arc<ControlPlane>,
     pub store: Arc<MemoryStore>,
-    pub key: SigningKey,
+    /// Signs the licenses tests send; trusted.
+    pub issuer: Issuer,
     pub dir: TempDir,
     pub shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
@@ -64,22 +70,17 @@ impl Api {
     /// Starts a control plane over an empty memory store; the admin token is bootstrapped into
     /// a temporary data directory, as on a first start.
     pub async fn start() -> Self {
-        Self::launch(false, licsync_cp::config::AdminConfig::default()).await
-    }
-
-    /// Like [`Api::start`], with these `[admin]` settings (connection limits and timeouts).
-    pub async fn start_with_admin(admin: licsync_cp::config::AdminConfig) -> Self {
-        Self::launch(false, admin).await
+        Self::launch(false).await
     }
 
     /// Like [`Api::start`], and serves the cluster listener too (CA under `<dir>/pki`).
     pub async fn start_with_cluster() -> Self {
-        Self::launch(true, licsync_cp::config::AdminConfig::default()).await
+        Self::launch(true).await
     }
 
-    async fn launch(with_cluster: bool, admin: licsync_cp::config::AdminConfig) -> Self {
-        let (key, _) = SigningKey::generate().unwrap();
-        let trusted = TrustedKeys::parse(&[key.public_key_base64()]).unwrap();
+    async fn launch(with_cluster: bool) -> Self {
+        let issuer = Issuer::new();
+        let trusted = TrustedKeys::parse(std::slice::from_ref(&issuer.public)).unwrap();
         let store = Arc::new(MemoryStore::new());
         let licenses = Licenses::load(store.clone(), trusted).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -88,10 +89,7 @@ impl Api {
             .unwrap()
             .expect("an empty store gets a bootstrap token");
         let token = std::fs::read_to_string(token_file).unwrap();
-        let mut config = CpConfig {
-            admin,
-            ..CpConfig::default()
-        };
+        let mut config = CpConfig::default();
         config.cluster.server_names = vec!["localhost".into(), "127.0.0.1".into()];
         let (cp, cluster) = if with_cluster {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -159,7 +157,7 @@ impl Api {
             client: reqwest::Client::new(),
             cp,
             store,
-            key,
+            issuer,
             dir,
             shutdown: Some(tx),
             task: Some(task),
@@ -170,12 +168,6 @@ impl Api {
     /// A Registration client over TLS that trusts the CA in the data directory, as a data plane
     /// given `--ca-cert <data_dir>/pki/ca.crt` would.
     pub async fn registration_client(&self) -> RegistrationClient<Channel> {
-        RegistrationClient::new(self.cluster_channel().await)
-    }
-
-    /// A channel to the cluster listener without a client certificate (what anonymous calls
-    /// such as registration, health and reflection use).
-    pub async fn cluster_channel(&self) -> Channel {
         let cluster = self
             .cluster
             .as_ref()
@@ -184,13 +176,14 @@ impl Api {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .domain_name("localhost");
-        Endpoint::from_shared(format!("https://localhost:{}", cluster.addr.port()))
+        let channel = Endpoint::from_shared(format!("https://localhost:{}", cluster.addr.port()))
             .unwrap()
             .tls_config(tls)
             .unwrap()
             .connect()
             .await
-            .unwrap()
+            .unwrap();
+        RegistrationClient::new(channel)
     }
 
     /// A request carrying the admin token as a bearer.
@@ -208,7 +201,7 @@ impl Api {
 
     /// A signed license document for `customer`.
     pub fn document(&self, customer: &str) -> String {
-        document_signed_by(&self.key, customer)
+        self.issuer.license(customer)
     }
 
     pub async fn create(&self, customer: &str) -> Value {
@@ -244,23 +237,6 @@ impl Api {
     }
 }
 
-pub fn payload(customer: &str) -> BTreeMap<String, String> {
-    [
-        ("customer", customer),
-        ("license_key", "KEY-1"),
-        ("license_creation_date", "2026-01-01"),
-        ("license_expiration_date", "2030-12-31"),
-        ("dataplanes", "3"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
-
-pub fn document_signed_by(key: &SigningKey, customer: &str) -> String {
-    sign_document(&payload(customer), key)
-}
-
 /// Sends and returns the status and the JSON body (`null` when empty).
 pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.unwrap();
@@ -272,79 +248,6 @@ pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     };
     (status, body)
-}
-
-/// Everything logged on this thread (DEBUG and up), as text, until the guard is dropped.
-/// `#[tokio::test]` runs the test and every task it spawns on its one thread, so parallel
-/// tests do not see each other's lines. One global subscriber writes each line to its thread's
-/// sink: per-thread (scoped) subscribers race with `tracing`'s per-callsite interest cache when
-/// another test thread reaches a callsite first, and a line is then occasionally lost.
-#[derive(Clone, Default)]
-pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-thread_local! {
-    /// Where this thread's log lines go while a [`Capture`] lives.
-    static SINK: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Ends this thread's capture when dropped.
-pub struct Capture(());
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        SINK.with(|sink| *sink.borrow_mut() = None);
-    }
-}
-
-/// The global subscriber's writer: this thread's [`Logs`], or nowhere.
-struct ThreadSink;
-
-impl std::io::Write for ThreadSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        SINK.with(|sink| {
-            if let Some(logs) = sink.borrow().as_ref() {
-                logs.0.lock().unwrap().extend_from_slice(buf);
-            }
-        });
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    pub fn capture() -> (Self, Capture) {
-        static INSTALL: std::sync::Once = std::sync::Once::new();
-        INSTALL.call_once(|| {
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::DEBUG)
-                .with_ansi(false)
-                .with_writer(|| ThreadSink)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber)
-                .expect("no other global subscriber in a test binary");
-        });
-        let logs = Self::default();
-        SINK.with(|sink| *sink.borrow_mut() = Some(logs.clone()));
-        (logs, Capture(()))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// The lines holding `event=NAME`.
-    pub fn events(&self, name: &str) -> Vec<String> {
-        let needle = format!("event=\"{name}\"");
-        let bare = format!("event={name}");
-        self.text()
-            .lines()
-            .filter(|l| l.contains(&needle) || l.split_whitespace().any(|w| w == bare))
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 /// A control plane as `server::run` builds it: with a report key (an ephemeral one here).

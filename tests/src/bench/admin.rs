@@ -13,7 +13,7 @@ use super::control_plane::BenchCp;
 use super::stats::{Summary, ms, round3, secs};
 use super::table::{Table, verdict};
 use super::{BenchEnv, progress};
-use crate::fixtures::Issuer;
+use licsync_testkit::Issuer;
 
 /// Targets (`BENCHMARKS.md`).
 pub const TARGET_POST_PER_S: f64 = 1000.0;

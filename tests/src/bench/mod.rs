@@ -109,7 +109,7 @@ impl RunDir {
 /// What every fleet-sized scenario starts from: a control plane and N registered data planes.
 pub(crate) struct Started {
     pub run_dir: RunDir,
-    pub issuer: crate::fixtures::Issuer,
+    pub issuer: licsync_testkit::Issuer,
     pub cp: control_plane::BenchCp,
     pub enrolled: Vec<control_plane::Enrolled>,
     pub register: std::time::Duration,
@@ -125,7 +125,7 @@ pub(crate) async fn start_and_enrol(
     anyhow::ensure!(n > 0, "--dataplanes must be at least 1");
     procfs::raise_open_file_limit(n as u64 + FD_HEADROOM)?;
     let run_dir = env.run_dir(scenario)?;
-    let issuer = crate::fixtures::Issuer::new();
+    let issuer = licsync_testkit::Issuer::new();
     let cp =
         control_plane::BenchCp::start(&run_dir.path().join("cp"), &env.cp_binary, &issuer.public)
             .await?;

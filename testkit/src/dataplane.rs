@@ -1,20 +1,11 @@
-//! A real control plane (`server::run`) on `127.0.0.1:0` with sled and its CA in a temp dir,
-//! and a bare data-plane client over real mutual TLS: `Registration.Register` with a fresh key
-//! and CSR, `LicenseSync.Sync` streams and `RotateCertificate`, each call on a new connection
-//! unless a test keeps one, so certificate checks happen the way a reconnecting agent meets
-//! them.
-#![allow(dead_code)]
+//! A bare data plane on the wire, for tests that drive the protocol by hand: `Registration.
+//! Register` with a fresh key and CSR, `LicenseSync.Sync` streams and `RotateCertificate`
+//! against a [`ControlPlane`], over real mutual TLS, each call on a new connection unless a
+//! test keeps one, so certificate checks happen the way a reconnecting agent meets them.
 
-pub mod events;
-
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use licsync_common::license::{SigningKey, sign_document};
 use licsync_common::pki::{self, CertInfo};
 use licsync_common::proto::control_plane_message::Message as CpMessage;
 use licsync_common::proto::data_plane_message::Message as DpMessage;
@@ -24,35 +15,13 @@ use licsync_common::proto::{
     Ack, ControlPlaneMessage, DataPlaneMessage, Heartbeat, Hello, Nack, RegisterRequest,
     RejectedLicense, RotateCertificateRequest, Update,
 };
-use licsync_cp::config::CpConfig;
-use licsync_cp::server::{Listeners, ServeError};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Status, Streaming};
 
-/// How long anything may take before the test gives up: a guard against hanging, never a
-/// bound the code must meet.
-pub const GUARD: Duration = Duration::from_secs(30);
-
-/// A running control plane.
-pub struct Cluster {
-    pub dir: TempDir,
-    pub config: CpConfig,
-    pub token: String,
-    pub ca_pem: String,
-    pub key: SigningKey,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
-}
+use crate::{ControlPlane, GUARD};
 
 /// A registered data plane: what its registration file would hold.
 #[derive(Clone)]
@@ -68,181 +37,16 @@ impl DataPlane {
     }
 }
 
-impl Cluster {
-    /// Starts a control plane with test defaults changed by `tweak`.
-    pub async fn start(tweak: impl FnOnce(&mut CpConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (key, _) = SigningKey::generate().unwrap();
-        let mut config = CpConfig {
-            data_dir: dir.path().join("data"),
-            ..CpConfig::default()
-        };
-        config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.cluster.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.cluster.server_names = vec!["localhost".into(), "127.0.0.1".into()];
-        config.licenses.trusted_keys = vec![key.public_key_base64()];
-        tweak(&mut config);
-        let mut cluster = Self {
-            dir,
-            config,
-            token: String::new(),
-            ca_pem: String::new(),
-            key,
-            http: reqwest::Client::new(),
-            shutdown: CancellationToken::new(),
-            task: None,
-        };
-        cluster.launch().await.unwrap();
-        cluster
-    }
-
-    /// Starts the server task and waits until it is ready; a start-up failure is returned.
-    async fn launch(&mut self) -> Result<(), String> {
-        let listeners = Listeners {
-            admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            cluster: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        };
-        self.config.admin.listen = listeners.admin.local_addr().unwrap();
-        self.config.cluster.listen = listeners.cluster.local_addr().unwrap();
-        self.shutdown = CancellationToken::new();
-        self.task = Some(tokio::spawn(licsync_cp::server::run(
-            self.config.clone(),
-            listeners,
-            self.shutdown.clone(),
-        )));
-        let ready = format!("{}/health/ready", self.admin_url());
-        let deadline = Instant::now() + GUARD;
-        loop {
-            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
-                let task = self.task.take().unwrap();
-                return Err(match task.await.unwrap() {
-                    Err(error) => error.to_string(),
-                    Ok(()) => "stopped before it was ready".into(),
-                });
-            }
-            if let Ok(response) = self.http.get(&ready).send().await
-                && response.status() == StatusCode::OK
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the control plane was not ready in time"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let data = &self.config.data_dir;
-        self.token = std::fs::read_to_string(data.join("admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        self.ca_pem = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();
-        Ok(())
-    }
-
-    /// Stops the control plane, re-raising its panic or error.
-    pub async fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(result) => result.expect("the control plane stops cleanly"),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => panic!("control plane task failed: {e}"),
-            }
-        }
-    }
-
-    /// Stops and starts again on the same data directory, as a restarted process would;
-    /// retries while the old instance's stream tasks still hold the database.
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        let deadline = Instant::now() + GUARD;
-        while let Err(error) = self.launch().await {
-            assert!(
-                Instant::now() < deadline,
-                "the control plane did not start again: {error}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn admin_url(&self) -> String {
-        format!("http://{}", self.config.admin.listen)
-    }
-
-    pub fn pki_dir(&self) -> PathBuf {
-        self.config.data_dir.join("pki")
-    }
-
-    /// Calls the Admin API with the admin token.
-    pub async fn admin(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.admin_url()))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        (status, value)
-    }
-
-    /// `GET /clustering/data-planes/{id}`, `None` on 404.
-    pub async fn dataplane(&self, id: &str) -> Option<Value> {
-        let (status, body) = self
-            .admin(Method::GET, &format!("/clustering/data-planes/{id}"), None)
-            .await;
-        match status {
-            StatusCode::OK => Some(body),
-            StatusCode::NOT_FOUND => None,
-            other => panic!("GET /clustering/data-planes/{id}: {other} {body}"),
-        }
-    }
-
-    /// `POST /licenses` with a license signed by the trusted key.
-    pub async fn create_license(&self, customer: &str) -> String {
-        let payload: BTreeMap<String, String> = [
-            ("customer", customer),
-            ("license_key", "KEY-1"),
-            ("license_creation_date", "2026-01-01"),
-            ("license_expiration_date", "2099-12-31"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let document = sign_document(&payload, &self.key);
-        let (status, body) = self
-            .admin(
-                Method::POST,
-                "/licenses",
-                Some(json!({ "payload": document })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
+impl ControlPlane {
     /// A new connection to the cluster listener, presenting `dp`'s certificate when given.
     pub async fn connect(&self, dp: Option<&DataPlane>) -> Channel {
         let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .ca_certificate(Certificate::from_pem(self.ca_pem()))
             .domain_name("localhost");
         if let Some(dp) = dp {
             tls = tls.identity(Identity::from_pem(&dp.cert_pem, &dp.key_pem));
         }
-        Endpoint::from_shared(format!("https://{}", self.config.cluster.listen))
+        Endpoint::from_shared(format!("https://{}", self.config().cluster.listen))
             .unwrap()
             .tls_config(tls)
             .unwrap()
@@ -252,19 +56,12 @@ impl Cluster {
     }
 
     /// Registers a data plane reporting `version`, as `licsync-dp registration create` does.
-    pub async fn register(&self, version: &str) -> DataPlane {
-        let (status, token) = self
-            .admin(
-                Method::POST,
-                "/registration-tokens",
-                Some(json!({"name": "test"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{token}");
+    pub async fn register_dataplane(&self, version: &str) -> DataPlane {
+        let token = self.registration_token(1).await;
         let (key_pem, csr_der) = pki::new_key_and_csr("edge").unwrap();
         let answer = RegistrationClient::new(self.connect(None).await)
             .register(RegisterRequest {
-                token: token["token"].as_str().unwrap().to_owned(),
+                token: token.secret,
                 csr_der,
                 name: "edge-1".into(),
                 hostname: "edge-1.example".into(),
@@ -288,7 +85,7 @@ impl Cluster {
             .rotate_certificate(RotateCertificateRequest { csr_der })
             .await?
             .into_inner();
-        assert_eq!(answer.ca_certificate_pem, self.ca_pem);
+        assert_eq!(answer.ca_certificate_pem, self.ca_pem());
         Ok(DataPlane {
             id: dp.id.clone(),
             key_pem,
@@ -328,7 +125,7 @@ impl Cluster {
         use rustls_pki_types::ServerName;
         let mut roots = RootCertStore::empty();
         roots
-            .add(pki::first_certificate(&self.ca_pem, "ca").unwrap())
+            .add(pki::first_certificate(&self.ca_pem(), "ca").unwrap())
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -337,19 +134,13 @@ impl Cluster {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(self.config.cluster.listen)
+        let tcp = tokio::net::TcpStream::connect(self.config().cluster.listen)
             .await
             .unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         let tls = connector.connect(name, tcp).await.unwrap();
         let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
         CertInfo::from_der(leaf).unwrap().serial
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -479,24 +270,5 @@ impl SyncStream {
 fn message(message: DpMessage) -> DataPlaneMessage {
     DataPlaneMessage {
         message: Some(message),
-    }
-}
-
-/// Calls `check` every 20 ms until it returns `Some`; fails the test after [`GUARD`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + GUARD;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {GUARD:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
