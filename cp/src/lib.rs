@@ -34,6 +34,7 @@ pub mod principals;
 #[cfg(test)]
 mod proptests;
 pub mod registration_tokens;
+pub mod reload;
 pub mod report_tool;
 pub mod secrets;
 pub mod server;

@@ -84,7 +84,9 @@ pub enum PutOutcome {
 
 /// Owns license writes and publishes each durable change.
 pub struct Licenses {
-    trusted: TrustedKeys,
+    /// Replaced as a whole on a configuration reload (SIGHUP); a write verifies against the
+    /// keys in force when it is checked.
+    trusted: std::sync::RwLock<Arc<TrustedKeys>>,
     committer: Committer,
 }
 
@@ -94,7 +96,7 @@ impl Licenses {
         let set = LicenseSet::from(store.licenses().await?);
         let (current, _) = watch::channel(Arc::new(set));
         Ok(Self {
-            trusted,
+            trusted: std::sync::RwLock::new(Arc::new(trusted)),
             committer: Committer::new(Arc::new(Published { store, current })),
         })
     }
@@ -109,8 +111,26 @@ impl Licenses {
         self.committer.published().current.subscribe()
     }
 
-    pub fn trusted_keys(&self) -> &TrustedKeys {
-        &self.trusted
+    /// The keys licenses are verified with now (also sent to data planes that follow them).
+    pub fn trusted_keys(&self) -> Arc<TrustedKeys> {
+        // A poisoned lock still holds a whole `Arc`: nothing can be half-replaced.
+        self.trusted
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Trusts `keys` from now on; `false` when they are the keys already trusted.
+    pub fn set_trusted_keys(&self, keys: TrustedKeys) -> bool {
+        let mut trusted = self
+            .trusted
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if trusted.to_base64() == keys.to_base64() {
+            return false;
+        }
+        *trusted = Arc::new(keys);
+        true
     }
 
     /// `POST /licenses`: stores a new license under a fresh id.
@@ -185,7 +205,7 @@ impl Licenses {
     /// WARN): the client sees the reason, but the operator of the control plane must too,
     /// since an untrusted signing key is usually a configuration mistake on this side.
     fn verified(&self, document: &str, id: Option<Uuid>) -> Result<License, WriteError> {
-        License::parse_verified(document, &self.trusted).map_err(|error| {
+        License::parse_verified(document, &self.trusted_keys()).map_err(|error| {
             let error = WriteError::Invalid(error);
             // Debug formatting escapes what the reason quotes from the submitted payload.
             tracing::warn!(

@@ -50,7 +50,7 @@ fn check(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let (config, _) = licsync_cp::cli::load_config(config_path)?;
+    let (config, _) = licsync_cp::cli::load_config(config_path.clone())?;
     telemetry::init(&config.log)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -60,7 +60,9 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             "cp",
             shutdown.clone(),
         ));
-        server::run(config, listeners, shutdown).await?;
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(licsync_cp::reload::on_sighup(config_path, reload_tx));
+        server::run_reloadable(config, listeners, shutdown, reloads).await?;
         Ok(())
     })
 }

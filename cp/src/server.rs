@@ -103,9 +103,21 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
 
 /// Runs a control plane until `shutdown` is cancelled.
 pub async fn run(
+    config: CpConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (_no_reloads, reloads) = tokio::sync::mpsc::channel(1);
+    run_reloadable(config, listeners, shutdown, reloads).await
+}
+
+/// [`run`], applying each configuration received on `reloads` ([`crate::reload`]: trusted
+/// keys and log level; `licsync-cp serve` sends one per SIGHUP).
+pub async fn run_reloadable(
     mut config: CpConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
+    reloads: tokio::sync::mpsc::Receiver<CpConfig>,
 ) -> Result<(), ServeError> {
     config.validate()?;
     // With `listen = "...:0"` (tests) the advertised URL must carry the port actually bound.
@@ -165,6 +177,10 @@ pub async fn run(
         names: cp.config().cluster.server_names.clone(),
     };
     let upkeep = [
+        tokio::spawn(
+            crate::reload::run(cp.clone(), reloads, shutdown.clone())
+                .instrument(tracing::info_span!("config_reload")),
+        ),
         tokio::spawn(
             rotation
                 .run(shutdown.clone())
