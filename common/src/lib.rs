@@ -56,6 +56,8 @@ pub mod state_file;
 pub mod stream_end;
 pub mod strict_json;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time_fmt;
 pub mod usage_month;
 

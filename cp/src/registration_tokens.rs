@@ -200,7 +200,7 @@ impl RegistrationTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{MemoryStore, TokenStore};
 
     fn service() -> RegistrationTokens {
         RegistrationTokens::new(Arc::new(MemoryStore::new()))
@@ -340,5 +340,21 @@ mod tests {
         let earlier = tokens.create(NewToken::default(), 10).await.unwrap();
         let ids: Vec<_> = tokens.list().await.unwrap().iter().map(|t| t.id).collect();
         assert_eq!(ids, [earlier.record.id, later.record.id]);
+    }
+
+    #[tokio::test]
+    async fn only_the_secret_s_digest_is_stored() {
+        let store = Arc::new(MemoryStore::new());
+        let tokens = RegistrationTokens::new(store.clone());
+        let issued = tokens.create(NewToken::default(), 10).await.unwrap();
+        assert!(
+            issued.secret.starts_with(SECRET_PREFIX),
+            "{}",
+            issued.secret
+        );
+        let stored = store.registration_tokens().await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].token_hash, secrets::hash(&issued.secret));
+        assert_ne!(stored[0].token_hash, issued.secret);
     }
 }

@@ -1,13 +1,18 @@
-//! Admin API authentication, routing and health, as a client sees it (SPEC §3): every route
-//! but the health probes needs a known token, checked before routing; the bootstrap token file.
+//! Admin API authentication, routing and health, as a client sees it (SPEC §3), against the
+//! whole control plane (the test kit's): every route but the health probes needs a known
+//! token, checked before routing; the bootstrap token file. What only storage shows (a deleted
+//! token, readiness before start-up, the stored digest) is unit-tested in `cp/src/admin/tests.rs`
+//! and `cp/src/principals/bootstrap.rs`.
 
-mod support;
+use std::os::unix::fs::PermissionsExt;
 
-use support::*;
+use licsync_testkit::{ControlPlane, send};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn every_route_but_health_requires_a_known_token() {
-    let api = Api::start().await;
+    let api = ControlPlane::start().await;
 
     let (status, body) = send(api.anonymous(Method::GET, "/licenses")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -38,13 +43,13 @@ async fn every_route_but_health_requires_a_known_token() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let (status, body) = send(api.get("/licenses")).await;
+    let (status, body) = send(api.request(Method::GET, "/licenses")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"data": [], "next": null}));
 
     let (status, _) = send(
         api.anonymous(Method::GET, "/licenses")
-            .header("Kong-Admin-Token", &api.token),
+            .header("Kong-Admin-Token", api.admin_token()),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "Kong's header is accepted too");
@@ -64,12 +69,12 @@ async fn every_route_but_health_requires_a_known_token() {
             "{path} with a stale token"
         );
     }
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_token_is_checked_before_routing() {
-    let api = Api::start().await;
+    let api = ControlPlane::start().await;
     // Without a token, a wrong method or an unknown path is refused like any other request:
     // the answer must not depend on (or reveal) which routes exist.
     let requests = [
@@ -121,12 +126,12 @@ async fn the_token_is_checked_before_routing() {
     }
 
     // With a token, routing answers as before: JSON 404 and 405.
-    let (status, body) = send(api.get("/nope")).await;
+    let (status, body) = send(api.request(Method::GET, "/nope")).await;
     assert_eq!(
         (status, body),
         (StatusCode::NOT_FOUND, json!({"message": "Not found"}))
     );
-    let (status, body) = send(api.call(Method::DELETE, "/licenses")).await;
+    let (status, body) = send(api.request(Method::DELETE, "/licenses")).await;
     assert_eq!(
         (status, body),
         (
@@ -134,52 +139,23 @@ async fn the_token_is_checked_before_routing() {
             json!({"message": "Method not allowed"})
         )
     );
-    api.stop().await;
-}
-
-#[tokio::test]
-async fn a_deleted_token_stops_working_at_once() {
-    let api = Api::start().await;
-    let (status, _) = send(api.get("/status")).await;
-    assert_eq!(status, StatusCode::OK);
-    for token in api.store.api_tokens().await.unwrap() {
-        api.store.delete_api_token(token.id).await.unwrap();
-    }
-    let (status, _) = send(api.get("/status")).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    api.stop().await;
-}
-
-#[tokio::test]
-async fn health_probes_follow_readiness() {
-    let api = Api::start().await;
-    let (status, body) = send(api.anonymous(Method::GET, "/health/live")).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
-
-    let (status, body) = send(api.anonymous(Method::GET, "/health/ready")).await;
-    assert_eq!(
-        (status, body),
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "starting"})
-        )
-    );
-    api.cp.set_ready(true);
-    let (status, body) = send(api.anonymous(Method::GET, "/health/ready")).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_json() {
-    let api = Api::start().await;
-    let (status, body) = send(api.get("/consumers")).await;
+    let api = ControlPlane::start().await;
+    let (status, body) = send(api.request(Method::GET, "/consumers")).await;
     assert_eq!(
         (status, body),
         (StatusCode::NOT_FOUND, json!({"message": "Not found"}))
     );
     for method in [Method::PUT, Method::PATCH, Method::DELETE] {
-        let response = api.call(method.clone(), "/licenses").send().await.unwrap();
+        let response = api
+            .request(method.clone(), "/licenses")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(
             response.status(),
             StatusCode::METHOD_NOT_ALLOWED,
@@ -190,13 +166,13 @@ async fn unknown_routes_and_methods_answer_in_json() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body, json!({"message": "Method not allowed"}), "{method}");
     }
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn bootstrap_writes_a_private_working_token_once() {
-    let api = Api::start().await;
-    let path = api.dir.path().join(admin::ADMIN_TOKEN_FILE);
+    let api = ControlPlane::start().await;
+    let path = api.data_dir().join("admin-token");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let token = std::fs::read_to_string(&path).unwrap();
@@ -209,24 +185,18 @@ async fn bootstrap_writes_a_private_working_token_once() {
     .await;
     assert_eq!(status, StatusCode::OK, "the file's token works as a bearer");
 
-    let stored = api.store.api_tokens().await.unwrap();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].name, admin::BOOTSTRAP_TOKEN_NAME);
-    assert_eq!(
-        stored[0].token_hash,
-        secrets::hash(&token),
-        "only the hash is stored"
-    );
-
-    let again = admin::bootstrap_admin_token(api.store.as_ref(), api.dir.path())
-        .await
-        .unwrap();
-    assert_eq!(again, None, "a second start creates nothing");
+    // A second start creates no token and leaves the file alone: the first one still works.
+    let api = api.restart().await;
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         token,
-        "and leaves the file alone"
+        "a second start leaves the file alone"
     );
-    assert_eq!(api.store.api_tokens().await.unwrap().len(), 1);
-    api.stop().await;
+    let (status, _) = send(
+        api.anonymous(Method::GET, "/licenses")
+            .bearer_auth(token.trim()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "and the token still works");
+    api.shutdown().await;
 }

@@ -2,10 +2,13 @@
 //! limits and paging, against the whole control plane (the test kit's, `server::run` on
 //! `127.0.0.1:0` with sled in a temp dir).
 
-mod support;
-
-use licsync_testkit::ControlPlane;
-use support::*;
+use licsync_common::unix_now;
+use licsync_cp::admin;
+use licsync_testkit::fixtures::payload;
+use licsync_testkit::{ControlPlane, Events, Issuer, send};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
 
 /// `POST /licenses` with a license for `customer`, asserting 201; the entity.
 async fn create(api: &ControlPlane, customer: &str) -> Value {

@@ -1,67 +1,60 @@
-//! `GET /license/report` and `/license/report/key` against a real Admin API on `127.0.0.1:0`
-//! over in-memory storage: the fields a vendor reads, usage summed over data planes and epochs,
+//! `GET /license/report` and `/license/report/key` against the whole control plane (the test
+//! kit's) over in-memory storage, data planes registering and reporting usage over gRPC as
+//! agents do: the fields a vendor reads, usage summed over data planes and epochs,
 //! the active license or UNLICENSED, entitlement, and a signature that verifies offline and
 //! fails once anything is edited.
 
-mod support;
-
 use licsync_common::report::{self, ReportError};
-use licsync_cp::usage::{UsageMonth, UsageSubmission};
-use support::*;
+use licsync_common::unix_now;
+use licsync_cp::config::StorageBackend;
+use licsync_cp::usage::UsageMonth;
+use licsync_testkit::dataplane::DataPlane;
+use licsync_testkit::fixtures::payload;
+use licsync_testkit::{ControlPlane, eventually, send};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
-fn dataplane(name: &str) -> DataPlaneRecord {
-    DataPlaneRecord {
-        id: Uuid::new_v4(),
-        name: name.into(),
-        hostname: format!("{name}.example"),
-        ip: "10.0.0.7".into(),
-        version: "0.1.0".into(),
-        registered_at: unix_now(),
-        cert_serial: "01".into(),
-        previous_cert_serial: None,
-        retired_cert_serials: Vec::new(),
-        cert_expires_at: unix_now() + 86_400,
-        last_seen: None,
-        license_id: None,
-        license_updated_at: None,
-        revoked: false,
-    }
+/// The whole control plane over in-memory storage (so `db_version` says `memory`).
+async fn start() -> ControlPlane {
+    ControlPlane::builder()
+        .config(|c| c.storage.backend = StorageBackend::Memory)
+        .start()
+        .await
 }
 
 fn this_month() -> UsageMonth {
     UsageMonth::of(OffsetDateTime::now_utc()).unwrap()
 }
 
-async fn report(api: &Api, path: &str) -> (Value, String) {
-    let response = api.get(path).send().await.unwrap();
+async fn report(api: &ControlPlane, path: &str) -> (Value, String) {
+    let response = api.request(Method::GET, path).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
     (serde_json::from_str(&text).unwrap(), text)
 }
 
-async fn public_key(api: &Api) -> String {
-    let (status, body) = send(api.get("/license/report/key")).await;
+async fn public_key(api: &ControlPlane) -> String {
+    let (status, body) = send(api.request(Method::GET, "/license/report/key")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["algorithm"], "ed25519");
     body["public_key"].as_str().unwrap().to_owned()
 }
 
-async fn record(api: &Api, dp: Uuid, epoch: Uuid, counts: &[(UsageMonth, u64)]) {
-    api.cp
-        .usage()
-        .record(UsageSubmission {
-            dataplane: dp,
-            epoch,
-            counts: counts.to_vec(),
-        })
+/// `dp` reports `counts` for `epoch` over `ReportUsage`, as its agent would.
+async fn record(api: &ControlPlane, dp: &DataPlane, epoch: Uuid, counts: &[(UsageMonth, u64)]) {
+    let counts: Vec<_> = counts.iter().map(|(m, n)| (m.to_string(), *n)).collect();
+    let receipt = api
+        .report_usage(dp, &epoch.to_string(), &counts)
         .await
         .unwrap();
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
 }
 
 #[tokio::test]
 async fn a_new_control_plane_reports_unlicensed_and_no_usage_and_signs_it() {
-    let api = Api::start().await;
+    let api = start().await;
     let (body, text) = report(&api, "/license/report").await;
     assert_eq!(body["counters"], json!([]));
     assert_eq!(body["total_requests"], 0);
@@ -96,7 +89,7 @@ async fn a_new_control_plane_reports_unlicensed_and_no_usage_and_signs_it() {
 
     // Users count as RBAC users; API tokens do not.
     for (name, role) in [("alice", "admin"), ("bob", "viewer")] {
-        let (status, created) = send(api.call(Method::POST, "/users").json(&json!({
+        let (status, created) = send(api.request(Method::POST, "/users").json(&json!({
             "username": name, "password": "correct horse battery", "role": role,
         })))
         .await;
@@ -104,27 +97,30 @@ async fn a_new_control_plane_reports_unlicensed_and_no_usage_and_signs_it() {
     }
     let (body, _) = report(&api, "/license/report").await;
     assert_eq!(body["rbac_users"], 2);
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn usage_is_summed_over_dataplanes_and_epochs_for_the_last_12_months() {
-    let api = Api::start().await;
-    let (a, b) = (dataplane("edge-a"), dataplane("edge-b"));
-    api.store.put_dataplane(&a).await.unwrap();
-    api.store.put_dataplane(&b).await.unwrap();
-    api.cp.dataplanes().stream_opened(a.id, unix_now());
+    let api = start().await;
+    let a = api.register_named("edge-a", "0.1.0").await;
+    let b = api.register_named("edge-b", "0.1.0").await;
+    let _stream = api.sync(&a, "0.1.0").await.unwrap();
+    eventually("edge-a to count as connected", || async {
+        (api.dataplane(&a.id).await["connected"] == true).then_some(())
+    })
+    .await;
     let now = this_month();
     let (first, wiped) = (Uuid::new_v4(), Uuid::new_v4());
-    record(&api, a.id, first, &[(now, 100), (now.minus(1), 40)]).await;
+    record(&api, &a, first, &[(now, 100), (now.minus(1), 40)]).await;
     // A retry and an older (reordered) report change nothing.
-    record(&api, a.id, first, &[(now, 100)]).await;
-    record(&api, a.id, first, &[(now, 60)]).await;
+    record(&api, &a, first, &[(now, 100)]).await;
+    record(&api, &a, first, &[(now, 60)]).await;
     // Its state was wiped: a new epoch adds.
-    record(&api, a.id, wiped, &[(now, 5)]).await;
-    record(&api, b.id, Uuid::new_v4(), &[(now, 1), (now.minus(11), 2)]).await;
+    record(&api, &a, wiped, &[(now, 5)]).await;
+    record(&api, &b, Uuid::new_v4(), &[(now, 1), (now.minus(11), 2)]).await;
     // Thirteen months ago: outside the report.
-    record(&api, b.id, Uuid::new_v4(), &[(now.minus(12), 1000)]).await;
+    record(&api, &b, Uuid::new_v4(), &[(now.minus(12), 1000)]).await;
 
     let (body, _) = report(&api, "/license/report").await;
     assert_eq!(
@@ -155,12 +151,12 @@ async fn usage_is_summed_over_dataplanes_and_epochs_for_the_last_12_months() {
         ]
     );
     report::verify(text.as_bytes(), &public_key(&api).await).unwrap();
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_active_license_and_its_entitlement_are_reported() {
-    let api = Api::start().await;
+    let api = start().await;
     let license = |key: &str, expires: &str, dataplanes: &str| {
         let mut p = payload("Example");
         p.insert("license_key".into(), key.into());
@@ -173,7 +169,7 @@ async fn the_active_license_and_its_entitlement_are_reported() {
         license("NEW", "2031-06-30", "1"),
     ] {
         let (status, body) = send(
-            api.call(Method::POST, "/licenses")
+            api.request(Method::POST, "/licenses")
                 .json(&json!({ "payload": document })),
         )
         .await;
@@ -187,25 +183,24 @@ async fn the_active_license_and_its_entitlement_are_reported() {
     );
     assert_eq!(body["deployment_info"]["entitled_dataplanes"], 1);
     assert_eq!(body["entitlement_exceeded"], false);
-    api.store.put_dataplane(&dataplane("one")).await.unwrap();
+    api.register_named("one", "0.1.0").await;
     let (body, _) = report(&api, "/license/report").await;
     assert_eq!(
         body["entitlement_exceeded"], false,
         "1 of 1 is not exceeded"
     );
-    api.store.put_dataplane(&dataplane("two")).await.unwrap();
+    api.register_named("two", "0.1.0").await;
     let (body, _) = report(&api, "/license/report").await;
     assert_eq!(body["entitlement_exceeded"], true);
     assert_eq!(body["deployment_info"]["registered_dataplanes"], 2);
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn one_changed_count_breaks_the_checksum_and_a_recomputed_one_the_signature() {
-    let api = Api::start().await;
-    let dp = dataplane("edge");
-    api.store.put_dataplane(&dp).await.unwrap();
-    record(&api, dp.id, Uuid::new_v4(), &[(this_month(), 1234)]).await;
+    let api = start().await;
+    let dp = api.register_named("edge", "0.1.0").await;
+    record(&api, &dp, Uuid::new_v4(), &[(this_month(), 1234)]).await;
     let (_, text) = report(&api, "/license/report").await;
     let key = public_key(&api).await;
     report::verify(text.as_bytes(), &key).unwrap();
@@ -224,19 +219,19 @@ async fn one_changed_count_breaks_the_checksum_and_a_recomputed_one_the_signatur
         report::verify(&serde_json::to_vec(&value).unwrap(), &key),
         Err(ReportError::SignatureInvalid)
     );
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_report_needs_a_token_and_refuses_unknown_parameters() {
-    let api = Api::start().await;
+    let api = start().await;
     for path in ["/license/report", "/license/report/key"] {
         let (status, body) = send(api.anonymous(Method::GET, path)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
     }
     let response = api
         .anonymous(Method::GET, "/license/report")
-        .header("Kong-Admin-Token", &api.token)
+        .header("Kong-Admin-Token", api.admin_token())
         .send()
         .await
         .unwrap();
@@ -245,14 +240,15 @@ async fn the_report_needs_a_token_and_refuses_unknown_parameters() {
         ("by=workspace", "by must be 'dataplane'"),
         ("size=10", "unknown query parameter 'size'"),
     ] {
-        let (status, body) = send(api.get(&format!("/license/report?{query}"))).await;
+        let (status, body) =
+            send(api.request(Method::GET, &format!("/license/report?{query}"))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert!(
             body["message"].as_str().unwrap().contains(says),
             "{query}: {body}"
         );
     }
-    let (status, _) = send(api.call(Method::POST, "/license/report")).await;
+    let (status, _) = send(api.request(Method::POST, "/license/report")).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    api.stop().await;
+    api.shutdown().await;
 }

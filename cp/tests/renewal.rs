@@ -1,17 +1,29 @@
 //! `Registration.Renew` over real gRPC and TLS (SPEC §4, §6): a registered data plane gets a
 //! fresh certificate for the same id when an admin user or a connected app with
 //! `manage:servers` asks; everyone else is refused in words an operator can act on, repeated
-//! failures are throttled, and no secret reaches the log.
+//! failures are throttled, and no secret reaches the log. Against the whole control plane
+//! (the test kit's); what the control plane records is read back through the Admin API and
+//! through which certificates it still accepts.
 
-mod support;
+use std::ops::Deref;
 
 use licsync_common::pki::{CertInfo, new_key_and_csr};
-use support::*;
+use licsync_common::proto::registration_client::RegistrationClient;
+use licsync_common::proto::{
+    AppCredential, RegisterRequest, RegisterResponse, RenewRequest, UserCredential, renew_request,
+};
+use licsync_testkit::dataplane::DataPlane;
+use licsync_testkit::{ControlPlane, Events, send};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tonic::Code;
+use tonic::transport::Channel;
+use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-async fn create_user(api: &Api, username: &str, role: &str) {
-    let (status, body) = send(api.call(Method::POST, "/users").json(&json!({
+async fn create_user(api: &ControlPlane, username: &str, role: &str) {
+    let (status, body) = send(api.request(Method::POST, "/users").json(&json!({
         "username": username, "password": PASSWORD, "role": role
     })))
     .await;
@@ -19,9 +31,9 @@ async fn create_user(api: &Api, username: &str, role: &str) {
 }
 
 /// A connected app's client id and secret.
-async fn create_app(api: &Api, scopes: &[&str]) -> (String, String) {
+async fn create_app(api: &ControlPlane, scopes: &[&str]) -> (String, String) {
     let (status, body) = send(
-        api.call(Method::POST, "/connected-apps")
+        api.request(Method::POST, "/connected-apps")
             .json(&json!({"name": "ci", "scopes": scopes})),
     )
     .await;
@@ -32,16 +44,55 @@ async fn create_app(api: &Api, scopes: &[&str]) -> (String, String) {
     )
 }
 
+/// A certificate issued by `Register` or `Renew`, with the key its CSR was made from.
+#[derive(Debug)]
+struct Issued {
+    key_pem: String,
+    answer: RegisterResponse,
+}
+
+impl Deref for Issued {
+    type Target = RegisterResponse;
+
+    fn deref(&self) -> &RegisterResponse {
+        &self.answer
+    }
+}
+
+impl Issued {
+    /// The data plane as it would be after saving this answer.
+    fn dataplane(&self) -> DataPlane {
+        DataPlane {
+            id: self.dataplane_id.clone(),
+            key_pem: self.key_pem.clone(),
+            cert_pem: self.certificate_pem.clone(),
+        }
+    }
+}
+
+/// A Registration client over TLS that trusts the cluster CA, as a data plane given
+/// `--ca-cert` would.
+async fn registration_client(api: &ControlPlane) -> RegistrationClient<Channel> {
+    RegistrationClient::new(api.connect(None).await)
+}
+
+/// Whether the control plane accepts `issued`'s certificate for a Sync stream.
+async fn syncs(api: &ControlPlane, issued: &Issued) -> bool {
+    api.sync(&issued.dataplane(), licsync_common::VERSION)
+        .await
+        .is_ok()
+}
+
 /// Registers a data plane with a fresh registration token, as `registration create` does.
-async fn register(api: &Api, client: &mut RegistrationClient<Channel>) -> RegisterResponse {
+async fn register(api: &ControlPlane, client: &mut RegistrationClient<Channel>) -> Issued {
     let (status, body) = send(
-        api.call(Method::POST, "/registration-tokens")
+        api.request(Method::POST, "/registration-tokens")
             .json(&json!({"name": "edge"})),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (_key, csr_der) = new_key_and_csr("edge-1").unwrap();
-    client
+    let (key_pem, csr_der) = new_key_and_csr("edge-1").unwrap();
+    let answer = client
         .register(RegisterRequest {
             token: body["token"].as_str().unwrap().to_owned(),
             csr_der,
@@ -51,7 +102,8 @@ async fn register(api: &Api, client: &mut RegistrationClient<Channel>) -> Regist
         })
         .await
         .unwrap()
-        .into_inner()
+        .into_inner();
+    Issued { key_pem, answer }
 }
 
 fn as_user(username: &str, password: &str) -> renew_request::Credential {
@@ -72,25 +124,25 @@ async fn renew(
     client: &mut RegistrationClient<Channel>,
     credential: Option<renew_request::Credential>,
     dataplane_id: &str,
-) -> Result<RegisterResponse, tonic::Status> {
-    let (_key, csr_der) = new_key_and_csr("edge-1").unwrap();
-    client
+) -> Result<Issued, tonic::Status> {
+    let (key_pem, csr_der) = new_key_and_csr("edge-1").unwrap();
+    let answer = client
         .renew(RenewRequest {
             credential,
             dataplane_id: dataplane_id.into(),
             csr_der,
         })
-        .await
-        .map(tonic::Response::into_inner)
+        .await?
+        .into_inner();
+    Ok(Issued { key_pem, answer })
 }
 
 /// The renewed answer is for the same data plane, with a new certificate whose serial the
-/// control plane now records (the old one kept as the previous serial).
-async fn assert_renewed(api: &Api, registered: &RegisterResponse, renewed: &RegisterResponse) {
-    let id: Uuid = registered.dataplane_id.parse().unwrap();
+/// control plane now records (the old one kept as the previous serial): both are accepted.
+async fn assert_renewed(api: &ControlPlane, registered: &Issued, renewed: &Issued) {
     assert_eq!(renewed.dataplane_id, registered.dataplane_id);
     assert_eq!(renewed.dataplane_name, "edge-1");
-    assert_eq!(renewed.cluster_url, api.cp.cluster_url());
+    assert_eq!(renewed.cluster_url, api.config().cluster.cluster_url());
     assert_eq!(renewed.ca_certificate_pem, registered.ca_certificate_pem);
     assert_eq!(
         renewed.trusted_license_keys,
@@ -103,21 +155,22 @@ async fn assert_renewed(api: &Api, registered: &RegisterResponse, renewed: &Regi
         Some(registered.dataplane_id.as_str())
     );
     assert_ne!(new.serial, old.serial);
-    let record = api.store.dataplane(id).await.unwrap().unwrap();
-    assert_eq!(record.cert_serial, new.serial);
-    assert_eq!(
-        record.previous_cert_serial.as_deref(),
-        Some(old.serial.as_str())
+    // The old one first: a stream on the newest retires the previous for good.
+    assert!(
+        syncs(api, registered).await,
+        "the old one is kept as the previous"
     );
-    assert_eq!(record.cert_expires_at, new.not_after.unix_timestamp());
+    assert!(syncs(api, renewed).await, "the new certificate is recorded");
+    let record = api.dataplane(&registered.dataplane_id).await;
+    assert_eq!(record["cert_expires_at"], new.not_after.unix_timestamp());
 }
 
 #[tokio::test]
 async fn an_admin_user_renews_a_dataplane_certificate() {
     let (logs, _guard) = Events::capture();
-    let api = Api::start_with_cluster().await;
+    let api = ControlPlane::start().await;
     create_user(&api, "alice", "admin").await;
-    let mut client = api.registration_client().await;
+    let mut client = registration_client(&api).await;
     let registered = register(&api, &mut client).await;
 
     let renewed = renew(
@@ -138,6 +191,10 @@ async fn an_admin_user_renews_a_dataplane_certificate() {
     .await
     .unwrap();
     assert_renewed(&api, &renewed, &again).await;
+    assert!(
+        !syncs(&api, &registered).await,
+        "the first certificate is neither the newest nor the previous any more"
+    );
 
     let lines = logs.named("registration.renewed");
     assert_eq!(lines.len(), 2, "{}", logs.text());
@@ -152,15 +209,15 @@ async fn an_admin_user_renews_a_dataplane_certificate() {
         !logs.text().contains(PASSWORD),
         "the password reached the log"
     );
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_connected_app_with_manage_servers_renews_a_dataplane_certificate() {
     let (logs, _guard) = Events::capture();
-    let api = Api::start_with_cluster().await;
+    let api = ControlPlane::start().await;
     let (client_id, secret) = create_app(&api, &["manage:servers"]).await;
-    let mut client = api.registration_client().await;
+    let mut client = registration_client(&api).await;
     let registered = register(&api, &mut client).await;
 
     let renewed = renew(
@@ -178,20 +235,19 @@ async fn a_connected_app_with_manage_servers_renews_a_dataplane_certificate() {
         !logs.text().contains(&secret),
         "the client secret reached the log"
     );
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn renewals_are_refused_in_words_an_operator_can_act_on() {
     let (logs, _guard) = Events::capture();
-    let api = Api::start_with_cluster().await;
+    let api = ControlPlane::start().await;
     create_user(&api, "alice", "admin").await;
     create_user(&api, "victor", "viewer").await;
     let (reader_id, reader_secret) = create_app(&api, &["read:servers", "view:organization"]).await;
-    let mut client = api.registration_client().await;
+    let mut client = registration_client(&api).await;
     let registered = register(&api, &mut client).await;
-    let id: Uuid = registered.dataplane_id.parse().unwrap();
-    let before = api.store.dataplane(id).await.unwrap().unwrap();
+    let before = api.dataplane(&registered.dataplane_id).await;
 
     let cases = [
         (
@@ -279,9 +335,13 @@ async fn renewals_are_refused_in_words_an_operator_can_act_on() {
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
 
     assert_eq!(
-        api.store.dataplane(id).await.unwrap().unwrap(),
+        api.dataplane(&registered.dataplane_id).await,
         before,
         "a refused renewal changes nothing"
+    );
+    assert!(
+        syncs(&api, &registered).await,
+        "the registered certificate is still the one recorded"
     );
     let failed = logs.named("auth.failed");
     assert_eq!(failed.len(), 3, "{}", logs.text());
@@ -302,19 +362,20 @@ async fn renewals_are_refused_in_words_an_operator_can_act_on() {
         "a secret reached the log"
     );
     assert!(!logs.named("registration.renew_refused").is_empty());
-    api.stop().await;
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_revoked_dataplane_cannot_be_renewed() {
-    let api = Api::start_with_cluster().await;
+    let api = ControlPlane::start().await;
     create_user(&api, "alice", "admin").await;
-    let mut client = api.registration_client().await;
+    let mut client = registration_client(&api).await;
     let registered = register(&api, &mut client).await;
     let id: Uuid = registered.dataplane_id.parse().unwrap();
-    let mut record = api.store.dataplane(id).await.unwrap().unwrap();
-    record.revoked = true;
-    api.store.put_dataplane(&record).await.unwrap();
+    let (status, body) =
+        send(api.request(Method::DELETE, &format!("/clustering/data-planes/{id}"))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let after_revocation = api.find_dataplane(&registered.dataplane_id).await;
 
     let status = renew(
         &mut client,
@@ -328,17 +389,22 @@ async fn a_revoked_dataplane_cannot_be_renewed() {
         status.message(),
         format!("data plane {id} was revoked; register it again with a new registration token")
     );
-    assert_eq!(api.store.dataplane(id).await.unwrap().unwrap(), record);
-    api.stop().await;
+    // Nothing changed: still revoked, no certificate of it accepted.
+    assert_eq!(
+        api.find_dataplane(&registered.dataplane_id).await,
+        after_revocation
+    );
+    assert!(!syncs(&api, &registered).await);
+    api.shutdown().await;
 }
 
 #[tokio::test]
 async fn repeated_failures_lock_a_user_out_even_with_the_right_password() {
     let (logs, _guard) = Events::capture();
-    let api = Api::start_with_cluster().await;
+    let api = ControlPlane::start().await;
     create_user(&api, "alice", "admin").await;
     create_user(&api, "bob", "admin").await;
-    let mut client = api.registration_client().await;
+    let mut client = registration_client(&api).await;
     let registered = register(&api, &mut client).await;
 
     for attempt in 0..5 {
@@ -389,5 +455,5 @@ async fn repeated_failures_lock_a_user_out_even_with_the_right_password() {
         !logs.text().contains("guess number"),
         "a password reached the log"
     );
-    api.stop().await;
+    api.shutdown().await;
 }

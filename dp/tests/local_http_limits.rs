@@ -10,17 +10,14 @@ use std::time::Duration;
 use licsync_common::duration::HumanDuration;
 use licsync_dp::config::DpConfig;
 use serde_json::{Value, json};
-use support::usage_agent::{InProcessAgent, offline_registration};
+use support::agent::Agent;
+use support::usage_agent::offline_registration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const GUARD: Duration = Duration::from_secs(20);
 
-async fn agent(
-    dir: &std::path::Path,
-    max_connections: usize,
-    body_timeout: Duration,
-) -> InProcessAgent {
+async fn agent(dir: &std::path::Path, max_connections: usize, body_timeout: Duration) -> Agent {
     offline_registration(&dir.join("registration.yaml"));
     let mut config = DpConfig {
         data_dir: dir.join("data"),
@@ -32,16 +29,11 @@ async fn agent(
     config.local.idle_timeout = HumanDuration(Duration::from_millis(700));
     config.local.body_read_timeout = HumanDuration(body_timeout);
     config.local.max_connections = max_connections;
-    InProcessAgent::start(config).await
+    Agent::start(config).await
 }
 
-fn addr(agent: &InProcessAgent) -> SocketAddr {
-    agent
-        .api
-        .base
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap()
+fn addr(agent: &Agent) -> SocketAddr {
+    agent.local
 }
 
 /// Everything the agent sends until it closes: the first answer's status and JSON body.
@@ -58,7 +50,7 @@ async fn until_closed(stream: &mut TcpStream) -> (u16, Value) {
     (status, json)
 }
 
-async fn send(agent: &InProcessAgent, bytes: &[u8]) -> TcpStream {
+async fn send(agent: &Agent, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr(agent)).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     stream

@@ -30,7 +30,7 @@ async fn serve(prefer_in_force: bool) -> (String, String, String, String, serde_
     config.license.prefer_in_force = prefer_in_force;
     let agent = Agent::start(config).await;
     let served = eventually("the license file", || async { read(&agent.license_path) }).await;
-    let (_, shown) = agent.get("/license").await;
+    let (_, shown) = agent.api.get("/license").await;
     agent.stop().await;
     cp.shutdown().await;
     (served, in_force, expired, expired_id, shown)

@@ -64,7 +64,7 @@ async fn a_registration_file_copied_into_place_is_used_without_a_restart_and_the
         reloaded[0].field("previous_dataplane_id"),
         Some(a.dataplane_id.as_str())
     );
-    let (_, status) = agent.get("/status").await;
+    let (_, status) = agent.api.get("/status").await;
     assert_eq!(status["dataplane_id"], b.dataplane_id.as_str(), "{status}");
     // Nothing was sent again (the new stream's Hello said what is held) and the license file
     // was not rewritten.
@@ -87,7 +87,7 @@ async fn a_registration_file_copied_into_place_is_used_without_a_restart_and_the
     assert_eq!(events.since(mark, "registration.invalid").len(), 1);
     assert!(events.since(mark, "registration.reloaded").is_empty());
     assert_eq!(cp.dataplane(&b.dataplane_id).await["connected"], true);
-    let (_, status) = agent.get("/status").await;
+    let (_, status) = agent.api.get("/status").await;
     assert_eq!(status["connected"], true, "{status}");
 
     // Put right again: used at once.
@@ -174,15 +174,15 @@ async fn an_expired_certificate_keeps_the_license_and_is_reported_once_a_minute_
     assert_eq!(refused.len(), 1, "{refused:?}");
     let failed = events.since(after_expiry, "sync.connect_failed");
     assert!(failed.is_empty(), "{failed:?}");
-    let (_, status) = agent.get("/status").await;
+    let (_, status) = agent.api.get("/status").await;
     assert_eq!(status["connected"], false, "{status}");
     assert!(status["last_error"].is_string(), "{status}");
 
     // The last license stays in force.
     assert_eq!(file_identity(&agent.license_path), written);
-    let (code, license) = agent.get("/license").await;
+    let (code, license) = agent.api.get("/license").await;
     assert_eq!(code, 200, "{license}");
-    assert_eq!(agent.get("/health/ready").await.0, 200);
+    assert_eq!(agent.api.get("/health/ready").await.0, 200);
 
     agent.stop().await;
     cp.shutdown().await;

@@ -95,7 +95,7 @@ async fn what_the_reload_command_started_is_killed_at_its_timeout() {
     );
     // The shell and its background child, both, while the agent runs on.
     all_gone(&started).await;
-    let (_, status) = agent.get("/status").await;
+    let (_, status) = agent.api.get("/status").await;
     assert_eq!(status["connected"], true, "{status}");
 
     agent.stop().await;

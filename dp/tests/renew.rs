@@ -442,7 +442,7 @@ async fn renewing_an_expired_certificate_by_hand_brings_the_running_agent_back_w
         reloaded[0].field("serial"),
         Some(renewed.certificate_info().unwrap().serial.as_str())
     );
-    let (_, status) = agent.get("/status").await;
+    let (_, status) = agent.api.get("/status").await;
     assert_eq!(status["connected"], true, "{status}");
     assert_eq!(
         status["cert_expires_at"],

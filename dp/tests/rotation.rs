@@ -115,7 +115,7 @@ async fn the_agent_rotates_across_several_lifetimes_staying_in_sync_without_rewr
     assert!(events.since(mark, "license.received").is_empty());
     assert_eq!(file_identity(&agent.license_path), written);
     connected(&cp, &registration.dataplane_id).await;
-    let (_, status) = agent.get("/status").await;
+    let (_, status) = agent.api.get("/status").await;
     assert_eq!(status["dataplane_id"], registration.dataplane_id.as_str());
     agent.stop().await;
 

@@ -35,7 +35,7 @@ async fn cluster(
 /// The agent's `GET /status` once `ready` holds.
 async fn status_when(agent: &Agent, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
     eventually(what, || async {
-        let (_, status) = agent.get("/status").await;
+        let (_, status) = agent.api.get("/status").await;
         ready(&status).then_some(status)
     })
     .await

@@ -16,8 +16,9 @@ use licsync_dp::clock::ManualClock;
 use licsync_dp::config::{DpConfig, SyncConfig, UsageConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::agent::Agent;
 use support::usage_agent::{
-    AgentProcess, InProcessAgent, ProcessConfig, bucket_count, offline_registration, total_count,
+    AgentProcess, ProcessConfig, bucket_count, offline_registration, total_count,
 };
 use support::{ControlPlane, ControlPlaneBuilder, Enroll, Events, Issuer, eventually};
 use time::OffsetDateTime;
@@ -60,7 +61,7 @@ async fn post_usage_counts_valid_increments_and_refuses_every_bad_body_with_the_
         .start()
         .await;
     cp.register(&dir.path().join("dp")).await;
-    let agent = InProcessAgent::start(agent_config(&dir.path().join("dp"))).await;
+    let agent = Agent::start(agent_config(&dir.path().join("dp"))).await;
     let api = &agent.api;
 
     let (status, body) = api.post_usage(r#"{"request_count": 3}"#).await;
@@ -167,7 +168,7 @@ async fn requests_before_and_after_midnight_utc_on_the_first_land_in_different_m
     cp.register(&dir.path().join("dp")).await;
     let clock = ManualClock::new(datetime!(2026-12-31 23:59:59.900 UTC));
     let config = agent_config(&dir.path().join("dp"));
-    let agent = InProcessAgent::start_with_clock(config.clone(), Arc::new(clock.clone())).await;
+    let agent = Agent::start_with_clock(config.clone(), Arc::new(clock.clone())).await;
     let (_, answer) = agent.api.post_usage(r#"{"request_count": 4}"#).await;
     assert_eq!(answer["bucket"], "2026-12");
     clock.set(datetime!(2027-01-01 00:00:00 UTC));
@@ -176,7 +177,7 @@ async fn requests_before_and_after_midnight_utc_on_the_first_land_in_different_m
     agent.stop().await;
 
     // Both months are on disk, newest first.
-    let agent = InProcessAgent::start_with_clock(config, Arc::new(clock)).await;
+    let agent = Agent::start_with_clock(config, Arc::new(clock)).await;
     let usage = agent.api.usage().await;
     let months: Vec<(&str, u64)> = usage["buckets"]
         .as_array()
@@ -203,7 +204,7 @@ async fn statsd_datagrams_over_udp_are_counted_and_malformed_lines_rejected() {
     cp.register(&dir.path().join("dp")).await;
     let mut config = agent_config(&dir.path().join("dp"));
     config.usage.statsd_listen = Some("127.0.0.1:0".parse().unwrap());
-    let agent = InProcessAgent::start(config).await;
+    let agent = Agent::start(config).await;
     let usage = agent.api.usage().await;
     let listen: std::net::SocketAddr = usage["statsd"]["listen"].as_str().unwrap().parse().unwrap();
 
@@ -331,7 +332,7 @@ async fn the_agent_logs_license_expiry_on_kongs_schedule_and_keeps_serving_an_ex
     let in_days = |days: i64| (today + time::Duration::days(days)).to_string();
     cp.create_license(&issuer.license_expiring("Soon Corp", &in_days(60)))
         .await;
-    let agent = InProcessAgent::start(agent_config(&dir.path().join("dp"))).await;
+    let agent = Agent::start(agent_config(&dir.path().join("dp"))).await;
 
     let expiring = eventually("a license.expiring line", || async {
         events
@@ -417,7 +418,7 @@ fn dataplane_total(report: &Value, id: &str) -> Option<u64> {
 }
 
 /// Waits until the agent has a confirmed report at least `reports` times.
-async fn confirmed_reports(agent: &InProcessAgent, reports: u64) {
+async fn confirmed_reports(agent: &Agent, reports: u64) {
     agent
         .api
         .usage_when("reports to be confirmed", |u| {
@@ -433,7 +434,7 @@ async fn reported_counts_reach_the_control_plane_once_across_duplicates_and_a_cp
         .start()
         .await;
     let registration = cp.register(&dir.path().join("dp")).await;
-    let agent = InProcessAgent::start(agent_config(&dir.path().join("dp"))).await;
+    let agent = Agent::start(agent_config(&dir.path().join("dp"))).await;
     agent.api.count(3).await;
     agent.api.count(4).await;
     cp_total_reaches(&cp, 7).await;
@@ -464,7 +465,7 @@ async fn reported_counts_reach_the_control_plane_once_across_duplicates_and_a_cp
     agent.stop().await;
 
     // The agent restarted (same data dir, same epoch) resends its totals: no double count.
-    let agent = InProcessAgent::start(agent_config(&dir.path().join("dp"))).await;
+    let agent = Agent::start(agent_config(&dir.path().join("dp"))).await;
     confirmed_reports(&agent, 2).await;
     cp_total_reaches(&cp, 12).await;
     agent.stop().await;
@@ -507,13 +508,13 @@ async fn reported_counts_of_a_wiped_data_plane_are_added_under_its_new_epoch() {
         .await;
     let registration = cp.register(&dir.path().join("dp")).await;
     let config = agent_config(&dir.path().join("dp"));
-    let agent = InProcessAgent::start(config.clone()).await;
+    let agent = Agent::start(config.clone()).await;
     agent.api.count(10).await;
     cp_total_reaches(&cp, 10).await;
     agent.stop().await;
 
     std::fs::remove_dir_all(&config.data_dir).unwrap();
-    let agent = InProcessAgent::start(config).await;
+    let agent = Agent::start(config).await;
     agent.api.count(3).await;
     let body = cp_total_reaches(&cp, 13).await;
     assert_eq!(
@@ -541,7 +542,7 @@ async fn reported_counts_stop_at_certificate_expiry_while_counting_goes_on() {
     // Without rotation, or the agent would renew its 4 s certificate before it expires.
     let mut config = agent_config(&dir.path().join("dp"));
     config.sync.rotate_certificate = false;
-    let agent = InProcessAgent::start(config).await;
+    let agent = Agent::start(config).await;
     agent.api.count(2).await;
     cp_total_reaches(&cp, 2).await;
 
@@ -591,7 +592,7 @@ async fn reported_current_month_is_confirmed_although_usage_json_holds_a_1999_mo
     let config = agent_config(&dir.path().join("dp"));
     let month = this_month();
     usage_file_with(&config.data_dir, &[("1999-12", 5), (&month, 7)]);
-    let agent = InProcessAgent::start(config).await;
+    let agent = Agent::start(config).await;
 
     // The 1999 requests were never stored by any control plane: they are counted once, in the
     // current month, and that month is confirmed.
@@ -615,7 +616,7 @@ async fn post_usage_past_the_bound_of_a_month_is_refused_with_400_and_never_satu
     let bound: u64 = 1_000_000_000_000_000;
     usage_file_with(&config.data_dir, &[("2026-11", bound - 5)]);
     let clock = ManualClock::new(datetime!(2026-11-10 12:00 UTC));
-    let agent = InProcessAgent::start_with_clock(config, Arc::new(clock.clone())).await;
+    let agent = Agent::start_with_clock(config, Arc::new(clock.clone())).await;
 
     let (status, body) = agent.api.post_usage(r#"{"request_count": 5}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -643,7 +644,7 @@ async fn a_clock_at_1970_counts_nothing_under_1970_and_loses_nothing() {
     cp.register(&dir.path().join("dp")).await;
     let config = agent_config(&dir.path().join("dp"));
     let clock = ManualClock::new(datetime!(1970-01-01 00:00:42 UTC));
-    let agent = InProcessAgent::start_with_clock(config.clone(), Arc::new(clock.clone())).await;
+    let agent = Agent::start_with_clock(config.clone(), Arc::new(clock.clone())).await;
 
     let (status, body) = agent.api.post_usage(r#"{"request_count": 3}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -667,7 +668,7 @@ async fn a_clock_at_1970_counts_nothing_under_1970_and_loses_nothing() {
     assert!(!file.contains("1970"), "{file}");
     // Restarted with the clock still wrong: still held, still not reported.
     agent.stop().await;
-    let agent = InProcessAgent::start_with_clock(config, Arc::new(clock.clone())).await;
+    let agent = Agent::start_with_clock(config, Arc::new(clock.clone())).await;
     assert_eq!(agent.api.usage().await["held"], 3);
 
     // The clock is right again: the held requests land in the current month, once.

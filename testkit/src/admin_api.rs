@@ -7,6 +7,20 @@ use serde_json::{Value, json};
 
 use crate::ControlPlane;
 
+/// Sends a request a test shaped itself; returns the status and the JSON body (`Value::Null`
+/// when empty, a string when not JSON).
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("the Admin API answers");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
+}
+
 /// A registration token as `POST /registration-tokens` answers it.
 pub struct RegistrationToken {
     pub secret: String,
@@ -39,15 +53,14 @@ impl ControlPlane {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("the Admin API answers");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        send(request).await
+    }
+
+    /// The SHA-256 fingerprint of the cluster CA (hex), as `ca_cert_sha256` carries it.
+    pub fn ca_fingerprint(&self) -> String {
+        let der = licsync_common::pki::first_certificate(&self.ca_pem(), "ca")
+            .expect("the CA certificate parses");
+        licsync_common::pki::sha256_hex(&der)
     }
 
     /// The cluster URL the control plane advertises (`cluster_url` of a registration token).

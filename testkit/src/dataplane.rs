@@ -13,7 +13,7 @@ use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::registration_client::RegistrationClient;
 use licsync_common::proto::{
     Ack, ControlPlaneMessage, DataPlaneMessage, Heartbeat, Hello, Nack, RegisterRequest,
-    RejectedLicense, RotateCertificateRequest, Update,
+    RejectedLicense, RotateCertificateRequest, Update, UsageCount, UsageReceipt, UsageReport,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -57,14 +57,19 @@ impl ControlPlane {
 
     /// Registers a data plane reporting `version`, as `licsync-dp registration create` does.
     pub async fn register_dataplane(&self, version: &str) -> DataPlane {
+        self.register_named("edge-1", version).await
+    }
+
+    /// [`ControlPlane::register_dataplane`] under `name`, from host `<name>.example`.
+    pub async fn register_named(&self, name: &str, version: &str) -> DataPlane {
         let token = self.registration_token(1).await;
         let (key_pem, csr_der) = pki::new_key_and_csr("edge").unwrap();
         let answer = RegistrationClient::new(self.connect(None).await)
             .register(RegisterRequest {
                 token: token.secret,
                 csr_der,
-                name: "edge-1".into(),
-                hostname: "edge-1.example".into(),
+                name: name.into(),
+                hostname: format!("{name}.example"),
                 version: version.into(),
             })
             .await
@@ -91,6 +96,30 @@ impl ControlPlane {
             key_pem,
             cert_pem: answer.certificate_pem,
         })
+    }
+
+    /// `ReportUsage` with `dp`'s certificate over a new connection: `counts` as `(YYYY-MM,
+    /// cumulative count)` for `epoch`; the receipt.
+    pub async fn report_usage(
+        &self,
+        dp: &DataPlane,
+        epoch: &str,
+        counts: &[(String, u64)],
+    ) -> Result<UsageReceipt, Status> {
+        let report = UsageReport {
+            epoch: epoch.into(),
+            counts: counts
+                .iter()
+                .map(|(bucket, request_count)| UsageCount {
+                    bucket: bucket.clone(),
+                    request_count: *request_count,
+                })
+                .collect(),
+        };
+        LicenseSyncClient::new(self.connect(Some(dp)).await)
+            .report_usage(report)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// Opens a Sync stream for `dp` on a new connection, its Hello claiming `version`.

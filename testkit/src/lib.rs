@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use admin_api::RegistrationToken;
+pub use admin_api::{RegistrationToken, send};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use events::{Capture, Event, Events};
 pub use fixtures::Issuer;

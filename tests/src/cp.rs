@@ -156,15 +156,7 @@ level = "info"
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("admin API reachable");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        licsync_testkit::send(request).await
     }
 
     /// `POST /licenses`, asserting 201; returns the entity.

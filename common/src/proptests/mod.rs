@@ -15,13 +15,11 @@ mod report;
 
 use proptest::prelude::*;
 
+pub(crate) use crate::testing::mutate;
+
 /// 256 cases, or `PROPTEST_CASES`.
 pub(crate) fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig::with_cases(cases)
+    crate::testing::cases(256)
 }
 
 /// A JSON value as written, objects as member lists so that a key may repeat.
@@ -132,41 +130,10 @@ impl Node {
     }
 }
 
-/// Applies `edits` (position, kind, character) to `text`, character-wise so it stays UTF-8:
-/// the near-valid inputs that reach a parser's deep paths.
-pub(crate) fn mutate(text: &str, edits: &[(usize, u8, char)]) -> String {
-    let mut chars: Vec<char> = text.chars().collect();
-    for &(at, kind, c) in edits {
-        if chars.is_empty() {
-            chars.push(c);
-            continue;
-        }
-        let at = at % chars.len();
-        match kind % 4 {
-            0 => chars[at] = c,
-            1 => chars.insert(at, c),
-            2 => {
-                chars.remove(at);
-            }
-            _ => {
-                let end = (at + usize::from(kind)).min(chars.len());
-                chars.drain(at..end);
-            }
-        }
-    }
-    chars.into_iter().collect()
-}
-
 /// Edits for [`mutate`], biased towards the characters that structure JSON, TOML and YAML.
 pub(crate) fn edits() -> impl Strategy<Value = Vec<(usize, u8, char)>> {
-    let c = prop_oneof![
-        prop::sample::select(
-            &[
-                '"', '\\', '{', '}', '[', ']', ':', ',', '=', '\n', '#', '-', ' ', '0', '9', 'e',
-                '.', 'a', 'é', '\u{0}', '\u{2028}'
-            ][..]
-        ),
-        any::<char>(),
-    ];
-    prop::collection::vec((any::<usize>(), any::<u8>(), c), 1..4)
+    crate::testing::edits(&[
+        '"', '\\', '{', '}', '[', ']', ':', ',', '=', '\n', '#', '-', ' ', '0', '9', 'e', '.', 'a',
+        'é', '\u{0}', '\u{2028}',
+    ])
 }

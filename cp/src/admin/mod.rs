@@ -105,3 +105,6 @@ pub async fn serve(
     }
     serving.await
 }
+
+#[cfg(test)]
+mod tests;

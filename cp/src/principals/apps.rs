@@ -125,6 +125,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(stored, created.app);
+        assert_eq!(stored.secret_hash, secrets::hash(&created.client_secret));
+        assert!(!format!("{stored:?}").contains(&stored.secret_hash));
         let credential = Credential::App {
             client_id: created.app.client_id.clone(),
             client_secret: created.client_secret.clone(),

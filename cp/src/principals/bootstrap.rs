@@ -72,3 +72,44 @@ pub async fn bootstrap_admin_token(
     );
     Ok(Some(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::store::{MemoryStore, PrincipalStore};
+
+    #[tokio::test]
+    async fn the_token_is_written_privately_stored_hashed_and_created_once() {
+        let store = MemoryStore::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = bootstrap_admin_token(&store, dir.path())
+            .await
+            .unwrap()
+            .expect("an empty store gets a bootstrap token");
+        assert_eq!(path, dir.path().join(ADMIN_TOKEN_FILE));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let token = std::fs::read_to_string(&path).unwrap();
+        assert!(token.starts_with("lsa_"));
+
+        let stored = store.api_tokens().await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].name, BOOTSTRAP_TOKEN_NAME);
+        assert_eq!(
+            stored[0].token_hash,
+            secrets::hash(&token),
+            "only the hash is stored"
+        );
+
+        let again = bootstrap_admin_token(&store, dir.path()).await.unwrap();
+        assert_eq!(again, None, "a second start creates nothing");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            token,
+            "and leaves the file alone"
+        );
+        assert_eq!(store.api_tokens().await.unwrap().len(), 1);
+    }
+}

@@ -126,6 +126,10 @@ mod tests {
             .unwrap();
         assert!(user.password_hash.starts_with("$argon2id$"));
         assert!(!user.password_hash.contains("correct horse"));
+        assert!(!format!("{user:?}").contains(&user.password_hash));
+        let stored = principals.user("alice").await.unwrap().unwrap();
+        assert_eq!(stored.password_hash, user.password_hash);
+        assert!(!format!("{stored:?}").contains(&stored.password_hash));
         let credential = Credential::User {
             username: "alice".into(),
             password: "correct horse battery".into(),

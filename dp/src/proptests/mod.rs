@@ -15,50 +15,13 @@ mod usage_body;
 
 use proptest::prelude::*;
 
-/// `default` cases, or `PROPTEST_CASES`.
-pub(crate) fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig::with_cases(cases)
-}
-
-/// Applies `edits` (position, kind, character) to `text`, character-wise so it stays UTF-8.
-pub(crate) fn mutate(text: &str, edits: &[(usize, u8, char)]) -> String {
-    let mut chars: Vec<char> = text.chars().collect();
-    for &(at, kind, c) in edits {
-        if chars.is_empty() {
-            chars.push(c);
-            continue;
-        }
-        let at = at % chars.len();
-        match kind % 4 {
-            0 => chars[at] = c,
-            1 => chars.insert(at, c),
-            2 => {
-                chars.remove(at);
-            }
-            _ => {
-                let end = (at + usize::from(kind)).min(chars.len());
-                chars.drain(at..end);
-            }
-        }
-    }
-    chars.into_iter().collect()
-}
+pub(crate) use licsync_common::testing::{cases, mutate};
 
 /// Edits for [`mutate`], biased towards the characters that structure JSON, TOML, YAML and
 /// statsd lines.
 pub(crate) fn edits() -> impl Strategy<Value = Vec<(usize, u8, char)>> {
-    let c = prop_oneof![
-        prop::sample::select(
-            &[
-                '"', '\\', '{', '}', '[', ']', ':', ',', '=', '|', '@', '#', '.', '*', '\n', '-',
-                ' ', '0', '9', 'e', 'c', '\'', '&', '!', '\t', 'é', '\u{0}', '\u{85}'
-            ][..]
-        ),
-        any::<char>(),
-    ];
-    prop::collection::vec((any::<usize>(), any::<u8>(), c), 1..4)
+    licsync_common::testing::edits(&[
+        '"', '\\', '{', '}', '[', ']', ':', ',', '=', '|', '@', '#', '.', '*', '\n', '-', ' ', '0',
+        '9', 'e', 'c', '\'', '&', '!', '\t', 'é', '\u{0}', '\u{85}',
+    ])
 }

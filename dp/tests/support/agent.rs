@@ -1,5 +1,6 @@
-//! The whole data-plane agent (`licsync_dp::agent::run`) in-process, on a loopback local API,
-//! with its files in a directory of the test's: what `licsync-dp run` does, minus the process.
+//! The whole data-plane agent (`licsync_dp::agent::run_with_clock`) in-process, on a loopback
+//! local API, with its files in a directory of the test's: what `licsync-dp run` does, minus
+//! the process. The one in-process agent every dp test uses.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
@@ -7,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use licsync_common::duration::HumanDuration;
+use licsync_dp::clock::SharedClock;
 use licsync_dp::config::{DpConfig, SyncConfig};
-use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::GUARD;
+use super::usage_agent::LocalApi;
 
 /// An agent configuration for tests: state and license file under `dir`, the registration
 /// file at `registration_file`, quick reconnects and a registration check every 100 ms.
@@ -34,43 +36,42 @@ pub fn config(dir: &Path, registration_file: &Path) -> DpConfig {
 
 /// A running agent.
 pub struct Agent {
+    /// Its local API.
+    pub api: LocalApi,
+    /// Where the local API listens.
     pub local: SocketAddr,
     pub license_path: PathBuf,
-    http: reqwest::Client,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Agent {
+    /// Starts the agent and waits until its local API answers.
     pub async fn start(config: DpConfig) -> Self {
+        Self::start_with_clock(config, licsync_dp::clock::system()).await
+    }
+
+    /// An agent whose calendar (usage months, license expiry) is `clock`.
+    pub async fn start_with_clock(config: DpConfig, clock: SharedClock) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let local = listener.local_addr().unwrap();
+        let api = LocalApi::new(format!("http://{local}"));
         let license_path = config.output_path();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(licsync_dp::agent::run(
+        let task = tokio::spawn(licsync_dp::agent::run_with_clock(
             config,
             listener,
             stop.clone().cancelled_owned(),
+            clock,
         ));
+        api.wait_until_up().await;
         Self {
+            api,
             local,
             license_path,
-            http: reqwest::Client::new(),
             stop,
             task,
         }
-    }
-
-    /// `GET path` on the local API, as JSON.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.local))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Stops the agent and fails the test if it ended with an error or panicked.

@@ -1,21 +1,17 @@
-//! The data-plane agent under test, as an operator or a gateway sees it: in-process
-//! ([`licsync_dp::agent::run`] on `127.0.0.1:0`) or the real `licsync-dp` binary as a child
-//! process, both driven through their local HTTP API ([`LocalApi`]).
+//! The data-plane agent under test, as an operator or a gateway sees it: the real `licsync-dp`
+//! binary as a child process ([`AgentProcess`]; the in-process agent is [`super::agent::Agent`]),
+//! both driven through their local HTTP API ([`LocalApi`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use licsync_common::pki::CertificateAuthority;
-use licsync_dp::clock::SharedClock;
-use licsync_dp::config::DpConfig;
 use licsync_dp::registration::RegistrationFile;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::{GUARD, eventually};
 
@@ -148,44 +144,6 @@ pub fn total_count(usage: &Value) -> u64 {
         .flatten()
         .filter_map(|b| b["request_count"].as_u64())
         .sum()
-}
-
-/// An agent running in this process.
-pub struct InProcessAgent {
-    pub api: LocalApi,
-    stop: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl InProcessAgent {
-    pub async fn start(config: DpConfig) -> Self {
-        Self::start_with_clock(config, licsync_dp::clock::system()).await
-    }
-
-    /// An agent whose calendar (usage months, license expiry) is `clock`.
-    pub async fn start_with_clock(config: DpConfig, clock: SharedClock) -> Self {
-        let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = LocalApi::new(format!("http://{}", local.local_addr().unwrap()));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(licsync_dp::agent::run_with_clock(
-            config,
-            local,
-            stop.clone().cancelled_owned(),
-            clock,
-        ));
-        api.wait_until_up().await;
-        Self { api, stop, task }
-    }
-
-    /// Signals shutdown and waits for a clean stop.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(GUARD, self.task)
-            .await
-            .expect("the agent stops on shutdown")
-            .unwrap()
-            .unwrap();
-    }
 }
 
 /// The `licsync-dp` binary running with a configuration file of its own.
