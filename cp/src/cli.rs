@@ -1,7 +1,8 @@
 //! The `licsync-cp` command line: `serve` runs the control plane; `license keygen | sign | verify`
 //! are the offline tools a license issuer uses (no server needed); `report` saves a running
 //! control plane's signed usage report and `report verify` checks a saved one offline;
-//! `storage migrate [status|up]` shows or applies the PostgreSQL schema migrations;
+//! `storage migrate [status|up]` shows or applies the PostgreSQL schema migrations and
+//! `storage keygen` writes a storage key;
 //! `config check` lets an operator (or a deployment pipeline) try a configuration before a
 //! restart depends on it, and `completions` prints a shell completion script.
 //!
@@ -82,6 +83,13 @@ pub enum StorageCommand {
     /// Show (`status`, the default) or apply (`up`) the PostgreSQL schema migrations of the
     /// database in the configuration (storage.backend = "postgres").
     Migrate(MigrateArgs),
+    /// Write a new storage key (32 random bytes, base64, mode 0600) for
+    /// storage.encryption_key_file; never overwrites a file.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

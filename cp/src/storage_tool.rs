@@ -1,6 +1,8 @@
 //! `licsync-cp storage migrate [status|up]`: shows or applies the PostgreSQL schema migrations
 //! of the database the configuration names, without starting the control plane. `serve` also
 //! migrates at start; this lets an operator look first, or migrate before rolling nodes.
+//! `licsync-cp storage keygen --output FILE` writes a new storage key
+//! ([`crate::store::storage_key`]).
 
 use anyhow::Context;
 
@@ -9,7 +11,18 @@ use crate::config::StorageBackend;
 
 /// Runs a `storage` command; `Ok(false)` when the schema is newer than this binary.
 pub fn run(command: StorageCommand) -> anyhow::Result<bool> {
-    let StorageCommand::Migrate(args) = command;
+    let args = match command {
+        StorageCommand::Migrate(args) => args,
+        StorageCommand::Keygen { output } => {
+            crate::store::storage_key::StorageKey::generate_file(&output)?;
+            println!(
+                "Wrote a new storage key to {} (mode 0600). Keep a copy with your backups: the \
+                 secrets in the database cannot be read without it.",
+                output.display()
+            );
+            return Ok(true);
+        }
+    };
     let (config, _) = crate::cli::load_config(args.config)?;
     if config.storage.backend != StorageBackend::Postgres {
         return Err(UsageError(format!(

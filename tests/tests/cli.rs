@@ -153,3 +153,27 @@ fn exit_status_tells_a_bad_invocation_from_a_failed_command() {
     );
     assert!(!Path::new(output).exists());
 }
+
+#[test]
+fn storage_keygen_writes_a_private_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("storage.key");
+    let path_text = path.to_str().unwrap();
+    let out = cp(&["storage", "keygen", "--output", path_text]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(key.trim().len(), 44, "32 bytes as base64: {key}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = cp(&["storage", "keygen", "--output", path_text]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("never overwritten").count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        key,
+        "the key is kept"
+    );
+}

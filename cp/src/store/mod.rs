@@ -14,6 +14,7 @@ pub mod memory;
 pub mod postgres;
 pub mod records;
 pub mod sled_store;
+pub mod storage_key;
 mod traits;
 
 pub use memory::{LicenseFault, MemoryStore};
