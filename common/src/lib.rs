@@ -26,6 +26,7 @@
 //! - [`state_file`]: the agent's versioned JSON files, read format-first and replaced
 //!   atomically.
 //! - [`shutdown`]: SIGTERM/SIGINT and the drain deadline, the same for both binaries.
+//! - [`reload`]: SIGHUP configuration reload, read and logged the same way by both binaries.
 //! - [`sd_notify`]: systemd's `READY=1` / `STOPPING=1` for `Type=notify` units.
 //! - [`telemetry`]: `tracing` set-up shared by both binaries (text or JSON, `LICSYNC_LOG`).
 //! - `http_server` (feature `http-server`): the one HTTP/1.1 serving loop of the Admin API and
@@ -49,6 +50,7 @@ pub mod log_text;
 pub mod pki;
 #[cfg(test)]
 mod proptests;
+pub mod reload;
 pub mod report;
 pub mod sd_notify;
 pub mod shutdown;

@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use licsync_common::license::TrustedKeys;
-use licsync_common::telemetry::{self, LevelReload};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,53 +20,19 @@ use crate::config::CpConfig;
 use crate::state::ControlPlane;
 
 /// Reads the configuration again at each SIGHUP, as `serve` read it at start (`explicit` is
-/// its `--config`), and sends it to [`run`]; a file that does not load or validate is logged
-/// (`config.reload_failed`) and changes nothing.
+/// its `--config`), and sends it to [`run`].
 pub async fn on_sighup(explicit: Option<PathBuf>, reloads: mpsc::Sender<CpConfig>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(e) => {
-            tracing::warn!(event = "config.reload_unavailable", reason = %e, "Cannot install the SIGHUP handler; configuration changes need a restart.");
-            return;
-        }
-    };
-    while hangups.recv().await.is_some() {
-        tracing::info!(
-            event = "config.reload_requested",
-            "SIGHUP received; reloading the configuration."
-        );
-        match crate::cli::load_config(explicit.clone()) {
-            Ok((config, _)) => {
-                if reloads.send(config).await.is_err() {
-                    return;
-                }
-            }
-            Err(bad) => tracing::error!(
-                event = "config.reload_failed",
-                reason = %bad,
-                "Configuration not reloaded; the running one stays in force. Fix the file and send SIGHUP again."
-            ),
-        }
-    }
+    let load = || crate::cli::load_config(explicit.clone()).map(|(config, _)| config);
+    licsync_common::reload::forward_sighup(load, reloads).await;
 }
 
 /// Applies each configuration from `reloads` until `shutdown`.
 pub async fn run(
     cp: Arc<ControlPlane>,
-    mut reloads: mpsc::Receiver<CpConfig>,
+    reloads: mpsc::Receiver<CpConfig>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let config = tokio::select! {
-            () = shutdown.cancelled() => return,
-            next = reloads.recv() => match next {
-                Some(config) => config,
-                None => return,
-            },
-        };
-        apply(&cp, &config);
-    }
+    licsync_common::reload::each(reloads, shutdown, |config| apply(&cp, &config)).await;
 }
 
 /// Applies what can change while running and names what cannot. The outcome is logged before
@@ -103,17 +68,7 @@ fn apply(cp: &ControlPlane, config: &CpConfig) {
         log.level = %config.log.level,
         "Configuration reloaded."
     );
-    match telemetry::reload_level(&config.log) {
-        Ok(LevelReload::Applied(_) | LevelReload::NotInstalled) => {}
-        Ok(LevelReload::KeptEnvironment) => tracing::info!(
-            event = "config.log_level_kept",
-            "LICSYNC_LOG is set and keeps precedence over log.level."
-        ),
-        // validate() parsed the filter; should it still fail, the old one stays.
-        Err(bad) => {
-            tracing::error!(event = "config.reload_failed", reason = %bad, "log.level not reloaded.")
-        }
-    }
+    licsync_common::reload::apply_log_level(&config.log);
 }
 
 /// The sections of `new` that differ from what the process started with, other than the ones

@@ -49,6 +49,27 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: SharedClock,
 ) -> anyhow::Result<()> {
+    run_inner(config, local, shutdown, clock, None).await
+}
+
+/// [`run`], applying each configuration received on `reloads` ([`crate::reload`]: the log
+/// level and configured license keys; `licsync-dp run` sends one per SIGHUP).
+pub async fn run_reloadable(
+    config: DpConfig,
+    local: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: tokio::sync::mpsc::Receiver<DpConfig>,
+) -> anyhow::Result<()> {
+    run_inner(config, local, shutdown, clock::system(), Some(reloads)).await
+}
+
+async fn run_inner(
+    config: DpConfig,
+    local: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: SharedClock,
+    reloads: Option<tokio::sync::mpsc::Receiver<DpConfig>>,
+) -> anyhow::Result<()> {
     let registration = RegistrationFile::load(&config.registration_file)?;
     fsutil::ensure_private_dir(&config.data_dir).with_context(|| {
         format!(
@@ -114,6 +135,17 @@ pub async fn run_with_clock(
         shutdown.await;
         stop.cancel();
     });
+    if let Some(reloads) = reloads {
+        tokio::spawn(
+            crate::reload::run(
+                config.clone(),
+                client.configured_keys(),
+                reloads,
+                token.clone(),
+            )
+            .instrument(tracing::info_span!("config_reload")),
+        );
+    }
 
     let local_addr = local
         .local_addr()

@@ -166,8 +166,8 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match command {
-        Command::Run => match load_config(config) {
-            Ok(config) => runtime.block_on(run(config)),
+        Command::Run => match load_config(config.clone()) {
+            Ok(loaded) => runtime.block_on(run(loaded, config)),
             Err(code) => code,
         },
         Command::Registration(RegistrationCommand::Create(args)) => {
@@ -221,7 +221,8 @@ fn init_quiet_logs() {
     });
 }
 
-async fn run(config: DpConfig) -> ExitCode {
+/// Runs the agent; `explicit` is `--config`, read again on SIGHUP.
+async fn run(config: DpConfig, explicit: Option<PathBuf>) -> ExitCode {
     if let Err(e) = telemetry::init(&config.log) {
         eprintln!("licsync-dp: {e}");
         return ExitCode::from(2);
@@ -242,7 +243,10 @@ async fn run(config: DpConfig) -> ExitCode {
         "dp",
         token.clone(),
     ));
-    let agent = crate::agent::run(config, listener, token.clone().cancelled_owned());
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(crate::reload::on_sighup(explicit, reload_tx));
+    let agent =
+        crate::agent::run_reloadable(config, listener, token.clone().cancelled_owned(), reloads);
     let deadline = async {
         token.cancelled().await;
         tokio::time::sleep(licsync_common::shutdown::DRAIN_DEADLINE).await;

@@ -31,6 +31,7 @@ pub mod output;
 #[cfg(test)]
 mod proptests;
 pub mod registration;
+pub mod reload;
 pub mod state;
 pub mod sync;
 pub mod usage;

@@ -1,6 +1,7 @@
-//! `systemctl reload licsync-cp` (SIGHUP): a new trusted key and log level take effect without a
-//! restart and without dropping a data plane's stream; a broken file changes nothing; settings
-//! bound at start are named as waiting for a restart.
+//! `systemctl reload licsync-cp` / `licsync-dp` (SIGHUP): a new trusted key and log level take
+//! effect without a restart (the control plane keeps every stream; the agent reconnects so the
+//! licenses it refused are offered again); a broken file changes nothing; settings bound at
+//! start are named as waiting for a restart.
 
 use std::time::Duration;
 
@@ -15,10 +16,13 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Rewrites the control plane's configuration file with `change` applied.
 fn edit_config(cp: &Cp, change: impl FnOnce(&mut toml::Table)) {
-    let path = cp.dir.join("licsync-cp.toml");
-    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    edit_file(&cp.dir.join("licsync-cp.toml"), change);
+}
+
+fn edit_file(path: &std::path::Path, change: impl FnOnce(&mut toml::Table)) {
+    let mut config: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
     change(&mut config);
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
 }
 
 fn section<'a>(config: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
@@ -125,4 +129,72 @@ async fn sighup_applies_trusted_keys_and_log_level_and_keeps_streams() {
     let (_, fleet) = cp.call(Method::GET, "/clustering/data-planes", None).await;
     assert_eq!(fleet["data"][0]["connected"], true, "{fleet}");
     drop(dp);
+}
+
+#[tokio::test]
+async fn sighup_gives_the_agent_new_license_keys_and_the_refused_license_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = Issuer::new();
+    let new = Issuer::new();
+    let cp = Cp::start(&tmp.path().join("cp"), &[&old.public, &new.public], "").await;
+    let dp_dir = tmp.path().join("dp");
+    Dp::register_ok(&cp, &dp_dir, "edge").await;
+    let dp = Dp::start(
+        &dp_dir,
+        &format!("[license]\ntrusted_keys = [\"{}\"]\n", old.public),
+    )
+    .await;
+    let document = new.license("Rotated");
+    cp.create_license(&document).await;
+    dp.process
+        .logs
+        .wait_for_event("license.rejected", WAIT, |_| true)
+        .await;
+    assert_eq!(
+        dp.license(),
+        None,
+        "signed by a key the agent does not trust yet"
+    );
+
+    let config = dp_dir.join("licsync-dp.toml");
+    let mark = dp.process.logs.mark();
+    edit_file(&config, |config| {
+        section(config, "license").insert(
+            "trusted_keys".into(),
+            toml::Value::Array(vec![old.public.clone().into(), new.public.clone().into()]),
+        );
+        section(config, "sync").insert("heartbeat_interval".into(), "2s".into());
+    });
+    kill(dp.process.pid(), Signal::SIGHUP).unwrap();
+    let reloaded = dp
+        .process
+        .logs
+        .wait_for_event_since(mark, "config.reloaded", WAIT, |_| true)
+        .await;
+    assert_eq!(
+        reloaded.field("trusted_keys_changed"),
+        Some("true"),
+        "{reloaded:?}"
+    );
+    let waiting = dp
+        .process
+        .logs
+        .wait_for_event_since(mark, "config.restart_needed", WAIT, |_| true)
+        .await;
+    assert!(
+        waiting
+            .field("keys")
+            .is_some_and(|keys| keys.contains("sync")),
+        "{waiting:?}"
+    );
+    dp.wait_for_license(Some(&document), WAIT).await;
+
+    // A broken file changes nothing.
+    std::fs::write(&config, "[license\n").unwrap();
+    kill(dp.process.pid(), Signal::SIGHUP).unwrap();
+    dp.process
+        .logs
+        .wait_for_event_since(mark, "config.reload_failed", WAIT, |_| true)
+        .await;
+    assert_eq!(dp.license().as_deref(), Some(document.as_str()));
 }

@@ -114,6 +114,27 @@ pub enum SyncSetupError {
     Certificate(#[from] PkiError),
 }
 
+/// Replaces the license keys the agent verifies with. The keys travel with the identity, so a
+/// change ends the stream and the agent reconnects: its `Hello` then lists what it holds, and
+/// the control plane sends again the licenses it refused under the old keys.
+pub struct ConfiguredKeys(watch::Sender<Arc<Identity>>);
+
+impl ConfiguredKeys {
+    /// Verifies with `keys` from the next connection on; `false` when they are the keys
+    /// already configured (nothing is reconnected then).
+    pub fn replace(&self, keys: TrustedKeys) -> bool {
+        self.0.send_if_modified(|identity| {
+            if identity.trusted_keys.as_ref() == Some(&keys) {
+                return false;
+            }
+            let mut next = (**identity).clone();
+            next.trusted_keys = Some(keys);
+            *identity = Arc::new(next);
+            true
+        })
+    }
+}
+
 /// A reconnecting `LicenseSync` client.
 pub struct SyncClient {
     settings: SyncSettings,
@@ -216,6 +237,12 @@ impl SyncClient {
     /// The identity connections are made with, updated by rotation and reload.
     pub fn identity(&self) -> watch::Receiver<Arc<Identity>> {
         self.identity.clone()
+    }
+
+    /// A handle that replaces the configured license keys while running (SIGHUP); `None` once
+    /// [`SyncClient::run`] started.
+    pub fn configured_keys(&self) -> Option<ConfiguredKeys> {
+        self.identity_tx.clone().map(ConfiguredKeys)
     }
 
     /// The connection the current stream runs on, `None` while disconnected: other calls to
