@@ -70,6 +70,7 @@ pub async fn run_with_clock(
         &config.license.reload_command,
         config.license.reload_timeout.0,
     );
+    let reloads = output.reloads();
     let store = Arc::new(FileStateStore::new(config.state_path()));
     let mut client = SyncClient::new(settings, store, Some(output))
         .with_context(|| format!("registration file {}", config.registration_file.display()))?
@@ -129,6 +130,7 @@ pub async fn run_with_clock(
             flush_interval: config.usage.flush_interval.0,
             report_interval: config.usage.report_interval.0,
         },
+        reloads,
     };
     let mut api_task = tokio::spawn(
         local_api::serve(
