@@ -90,7 +90,7 @@ pub async fn get_metrics(State(metrics): State<AgentMetrics>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         // Writing to a String fails only if a value refuses to format, which none of ours do.
         Err(error) => {
-            tracing::warn!(%error, "Cannot encode the metrics.");
+            tracing::warn!(event = "metrics.encode_failed", %error, "Cannot encode the metrics.");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the metrics could not be encoded; see the agent's log",
