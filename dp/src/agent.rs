@@ -91,6 +91,7 @@ async fn run_inner(
         &config.license.reload_command,
         config.license.reload_timeout.0,
     );
+    let reload_runs = output.reloads();
     let store = Arc::new(FileStateStore::new(config.state_path()));
     let mut client = SyncClient::new(settings, store, Some(output))
         .with_context(|| format!("registration file {}", config.registration_file.display()))?
@@ -161,6 +162,7 @@ async fn run_inner(
             flush_interval: config.usage.flush_interval.0,
             report_interval: config.usage.report_interval.0,
         },
+        reloads: reload_runs,
     };
     let mut api_task = tokio::spawn(
         local_api::serve(

@@ -12,7 +12,7 @@
 //!   beside it, the certificate's lifecycle: rotation, hot reload of the registration file,
 //!   expiry notices), [`registration`] (the registration file and `registration create` /
 //!   `renew` / `inspect`),
-//!   [`local_api`] (the HTTP API on `local.listen`).
+//!   [`local_api`] (the HTTP API on `local.listen`, with [`metrics`] for `GET /metrics`).
 //! - Wiring: [`config`], [`agent`] (start everything on a bound listener, stop on shutdown),
 //!   [`cli`] (the `licsync-dp` command line).
 //!
@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod license_expiry;
 pub mod local_api;
+pub mod metrics;
 pub mod output;
 #[cfg(test)]
 mod proptests;

@@ -7,6 +7,7 @@
 //! | `GET /status` | connection, last sync, revision, certificate expiry, usage counting and reporting |
 //! | `POST /usage` | counts gateway requests ([`crate::usage::http`]) |
 //! | `GET /usage` | the usage counters and what the control plane confirmed |
+//! | `GET /metrics` | the same state as OpenMetrics text ([`crate::metrics`]) |
 //! | `GET /health/live` | 200 while the process runs |
 //! | `GET /health/ready` | 200 once the state is loaded and the license file is in line, else 503 |
 //!
@@ -32,6 +33,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LocalConfig;
+use crate::metrics::{self, AgentMetrics, MetricsSources};
+use crate::output::ReloadState;
 use crate::state::{ActiveRule, DpState};
 use crate::sync::SyncStatus;
 use crate::usage::http::{self as usage_http, UsageApi};
@@ -46,6 +49,8 @@ pub struct LocalApi {
     /// Which held license is the gateway's (`license.prefer_in_force`).
     pub active_rule: ActiveRule,
     pub usage: UsageApi,
+    /// Where the reload command's runs stand (`GET /metrics`); `None` without one.
+    pub reloads: Option<watch::Receiver<ReloadState>>,
 }
 
 impl FromRef<LocalApi> for UsageApi {
@@ -56,6 +61,13 @@ impl FromRef<LocalApi> for UsageApi {
 
 /// The routes, for serving or for calling in tests.
 pub fn router(api: LocalApi) -> Router {
+    let metrics = AgentMetrics::new(MetricsSources {
+        status: api.status.clone(),
+        licenses: api.licenses.clone(),
+        active_rule: api.active_rule,
+        usage: api.usage.counter.clone(),
+        reloads: api.reloads.clone(),
+    });
     Router::new()
         .route("/license", get(license))
         .route("/status", get(status))
@@ -63,6 +75,7 @@ pub fn router(api: LocalApi) -> Router {
             "/usage",
             post(usage_http::post_usage).get(usage_http::get_usage),
         )
+        .route("/metrics", get(metrics::get_metrics).with_state(metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .fallback(not_found)
@@ -231,6 +244,7 @@ mod tests {
                 flush_interval: std::time::Duration::from_secs(1),
                 report_interval: std::time::Duration::from_secs(10),
             },
+            reloads: None,
         });
 
         let (code, body) = get_json(&router, "/license").await;

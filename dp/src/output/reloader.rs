@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::reload::ReloadCommand;
+use super::reload::{ReloadCommand, ReloadOutcome};
 
 /// Where the reloads stand.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct ReloadState {
     pub queued: bool,
     /// Runs that have ended since start, however they ended.
     pub runs: u64,
+    /// Of those, the runs that failed (`license.reload_failed`): `GET /metrics`'
+    /// `licsync_dp_reload_failures_total`.
+    pub failures: u64,
 }
 
 /// Runs a [`ReloadCommand`] on request. Clones share the same queue.
@@ -78,7 +81,7 @@ impl Reloader {
     /// Runs the command until no run is queued any more, or the reloader is stopped.
     async fn run(self) {
         loop {
-            tokio::select! {
+            let failed = tokio::select! {
                 biased;
                 () = self.inner.stop.cancelled() => {
                     // Dropping the run kills the command's process group.
@@ -87,13 +90,15 @@ impl Reloader {
                         reason = "the agent is stopping; the reload command was killed with every process it started",
                         "Reload command killed; the gateway may still use the previous license."
                     );
+                    true
                 }
-                _ = self.inner.command.run() => {}
-            }
+                outcome = self.inner.command.run() => matches!(outcome, ReloadOutcome::Failed(_)),
+            };
             let stopped = self.inner.stop.is_cancelled();
             let mut again = false;
             self.inner.state.send_modify(|state| {
                 state.runs += 1;
+                state.failures += u64::from(failed);
                 again = state.queued && !stopped;
                 state.queued = false;
                 state.running = again;
@@ -172,7 +177,8 @@ mod tests {
             ReloadState {
                 running: true,
                 queued: true,
-                runs: 0
+                runs: 0,
+                failures: 0
             }
         );
         std::fs::write(&gate, b"").unwrap();
@@ -203,7 +209,8 @@ mod tests {
             ReloadState {
                 running: false,
                 queued: false,
-                runs: 1
+                runs: 1,
+                failures: 1
             }
         );
         reloader.request();
