@@ -45,3 +45,35 @@ pub fn edits(alphabet: &'static [char]) -> impl Strategy<Value = Vec<(usize, u8,
     let c = prop_oneof![prop::sample::select(alphabet), any::<char>()];
     prop::collection::vec((any::<usize>(), any::<u8>(), c), 1..4)
 }
+
+/// TOML-ish text for a configuration parser: lines naming the given `tables` and `keys` (plus
+/// an unknown table and key, multi-byte), with values of every kind and the `extra_values`
+/// that only one program's keys take, and free text.
+pub fn toml_text(
+    tables: &'static [&'static str],
+    keys: &'static [&'static str],
+    extra_values: &'static [&'static str],
+) -> impl Strategy<Value = String> {
+    let table = prop::sample::select(tables).prop_map(str::to_owned).boxed();
+    let line = prop_oneof![
+        prop_oneof![table, Just("[\"é\"]".to_owned())],
+        (
+            prop_oneof![
+                prop::sample::select(keys).prop_map(str::to_owned),
+                Just("ké".to_owned()),
+                Just(String::new()),
+            ],
+            prop_oneof![
+                "\"\\PC{0,6}\"",
+                "\"[0-9]{1,4}(ms|s|m|h|d|y)\"",
+                "\"[0-9.:\\[\\]]{1,12}\"",
+                prop::sample::select(extra_values).prop_map(str::to_owned),
+                "-?[0-9]{1,12}",
+                "\\PC{0,6}",
+            ],
+        )
+            .prop_map(|(k, v)| format!("{k} = {v}")),
+        "\\PC{0,10}",
+    ];
+    prop::collection::vec(line, 0..8).prop_map(|lines| lines.join("\n"))
+}

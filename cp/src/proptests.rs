@@ -16,11 +16,7 @@ use proptest::prelude::*;
 use crate::config::{CpConfig, StorageBackend};
 
 fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig::with_cases(cases)
+    licsync_common::testing::cases(256)
 }
 
 fn duration() -> impl Strategy<Value = HumanDuration> {
@@ -81,47 +77,20 @@ fn config() -> impl Strategy<Value = CpConfig> {
 
 /// TOML-ish lines: known and unknown keys and tables, values of every kind, multi-byte text.
 fn toml_text() -> impl Strategy<Value = String> {
-    let line = prop_oneof![
-        prop::sample::select(
-            &[
-                "[admin]",
-                "[cluster]",
-                "[pki]",
-                "[licenses]",
-                "[storage]",
-                "[\"é\"]"
-            ][..]
-        )
-        .prop_map(str::to_owned),
-        (
-            prop::sample::select(
-                &[
-                    "data_dir",
-                    "listen",
-                    "server_names",
-                    "advertised_url",
-                    "ca_ttl",
-                    "dataplane_purge_delay",
-                    "trusted_keys",
-                    "backend",
-                    "ké",
-                    ""
-                ][..]
-            ),
-            prop_oneof![
-                "\"\\PC{0,6}\"",
-                "\"[0-9]{1,4}(ms|s|m|h|d|y)\"",
-                "\"[0-9.:\\[\\]]{1,12}\"",
-                Just("[]".to_owned()),
-                Just("\"memory\"".to_owned()),
-                "-?[0-9]{1,12}",
-                "\\PC{0,6}",
-            ],
-        )
-            .prop_map(|(k, v)| format!("{k} = {v}")),
-        "\\PC{0,10}",
-    ];
-    prop::collection::vec(line, 0..8).prop_map(|lines| lines.join("\n"))
+    licsync_common::testing::toml_text(
+        &["[admin]", "[cluster]", "[pki]", "[licenses]", "[storage]"],
+        &[
+            "data_dir",
+            "listen",
+            "server_names",
+            "advertised_url",
+            "ca_ttl",
+            "dataplane_purge_delay",
+            "trusted_keys",
+            "backend",
+        ],
+        &["[]", "\"memory\""],
+    )
 }
 
 proptest! {

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use licsync_testkit::Issuer;
+use licsync_testkit::{Event, Issuer};
 use licsync_tests::cp::Cp;
 use licsync_tests::dp::Dp;
+use licsync_tests::process::Process;
 use nix::sys::signal::{Signal, kill};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -23,6 +24,15 @@ fn edit_file(path: &std::path::Path, change: impl FnOnce(&mut toml::Table)) {
     let mut config: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
     change(&mut config);
     std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// Sends SIGHUP to `process` and waits for `event` logged after `mark`.
+async fn hup_then(process: &Process, mark: usize, event: &str) -> Event {
+    kill(process.pid(), Signal::SIGHUP).unwrap();
+    process
+        .logs
+        .wait_for_event_since(mark, event, WAIT, |_| true)
+        .await
 }
 
 fn section<'a>(config: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
@@ -70,12 +80,7 @@ async fn sighup_applies_trusted_keys_and_log_level_and_keeps_streams() {
         );
         section(config, "log").insert("level".into(), "warn".into());
     });
-    kill(cp.process.pid(), Signal::SIGHUP).unwrap();
-    let reloaded = cp
-        .process
-        .logs
-        .wait_for_event_since(mark, "config.reloaded", WAIT, |_| true)
-        .await;
+    let reloaded = hup_then(&cp.process, mark, "config.reloaded").await;
     assert_eq!(reloaded.field("trusted_keys"), Some("2"), "{reloaded:?}");
     assert_eq!(reloaded.field("trusted_keys_changed"), Some("true"));
     assert_eq!(reloaded.field("log.level"), Some("warn"));
@@ -96,21 +101,12 @@ async fn sighup_applies_trusted_keys_and_log_level_and_keeps_streams() {
     // A broken file changes nothing and says why; a changed listener waits for a restart.
     let good = std::fs::read_to_string(cp.dir.join("licsync-cp.toml")).unwrap();
     std::fs::write(cp.dir.join("licsync-cp.toml"), "[licenses\n").unwrap();
-    kill(cp.process.pid(), Signal::SIGHUP).unwrap();
-    cp.process
-        .logs
-        .wait_for_event_since(mark, "config.reload_failed", WAIT, |_| true)
-        .await;
+    hup_then(&cp.process, mark, "config.reload_failed").await;
     std::fs::write(cp.dir.join("licsync-cp.toml"), good).unwrap();
     edit_config(&cp, |config| {
         section(config, "admin").insert("max_connections".into(), 100.into());
     });
-    kill(cp.process.pid(), Signal::SIGHUP).unwrap();
-    let waiting = cp
-        .process
-        .logs
-        .wait_for_event_since(mark, "config.restart_needed", WAIT, |_| true)
-        .await;
+    let waiting = hup_then(&cp.process, mark, "config.restart_needed").await;
     assert!(
         waiting
             .field("keys")
@@ -165,12 +161,7 @@ async fn sighup_gives_the_agent_new_license_keys_and_the_refused_license_arrives
         );
         section(config, "sync").insert("heartbeat_interval".into(), "2s".into());
     });
-    kill(dp.process.pid(), Signal::SIGHUP).unwrap();
-    let reloaded = dp
-        .process
-        .logs
-        .wait_for_event_since(mark, "config.reloaded", WAIT, |_| true)
-        .await;
+    let reloaded = hup_then(&dp.process, mark, "config.reloaded").await;
     assert_eq!(
         reloaded.field("trusted_keys_changed"),
         Some("true"),
@@ -191,10 +182,6 @@ async fn sighup_gives_the_agent_new_license_keys_and_the_refused_license_arrives
 
     // A broken file changes nothing.
     std::fs::write(&config, "[license\n").unwrap();
-    kill(dp.process.pid(), Signal::SIGHUP).unwrap();
-    dp.process
-        .logs
-        .wait_for_event_since(mark, "config.reload_failed", WAIT, |_| true)
-        .await;
+    hup_then(&dp.process, mark, "config.reload_failed").await;
     assert_eq!(dp.license().as_deref(), Some(document.as_str()));
 }

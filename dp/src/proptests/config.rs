@@ -98,49 +98,22 @@ fn config() -> impl Strategy<Value = DpConfig> {
 
 /// TOML-ish lines: known and unknown keys and tables, values of every kind, multi-byte text.
 fn toml_text() -> impl Strategy<Value = String> {
-    let line = prop_oneof![
-        prop::sample::select(
-            &[
-                "[license]",
-                "[sync]",
-                "[usage]",
-                "[log]",
-                "[local]",
-                "[\"é\"]"
-            ][..]
-        )
-        .prop_map(str::to_owned),
-        (
-            prop::sample::select(
-                &[
-                    "data_dir",
-                    "listen",
-                    "backoff_max",
-                    "backoff_initial",
-                    "statsd_patterns",
-                    "trusted_keys",
-                    "reload_command",
-                    "level",
-                    "format",
-                    "output_path",
-                    "ké",
-                    ""
-                ][..]
-            ),
-            prop_oneof![
-                "\"\\PC{0,6}\"",
-                "\"[0-9]{1,4}(ms|s|m|h|d|y)\"",
-                "\"[0-9.:\\[\\]]{1,12}\"",
-                Just("[\"kong.*.count\", \"\"]".to_owned()),
-                Just("[\"\"]".to_owned()),
-                "-?[0-9]{1,12}",
-                "\\PC{0,6}",
-            ],
-        )
-            .prop_map(|(k, v)| format!("{k} = {v}")),
-        "\\PC{0,10}",
-    ];
-    prop::collection::vec(line, 0..8).prop_map(|lines| lines.join("\n"))
+    licsync_common::testing::toml_text(
+        &["[license]", "[sync]", "[usage]", "[log]", "[local]"],
+        &[
+            "data_dir",
+            "listen",
+            "backoff_max",
+            "backoff_initial",
+            "statsd_patterns",
+            "trusted_keys",
+            "reload_command",
+            "level",
+            "format",
+            "output_path",
+        ],
+        &["[\"kong.*.count\", \"\"]", "[\"\"]"],
+    )
 }
 
 proptest! {
