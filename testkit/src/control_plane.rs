@@ -91,6 +91,15 @@ impl ControlPlaneBuilder {
         self
     }
 
+    /// Keeps its data in the PostgreSQL database at `url` (`storage.backend = "postgres"`),
+    /// for example a [`crate::postgres::fresh_database`]; several control planes started with
+    /// the same `url` are nodes of one cluster.
+    pub fn postgres(mut self, url: &str) -> Self {
+        self.config.storage.backend = licsync_cp::config::StorageBackend::Postgres;
+        self.config.storage.postgres.url = Some(url.to_owned());
+        self
+    }
+
     /// Any other setting.
     pub fn config(mut self, change: impl FnOnce(&mut CpConfig)) -> Self {
         change(&mut self.config);

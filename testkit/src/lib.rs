@@ -9,6 +9,7 @@
 //! - [`events`]: the structured log events (`event = "..."`) captured from `tracing` in-process,
 //!   or parsed from a process's JSON log lines, and waited for.
 //! - [`fixtures`]: license-signing keys and the documents they sign.
+//! - [`postgres`]: a throwaway PostgreSQL server per test binary, a fresh database per test.
 //! - [`eventually`] and [`wait_for`]: polling that fails the test after [`GUARD`].
 //!
 //! The kit only uses the control plane's public entry points (its configuration,
@@ -21,6 +22,7 @@ pub mod control_plane;
 pub mod dataplane;
 pub mod events;
 pub mod fixtures;
+pub mod postgres;
 
 use std::future::Future;
 use std::time::Duration;

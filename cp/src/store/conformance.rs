@@ -215,7 +215,7 @@ async fn sled_backend_conforms() {
 
 #[tokio::test]
 async fn postgres_backend_conforms() {
-    let url = super::postgres::test_server::fresh_database().await;
+    let url = licsync_testkit::postgres::fresh_database().await;
     exercise(&PostgresStore::open(&url, None, 4).await.unwrap()).await;
 }
 
@@ -291,7 +291,7 @@ async fn exercise_license_batches(store: &dyn Store) -> Vec<StoredLicense> {
 #[tokio::test]
 async fn every_backend_applies_license_batches_alike() {
     exercise_license_batches(&MemoryStore::new()).await;
-    let url = super::postgres::test_server::fresh_database().await;
+    let url = licsync_testkit::postgres::fresh_database().await;
     exercise_license_batches(&PostgresStore::open(&url, None, 4).await.unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");

@@ -31,8 +31,6 @@ mod licenses;
 mod principals;
 pub mod schema;
 #[cfg(test)]
-pub(crate) mod test_server;
-#[cfg(test)]
 mod tests;
 mod tls;
 mod usage;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::test_server::fresh_database;
 use super::{ConnectOptions, PostgresStore, schema};
 use crate::model::{RegistrationToken, TokenRefusal};
 use crate::store::{TokenStore, UsageMonth, UsageStore, UsageSubmission};
+use licsync_testkit::postgres::fresh_database;
 
 /// Plain TCP to `url`, one connection.
 fn plain(url: &str) -> ConnectOptions<'_> {
@@ -38,7 +38,7 @@ async fn encrypted(store: &PostgresStore) -> bool {
 async fn with_a_ca_file_connections_use_verified_tls() {
     let url = fresh_database().await;
     assert!(!encrypted(&PostgresStore::connect(&plain(&url)).await.unwrap()).await);
-    let ca = super::test_server::ca_pem();
+    let ca = licsync_testkit::postgres::ca_pem();
     let tls = ConnectOptions {
         ca_pem: Some(&ca),
         ..plain(&url)
@@ -259,7 +259,7 @@ fn config(url: String, password_file: Option<std::path::PathBuf>) -> crate::conf
 
 #[tokio::test]
 async fn the_password_file_gives_the_password_the_url_lacks() {
-    let url = super::test_server::without_password(&fresh_database().await);
+    let url = licsync_testkit::postgres::without_password(&fresh_database().await);
     let refused = crate::server::open_postgres(&config(url.clone(), None))
         .await
         .err()
@@ -268,7 +268,7 @@ async fn the_password_file_gives_the_password_the_url_lacks() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("password");
-    std::fs::write(&file, format!("{}\n", super::test_server::PASSWORD)).unwrap();
+    std::fs::write(&file, format!("{}\n", licsync_testkit::postgres::PASSWORD)).unwrap();
     let store = crate::server::open_postgres(&config(url, Some(file)))
         .await
         .unwrap();
