@@ -187,6 +187,10 @@ pub async fn run_reloadable(
                 .instrument(tracing::info_span!("server_cert_rotation")),
         ),
         tokio::spawn(
+            lifecycle::storage_watch::run(cp.clone(), store.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("storage_watch")),
+        ),
+        tokio::spawn(
             lifecycle::purge::run(cp.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("dataplane_purge")),
         ),

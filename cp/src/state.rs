@@ -33,6 +33,38 @@ pub struct ControlPlane {
     entitlement: Entitlement,
     report_key: Option<Arc<ReportKey>>,
     ready: AtomicBool,
+    storage_health: StorageHealth,
+}
+
+/// Whether storage answered the last check ([`crate::lifecycle::storage_watch`]), and why not.
+#[derive(Default)]
+pub struct StorageHealth {
+    /// `Some(reason)` while storage does not answer.
+    unavailable: std::sync::Mutex<Option<String>>,
+}
+
+impl StorageHealth {
+    /// Records that storage answers; `true` when it did not before.
+    pub fn set_available(&self) -> bool {
+        self.lock().take().is_some()
+    }
+
+    /// Records that storage does not answer, and why; `true` when it did before.
+    pub fn set_unavailable(&self, reason: String) -> bool {
+        self.lock().replace(reason).is_none()
+    }
+
+    /// Why storage does not answer, or `None` when it does.
+    pub fn unavailable(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A poisoned lock still holds a whole `Option`.
+        self.unavailable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What a data plane is told to trust and where to connect.
@@ -72,6 +104,7 @@ impl ControlPlane {
             licenses,
             started_at: licsync_common::unix_now(),
             ready: AtomicBool::new(false),
+            storage_health: StorageHealth::default(),
         }
     }
 
@@ -148,12 +181,18 @@ impl ControlPlane {
         self.report_key.as_deref()
     }
 
-    /// `/health/ready` answers 200 once storage is open and both listeners accept.
+    /// Whether storage answers (checked every few seconds).
+    pub fn storage_health(&self) -> &StorageHealth {
+        &self.storage_health
+    }
+
+    /// `/health/ready` answers 200 once storage is open and both listeners accept, and while
+    /// storage answers.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.storage_health.unavailable().is_none()
     }
 }

@@ -24,6 +24,10 @@ struct Server {
     port: u16,
     /// The CA that signed the server's certificate (for 127.0.0.1 and localhost).
     ca_pem: String,
+    /// The shell command lines that start it again (same port) and stop it (fast shutdown:
+    /// sessions are ended, as in an outage).
+    start: String,
+    stop: String,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -58,8 +62,28 @@ pub async fn fresh_database() -> String {
 /// The CA certificate (PEM) the test server's TLS certificate chains to. The server accepts
 /// TLS and plain connections alike.
 pub fn ca_pem() -> String {
+    running().ca_pem.clone()
+}
+
+/// Stops the test server (fast shutdown: every session is ended), for a test of a database
+/// outage. Every test of the binary shares the server: a test that stops it belongs in a test
+/// binary of its own. Panics when the server was not started or does not stop.
+pub fn stop_server() {
+    if let Err(e) = sh(&running().stop) {
+        panic!("cannot stop the test PostgreSQL server: {e}");
+    }
+}
+
+/// Starts the server [`stop_server`] stopped, on the same port with the same databases.
+pub fn start_server() {
+    if let Err(e) = sh(&running().start) {
+        panic!("cannot start the test PostgreSQL server again: {e}");
+    }
+}
+
+fn running() -> &'static Server {
     match SERVER.get() {
-        Some(Ok(server)) => server.ca_pem.clone(),
+        Some(Ok(server)) => server,
         _ => panic!("call fresh_database first: the test PostgreSQL server is not running"),
     }
 }
@@ -184,14 +208,22 @@ fn start() -> Result<Server, String> {
              -c ssl_cert_file={dir_text}/server.crt -c ssl_key_file={dir_text}/server.key \
              -c full_page_writes=off -c max_connections=200"
         );
-        let started = sh(&as_owner(
+        let start = as_owner(
             root,
             &[
                 &pg_ctl, "-D", &data, "-l", &log, "-w", "-o", &options, "start",
             ],
-        ));
-        match started {
-            Ok(()) => return Ok(Server { port, ca_pem }),
+        );
+        match sh(&start) {
+            Ok(()) => {
+                let stop = as_owner(root, &[&pg_ctl, "-D", &data, "-w", "stop", "-m", "fast"]);
+                return Ok(Server {
+                    port,
+                    ca_pem,
+                    start,
+                    stop,
+                });
+            }
             Err(e) => {
                 let server_log = std::fs::read_to_string(&log).unwrap_or_default();
                 last = format!("{e}; server log: {server_log}");

@@ -81,10 +81,18 @@ impl ApiError {
         .with_kong_name("invalid offset", CODE_INVALID_OFFSET)
     }
 
-    /// A storage failure: logged, and answered 500 with the error text only.
+    /// A storage failure: logged, and answered with the error text only: `503` while storage
+    /// is unreachable (`storage unavailable: ...`; retrying later, or at another node, may
+    /// succeed), `500` otherwise.
     pub fn storage(error: StoreError) -> Self {
         tracing::error!(event = "admin.request_failed", %error, "Admin API request failed in storage.");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+        let status = match error {
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Backend(_) | StoreError::Corrupt { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        Self::new(status, error.to_string())
     }
 
     /// Some other failure of this server (not of the request).

@@ -2,7 +2,8 @@
 //!
 //! `/status` needs a token like every other route. The health probes do not, so a kubelet or
 //! load balancer can call them; they reveal nothing but whether the process is up and ready
-//! (storage open, both listeners accepting).
+//! (storage open and answering, both listeners accepting). Why storage does not answer is in
+//! the log (`storage.unavailable`), not in the probe's answer: it may name the database host.
 
 use std::sync::Arc;
 
@@ -87,6 +88,13 @@ async fn live() -> Json<Health> {
 async fn ready(State(cp): State<Arc<ControlPlane>>) -> (StatusCode, Json<Health>) {
     if cp.is_ready() {
         (StatusCode::OK, Json(Health { status: "ok" }))
+    } else if cp.storage_health().unavailable().is_some() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "storage_unavailable",
+            }),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

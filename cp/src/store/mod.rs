@@ -31,6 +31,11 @@ pub use traits::{DataPlaneStore, LicenseStore, PrincipalStore, StoreMeta, TokenS
 pub enum StoreError {
     #[error("storage error: {0}")]
     Backend(String),
+    /// The storage server cannot be reached (a shared database is down or unreachable): the
+    /// operation did not happen, or did not answer; retrying later may succeed. The Admin API
+    /// answers it `503`, and `/health/ready` reports not ready while it lasts.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("stored record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
 }

@@ -16,6 +16,11 @@ use crate::model::{
 #[async_trait]
 pub trait StoreMeta: Send + Sync {
     fn info(&self) -> StorageInfo;
+    /// Whether storage answers now (`/health/ready` and the storage watch ask it every few
+    /// seconds). Embedded stores always do; a database server is asked a trivial query.
+    async fn check(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// Makes every write so far durable (used on shutdown).
     async fn flush(&self) -> StoreResult<()>;
 }

@@ -89,7 +89,7 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(UsageSubmi
             Err(error) => {
                 tracing::error!(event = "usage.store_failed", %error, reports, "Could not store usage reports; data planes will retry.");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Backend(error.to_string())));
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }

@@ -165,22 +165,77 @@ impl StoreMeta for PostgresStore {
         }
     }
 
+    /// A pooled connection answers `SELECT 1` within [`CHECK_TIMEOUT`].
+    async fn check(&self) -> StoreResult<()> {
+        let probe = async {
+            let client = self.client().await?;
+            client.simple_query("SELECT 1").await.map_err(db)?;
+            Ok(())
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not answer within {} s",
+                CHECK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
     /// Every write has committed before it returned: nothing to flush.
     async fn flush(&self) -> StoreResult<()> {
         Ok(())
     }
 }
 
-/// A driver error as a storage error.
+/// How long the storage check's query may take: a server that accepts connections but does
+/// not answer is as unavailable as one that refuses them.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A driver error as a storage error: [`StoreError::Unavailable`] when the connection, not the
+/// statement, failed.
 fn db(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Backend(format!("postgres: {}", with_causes(&e)))
+    let text = format!("postgres: {}", with_causes(&e));
+    if connection_lost(&e) {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
+    }
 }
 
+/// Whether `e` says the server is gone rather than that the statement was refused: the
+/// connection closed or broke (an I/O error underneath), or the server answered with a
+/// connection-exception (class `08`) or operator-intervention shutdown code (`57P01` admin
+/// shutdown, `57P02` crash shutdown, `57P03` cannot connect now).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
+}
+
+/// No pooled connection could be had: the server is unreachable (connect failed or timed out,
+/// or it closed the connection), or every connection stayed busy past the wait timeout. Either
+/// way the request did not reach the database, so it is [`StoreError::Unavailable`], except a
+/// configuration the pool cannot use, which retrying cannot fix.
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Backend(format!(
-        "cannot get a PostgreSQL connection: {}",
-        with_causes(&e)
-    ))
+    use deadpool_postgres::PoolError;
+    let text = format!("cannot get a PostgreSQL connection: {}", with_causes(&e));
+    match e {
+        PoolError::Backend(inner) if !connection_lost(&inner) => StoreError::Backend(text),
+        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => StoreError::Backend(text),
+        _ => StoreError::Unavailable(text),
+    }
 }
 
 /// `e` and every error under it ("invalid configuration: password missing"): the pool and the
