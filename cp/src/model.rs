@@ -129,28 +129,59 @@ pub struct ApiToken {
     /// SHA-256 hex of the secret.
     pub token_hash: String,
     pub created_at: i64,
+    /// What it may do. Tokens stored before roles existed were all-powerful, and stay so.
+    #[serde(default = "Role::admin")]
+    pub role: Role,
+    /// When it stops working (unix seconds); `None`: when it is revoked.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
 }
 
-/// What a user may do. Renewing a data plane's certificate needs [`Role::Admin`].
+impl ApiToken {
+    /// Whether it has expired as of `now`.
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// What an Admin API token or a user may do, after RHACS's and Vault's built-in roles; each
+/// role may do everything the ones after it may. Renewing a data plane's certificate by hand
+/// needs [`Role::Admin`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// May manage data planes (renew their certificates).
+    /// Everything, including who may use the Admin API (tokens, users, connected apps), the
+    /// audit trail and backups.
     Admin,
-    /// May look, not change.
+    /// Runs the fleet: licenses, registration tokens, data planes, usage reports; not
+    /// tokens or principals.
+    Operator,
+    /// May look (`GET`), not change; not the tokens, principals or audit trail.
     Viewer,
 }
 
 impl Role {
-    /// Every role, as the Admin API spells them.
-    pub const ALL: [Role; 2] = [Role::Admin, Role::Viewer];
+    /// Every role, as the Admin API spells them, most powerful first.
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Viewer];
 
     /// The Admin API spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
+            Role::Operator => "operator",
             Role::Viewer => "viewer",
         }
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn covers(self, needed: Role) -> bool {
+        // Declared most powerful first.
+        self <= needed
+    }
+
+    /// [`Role::Admin`], for serde's defaults.
+    pub fn admin() -> Self {
+        Role::Admin
     }
 
     /// The role spelled `text`, if any.

@@ -96,7 +96,7 @@ async fn the_token_is_checked_before_routing() {
         );
         assert_eq!(
             response.headers().get("www-authenticate").unwrap(),
-            "Bearer",
+            "Bearer, Basic realm=\"licsync\"",
             "{method} {path}"
         );
         assert!(

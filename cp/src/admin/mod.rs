@@ -8,12 +8,13 @@
 //!   loop of `licsync_common::http_server` with the `[admin]` limits ([`http_limits`]):
 //!   connection cap, header, idle and body timeouts, JSON answers to protocol errors, 413 on
 //!   a declared `Content-Length` over [`MAX_BODY_BYTES`].
-//! - `auth`: the bearer-token middleware. The first token is created at start by
-//!   [`bootstrap_admin_token`] (in [`crate::principals`], re-exported here).
+//! - `auth`: the authentication middleware (a bearer token or a user's HTTP Basic password),
+//!   and `access`: which role each call needs, checked by it. The first token is created at
+//!   start by [`bootstrap_admin_token`] (in [`crate::principals`], re-exported here).
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
-//! - `licenses`, `registration_tokens`, `users`, `connected_apps`, `fleet`, `report`
+//! - `licenses`, `registration_tokens`, `admin_tokens`, `users`, `connected_apps`, `fleet`, `report`
 //!   (`/license/report`), `status`: one file per resource.
 //!
 //! Handlers hold no state of their own and never touch storage: they translate HTTP to the
@@ -32,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AdminConfig;
 use crate::state::ControlPlane;
 
+mod access;
+mod admin_tokens;
 mod auth;
 mod body;
 mod connected_apps;
@@ -61,6 +64,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
     let routes = Router::new()
         .merge(licenses::routes())
         .merge(registration_tokens::routes())
+        .merge(admin_tokens::routes())
         .merge(users::routes())
         .merge(connected_apps::routes())
         .merge(fleet::routes())

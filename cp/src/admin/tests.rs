@@ -89,3 +89,50 @@ async fn a_deleted_token_stops_working_at_once() {
     let (status, _) = get(&cp, "/status", Some(&token)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn an_expired_token_is_refused_with_when_it_expired() {
+    let store = Arc::new(MemoryStore::new());
+    let secret = "lsa_expired-token-for-the-test";
+    store
+        .put_api_token(&crate::model::ApiToken {
+            id: uuid::Uuid::new_v4(),
+            name: "old-ci".into(),
+            token_hash: crate::secrets::hash(secret),
+            created_at: 1,
+            role: crate::model::Role::Admin,
+            expires_at: Some(2),
+        })
+        .await
+        .unwrap();
+    let cp = control_plane(store).await;
+    let (status, body) = get(&cp, "/status", Some(secret)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("API token 'old-ci' expired at 2 (unix time)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn health_reports_storage_unavailable_apart_from_starting() {
+    let cp = control_plane(Arc::new(MemoryStore::new())).await;
+    cp.set_ready(true);
+    assert!(
+        cp.storage_health()
+            .set_unavailable("postgres: connection refused".into())
+    );
+    let (status, body) = get(&cp, "/health/ready", None).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "storage_unavailable"})
+        ),
+        "the reason stays in the log"
+    );
+    assert!(cp.storage_health().set_available());
+    assert!(!cp.storage_health().set_available(), "logged once");
+    assert_eq!(get(&cp, "/health/ready", None).await.0, StatusCode::OK);
+}

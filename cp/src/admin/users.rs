@@ -1,5 +1,5 @@
-//! `/users`: the people who may renew data-plane certificates by hand
-//! (`licsync-dp registration renew --username ...`), with a role each.
+//! `/users`: the people who may call the Admin API with HTTP Basic and renew data-plane
+//! certificates by hand (`licsync-dp registration renew --username ...`), with a role each.
 //!
 //! The handlers translate HTTP to [`crate::principals::Principals`], which owns the rules
 //! (username shape, password length, one user per name, Argon2id hashing). Passwords are never
@@ -202,7 +202,7 @@ mod tests {
             "password",
             "at least 12 characters",
             "role",
-            "admin, viewer",
+            "admin, operator, viewer",
             "x: unknown field",
         ] {
             assert!(text.contains(says), "{says}: {text}");

@@ -62,6 +62,8 @@ pub async fn bootstrap_admin_token(
         name: BOOTSTRAP_TOKEN_NAME.into(),
         token_hash: secrets::hash(&secret),
         created_at: unix_now(),
+        role: crate::model::Role::Admin,
+        expires_at: None,
     };
     store.put_api_token(&token).await?;
     tracing::info!(

@@ -8,7 +8,7 @@
 //! - `bootstrap`: the first API token, created at start (before the control plane is built)
 //!   and handed to the operator in `<data_dir>/admin-token`.
 //! - `users`, `apps`, `api_tokens`: the records themselves ([`Principals::create_user`],
-//!   [`Principals::create_app`], [`Principals::knows_api_token`], ...), with their rules; the
+//!   [`Principals::create_app`], [`Principals::check_api_token`], ...), with their rules; the
 //!   Admin API calls these and never storage.
 //! - `rules`: what a valid username, password, app name, scope list and client id are; new
 //!   client ids and secrets.
@@ -39,6 +39,7 @@ mod rules;
 pub mod throttle;
 mod users;
 
+pub use api_tokens::{ApiTokenError, NewApiToken, TokenCaller, TokenCheck};
 pub use apps::{AppError, CreatedApp};
 pub use rules::*;
 pub use users::{NewUser, UserError};
@@ -138,6 +139,9 @@ pub struct Principals {
     /// throttle check, so no more than this many attempts can pass the check before their
     /// failures are counted.
     hashing: Semaphore,
+    /// Serialises this node's Admin API token revocations, so two concurrent deletions cannot
+    /// both pass the "another admin token remains" check and lock every operator out.
+    token_revocations: tokio::sync::Mutex<()>,
 }
 
 impl Principals {
@@ -147,6 +151,7 @@ impl Principals {
             store,
             throttle: Mutex::new(LoginThrottle::default()),
             hashing: Semaphore::new(parallel),
+            token_revocations: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -582,6 +582,8 @@ mod tests {
                         name: format!("t{n}"),
                         token_hash: n.to_string(),
                         created_at: 0,
+                        role: crate::model::Role::Admin,
+                        expires_at: None,
                     })
                     .await
                     .unwrap();
