@@ -112,7 +112,7 @@ async fn a_taken_username_is_a_409_and_bad_fields_are_400s_that_say_what_to_fix(
         (
             json!({"username": "carol", "password": PASSWORD, "role": "root"}),
             "role",
-            "expected one of: admin, viewer",
+            "expected one of: admin, operator, viewer",
         ),
         (
             json!({"username": "carol", "password": PASSWORD}),
