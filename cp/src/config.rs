@@ -52,6 +52,11 @@ pub struct AdminConfig {
     pub body_read_timeout: HumanDuration,
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
+    /// PEM certificate chain (leaf first) to serve the Admin API over HTTPS; with
+    /// `tls_key_file`. Unset: plain HTTP (keep it on loopback then).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -63,6 +68,8 @@ impl Default for AdminConfig {
             idle_timeout: HumanDuration(http::DEFAULT_IDLE_TIMEOUT),
             body_read_timeout: HumanDuration(http::DEFAULT_BODY_READ_TIMEOUT),
             max_connections: http::DEFAULT_MAX_CONNECTIONS,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -328,6 +335,23 @@ impl CpConfig {
             }
         }
         self.storage.validate()?;
+        match (&self.admin.tls_cert_file, &self.admin.tls_key_file) {
+            (Some(_), None) => {
+                return Err(Invalid {
+                    key: "admin.tls_key_file",
+                    reason:
+                        "required with admin.tls_cert_file (the certificate's private key, PEM)"
+                            .into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(Invalid {
+                    key: "admin.tls_cert_file",
+                    reason: "required with admin.tls_key_file (the certificate chain, PEM)".into(),
+                });
+            }
+            _ => {}
+        }
         if let Some(url) = &self.cluster.advertised_url
             && !url.starts_with("https://")
         {

@@ -51,6 +51,8 @@ pub enum ServeError {
     ReportKey(#[from] crate::usage::report_key::ReportKeyError),
     #[error("cannot configure TLS for the cluster listener: {0}")]
     Tls(String),
+    #[error(transparent)]
+    AdminTls(#[from] crate::admin::tls::AdminTlsError),
     #[error("cluster listener failed: {0}")]
     Cluster(#[from] cluster::ServeError),
     #[error("admin listener failed: {0}")]
@@ -126,6 +128,9 @@ pub async fn run_reloadable(
     {
         config.cluster.listen.set_port(bound.port());
     }
+    // Before storage is touched: a bad certificate pair stops the start at once.
+    let admin_tls = crate::admin::tls::load(&config.admin)?;
+    let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
     fsutil::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -215,6 +220,7 @@ pub async fn run_reloadable(
         crate::admin::serve(
             listeners.admin,
             cp.clone(),
+            admin_tls,
             admin_shutdown.cancelled_owned(),
         )
         .instrument(tracing::info_span!("admin_server")),
@@ -227,6 +233,7 @@ pub async fn run_reloadable(
     tracing::info!(
         event = "cp.started",
         admin.addr = %admin_addr,
+        admin.scheme = admin_scheme,
         cluster.addr = %cluster_addr,
         cluster_url = %cp.cluster_url(),
         ca_cert_sha256 = %cp.ca_fingerprint(),

@@ -31,6 +31,8 @@ use crate::{GUARD, Issuer};
 /// How to start a control plane.
 pub struct ControlPlaneBuilder {
     config: CpConfig,
+    /// The CA (PEM) the Admin API's HTTPS certificate chains to, when it serves HTTPS.
+    admin_ca: Option<String>,
     /// The temp dir holding `data_dir` when the test did not choose one.
     dir: Option<TempDir>,
     issuer: Issuer,
@@ -64,6 +66,7 @@ impl ControlPlaneBuilder {
         config.cluster.server_names = vec!["127.0.0.1".into(), "localhost".into()];
         Self {
             config,
+            admin_ca: None,
             dir: None,
             issuer,
         }
@@ -100,6 +103,15 @@ impl ControlPlaneBuilder {
         self
     }
 
+    /// Serves the Admin API over HTTPS with `cert_file` and `key_file`
+    /// (`admin.tls_cert_file`, `admin.tls_key_file`); the kit's client trusts `ca_pem`.
+    pub fn admin_tls(mut self, cert_file: &Path, key_file: &Path, ca_pem: &str) -> Self {
+        self.config.admin.tls_cert_file = Some(cert_file.to_owned());
+        self.config.admin.tls_key_file = Some(key_file.to_owned());
+        self.admin_ca = Some(ca_pem.to_owned());
+        self
+    }
+
     /// Any other setting.
     pub fn config(mut self, change: impl FnOnce(&mut CpConfig)) -> Self {
         change(&mut self.config);
@@ -113,10 +125,12 @@ impl ControlPlaneBuilder {
         }
         // No idle connections kept: each call opens its own, so none of the kit's holds one of
         // the Admin API's `max_connections` slots a test counts on.
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("an HTTP client");
+        let mut http = reqwest::Client::builder().pool_max_idle_per_host(0);
+        if let Some(ca) = &self.admin_ca {
+            let root = reqwest::Certificate::from_pem(ca.as_bytes()).expect("a PEM CA");
+            http = http.add_root_certificate(root);
+        }
+        let http = http.build().expect("an HTTP client");
         match launch(&mut config, &http).await {
             Ok(running) => ControlPlane {
                 issuer: self.issuer,
@@ -215,7 +229,7 @@ impl ControlPlane {
     }
 
     pub fn admin_url(&self) -> String {
-        format!("http://{}", self.config.admin.listen)
+        admin_url(&self.config)
     }
 
     /// The admin token bootstrapped at first start (`<data_dir>/admin-token`).
@@ -290,7 +304,7 @@ async fn launch(config: &mut CpConfig, http: &reqwest::Client) -> Result<Running
         listeners,
         shutdown.clone(),
     ));
-    let url = format!("http://{}/health/ready", config.admin.listen);
+    let url = format!("{}/health/ready", admin_url(config));
     let deadline = Instant::now() + GUARD;
     loop {
         if task.is_finished() {
@@ -323,6 +337,17 @@ async fn launch(config: &mut CpConfig, http: &reqwest::Client) -> Result<Running
             Err(format!("{}: {e}", token_file.display()))
         }
     }
+}
+
+/// The Admin API's base URL: `https://127.0.0.1:PORT` when it serves HTTPS (its
+/// certificate names 127.0.0.1 in the kit's tests), else `http://`.
+fn admin_url(config: &CpConfig) -> String {
+    let scheme = if config.admin.tls_cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", config.admin.listen)
 }
 
 /// Waits for a server task; re-raises its panic.

@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::HttpLimits;
@@ -57,9 +56,14 @@ enum Phase {
     Closed,
 }
 
+/// What a connection reads and writes: a TCP socket, or a TLS session over one.
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// The socket, wrapped.
 pub(super) struct Gate {
-    io: TcpStream,
+    io: Box<dyn Io>,
     limits: Arc<HttpLimits>,
     conn: Arc<Connection>,
     phase: Phase,
@@ -82,7 +86,7 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    pub(super) fn new(io: TcpStream, limits: Arc<HttpLimits>, conn: Arc<Connection>) -> Self {
+    pub(super) fn new(io: Box<dyn Io>, limits: Arc<HttpLimits>, conn: Arc<Connection>) -> Self {
         let now = Instant::now();
         Self {
             io,

@@ -13,7 +13,10 @@
 //! - a declared `Content-Length` over `max_body_bytes` is answered `413` at once, before any
 //!   of the body is read, with the server's own message;
 //! - every error of the protocol itself (`400`, `408`, `413`, `431`, `505`) is
-//!   `{"message": "..."}`, like the routes' own errors.
+//!   `{"message": "..."}`, like the routes' own errors;
+//! - with [`HttpLimits::tls`], the TLS handshake must complete within `header_read_timeout`
+//!   of the connection's accept, on the connection's own task (a slow handshake holds one
+//!   connection slot, never the accept loop).
 //!
 //! # Layout
 //! - [`head`]: the pure check of a request head (what hyper would refuse, and why).
@@ -69,6 +72,26 @@ pub struct HttpLimits {
     pub max_body_bytes: u64,
     /// The `413` message (each API words its body limit its own way).
     pub body_too_large: String,
+    /// Serve HTTPS with this configuration; `None`: plain HTTP.
+    pub tls: Option<ServerTls>,
+}
+
+/// A TLS server configuration for [`serve`].
+#[derive(Clone)]
+pub struct ServerTls(tokio_rustls::TlsAcceptor);
+
+impl ServerTls {
+    /// Serves with `config` (its ALPN list is set to `http/1.1`, the only protocol served).
+    pub fn new(mut config: rustls::ServerConfig) -> Self {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls")
+    }
 }
 
 impl HttpLimits {
@@ -81,6 +104,7 @@ impl HttpLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_body_bytes,
             body_too_large: body_too_large.into(),
+            tls: None,
         }
     }
 }
@@ -119,7 +143,10 @@ pub async fn serve(
                 );
             }
             full = true;
-            refuse(&stream, capacity);
+            // A TLS client cannot read a plain answer: closing says enough.
+            if limits.tls.is_none() {
+                refuse(&stream, capacity);
+            }
             continue;
         };
         full = false;
@@ -150,8 +177,24 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let io: Box<dyn gate::Io> = match &limits.tls {
+        None => Box::new(stream),
+        Some(ServerTls(acceptor)) => {
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(session)) => Box::new(session),
+                Ok(Err(error)) => {
+                    tracing::debug!(event = "http.tls_handshake_failed", peer.addr = %peer, %error, "TLS handshake failed.");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(event = "http.tls_handshake_failed", peer.addr = %peer, error = "timed out", "TLS handshake did not complete within header_read_timeout.");
+                    return;
+                }
+            }
+        }
+    };
     let conn = Arc::new(exchange::Connection::default());
-    let io = gate::Gate::new(stream, limits.clone(), conn.clone());
+    let io = gate::Gate::new(io, limits.clone(), conn.clone());
     let backstop = limits.idle_timeout + limits.header_read_timeout + Duration::from_secs(1);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         // Handlers and middleware see the client's address as axum's `ConnectInfo`

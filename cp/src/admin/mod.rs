@@ -46,6 +46,7 @@ mod params;
 mod registration_tokens;
 mod report;
 mod status;
+pub mod tls;
 mod users;
 
 pub use crate::principals::bootstrap::{
@@ -92,14 +93,18 @@ pub fn http_limits(config: &AdminConfig) -> HttpLimits {
     }
 }
 
-/// Serves the Admin API on `listener` until `shutdown` completes, then lets requests in
-/// flight finish.
+/// Serves the Admin API on `listener` (over HTTPS with `tls`, from [`tls::load`]) until
+/// `shutdown` completes, then lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
     cp: Arc<ControlPlane>,
+    tls: Option<http_server::ServerTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = http_limits(&cp.config().admin);
+    let limits = HttpLimits {
+        tls,
+        ..http_limits(&cp.config().admin)
+    };
     let stop = CancellationToken::new();
     let serving = http_server::serve(listener, router(cp), limits, stop.clone());
     tokio::pin!(serving);
