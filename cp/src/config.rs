@@ -181,7 +181,23 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     /// Used when `backend = "postgres"`.
     pub postgres: PostgresConfig,
+    /// Used when `backend = "sled"`.
+    pub sled: SledConfig,
 }
+
+/// The embedded database's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SledConfig {
+    /// Bytes sled may keep in its page cache. Unset: sled's own default (1 GiB), which a
+    /// container with a smaller memory limit cannot afford (sled caps it only under cgroup v1),
+    /// so the Helm chart sets it below the pod's memory limit.
+    pub cache_capacity: Option<u64>,
+}
+
+/// The smallest `storage.sled.cache_capacity` accepted: below it sled rereads every page from
+/// disk, and a value this small is far more likely a unit mistake (KiB or MiB for bytes).
+pub const MIN_SLED_CACHE_CAPACITY: u64 = 1 << 20;
 
 /// The PostgreSQL database several control-plane nodes share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,6 +382,17 @@ impl CpConfig {
 
 impl StorageConfig {
     fn validate(&self) -> Result<(), Invalid> {
+        if let Some(bytes) = self.sled.cache_capacity
+            && bytes < MIN_SLED_CACHE_CAPACITY
+        {
+            return Err(Invalid {
+                key: "storage.sled.cache_capacity",
+                reason: format!(
+                    "{bytes} bytes is below the minimum of {MIN_SLED_CACHE_CAPACITY} (1 MiB); \
+                     the value is in bytes, e.g. 268435456 for 256 MiB"
+                ),
+            });
+        }
         let pg = &self.postgres;
         if !(1..=MAX_POOL_SIZE).contains(&pg.pool_size) {
             return Err(Invalid {

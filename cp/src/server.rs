@@ -136,7 +136,10 @@ pub async fn run_reloadable(
         source,
     })?;
     let store: Arc<dyn Store> = match config.storage.backend {
-        StorageBackend::Sled => Arc::new(SledStore::open(&config.data_dir.join("cp.sled"))?),
+        StorageBackend::Sled => Arc::new(SledStore::open_with_cache(
+            &config.data_dir.join("cp.sled"),
+            config.storage.sled.cache_capacity,
+        )?),
         StorageBackend::Memory => Arc::new(MemoryStore::new()),
         StorageBackend::Postgres => Arc::new(open_postgres(&config).await?),
     };

@@ -33,6 +33,30 @@ fn a_bad_trusted_key_names_its_file_line_and_key() {
     );
 }
 
+/// `storage.sled.cache_capacity` is read in bytes, and a value too small to be bytes (a unit
+/// mistake) is refused naming the key.
+#[test]
+fn sled_cache_capacity_is_bytes_and_a_tiny_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("licsync-cp.toml");
+    std::fs::write(&path, "[storage.sled]\ncache_capacity = 268435456\n").unwrap();
+    let config: CpConfig = licsync_common::config::load(Some(&path)).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.storage.sled.cache_capacity, Some(256 << 20));
+    std::fs::write(&path, "[storage.sled]\ncache_capacity = 256\n").unwrap();
+    let config: CpConfig = licsync_common::config::load(Some(&path)).unwrap();
+    let invalid = config.validate().unwrap_err().to_string();
+    assert!(
+        invalid.contains("storage.sled.cache_capacity") && invalid.contains("in bytes"),
+        "{invalid}"
+    );
+    std::fs::write(&path, "[storage.sled]\ncache_size = 268435456\n").unwrap();
+    let err = licsync_common::config::load::<CpConfig>(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cache_size"), "{err}");
+}
+
 /// Each PostgreSQL storage mistake is refused naming its key.
 #[test]
 fn postgres_storage_mistakes_name_their_key() {

@@ -77,16 +77,24 @@ impl SledStore {
     }
 
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let db = sled::Config::new()
+        Self::open_with_cache(path, None)
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_capacity` bytes
+    /// (`storage.sled.cache_capacity`; `None`: sled's default).
+    pub fn open_with_cache(path: &Path, cache_capacity: Option<u64>) -> StoreResult<Self> {
+        let mut config = sled::Config::new()
             .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| {
-                StoreError::Backend(format!(
-                    "cannot open sled database {}: {e} (is another licsync-cp using this data_dir?)",
-                    path.display()
-                ))
-            })?;
+            .mode(sled::Mode::HighThroughput);
+        if let Some(bytes) = cache_capacity {
+            config = config.cache_capacity(bytes);
+        }
+        let db = config.open().map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open sled database {}: {e} (is another licsync-cp using this data_dir?)",
+                path.display()
+            ))
+        })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         Ok(Self {
             trees: Trees {

@@ -165,3 +165,75 @@ typo fails the install. Call with (list "key.name" value).
 {{- end }}
 {{- $value | toJson }}
 {{- end }}
+
+{{/*
+A Kubernetes quantity ("512Mi", "1Gi", "500M", 268435456) as whole bytes. Call with
+(list "key.name" value).
+*/}}
+{{- define "licsync.bytes" -}}
+{{- $key := index . 0 }}
+{{- $raw := index . 1 }}
+{{- if or (kindIs "float64" $raw) (kindIs "int" $raw) (kindIs "int64" $raw) }}
+{{- $raw | int64 }}
+{{- else }}
+{{- $value := $raw | toString }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $value }}
+{{- $suffix := trimPrefix $number $value }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 }}
+{{- if or (not $number) (not (hasKey $units $suffix)) }}
+{{- fail (printf "%s: %q is not a size; write bytes (268435456) or a quantity such as \"256Mi\" or \"1Gi\"" $key $value) }}
+{{- end }}
+{{- mulf (float64 $number) (get $units $suffix) | floor | int64 }}
+{{- end }}
+{{- end }}
+
+{{/*
+storage.sled.cache_capacity in bytes: cp.storage.sled.cacheCapacity, else a quarter of the
+container's memory limit (the rest is for the streams, about 40 KiB per connected data plane,
+and the runtime), at least 1 MiB; empty when neither is set (sled's own default).
+*/}}
+{{- define "licsync.cp.sledCacheBytes" -}}
+{{- $set := .Values.cp.storage.sled.cacheCapacity }}
+{{- $limit := dig "limits" "memory" "" (.Values.cp.resources | default dict) }}
+{{- if not (kindIs "invalid" $set) }}
+{{- $bytes := include "licsync.bytes" (list "cp.storage.sled.cacheCapacity" $set) | int64 }}
+{{- if lt $bytes 1048576 }}
+{{- fail (printf "cp.storage.sled.cacheCapacity: %v is below 1 MiB (1048576 bytes)" $set) }}
+{{- end }}
+{{- $bytes }}
+{{- else if $limit }}
+{{- $bytes := include "licsync.bytes" (list "cp.resources.limits.memory" $limit) | int64 }}
+{{- max 1048576 (div $bytes 4) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The checks on cp.replicas and cp.storage that no schema can express: several nodes need the
+shared database, and the PostgreSQL settings must be complete and keep the password out of the
+ConfigMap.
+*/}}
+{{- define "licsync.cp.checkStorage" -}}
+{{- $backend := .Values.cp.storage.backend }}
+{{- $replicas := int .Values.cp.replicas }}
+{{- if and (gt $replicas 1) (ne $backend "postgres") }}
+{{- fail (printf "cp.replicas: %d control-plane nodes need cp.storage.backend \"postgres\" (an external PostgreSQL database they share); the embedded database (%q) is single-writer, so use cp.replicas 1 with it" $replicas $backend) }}
+{{- end }}
+{{- if eq $backend "postgres" }}
+{{- $pg := .Values.cp.postgres }}
+{{- if not $pg.url }}
+{{- fail "cp.postgres.url: required with cp.storage.backend \"postgres\": postgres://USER@HOST:PORT/DB" }}
+{{- end }}
+{{- if not (regexMatch "^postgres(ql)?://" $pg.url) }}
+{{- fail (printf "cp.postgres.url: %q must start with postgres:// (postgres://USER@HOST:PORT/DB)" $pg.url) }}
+{{- end }}
+{{- if regexMatch "^postgres(ql)?://[^/@]*:[^/@]*@" $pg.url }}
+{{- fail "cp.postgres.url: holds a password, which would be stored in a ConfigMap; remove it from the URL and name a Secret in cp.postgres.password.existingSecret" }}
+{{- end }}
+{{- if not $pg.encryptionKey.existingSecret }}
+{{- fail "cp.postgres.encryptionKey.existingSecret: required with cp.storage.backend \"postgres\": the Secret holding the storage key every node shares (licsync-cp storage keygen --output storage.key; kubectl create secret generic licsync-storage-key --from-file=storage.key)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.cp.licenseWatch.existingConfigMap .Values.cp.licenseWatch.existingSecret }}
+{{- fail "cp.licenseWatch: set existingConfigMap or existingSecret, not both" }}
+{{- end }}
+{{- end }}
