@@ -8,7 +8,7 @@
 use uuid::Uuid;
 
 use super::{
-    LicenseChange, LicenseStore, MemoryStore, PostgresStore, PrincipalStore, SledStore, Store,
+    AuditRecord, AuditStore, LicenseChange, LicenseStore, MemoryStore, PostgresStore, PrincipalStore, SledStore, Store,
     UsageMonth, UsageRow, UsageSubmission,
 };
 use crate::model::{
@@ -21,6 +21,7 @@ pub(crate) async fn exercise(store: &dyn Store) {
     exercise_records(store).await;
     exercise_principals(store).await;
     exercise_usage(store).await;
+    exercise_audit(store).await;
 }
 
 fn license(revision: Revision) -> StoredLicense {
@@ -200,6 +201,33 @@ async fn exercise_usage(store: &dyn Store) {
         count,
     };
     assert_eq!(store.usage().await.unwrap(), vec![row(nov, 9), row(dec, 8)]);
+}
+
+/// Audit records come back in time order (then id), from a time on, at most `limit`; pruning
+/// removes exactly those before a time. Times before 1970 sort too.
+async fn exercise_audit(store: &dyn Store) {
+    let record = |at_ms: i64, n: u128| AuditRecord {
+        id: Uuid::from_u128(n),
+        at_ms,
+        actor: format!("token 'ci' (id {n})"),
+        source: "127.0.0.1:5000".into(),
+        action: "POST /licenses".into(),
+        resource: "/licenses".into(),
+        result: "ok".into(),
+    };
+    let (a, b, c, d) = (record(-5, 1), record(10, 3), record(10, 2), record(20, 4));
+    store.append_audit(&[d.clone(), b.clone()]).await.unwrap();
+    store.append_audit(&[a.clone(), c.clone()]).await.unwrap();
+    store.append_audit(&[]).await.unwrap();
+    let all = store.audit_since(i64::MIN, 100).await.unwrap();
+    assert_eq!(all, vec![a.clone(), c.clone(), b.clone(), d.clone()]);
+    assert_eq!(
+        store.audit_since(10, 2).await.unwrap(),
+        vec![c.clone(), b.clone()]
+    );
+    assert_eq!(store.audit_since(21, 10).await.unwrap(), vec![]);
+    assert_eq!(store.prune_audit(10).await.unwrap(), 1);
+    assert_eq!(store.audit_since(i64::MIN, 100).await.unwrap(), vec![c, b, d]);
 }
 
 #[tokio::test]

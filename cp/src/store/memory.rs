@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
+    AuditRecord, AuditStore, DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
     StoreError, StoreMeta, StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore,
     UsageSubmission, merge_usage, token_refusal,
 };
@@ -28,6 +28,7 @@ struct Inner {
     users: BTreeMap<String, User>,
     apps: BTreeMap<String, ConnectedApp>,
     usage: BTreeMap<UsageKey, u64>,
+    audit: BTreeMap<(i64, Uuid), AuditRecord>,
     license_fault: LicenseFault,
 }
 
@@ -280,6 +281,36 @@ impl UsageStore for MemoryStore {
                     count,
                 })
                 .collect()
+        })
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        self.with(|i| {
+            for record in records {
+                i.audit.insert((record.at_ms, record.id), record.clone());
+            }
+        })
+    }
+
+    async fn audit_since(&self, since_ms: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        self.with(|i| {
+            i.audit
+                .range((since_ms, Uuid::nil())..)
+                .take(limit)
+                .map(|(_, r)| r.clone())
+                .collect()
+        })
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {
+        self.with(|i| {
+            let kept = i.audit.split_off(&(before_ms, Uuid::nil()));
+            let removed = i.audit.len() as u64;
+            i.audit = kept;
+            removed
         })
     }
 }

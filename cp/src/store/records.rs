@@ -125,3 +125,24 @@ impl LicenseChange {
         }
     }
 }
+
+/// One audit record: who did what to which resource, from where, and how it ended. Kept for
+/// `audit.retention` and served by `GET /audit`; never holds a secret (callers put ids and
+/// names in it, never tokens or passwords).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    /// When it happened, unix milliseconds (records are ordered by it, then by id).
+    pub at_ms: i64,
+    /// `token 'ci' (id ...)`, `user 'alice'`, `dataplane <id>`, or `-` when nobody was
+    /// identified.
+    pub actor: String,
+    /// The caller's address.
+    pub source: String,
+    /// What was done: `POST /licenses`, `dataplane.register`, ...
+    pub action: String,
+    /// What it was done to: a path or an id.
+    pub resource: String,
+    /// `ok`, or why not (`denied (403)`, `failed (409)`, ...).
+    pub result: String,
+}

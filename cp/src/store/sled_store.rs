@@ -17,7 +17,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use uuid::Uuid;
 
 use super::{
-    DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
+    AuditRecord, AuditStore, DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
     StoreError, StoreMeta, StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore,
     UsageSubmission, merge_usage, token_refusal,
 };
@@ -43,6 +43,8 @@ struct Trees {
     /// Keyed by client id (UTF-8).
     connected_apps: sled::Tree,
     usage: sled::Tree,
+    /// Keyed by [`audit_key`]: time order.
+    audit: sled::Tree,
 }
 
 /// sled-backed storage under `<data_dir>/cp.sled`.
@@ -107,6 +109,7 @@ impl SledStore {
                 users: tree("users")?,
                 connected_apps: tree("connected_apps")?,
                 usage: tree("usage")?,
+                audit: tree("audit")?,
                 db,
             },
             writer: tokio::sync::Mutex::new(()),
@@ -445,6 +448,54 @@ impl UsageStore for SledStore {
             })
             .collect()
     }
+}
+
+#[async_trait]
+impl AuditStore for SledStore {
+    async fn append_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for record in records {
+            batch.insert(audit_key(record.at_ms, record.id).as_slice(), encode(record)?);
+        }
+        self.write(move |t| t.audit.apply_batch(batch).map_err(backend))
+            .await
+    }
+
+    async fn audit_since(&self, since_ms: i64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        self.trees
+            .audit
+            .range(audit_key(since_ms, Uuid::nil())..)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {
+        self.write(move |t| {
+            let mut batch = sled::Batch::default();
+            let mut removed = 0;
+            for item in t.audit.range(..audit_key(before_ms, Uuid::nil())) {
+                let (key, _) = item.map_err(backend)?;
+                batch.remove(key);
+                removed += 1;
+            }
+            t.audit.apply_batch(batch).map_err(backend)?;
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+/// An audit record's key: its time (sign bit flipped, big-endian, so keys sort as times do),
+/// then its id.
+fn audit_key(at_ms: i64, id: Uuid) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&((at_ms as u64) ^ (1 << 63)).to_be_bytes());
+    key[8..].copy_from_slice(id.as_bytes());
+    key
 }
 
 /// Inserts `value` under the text `key` unless the key is taken; whether it was inserted.

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::records::{LicenseChange, LicenseRows, UsageMonth, UsageRow, UsageSubmission};
+use super::records::{
+    AuditRecord, LicenseChange, LicenseRows, UsageMonth, UsageRow, UsageSubmission,
+};
 use super::{StorageInfo, StoreResult};
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -100,4 +102,15 @@ pub trait UsageStore: Send + Sync {
     ) -> StoreResult<Vec<Vec<(UsageMonth, u64)>>>;
     /// Every usage counter, ordered by data plane, epoch and month.
     async fn usage(&self) -> StoreResult<Vec<UsageRow>>;
+}
+
+/// The audit trail: append-only records, read in time order, pruned by age.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends `records` in one durable write.
+    async fn append_audit(&self, records: &[AuditRecord]) -> StoreResult<()>;
+    /// Up to `limit` records at or after `since_ms` (unix ms), oldest first.
+    async fn audit_since(&self, since_ms: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    /// Removes the records before `before_ms`; how many went.
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64>;
 }

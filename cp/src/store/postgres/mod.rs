@@ -26,6 +26,7 @@ use tokio_postgres::NoTls;
 use super::{StorageInfo, StoreError, StoreMeta, StoreResult};
 use async_trait::async_trait;
 
+mod audit;
 mod fleet;
 mod licenses;
 mod principals;

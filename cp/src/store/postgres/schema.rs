@@ -18,7 +18,8 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
+const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     description: "licenses, registration tokens, data planes, principals and usage counters",
     // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
@@ -59,7 +60,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (dataplane, epoch, month)
         );
     "#,
-}];
+    },
+    Migration {
+        version: 4,
+        description: "the audit trail",
+        sql: r#"
+        CREATE TABLE audit_records (
+            at_ms bigint NOT NULL,
+            id uuid NOT NULL,
+            record jsonb NOT NULL,
+            PRIMARY KEY (at_ms, id)
+        );
+    "#,
+    },
+];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
