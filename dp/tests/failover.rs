@@ -11,6 +11,7 @@ use std::sync::Arc;
 use licsync_common::license::TrustedKeys;
 use licsync_dp::cluster::ClusterUrl;
 use licsync_dp::config::DpConfig;
+use licsync_dp::registration::RegistrationFile;
 use licsync_dp::state::MemoryStateStore;
 use licsync_dp::sync::servers::Lookup;
 use licsync_dp::sync::{SyncClient, SyncSettings, SyncStatus};
@@ -43,38 +44,39 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Two nodes sharing one CA and one data set: `a` is started, given a data plane (registered
-/// into `dir/dp`) and a license, stopped and copied; both are then started. Returns them, the
-/// registration and the license's id and document.
+/// Two nodes of one cluster, and what the first held when it was copied.
+struct Nodes {
+    cp1: ControlPlane,
+    cp2: ControlPlane,
+    registration: RegistrationFile,
+    /// A license's id and document.
+    license: String,
+    document: String,
+}
+
+/// Two nodes sharing one CA and one data set, each built with `tweak`: the first is started,
+/// given a data plane (registered into `dir/dp`) and a license, stopped and copied; both are
+/// then started (on new ports).
 async fn two_nodes(
     dir: &Path,
     issuer: &Issuer,
-) -> (
-    ControlPlane,
-    ControlPlane,
-    licsync_dp::registration::RegistrationFile,
-    String,
-    String,
-) {
+    tweak: impl Fn(ControlPlaneBuilder) -> ControlPlaneBuilder,
+) -> Nodes {
     let (a, b) = (dir.join("cp1"), dir.join("cp2"));
-    let first = ControlPlaneBuilder::in_dir(&a)
-        .trusting(issuer)
-        .start()
-        .await;
+    let node = |dir: &Path| tweak(ControlPlaneBuilder::in_dir(dir).trusting(issuer));
+    let first = node(&a).start().await;
     let registration = first.register(&dir.join("dp")).await;
     let document = issuer.license("Failover Corp");
     let license = first.create_license(&document).await;
     first.shutdown().await;
     copy_dir(&a, &b);
-    let cp1 = ControlPlaneBuilder::in_dir(&a)
-        .trusting(issuer)
-        .start()
-        .await;
-    let cp2 = ControlPlaneBuilder::in_dir(&b)
-        .trusting(issuer)
-        .start()
-        .await;
-    (cp1, cp2, registration, license, document)
+    Nodes {
+        cp1: node(&a).start().await,
+        cp2: node(&b).start().await,
+        registration,
+        license,
+        document,
+    }
 }
 
 /// The agent's `GET /status` once `ready` holds.
@@ -164,7 +166,13 @@ async fn when_its_node_shuts_down_the_agent_moves_to_the_other_and_resends_nothi
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let (cp1, cp2, _registration, license, document) = two_nodes(dir.path(), &issuer).await;
+    let Nodes {
+        cp1,
+        cp2,
+        license,
+        document,
+        ..
+    } = two_nodes(dir.path(), &issuer, |builder| builder).await;
     let revision = cp2.revision().await;
     assert_eq!(
         cp1.revision().await,
@@ -235,7 +243,9 @@ async fn a_reloaded_server_list_moves_the_stream_only_when_its_server_is_dropped
     let (events, _capture) = Events::capture();
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::new();
-    let (cp1, cp2, _registration, _license, document) = two_nodes(dir.path(), &issuer).await;
+    let Nodes {
+        cp1, cp2, document, ..
+    } = two_nodes(dir.path(), &issuer, |builder| builder).await;
     let mut config = agent::config(dir.path(), &dir.path().join("dp/registration.yaml"));
     config.sync.servers = vec![cp1.url()];
     let (reloads, reloads_rx) = tokio::sync::mpsc::channel::<DpConfig>(4);
@@ -407,4 +417,54 @@ async fn each_address_of_a_name_is_tried_with_the_certificate_checked_against_th
         .unwrap()
         .unwrap();
     cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_certificate_is_rotated_at_the_node_in_use() {
+    let (events, _capture) = Events::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Issuer::new();
+    // Certificates live 8 s: rotated 5.3 s to 6 s after issuance.
+    let Nodes {
+        cp1,
+        cp2,
+        registration,
+        document,
+        ..
+    } = two_nodes(dir.path(), &issuer, |builder| {
+        builder.dataplane_cert_ttl(std::time::Duration::from_secs(8))
+    })
+    .await;
+    cp1.shutdown().await;
+    // The registration file names the first node's first address, where nothing listens any
+    // more: only sync.servers leads to the second node, so a rotation can only succeed there.
+    let path = dir.path().join("dp/registration.yaml");
+    let mut config = agent::config(&dir.path().join("agent"), &path);
+    config.sync.servers = vec![cp2.url()];
+    let agent = Agent::start(config).await;
+    eventually("the license file", || async {
+        (read(&agent.license_path).as_deref() == Some(document.as_str())).then_some(())
+    })
+    .await;
+    let rotated = events
+        .wait_for_event("cert.rotated", GUARD, |e| {
+            e.field("previous_serial").is_some()
+        })
+        .await;
+    assert_eq!(
+        rotated.field("dataplane.id"),
+        Some(registration.dataplane_id.as_str())
+    );
+    assert!(events.named("cert.rotation_failed").is_empty());
+    let on_disk = RegistrationFile::load(&path).unwrap();
+    assert_eq!(
+        Some(on_disk.certificate_info().unwrap().serial.as_str()),
+        rotated.field("serial")
+    );
+    status_when(&agent, "reconnected with the new certificate", |s| {
+        connected_to(s, &cp2.url())
+    })
+    .await;
+    agent.stop().await;
+    cp2.shutdown().await;
 }
