@@ -468,3 +468,53 @@ async fn the_certificate_is_rotated_at_the_node_in_use() {
     agent.stop().await;
     cp2.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_every_server_down_each_round_tries_them_all_in_order_then_waits() {
+    let (events, _capture) = Events::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start().await;
+    let registration = cp.register(&dir.path().join("dp")).await;
+    cp.shutdown().await;
+    let down = [down_url().await, down_url().await, down_url().await];
+    let sync = agent::config(dir.path(), dir.path()).sync;
+    let settings = SyncSettings::new(&registration, &sync, TrustedKeys::default()).unwrap();
+    let servers = down.iter().map(|u| ClusterUrl::parse(u).unwrap()).collect();
+    let client = SyncClient::new(settings, Arc::new(MemoryStateStore::default()), None)
+        .unwrap()
+        .with_servers(servers);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(client.run(stop.clone()));
+
+    // Three rounds, as the log tells them: within a round each failure names the next server
+    // (tried at once); the round's last failure is `sync.connect_failed`, then the delay.
+    let attempts = eventually("three rounds", || async {
+        let attempts: Vec<(String, String)> = events
+            .lines()
+            .iter()
+            .filter(|l| l["event"] == "sync.server_failed" || l["event"] == "sync.connect_failed")
+            .map(|l| {
+                let field = |name: &str| l[name].as_str().unwrap_or_default().to_owned();
+                (field("server"), field("next"))
+            })
+            .collect();
+        (attempts.len() >= 9).then_some(attempts)
+    })
+    .await;
+    let [a, b, c] = &down;
+    let round = [
+        (a.clone(), b.clone()),
+        (b.clone(), c.clone()),
+        (c.clone(), String::new()),
+    ];
+    assert_eq!(
+        attempts[..9],
+        [round.clone(), round.clone(), round].concat()
+    );
+    stop.cancel();
+    tokio::time::timeout(GUARD, task)
+        .await
+        .expect("the client stops")
+        .unwrap()
+        .unwrap();
+}
