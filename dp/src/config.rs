@@ -123,7 +123,7 @@ pub struct SyncConfig {
     /// The control plane's nodes (`https://HOST:PORT`), tried in order with failover; empty
     /// (the default) means the registration file's URL. Checked entry by entry while parsing
     /// ([`crate::sync::servers::parse_servers`]).
-    #[serde(deserialize_with = "servers")]
+    #[serde(deserialize_with = "crate::sync::servers::deserialize")]
     pub servers: Vec<String>,
     /// How often a heartbeat keeps the control plane's `last_seen` fresh.
     pub heartbeat_interval: HumanDuration,
@@ -201,28 +201,6 @@ impl Default for UsageConfig {
             statsd_exclude: strings(&["envoy.http.admin.downstream_rq_total"]),
         }
     }
-}
-
-/// `deserialize_with` for `sync.servers`: each entry is checked as it is read, so a bad one is
-/// reported with the file, line and key; then the list as a whole (duplicates, length).
-fn servers<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    /// One entry, checked as it is read.
-    struct Checked(String);
-
-    impl<'de> Deserialize<'de> for Checked {
-        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            let text = String::deserialize(deserializer)?;
-            crate::sync::servers::parse_server(&text).map_err(serde::de::Error::custom)?;
-            Ok(Self(text))
-        }
-    }
-
-    let list: Vec<String> = Vec::<Checked>::deserialize(deserializer)?
-        .into_iter()
-        .map(|Checked(text)| text)
-        .collect();
-    crate::sync::servers::parse_servers(&list).map_err(serde::de::Error::custom)?;
-    Ok(list)
 }
 
 impl SyncConfig {

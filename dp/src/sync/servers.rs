@@ -105,6 +105,30 @@ pub fn parse_server(text: &str) -> Result<ClusterUrl, String> {
     Ok(url)
 }
 
+/// `deserialize_with` for `sync.servers`: each entry is checked as it is read, so a bad one is
+/// reported with the file, line and key; then the list as a whole (duplicates, length).
+pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    /// One entry, checked as it is read.
+    struct Checked(String);
+
+    impl<'de> serde::Deserialize<'de> for Checked {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+            parse_server(&text).map_err(serde::de::Error::custom)?;
+            Ok(Self(text))
+        }
+    }
+
+    let list: Vec<String> = <Vec<Checked> as serde::Deserialize>::deserialize(deserializer)?
+        .into_iter()
+        .map(|Checked(text)| text)
+        .collect();
+    parse_servers(&list).map_err(serde::de::Error::custom)?;
+    Ok(list)
+}
+
 /// Looks up a `HOST:PORT`; replaceable in tests, where no name has several addresses.
 pub type Lookup = Arc<
     dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>>
@@ -254,15 +278,6 @@ impl Rotation {
                 after: true,
             });
         }
-    }
-
-    /// How many targets this round has.
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
     }
 }
 
