@@ -95,6 +95,7 @@ async fn run_inner(
     let store = Arc::new(FileStateStore::new(config.state_path()));
     let mut client = SyncClient::new(settings, store, Some(output))
         .with_context(|| format!("registration file {}", config.registration_file.display()))?
+        .with_servers(config.sync.server_urls())
         .watch_registration(RegistrationWatch {
             path: config.registration_file.clone(),
             check_interval: config.sync.registration_check_interval.0,
@@ -140,7 +141,10 @@ async fn run_inner(
         tokio::spawn(
             crate::reload::run(
                 config.clone(),
-                client.configured_keys(),
+                crate::reload::Handles {
+                    keys: client.configured_keys(),
+                    servers: client.configured_servers(),
+                },
                 reloads,
                 token.clone(),
             )
@@ -184,6 +188,7 @@ async fn run_inner(
         event = "dp.started",
         dataplane.id = %registration.dataplane_id,
         cluster.url = %registration.cluster_url,
+        sync.servers = %config.sync.servers.join(","),
         local.addr = %local_addr,
         usage.epoch = %counter.epoch(),
         version = licsync_common::VERSION,

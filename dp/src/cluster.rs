@@ -7,6 +7,7 @@
 //! buried in a chain of transport errors. [`diagnose`] finds it and says what it means.
 
 use std::error::Error as StdError;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
@@ -129,6 +130,19 @@ pub fn endpoint(
     identity: Option<&ClientIdentity>,
     options: ConnectOptions,
 ) -> Result<Endpoint, TlsSetupError> {
+    endpoint_at(url, None, ca_pem, identity, options)
+}
+
+/// [`endpoint`], connecting to `addr` when given (one of the addresses `url`'s name resolves
+/// to) rather than resolving the name. The TLS server name and the request authority stay
+/// `url`'s, so the server certificate is still checked against the name.
+pub fn endpoint_at(
+    url: &ClusterUrl,
+    addr: Option<SocketAddr>,
+    ca_pem: &str,
+    identity: Option<&ClientIdentity>,
+    options: ConnectOptions,
+) -> Result<Endpoint, TlsSetupError> {
     let fail = |reason: String| TlsSetupError {
         url: url.to_string(),
         reason,
@@ -143,7 +157,8 @@ pub fn endpoint(
             &identity.private_key_pem,
         ));
     }
-    let mut endpoint = Endpoint::from_shared(url.to_string())
+    let target = addr.map_or_else(|| url.to_string(), |addr| format!("https://{addr}"));
+    let mut endpoint = Endpoint::from_shared(target)
         .map_err(|e| fail(e.to_string()))?
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
@@ -151,6 +166,9 @@ pub fn endpoint(
         .map_err(|e| fail(e.to_string()))?
         .tls_config(tls)
         .map_err(|e| fail(chain(&e)))?;
+    if addr.is_some() {
+        endpoint = endpoint.origin(url.uri.clone());
+    }
     if let Some(interval) = options.keepalive_interval {
         endpoint = endpoint
             .http2_keep_alive_interval(interval)

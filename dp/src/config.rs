@@ -120,6 +120,11 @@ impl Default for LocalConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncConfig {
+    /// The control plane's nodes (`https://HOST:PORT`), tried in order with failover; empty
+    /// (the default) means the registration file's URL. Checked entry by entry while parsing
+    /// ([`crate::sync::servers::parse_servers`]).
+    #[serde(deserialize_with = "crate::sync::servers::deserialize")]
+    pub servers: Vec<String>,
     /// How often a heartbeat keeps the control plane's `last_seen` fresh.
     pub heartbeat_interval: HumanDuration,
     /// First reconnect delay ceiling; doubles per failed attempt.
@@ -144,6 +149,7 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {
+            servers: Vec::new(),
             heartbeat_interval: HumanDuration(Duration::from_secs(30)),
             backoff_initial: HumanDuration(Duration::from_secs(1)),
             backoff_max: HumanDuration(Duration::from_secs(60)),
@@ -194,6 +200,13 @@ impl Default for UsageConfig {
             ]),
             statsd_exclude: strings(&["envoy.http.admin.downstream_rq_total"]),
         }
+    }
+}
+
+impl SyncConfig {
+    /// `servers` as URLs (already checked by [`DpConfig::load`]).
+    pub fn server_urls(&self) -> Vec<crate::cluster::ClusterUrl> {
+        crate::sync::servers::parse_servers(&self.servers).unwrap_or_default()
     }
 }
 
@@ -256,6 +269,8 @@ impl DpConfig {
                 return Err(invalid(key, "must be longer than 0s, e.g. \"30s\"".into()));
             }
         }
+        crate::sync::servers::parse_servers(&self.sync.servers)
+            .map_err(|reason| invalid("sync.servers", reason))?;
         if self.sync.backoff_max < self.sync.backoff_initial {
             return Err(invalid(
                 "sync.backoff_max",
@@ -349,6 +364,7 @@ mod tests {
             [local]
             listen = "0.0.0.0:9007"
             [sync]
+            servers = ["https://cp1.example.com:8005", "https://10.0.0.2:8005"]
             heartbeat_interval = "10s"
             backoff_initial = "500ms"
             backoff_max = "2m"
@@ -376,6 +392,13 @@ mod tests {
         );
         assert_eq!(config.license.reload_command, ["/usr/bin/kong", "reload"]);
         assert_eq!(config.sync.backoff_initial.0, Duration::from_millis(500));
+        assert_eq!(
+            config.sync.server_urls(),
+            [
+                crate::cluster::ClusterUrl::parse("https://cp1.example.com:8005").unwrap(),
+                crate::cluster::ClusterUrl::parse("https://10.0.0.2:8005").unwrap(),
+            ]
+        );
         assert!(!config.trusted_keys().is_empty());
         assert!(!config.sync.rotate_certificate);
         assert_eq!(
@@ -422,6 +445,21 @@ mod tests {
                 "line 2, key 'local.listen'",
             ),
             ("[log]\nlevel = \"info,[\"\n", "log.level"),
+            (
+                "[sync]\nservers = [\"https://cp1:8005\",\n  \"http://cp2:8005\"]\n",
+                "line 3, key 'sync.servers'",
+            ),
+            (
+                "[sync]\nservers = [\"https://cp1:8005\", \"http://cp2:8005\"]\n",
+                "'http://cp2:8005' must start with https://",
+            ),
+            ("[sync]\nservers = [\"https://cp1\"]\n", "has no port"),
+            ("[sync]\nservers = [\"\"]\n", "key 'sync.servers'"),
+            ("[sync]\nservers = \"https://cp1:8005\"\n", "sync.servers"),
+            (
+                "[sync]\nservers = [\"https://cp1:8005\", \"https://cp1:8005\"]\n",
+                "entry 2: 'https://cp1:8005' is listed twice",
+            ),
             (
                 "[sync]\nregistration_check_interval = \"0s\"\n",
                 "sync.registration_check_interval",

@@ -10,6 +10,7 @@
 //! | metric | type | value |
 //! |---|---|---|
 //! | `licsync_dp_connected` | gauge | 1 while a `Sync` stream is open, else 0 |
+//! | `licsync_dp_sync_server_info{url}` | info | the control-plane server in use or being tried (`sync.servers`, else the registration file's URL) |
 //! | `licsync_dp_last_sync_timestamp_seconds` | gauge | unix seconds of the last update applied; 0 before one |
 //! | `licsync_dp_revision` | gauge | the control-plane revision held |
 //! | `licsync_dp_license_expiry_timestamp_seconds` | gauge | when the active license stops being in force; absent without one |
@@ -30,6 +31,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use time::{Date, OffsetDateTime, Time};
 use tokio::sync::watch;
@@ -140,6 +142,16 @@ impl Collector for MetricsSources {
             None,
             i64::from(status.connected),
         )?;
+        if !status.cluster_url.is_empty() {
+            // A URL parsed as https://HOST:PORT: nothing in it needs escaping in a label.
+            let metric = encoder.encode_descriptor(
+                "licsync_dp_sync_server",
+                "The control-plane server the agent uses or is trying (sync.servers, else the registration file's URL).",
+                None,
+                MetricType::Info,
+            )?;
+            Info::new([("url", status.cluster_url.as_str())]).encode(metric)?;
+        }
         gauge(
             &mut encoder,
             "licsync_dp_last_sync_timestamp",
@@ -256,6 +268,7 @@ mod tests {
             last_sync: Some(1_700_000_000),
             revision: 4,
             cert_expires_at: Some(1_800_000_000),
+            cluster_url: "https://cp2.example.com:8005".into(),
             ..SyncStatus::default()
         });
         let mut state = DpState::default();
@@ -297,6 +310,18 @@ mod tests {
         let text = get().await;
         assert!(text.ends_with("\n# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(
+            text.contains("# TYPE licsync_dp_sync_server info\n"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "licsync_dp_sync_server_info{url=\"https://cp2.example.com:8005\"}"
+            ),
+            Some("1"),
+            "{text}"
+        );
         for (family, kind, unit, name, value) in [
             (
                 "licsync_dp_connected",

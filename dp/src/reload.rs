@@ -3,10 +3,12 @@
 //! `log.level` applies at once. `license.trusted_keys`, when the file names keys before and
 //! after, replaces the keys the agent verifies with; the stream reconnects so that licenses
 //! refused under the old keys are offered again (the control plane resends what a `Hello`
-//! does not list). Everything else is bound at start (listeners, paths, the sync and usage
-//! settings, and a switch between configured keys and the registration file's): a reload that
-//! changes it names those keys (`config.restart_needed`). A file that does not load changes
-//! nothing (`config.reload_failed`).
+//! does not list). `sync.servers` applies at once too: a stream to a server still listed is
+//! kept, otherwise the agent reconnects to the new list (resending nothing it holds).
+//! Everything else is bound at start (listeners, paths, the other sync and usage settings,
+//! and a switch between configured keys and the registration file's): a reload that changes
+//! it names those keys (`config.restart_needed`). A file that does not load changes nothing
+//! (`config.reload_failed`).
 
 use std::path::PathBuf;
 
@@ -14,7 +16,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, DpConfig};
-use crate::sync::ConfiguredKeys;
+use crate::sync::{ConfiguredKeys, ConfiguredServers};
+
+/// What a reload can change in the running sync client.
+pub struct Handles {
+    /// `None` once the client no longer takes new keys.
+    pub keys: Option<ConfiguredKeys>,
+    pub servers: ConfiguredServers,
+}
 
 /// Reads the configuration again at each SIGHUP, as `run` read it at start (`explicit` is its
 /// `--config`), and sends it to [`run`].
@@ -30,16 +39,17 @@ pub async fn on_sighup(explicit: Option<PathBuf>, reloads: mpsc::Sender<DpConfig
 /// started with.
 pub async fn run(
     mut running: DpConfig,
-    keys: Option<ConfiguredKeys>,
+    handles: Handles,
     reloads: mpsc::Receiver<DpConfig>,
     shutdown: CancellationToken,
 ) {
     licsync_common::reload::each(reloads, shutdown, |config| {
-        apply(&running, keys.as_ref(), &config);
+        apply(&running, &handles, &config);
         // What a reload applied is the new baseline; the rest keeps its start-up value.
         if replaceable_keys(&running, &config) {
             running.license.trusted_keys = config.license.trusted_keys;
         }
+        running.sync.servers = config.sync.servers;
         running.log.level = config.log.level;
     })
     .await;
@@ -50,11 +60,12 @@ fn replaceable_keys(running: &DpConfig, new: &DpConfig) -> bool {
     !running.license.trusted_keys.is_empty() && !new.license.trusted_keys.is_empty()
 }
 
-fn apply(running: &DpConfig, keys: Option<&ConfiguredKeys>, config: &DpConfig) {
-    let keys_changed = match keys {
+fn apply(running: &DpConfig, handles: &Handles, config: &DpConfig) {
+    let keys_changed = match &handles.keys {
         Some(keys) if replaceable_keys(running, config) => keys.replace(config.trusted_keys()),
         _ => false,
     };
+    let servers_changed = handles.servers.replace(config.sync.server_urls());
     let waiting = restart_only_changes(running, config);
     if !waiting.is_empty() {
         tracing::warn!(
@@ -67,9 +78,12 @@ fn apply(running: &DpConfig, keys: Option<&ConfiguredKeys>, config: &DpConfig) {
         event = "config.reloaded",
         trusted_keys = config.license.trusted_keys.len(),
         trusted_keys_changed = keys_changed,
+        sync.servers = %config.sync.servers.join(","),
+        servers_changed,
         log.level = %config.log.level,
-        "Configuration reloaded{}.",
-        if keys_changed { "; reconnecting to verify with the new license keys" } else { "" }
+        "Configuration reloaded{}{}.",
+        if keys_changed { "; reconnecting to verify with the new license keys" } else { "" },
+        if servers_changed { "; using the new sync.servers" } else { "" }
     );
     licsync_common::reload::apply_log_level(&config.log);
 }
@@ -106,7 +120,15 @@ fn restart_only_changes(running: &DpConfig, new: &DpConfig) -> Vec<&'static str>
         "license.prefer_in_force",
     );
     push(running.local != new.local, "local");
-    push(running.sync != new.sync, "sync");
+    // `sync.servers` applies at once; the rest of the table waits.
+    let same_servers = |sync: &crate::config::SyncConfig| crate::config::SyncConfig {
+        servers: Vec::new(),
+        ..sync.clone()
+    };
+    push(
+        same_servers(&running.sync) != same_servers(&new.sync),
+        "sync",
+    );
     push(running.usage != new.usage, "usage");
     push(running.log.format != new.log.format, "log.format");
     changed
@@ -127,6 +149,9 @@ mod tests {
         new.license.trusted_keys = vec![KEY_A.into(), KEY_B.into()];
         new.log.level = "debug".into();
         assert!(replaceable_keys(&running, &new));
+        assert!(restart_only_changes(&running, &new).is_empty());
+
+        new.sync.servers = vec!["https://cp2:8005".into()];
         assert!(restart_only_changes(&running, &new).is_empty());
 
         new.license.prefer_in_force = !running.license.prefer_in_force;

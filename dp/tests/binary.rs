@@ -183,3 +183,28 @@ async fn without_a_registration_it_says_how_to_register() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn config_check_names_the_bad_sync_servers_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dp.toml");
+    std::fs::write(
+        &config,
+        "[sync]\nservers = [\n  \"https://cp1:8005\",\n  \"http://cp2:8005\",\n]\n",
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_licsync-dp"))
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("line 4, key 'sync.servers'"), "{stderr}");
+    assert!(
+        stderr.contains("'http://cp2:8005' must start with https://"),
+        "{stderr}"
+    );
+}

@@ -51,10 +51,18 @@ fn config() -> impl Strategy<Value = DpConfig> {
         (
             prop::sample::select(&["info", "debug", "warn,licsync_dp=trace", "error"][..]),
             any::<bool>(),
+            prop::sample::subsequence(
+                &[
+                    "https://cp1.example.com:8005",
+                    "https://10.0.0.2:8005",
+                    "https://[::1]:9005",
+                ][..],
+                0..=3,
+            ),
         ),
     )
         .prop_map(
-            |(paths, (d, flags), (local, statsd), (patterns, exclude), (level, json))| {
+            |(paths, (d, flags), (local, statsd), (patterns, exclude), (level, json, servers))| {
                 let mut c = DpConfig {
                     data_dir: PathBuf::from(paths.0),
                     registration_file: PathBuf::from(paths.1),
@@ -79,6 +87,7 @@ fn config() -> impl Strategy<Value = DpConfig> {
                 c.sync.connect_timeout = d[6];
                 c.sync.registration_check_interval = d[7];
                 c.sync.rotate_certificate = flags[1];
+                c.sync.servers = servers.into_iter().map(str::to_owned).collect();
                 c.usage.flush_interval = d[8];
                 c.usage.report_interval = d[9];
                 c.local.listen = local;
@@ -111,8 +120,13 @@ fn toml_text() -> impl Strategy<Value = String> {
             "level",
             "format",
             "output_path",
+            "servers",
         ],
-        &["[\"kong.*.count\", \"\"]", "[\"\"]"],
+        &[
+            "[\"kong.*.count\", \"\"]",
+            "[\"\"]",
+            "[\"https://cp1:8005\", \"https://cp1:8005\"]",
+        ],
     )
 }
 

@@ -4,7 +4,8 @@
 //! connection, so an agent restarted while the control plane is down serves its last license at
 //! once. [`SyncClient::run`] then connects, says `Hello` with what it holds, applies each
 //! `Update` ([`apply`]), heartbeats, and on any failure reconnects with [`backoff`] until
-//! shutdown. It publishes [`SyncStatus`] and the held state through `tokio::sync::watch`.
+//! shutdown, moving between the nodes of the cluster (`sync.servers`, or the addresses of one
+//! name) as [`servers`] and the reconnect loop describe. It publishes [`SyncStatus`] and the held state through `tokio::sync::watch`.
 //! Beside it, the certificate's [`lifecycle`] (rotation, hot reload of the registration file,
 //! expiry notices) publishes the identity to connect with; a new one ends the stream and the
 //! client reconnects with it at once.
@@ -17,6 +18,8 @@ pub mod apply;
 pub mod backoff;
 pub mod lifecycle;
 mod output_retry;
+mod reconnect;
+pub mod servers;
 mod session;
 pub mod status;
 
@@ -25,16 +28,12 @@ use std::time::Duration;
 
 use licsync_common::license::TrustedKeys;
 use licsync_common::pki::PkiError;
-use licsync_common::stream_end::EndReason;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
-use crate::cluster::{
-    self, BadClusterUrl, ClientIdentity, ClusterUrl, ConnectOptions, TlsSetupError,
-};
+use crate::cluster::{BadClusterUrl, ClientIdentity, ClusterUrl, ConnectOptions, TlsSetupError};
 use crate::config::SyncConfig;
 use crate::output::LicenseFile;
 use crate::registration::RegistrationFile;
@@ -43,6 +42,7 @@ use crate::state::{ActiveRule, DpState, StateError, StateStore};
 pub use apply::Applier;
 pub use backoff::Backoff;
 pub use lifecycle::{Identity, RegistrationWatch};
+pub use servers::Target;
 pub use status::SyncStatus;
 
 use lifecycle::Lifecycle;
@@ -148,7 +148,30 @@ pub struct SyncClient {
     /// The connection of the current stream (`None` while disconnected), for the other calls
     /// that travel on it (usage reports).
     channel: watch::Sender<Option<Channel>>,
+    /// `sync.servers`; empty: the registration file's URL.
+    servers: watch::Sender<Arc<[ClusterUrl]>>,
+    /// The server being used or tried (`None` before the first attempt), for rotations.
+    server: watch::Sender<Option<Target>>,
+    lookup: servers::Lookup,
     loaded: bool,
+}
+
+/// Replaces `sync.servers` while running (SIGHUP). A stream to a server still listed is kept;
+/// otherwise the client reconnects to the new list at once.
+pub struct ConfiguredServers(watch::Sender<Arc<[ClusterUrl]>>);
+
+impl ConfiguredServers {
+    /// Uses `servers` from now on (empty: the registration file's URL); `false` when they are
+    /// the servers already in use.
+    pub fn replace(&self, servers: Vec<ClusterUrl>) -> bool {
+        self.0.send_if_modified(|current| {
+            if **current == *servers {
+                return false;
+            }
+            *current = servers.into();
+            true
+        })
+    }
 }
 
 impl SyncClient {
@@ -189,8 +212,37 @@ impl SyncClient {
             status,
             licenses,
             channel: watch::Sender::new(None),
+            servers: watch::Sender::new(Arc::from(Vec::new())),
+            server: watch::Sender::new(None),
+            lookup: servers::system_lookup(),
             loaded: false,
         })
+    }
+
+    /// Connects to `servers` (`sync.servers`: the nodes of one cluster, tried in order with
+    /// failover) instead of the registration file's URL; empty keeps that URL.
+    #[must_use]
+    pub fn with_servers(self, servers: Vec<ClusterUrl>) -> Self {
+        self.servers.send_replace(servers.into());
+        self
+    }
+
+    /// Resolves server names with `lookup` instead of the system resolver (tests: a name with
+    /// several addresses).
+    #[must_use]
+    pub fn with_lookup(mut self, lookup: servers::Lookup) -> Self {
+        self.lookup = lookup;
+        self
+    }
+
+    /// A handle that replaces `sync.servers` while running (SIGHUP).
+    pub fn configured_servers(&self) -> ConfiguredServers {
+        ConfiguredServers(self.servers.clone())
+    }
+
+    /// The server in use or being tried; `None` before the first attempt.
+    pub fn server(&self) -> watch::Receiver<Option<Target>> {
+        self.server.subscribe()
     }
 
     /// Keeps the certificate in `watch.path`: rotates it there before it expires (when
@@ -274,6 +326,7 @@ impl SyncClient {
                 status: self.applier.status.clone(),
                 watch: self.registration.clone(),
                 connect: self.settings.connect,
+                server: self.server.subscribe(),
             });
             let lifecycle = async {
                 if let Some(lifecycle) = lifecycle {
@@ -302,145 +355,4 @@ impl SyncClient {
         .instrument(span)
         .await
     }
-
-    async fn keep_in_sync(mut self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
-        let mut identity_rx = self.identity.clone();
-        // With an expired certificate, the control plane's refusal is logged once (it says in
-        // its own words why); the expiry schedule repeats the rest once a minute.
-        let mut expired_refusal_logged: Option<String> = None;
-        while !shutdown.is_cancelled() {
-            let identity = identity_rx.borrow_and_update().clone();
-            if let Some(keys) = &identity.trusted_keys {
-                self.applier.keys = keys.clone();
-            }
-            let outcome = match identity.endpoint(self.settings.connect) {
-                Ok(endpoint) => {
-                    session::Session {
-                        settings: &self.settings,
-                        url: &identity.cluster_url,
-                        endpoint: &endpoint,
-                        applier: &self.applier,
-                        backoff: &mut backoff,
-                        identity: &mut identity_rx,
-                        channel: &self.channel,
-                    }
-                    .run(&shutdown)
-                    .await
-                }
-                Err(error) => Err(session::SessionFailure {
-                    connected: false,
-                    diagnosis: cluster::Diagnosis {
-                        kind: cluster::FailureKind::Other,
-                        message: error.to_string(),
-                    },
-                    cause: None,
-                }),
-            };
-            self.channel.send_replace(None);
-            self.applier.status.send_modify(|s| {
-                s.connected = false;
-                s.last_heartbeat = None;
-            });
-            let mut refused_for_good = false;
-            match outcome {
-                Ok(session::SessionEnd::Shutdown) => break,
-                Ok(session::SessionEnd::IdentityChanged) => {
-                    backoff.reset();
-                    continue;
-                }
-                Err(failure) if failure.cause.is_some_and(registration_required) => {
-                    refused_for_good = true;
-                    let message = self.report_registration_required(&failure, &identity);
-                    self.applier.status.send_modify(|s| {
-                        s.revoked = true;
-                        s.last_error = Some(message);
-                    });
-                }
-                Err(failure) => {
-                    let expired = identity.cert.not_after <= OffsetDateTime::now_utc();
-                    let first_refusal = failure.diagnosis.kind
-                        == cluster::FailureKind::CertificateRefused
-                        && expired_refusal_logged.as_ref() != Some(&identity.cert.serial);
-                    if !expired {
-                        failure.log();
-                    } else if first_refusal {
-                        failure.log();
-                        expired_refusal_logged = Some(identity.cert.serial.clone());
-                    } else {
-                        tracing::debug!(reason = %failure.diagnosis.message, "Cannot sync with an expired certificate.");
-                    }
-                    self.applier.status.send_modify(|s| {
-                        s.last_error = Some(failure.diagnosis.message.clone());
-                        s.revoked = false;
-                    });
-                }
-            }
-            let delay = if refused_for_good {
-                backoff::REFUSED_RETRY
-            } else {
-                backoff.next_delay()
-            };
-            tracing::debug!(?delay, "Reconnecting after a delay.");
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
-                () = lifecycle::changed(&mut identity_rx) => backoff.reset(),
-            }
-        }
-        tracing::info!(event = "sync.stopped", "Sync client stopped.");
-    }
-
-    /// Logs, in words an operator can act on, that the control plane revoked this data plane
-    /// (`sync.revoked`) or no longer knows it (`sync.refused`), with the command that registers
-    /// it again; returns what `/status` shows as `last_error`.
-    fn report_registration_required(
-        &self,
-        failure: &session::SessionFailure,
-        identity: &Identity,
-    ) -> String {
-        let fingerprint =
-            licsync_common::pki::first_certificate(&identity.ca_certificate_pem, "CA")
-                .map(|der| licsync_common::pki::sha256_hex(&der))
-                .unwrap_or_else(|_| "<ca_cert_sha256>".into());
-        let file = self.registration.as_ref().map_or_else(
-            || "the registration file".to_owned(),
-            |watch| watch.path.display().to_string(),
-        );
-        let command = format!(
-            "licsync-dp registration create --token <NEW_TOKEN> --server {} --ca-cert-hash sha256:{fingerprint} --output-directory <DIR>",
-            identity.cluster_url
-        );
-        let retry_in_s = backoff::REFUSED_RETRY.as_secs();
-        let reason = &failure.diagnosis.message;
-        if failure.cause == Some(EndReason::Revoked) {
-            tracing::error!(
-                event = "sync.revoked",
-                dataplane.id = %identity.dataplane_id,
-                %reason,
-                %command,
-                registration_file = %file,
-                retry_in_s,
-                "This data plane was revoked at the control plane; it retries only every {} minutes. Get a new registration token (POST /registration-tokens), run the command, then move <DIR>/registration.yaml over the registration file: the agent picks it up without a restart.",
-                retry_in_s / 60
-            );
-        } else {
-            tracing::error!(
-                event = "sync.refused",
-                dataplane.id = %identity.dataplane_id,
-                %reason,
-                %command,
-                registration_file = %file,
-                retry_in_s,
-                "The control plane does not know this data plane; it retries only every {} minutes. Register it again with the command and move <DIR>/registration.yaml over the registration file.",
-                retry_in_s / 60
-            );
-        }
-        format!("{reason}; run `{command}` and move <DIR>/registration.yaml over {file}")
-    }
-}
-
-/// Whether `cause` means only a new registration can bring this data plane back.
-fn registration_required(cause: EndReason) -> bool {
-    matches!(cause, EndReason::Revoked | EndReason::NotRegistered)
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
+use super::servers::{self, Target};
 use super::{Applier, Backoff, Identity, SyncSettings, lifecycle};
 use crate::cluster::{self, ClusterUrl, Diagnosis, FailureKind};
 use crate::state::DpState;
@@ -40,19 +41,23 @@ const NACK_GRACE: Duration = Duration::from_secs(1);
 pub(super) struct SessionFailure {
     /// The stream had been established (so this is a disconnection, not a failed attempt).
     pub connected: bool,
+    /// The control plane had sent something on the stream (an update, a heartbeat answer): it
+    /// worked, rather than ending as soon as it began.
+    pub heard: bool,
     pub diagnosis: Diagnosis,
     /// Why the control plane ended or refused the stream, when it said.
     pub cause: Option<EndReason>,
 }
 
 impl SessionFailure {
-    pub(super) fn log(&self) {
+    pub(super) fn log(&self, server: &Target) {
         let reason = &self.diagnosis.message;
         let cause = self.cause.map(EndReason::as_str);
         match self.cause {
             Some(EndReason::Replaced) => {
                 return tracing::warn!(
                     event = "sync.replaced",
+                    %server,
                     %reason,
                     cause,
                     "The control plane ended this stream for a newer one of the same data plane; reconnecting. If this repeats, another agent with the same registration file is running: stop it or register it separately."
@@ -61,6 +66,7 @@ impl SessionFailure {
             Some(EndReason::Shutdown) => {
                 return tracing::info!(
                     event = "dataplane.disconnected",
+                    %server,
                     %reason,
                     cause,
                     "The control plane is shutting down; reconnecting with backoff."
@@ -69,6 +75,7 @@ impl SessionFailure {
             Some(EndReason::AckTimeout) => {
                 return tracing::warn!(
                     event = "dataplane.disconnected",
+                    %server,
                     %reason,
                     cause,
                     "The control plane ended the stream; reconnecting."
@@ -78,15 +85,17 @@ impl SessionFailure {
         }
         match (self.diagnosis.kind, self.connected) {
             (FailureKind::CertificateRefused | FailureKind::ServerUntrusted, _) => {
-                tracing::error!(event = "sync.refused", %reason, cause, "Cannot sync with the control plane.")
+                tracing::error!(event = "sync.refused", %server, %reason, cause, "Cannot sync with the control plane.")
             }
             (_, true) => tracing::warn!(
                 event = "dataplane.disconnected",
+                %server,
                 %reason,
                 "Disconnected from the control plane; reconnecting."
             ),
             (_, false) => tracing::warn!(
                 event = "sync.connect_failed",
+                %server,
                 %reason,
                 "Cannot connect to the control plane; retrying."
             ),
@@ -100,17 +109,21 @@ pub(super) enum SessionEnd {
     Shutdown,
     /// A rotated or reloaded certificate is to be used: reconnect with it at once.
     IdentityChanged,
+    /// `sync.servers` was reloaded without the server in use: connect to one listed at once.
+    ServersChanged,
 }
 
 pub(super) struct Session<'a> {
     pub settings: &'a SyncSettings,
     /// Where `endpoint` leads, for messages.
-    pub url: &'a ClusterUrl,
+    pub target: &'a Target,
     pub endpoint: &'a Endpoint,
     pub applier: &'a Applier,
     pub backoff: &'a mut Backoff,
     /// Ends the stream when it changes.
     pub identity: &'a mut watch::Receiver<Arc<Identity>>,
+    /// `sync.servers`; ends the stream when the server in use is no longer listed.
+    pub servers: &'a mut watch::Receiver<Arc<[ClusterUrl]>>,
     /// Where the connection is published for usage reports.
     pub channel: &'a watch::Sender<Option<Channel>>,
 }
@@ -120,15 +133,19 @@ impl Session<'_> {
         self,
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, SessionFailure> {
-        let url = self.url;
+        let target = self.target;
+        let url = &target.url;
+        let registration_url = self.identity.borrow().cluster_url.clone();
         let not_connected = |(diagnosis, cause)| SessionFailure {
             connected: false,
+            heard: false,
             diagnosis,
             cause,
         };
         let channel = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             () = lifecycle::changed(self.identity) => return Ok(SessionEnd::IdentityChanged),
+            () = servers::dropped(self.servers, url, &registration_url) => return Ok(SessionEnd::ServersChanged),
             result = self.endpoint.connect() => {
                 result.map_err(|e| not_connected((cluster::diagnose(&e, url), None)))?
             }
@@ -145,6 +162,7 @@ impl Session<'_> {
         let response = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             () = lifecycle::changed(self.identity) => return Ok(SessionEnd::IdentityChanged),
+            () = servers::dropped(self.servers, url, &registration_url) => return Ok(SessionEnd::ServersChanged),
             result = client.sync(ReceiverStream::new(rx)) => {
                 result.map_err(|status| not_connected(from_status(&status, url)))?
             }
@@ -157,12 +175,15 @@ impl Session<'_> {
         });
         tracing::info!(
             event = "dataplane.connected",
+            server = %target,
             held = held.licenses.len(),
             revision = held.revision,
             "Connected to the control plane."
         );
-        let disconnected = |(diagnosis, cause)| SessionFailure {
+        let mut heard = false;
+        let disconnected = |heard: bool, (diagnosis, cause)| SessionFailure {
             connected: true,
+            heard,
             diagnosis,
             cause,
         };
@@ -187,15 +208,25 @@ impl Session<'_> {
                     );
                     return Ok(SessionEnd::IdentityChanged);
                 }
+                () = servers::dropped(self.servers, url, &registration_url) => {
+                    tracing::info!(
+                        event = "dataplane.disconnected",
+                        server = %target,
+                        reason = "no longer in sync.servers",
+                        "Disconnecting: sync.servers no longer lists this server."
+                    );
+                    return Ok(SessionEnd::ServersChanged);
+                }
                 _ = heartbeat.tick() => {
                     if let Err(diagnosis) = send(&tx, heartbeat_message(), url) {
-                        return Err(disconnected(why_closed(&mut inbound, diagnosis, url).await));
+                        return Err(disconnected(heard, why_closed(&mut inbound, diagnosis, url).await));
                     }
                 }
                 message = inbound.message() => match message {
                     Ok(Some(ControlPlaneMessage {
                         message: Some(control_plane_message::Message::Update(update)),
                     })) => {
+                        heard = true;
                         // Ack, Nack, or (when the agent itself failed) a Nack asking for the
                         // update again later: in every case the stream stays up.
                         let reply = self.applier.handle(&update).await;
@@ -203,6 +234,7 @@ impl Session<'_> {
                             // The control plane may have ended the stream while the update
                             // was applied (an unanswered update): say what it said.
                             return Err(disconnected(
+                                heard,
                                 why_closed(&mut inbound, diagnosis, url).await,
                             ));
                         }
@@ -212,6 +244,7 @@ impl Session<'_> {
                         message: Some(control_plane_message::Message::Heartbeat(_)),
                     })) => {
                         tracing::trace!("Heartbeat from the control plane.");
+                        heard = true;
                         let now = OffsetDateTime::now_utc().unix_timestamp();
                         self.applier.status.send_modify(|s| s.last_heartbeat = Some(now));
                     }
@@ -219,12 +252,12 @@ impl Session<'_> {
                         tracing::debug!("Ignoring an empty or unknown message from the control plane.");
                     }
                     Ok(None) => {
-                        return Err(disconnected((Diagnosis {
+                        return Err(disconnected(heard, (Diagnosis {
                             kind: FailureKind::Unreachable,
                             message: format!("the control plane at {url} closed the stream"),
                         }, None)));
                     }
-                    Err(status) => return Err(disconnected(from_status(&status, url))),
+                    Err(status) => return Err(disconnected(heard, from_status(&status, url))),
                 },
             }
         }

@@ -12,6 +12,9 @@
 //! file (atomically, mode 0600) before it is used, and the control plane accepts the previous
 //! certificate until the new one is first used. A file that cannot be saved is not used.
 //!
+//! Rotations go to the node the sync client uses at the time ([`super::servers`]): every node
+//! of one cluster shares its CA, so the certificate and the CA pin work at each.
+//!
 //! Without a registration file (the fleet benchmark's in-memory clients) nothing is rotated
 //! or reloaded: a certificate that could not be saved would be lost at the next start. Only
 //! the expiry notices run.
@@ -33,6 +36,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
+use super::servers::Target;
 use super::{Backoff, SyncSettings, SyncStatus};
 use crate::cluster::{self, ClientIdentity, ClusterUrl, ConnectOptions, TlsSetupError};
 use crate::registration::RegistrationFile;
@@ -108,6 +112,22 @@ impl Identity {
         )
     }
 
+    /// A connection as this identity to `target`, one node of the cluster: the certificate
+    /// and the CA pin are the same for every node (they share one cluster CA).
+    pub fn endpoint_to(
+        &self,
+        target: &Target,
+        connect: ConnectOptions,
+    ) -> Result<Endpoint, TlsSetupError> {
+        cluster::endpoint_at(
+            &target.url,
+            target.addr,
+            &self.ca_certificate_pem,
+            Some(&self.client),
+            connect,
+        )
+    }
+
     /// Whether `other` would connect and verify exactly as this one does. Keys are compared
     /// only when both name theirs: a client starts with the keys it was given, which came
     /// from the same file.
@@ -151,6 +171,9 @@ pub(super) struct Lifecycle {
     pub status: watch::Sender<SyncStatus>,
     pub watch: Option<RegistrationWatch>,
     pub connect: ConnectOptions,
+    /// The server the sync client uses now (`None` before its first attempt): rotations go
+    /// there.
+    pub server: watch::Receiver<Option<Target>>,
 }
 
 /// What the lifecycle task keeps between wake-ups.
@@ -270,7 +293,12 @@ impl Lifecycle {
             cert_expires_at = %time_fmt::rfc3339(identity.cert.not_after),
             "Rotating the client certificate."
         );
-        let saved = match rotation::rotate(&identity, &current, self.connect).await {
+        let server = self
+            .server
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| Target::named(identity.cluster_url.clone()));
+        let saved = match rotation::rotate(&identity, &current, &server, self.connect).await {
             Ok(renewed) => renewed
                 .save(&watch.path)
                 .map(|text| (renewed, text))

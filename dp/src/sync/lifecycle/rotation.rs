@@ -19,8 +19,9 @@ use time::OffsetDateTime;
 use tonic::Code;
 
 use super::Identity;
-use crate::cluster::{self, ConnectOptions, Diagnosis, TlsSetupError};
+use crate::cluster::{self, ClusterUrl, ConnectOptions, Diagnosis, TlsSetupError};
 use crate::registration::{RegistrationFile, now_rfc3339};
+use crate::sync::servers::Target;
 
 /// Rotation happens once this fraction of the lifetime has passed, at the earliest...
 pub const EARLIEST: f64 = 2.0 / 3.0;
@@ -68,21 +69,22 @@ impl RotationError {
     }
 }
 
-/// Asks the control plane for a new certificate for `identity`'s data plane, authenticated
-/// with its current one, and returns `current` with the new certificate, key and CA.
+/// Asks the control plane at `server` (the node the sync client uses) for a new certificate for
+/// `identity`'s data plane, authenticated with its current one, and returns `current` with the new certificate, key and CA.
 pub async fn rotate(
     identity: &Identity,
     current: &RegistrationFile,
+    server: &Target,
     connect: ConnectOptions,
 ) -> Result<RegistrationFile, RotationError> {
     let (private_key, csr_der) = pki::new_key_and_csr(&current.dataplane_name)?;
-    let url = &identity.cluster_url;
+    let url = &server.url;
     let one_shot = ConnectOptions {
         keepalive_interval: None,
         ..connect
     };
     let channel = identity
-        .endpoint(one_shot)?
+        .endpoint_to(server, one_shot)?
         .timeout(connect.connect_timeout.max(Duration::from_secs(10)))
         .connect()
         .await
@@ -90,7 +92,7 @@ pub async fn rotate(
     let answer = LicenseSyncClient::new(channel)
         .rotate_certificate(RotateCertificateRequest { csr_der })
         .await
-        .map_err(|status| from_status(&status, identity))?
+        .map_err(|status| from_status(&status, url))?
         .into_inner();
     check(
         &answer.certificate_pem,
@@ -134,7 +136,7 @@ fn check(cert_pem: &str, private_key: &str, dataplane_id: &str) -> Result<CertIn
     }
 }
 
-fn from_status(status: &tonic::Status, identity: &Identity) -> RotationError {
+fn from_status(status: &tonic::Status, url: &ClusterUrl) -> RotationError {
     use std::error::Error;
     let message = || {
         if status.message().is_empty() {
@@ -149,7 +151,7 @@ fn from_status(status: &tonic::Status, identity: &Identity) -> RotationError {
             RotationError::Refused(message())
         }
         _ if status.source().is_some() => {
-            RotationError::Unreachable(cluster::diagnose(status, &identity.cluster_url))
+            RotationError::Unreachable(cluster::diagnose(status, url))
         }
         code => RotationError::Refused(format!("{code:?}: {}", message())),
     }

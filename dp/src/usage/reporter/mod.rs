@@ -46,6 +46,7 @@ pub struct Reporter {
     pub channel: watch::Receiver<Option<Channel>>,
     /// The sync client's status, whose `last_error` explains a missing connection.
     pub sync_status: watch::Receiver<SyncStatus>,
+    /// Names the control plane in messages until the sync client has chosen a server.
     pub cluster_url: ClusterUrl,
     pub report_interval: Duration,
     pub backoff: Backoff,
@@ -198,7 +199,7 @@ impl Reporter {
                     kind: FailureKind::Unreachable,
                     message: format!(
                         "the control plane at {} did not answer a usage report within {CALL_TIMEOUT:?}",
-                        self.cluster_url
+                        self.server()
                     ),
                 });
             }
@@ -249,8 +250,15 @@ impl Reporter {
         );
     }
 
+    /// The server reports go to: the sync client's current one (`sync.servers`), else
+    /// `cluster_url`.
+    fn server(&self) -> ClusterUrl {
+        ClusterUrl::parse(&self.sync_status.borrow().cluster_url)
+            .unwrap_or_else(|_| self.cluster_url.clone())
+    }
+
     fn explain(&self, status: &tonic::Status) -> Failure {
-        let url = &self.cluster_url;
+        let url = &self.server();
         match status.code() {
             Code::Unimplemented => Failure {
                 kind: FailureKind::Other,

@@ -288,7 +288,7 @@ async fn a_refused_bucket_is_not_sent_again_and_the_rest_is_confirmed() {
 #[test]
 fn refusals_are_explained_in_operator_words() {
     let (_, channel) = watch::channel(None);
-    let (_, sync_status) = watch::channel(SyncStatus::default());
+    let (status_tx, sync_status) = watch::channel(SyncStatus::default());
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -333,4 +333,14 @@ fn refusals_are_explained_in_operator_words() {
         assert_eq!(failure.kind, kind, "{status:?}");
         assert!(failure.message.contains(expected), "{}", failure.message);
     }
+    // With sync.servers, the server the sync client uses is named.
+    status_tx.send_modify(|s| s.cluster_url = "https://cp2:8005".into());
+    let failure = reporter.explain(&Status::unavailable("shutting down"));
+    assert!(
+        failure
+            .message
+            .contains("the control plane at https://cp2:8005 (Unavailable)"),
+        "{}",
+        failure.message
+    );
 }
