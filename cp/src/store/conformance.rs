@@ -8,8 +8,8 @@
 use uuid::Uuid;
 
 use super::{
-    AuditRecord, AuditStore, LicenseChange, LicenseStore, MemoryStore, PostgresStore, PrincipalStore, SledStore, Store,
-    UsageMonth, UsageRow, UsageSubmission,
+    AuditRecord, LicenseChange, LicenseStore, MemoryStore, PostgresStore, PrincipalStore,
+    SledStore, Store, UsageMonth, UsageRow, UsageSubmission,
 };
 use crate::model::{
     ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, Role, Scope, StoredLicense,
@@ -227,7 +227,10 @@ async fn exercise_audit(store: &dyn Store) {
     );
     assert_eq!(store.audit_since(21, 10).await.unwrap(), vec![]);
     assert_eq!(store.prune_audit(10).await.unwrap(), 1);
-    assert_eq!(store.audit_since(i64::MIN, 100).await.unwrap(), vec![c, b, d]);
+    assert_eq!(
+        store.audit_since(i64::MIN, 100).await.unwrap(),
+        vec![c, b, d]
+    );
 }
 
 #[tokio::test]

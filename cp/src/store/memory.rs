@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    AuditRecord, AuditStore, DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
-    StoreError, StoreMeta, StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore,
-    UsageSubmission, merge_usage, token_refusal,
+    AuditRecord, AuditStore, DataPlaneStore, LicenseChange, LicenseRows, LicenseStore,
+    PrincipalStore, StorageInfo, StoreError, StoreMeta, StoreResult, TokenStore, UsageKey,
+    UsageMonth, UsageRow, UsageStore, UsageSubmission, merge_usage, token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,

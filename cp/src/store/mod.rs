@@ -20,8 +20,8 @@ mod traits;
 pub use memory::{LicenseFault, MemoryStore};
 pub use postgres::PostgresStore;
 pub use records::{
-    AuditRecord, LicenseChange, LicenseRows, MergedUsage, UsageKey, UsageMonth, UsageRow, UsageSubmission,
-    merge_usage, token_refusal,
+    AuditRecord, LicenseChange, LicenseRows, MergedUsage, UsageKey, UsageMonth, UsageRow,
+    UsageSubmission, merge_usage, token_refusal,
 };
 pub use sled_store::SledStore;
 pub use traits::{

@@ -17,9 +17,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use uuid::Uuid;
 
 use super::{
-    AuditRecord, AuditStore, DataPlaneStore, LicenseChange, LicenseRows, LicenseStore, PrincipalStore, StorageInfo,
-    StoreError, StoreMeta, StoreResult, TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore,
-    UsageSubmission, merge_usage, token_refusal,
+    AuditRecord, AuditStore, DataPlaneStore, LicenseChange, LicenseRows, LicenseStore,
+    PrincipalStore, StorageInfo, StoreError, StoreMeta, StoreResult, TokenStore, UsageKey,
+    UsageMonth, UsageRow, UsageStore, UsageSubmission, merge_usage, token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -455,7 +455,10 @@ impl AuditStore for SledStore {
     async fn append_audit(&self, records: &[AuditRecord]) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
         for record in records {
-            batch.insert(audit_key(record.at_ms, record.id).as_slice(), encode(record)?);
+            batch.insert(
+                audit_key(record.at_ms, record.id).as_slice(),
+                encode(record)?,
+            );
         }
         self.write(move |t| t.audit.apply_batch(batch).map_err(backend))
             .await

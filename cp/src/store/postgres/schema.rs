@@ -20,10 +20,10 @@ struct Migration {
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
-    version: 1,
-    description: "licenses, registration tokens, data planes, principals and usage counters",
-    // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
-    sql: r#"
+        version: 1,
+        description: "licenses, registration tokens, data planes, principals and usage counters",
+        // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
+        sql: r#"
         CREATE TABLE cp_meta (
             key text COLLATE "C" PRIMARY KEY,
             value bigint NOT NULL
