@@ -22,7 +22,24 @@ pub struct CpConfig {
     pub pki: PkiConfig,
     pub licenses: LicensesConfig,
     pub storage: StorageConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
+}
+
+/// `[audit]`: how long the audit trail is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Records older than this are removed (checked hourly).
+    pub retention: HumanDuration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: HumanDuration(Duration::from_secs(90 * 86_400)),
+        }
+    }
 }
 
 impl Default for CpConfig {
@@ -34,6 +51,7 @@ impl Default for CpConfig {
             pki: PkiConfig::default(),
             licenses: LicensesConfig::default(),
             storage: StorageConfig::default(),
+            audit: AuditConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -324,6 +342,7 @@ impl CpConfig {
             ("pki.dataplane_cert_ttl", self.pki.dataplane_cert_ttl.0),
             ("pki.server_cert_ttl", self.pki.server_cert_ttl.0),
             ("cluster.ack_timeout", self.cluster.ack_timeout.0),
+            ("audit.retention", self.audit.retention.0),
             (
                 "cluster.dataplane_purge_delay",
                 self.cluster.dataplane_purge_delay.0,

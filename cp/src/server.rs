@@ -198,6 +198,14 @@ pub async fn run_reloadable(
             lifecycle::storage_watch::run(cp.clone(), store.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("storage_watch")),
         ),
+        tokio::spawn({
+            let (cp, shutdown) = (cp.clone(), shutdown.clone());
+            async move {
+                let retention = cp.config().audit.retention.0;
+                cp.audit().run_retention(retention, shutdown).await;
+            }
+            .instrument(tracing::info_span!("audit_retention"))
+        }),
         tokio::spawn(
             lifecycle::purge::run(cp.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("dataplane_purge")),
@@ -289,6 +297,7 @@ pub async fn run_reloadable(
         admin_task.abort();
     }
     watch_task.abort();
+    cp.audit().flush().await;
     store.flush().await?;
     tracing::info!(event = "cp.stopped", "Control plane stopped.");
     match failure.flatten() {

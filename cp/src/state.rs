@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::audit::Audit;
 use crate::config::CpConfig;
 use crate::dataplanes::DataPlanes;
 use crate::entitlement::Entitlement;
@@ -30,6 +31,7 @@ pub struct ControlPlane {
     cluster: ClusterIdentity,
     started_at: i64,
     usage: UsageLedger,
+    audit: Audit,
     entitlement: Entitlement,
     report_key: Option<Arc<ReportKey>>,
     ready: AtomicBool,
@@ -92,6 +94,7 @@ impl ControlPlane {
             storage: store.info(),
             principals: Principals::new(store.clone()),
             registration_tokens: RegistrationTokens::new(store.clone()),
+            audit: Audit::new(store.clone()),
             usage: UsageLedger::new(store),
             entitlement: Entitlement::new(
                 config.licenses.enforce_dataplane_limit,
@@ -168,6 +171,11 @@ impl ControlPlane {
     /// Usage counters reported by data planes (group-committed).
     pub fn usage(&self) -> &UsageLedger {
         &self.usage
+    }
+
+    /// The audit trail of changes and who made them.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// The active license's `dataplanes` against the registered fleet.

@@ -86,10 +86,22 @@ pub async fn require_token(
     };
     let caller = match identify(&cp, request.headers(), &call).await {
         Ok(caller) => caller,
-        Err(refusal) => return refusal,
+        Err(refusal) => {
+            if call.changes_state() {
+                audit(&cp, "-", &call, refusal.status(), "denied");
+            }
+            return refusal;
+        }
     };
     let needed = access::required_role(&call.method, &call.path);
     if !caller.role().covers(needed) {
+        audit(
+            &cp,
+            &caller.to_string(),
+            &call,
+            StatusCode::FORBIDDEN,
+            "denied",
+        );
         tracing::warn!(event = "auth.forbidden", source = %call.source, caller = %caller, role = %caller.role(), needed = %needed, method = %call.method, path = %call.path, "Admin API call refused: the caller's role does not cover it.");
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -102,8 +114,44 @@ pub async fn require_token(
         )
         .into_response();
     }
+    let actor = call.changes_state().then(|| caller.to_string());
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    let response = next.run(request).await;
+    if let Some(actor) = actor {
+        audit(&cp, &actor, &call, response.status(), "failed");
+    }
+    response
+}
+
+/// Records `call` by `actor` in the audit trail: `ok` for a success, else `how (status)`.
+fn audit(cp: &ControlPlane, actor: &str, call: &Call, status: StatusCode, how: &str) {
+    let result = if status.is_success() {
+        "ok".to_owned()
+    } else {
+        format!("{how} ({})", status.as_u16())
+    };
+    cp.audit().record(crate::audit::Entry {
+        actor: actor.to_owned(),
+        source: call.source.clone(),
+        action: format!("{} {}", call.method, route_of(&call.path)),
+        resource: call.path.clone(),
+        result,
+    });
+}
+
+/// `path` with every id segment (a UUID) written `{id}`: the route, so records of one kind
+/// of call share an action.
+fn route_of(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.len() == 36 && Uuid::try_parse(segment).is_ok() {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// What the log lines about a call name (taken from the request before any `await`: the
@@ -113,6 +161,13 @@ struct Call {
     ip: IpAddr,
     method: Method,
     path: String,
+}
+
+impl Call {
+    /// Whether the call may change something (and so is audited whatever its outcome).
+    fn changes_state(&self) -> bool {
+        !matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS)
+    }
 }
 
 /// The caller `headers` authenticate as, or the answer refusing it.

@@ -14,7 +14,7 @@
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
-//! - `licenses`, `registration_tokens`, `admin_tokens`, `users`, `connected_apps`, `fleet`, `report`
+//! - `licenses`, `registration_tokens`, `admin_tokens`, `audit`, `users`, `connected_apps`, `fleet`, `report`
 //!   (`/license/report`), `status`: one file per resource.
 //!
 //! Handlers hold no state of their own and never touch storage: they translate HTTP to the
@@ -35,6 +35,7 @@ use crate::state::ControlPlane;
 
 mod access;
 mod admin_tokens;
+mod audit;
 mod auth;
 mod body;
 mod connected_apps;
@@ -66,6 +67,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .merge(licenses::routes())
         .merge(registration_tokens::routes())
         .merge(admin_tokens::routes())
+        .merge(audit::routes())
         .merge(users::routes())
         .merge(connected_apps::routes())
         .merge(fleet::routes())

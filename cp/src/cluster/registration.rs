@@ -139,6 +139,13 @@ impl Registration for RegistrationService {
             cert_expires_at = record.cert_expires_at,
             "Registered a data plane."
         );
+        self.cp.audit().record(crate::audit::Entry {
+            actor: format!("dataplane {id} (registration token {})", token.id),
+            source: peer.clone(),
+            action: "dataplane.register".into(),
+            resource: format!("/clustering/data-planes/{id}"),
+            result: "ok".into(),
+        });
         self.cp.entitlement().registered(admission).await;
         Ok(Response::new(RegisterResponse {
             dataplane_id: id.to_string(),
@@ -218,6 +225,13 @@ impl Registration for RegistrationService {
             cert_expires_at = expires_at,
             "Renewed a data plane's certificate."
         );
+        self.cp.audit().record(crate::audit::Entry {
+            actor: principal.to_string(),
+            source: source.to_string(),
+            action: "dataplane.renew".into(),
+            resource: format!("/clustering/data-planes/{id}"),
+            result: "ok".into(),
+        });
         Ok(Response::new(RegisterResponse {
             dataplane_id: id.to_string(),
             dataplane_name: record.name,

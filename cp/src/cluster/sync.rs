@@ -134,6 +134,13 @@ impl LicenseSync for SyncService {
             cert_expires_at = reissued.record.cert_expires_at,
             "Issued a rotated data-plane certificate."
         );
+        self.cp.audit().record(crate::audit::Entry {
+            actor: format!("dataplane {}", reissued.record.id),
+            source: peer.remote_addr.to_string(),
+            action: "dataplane.rotate_certificate".into(),
+            resource: format!("/clustering/data-planes/{}", reissued.record.id),
+            result: "ok".into(),
+        });
         Ok(Response::new(proto::RotateCertificateResponse {
             certificate_pem: reissued.cert_pem,
             ca_certificate_pem: self.ca.cert_pem().to_owned(),
