@@ -24,7 +24,9 @@ pub use records::{
     merge_usage, token_refusal,
 };
 pub use sled_store::SledStore;
-pub use traits::{DataPlaneStore, LicenseStore, PrincipalStore, StoreMeta, TokenStore, UsageStore};
+pub use traits::{
+    DataPlaneStore, LicenseStore, PrincipalStore, SecretStore, StoreMeta, TokenStore, UsageStore,
+};
 
 /// A storage failure: the operation did not happen (or its durability is unknown).
 #[derive(Debug, Clone, thiserror::Error)]

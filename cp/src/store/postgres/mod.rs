@@ -16,7 +16,7 @@
 //!
 //! Layout: this file connects and migrates; [`schema`] holds the versioned migrations, `tls`
 //! the TLS connector; `licenses`, `fleet` (registration tokens and data planes), `principals`
-//! and `usage` implement the aggregate traits.
+//! and `usage` implement the aggregate traits, `secrets` the cluster's sealed secrets.
 
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ mod fleet;
 mod licenses;
 mod principals;
 pub mod schema;
+mod secrets;
 #[cfg(test)]
 mod tests;
 mod tls;

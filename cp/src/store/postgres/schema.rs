@@ -18,11 +18,12 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "licenses, registration tokens, data planes, principals and usage counters",
-    // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "licenses, registration tokens, data planes, principals and usage counters",
+        // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
+        sql: r#"
         CREATE TABLE cp_meta (
             key text COLLATE "C" PRIMARY KEY,
             value bigint NOT NULL
@@ -59,7 +60,19 @@ const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (dataplane, epoch, month)
         );
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "cluster secrets (CA, report key), sealed under the storage key",
+        sql: r#"
+        CREATE TABLE cluster_secrets (
+            name text COLLATE "C" PRIMARY KEY,
+            sealed bytea NOT NULL,
+            created_at bigint
+        );
+    "#,
+    },
+];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
