@@ -16,7 +16,8 @@
 //!
 //! Layout: this file connects and migrates; [`schema`] holds the versioned migrations, `tls`
 //! the TLS connector; `licenses`, `fleet` (registration tokens and data planes), `principals`
-//! and `usage` implement the aggregate traits, `secrets` the cluster's sealed secrets.
+//! and `usage` implement the aggregate traits, `secrets` the cluster's sealed secrets; `import` fills an empty database
+//! (`storage copy`).
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use super::{StorageInfo, StoreError, StoreMeta, StoreResult};
 use async_trait::async_trait;
 
 mod fleet;
+pub mod import;
 mod licenses;
 mod principals;
 pub mod schema;
