@@ -1,4 +1,5 @@
-//! `storage copy` from a real embedded control plane into a real PostgreSQL database: refused
+//! `storage copy` from a real embedded control plane into a real PostgreSQL database (over
+//! verified TLS): refused
 //! while the control plane runs; after it stops, every record arrives as it was (ids,
 //! timestamps, revisions, the revision counter), a node started on the copy serves the same
 //! licenses and the old data plane reconnects with its old certificate; a second copy into the
@@ -107,7 +108,13 @@ async fn an_embedded_control_plane_moves_to_postgres_and_its_data_planes_follow(
     let data_dir = embedded.data_dir().to_owned();
 
     let url = fresh_database().await;
-    let options = options(&data_dir, &url);
+    // Over verified TLS to the database, as `--ca-file` asks.
+    let ca_file = dir.path().join("postgres-ca.crt");
+    std::fs::write(&ca_file, licsync_testkit::postgres::ca_pem()).unwrap();
+    let options = CopyOptions {
+        ca_file: Some(ca_file),
+        ..options(&data_dir, &url)
+    };
     let refused = copy(&options).await.unwrap_err().to_string();
     assert!(refused.contains("stop it first"), "{refused}");
     embedded.shutdown().await;
@@ -179,6 +186,15 @@ async fn bad_sources_and_key_files_are_refused_naming_them() {
     })
     .await;
     assert!(message.contains("--encryption-key-file"), "{message}");
+    let message = error(CopyOptions {
+        ca_file: Some(dir.path().join("missing-ca.crt")),
+        ..options(dir.path(), &url)
+    })
+    .await;
+    assert!(
+        message.contains("--ca-file") && message.contains("missing-ca.crt"),
+        "{message}"
+    );
 
     // A data_dir with its pki but no sled database: not an embedded control plane's.
     let embedded = ControlPlane::start().await;
