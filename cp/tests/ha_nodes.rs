@@ -10,6 +10,26 @@ use licsync_testkit::{ControlPlane, send};
 use reqwest::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
 
+/// Whether `node`'s cluster listener proves, over TLS verified against the cluster CA, that
+/// it is `name`.
+async fn serves_as(node: &ControlPlane, name: &str) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = licsync_common::pki::first_certificate(&node.ca_pem(), "ca").unwrap();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(node.config().cluster.listen)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    connector.connect(name, tcp).await.is_ok()
+}
+
 /// How many API tokens the database at `url` holds.
 async fn api_tokens(url: &str) -> usize {
     use licsync_cp::store::PrincipalStore;
@@ -48,6 +68,7 @@ async fn two_nodes_share_the_ca_report_key_tokens_and_data_planes() {
         .postgres(&url)
         .trusting(&first.issuer)
         .admin_token(first.admin_token())
+        .config(|c| c.cluster.server_names.push("node-2.test".into()))
         .start()
         .await;
 
@@ -63,6 +84,9 @@ async fn two_nodes_share_the_ca_report_key_tokens_and_data_planes() {
         second.server_serial().await,
         "each node has its own server certificate"
     );
+    assert!(serves_as(&second, "node-2.test").await, "for its own names");
+    assert!(!serves_as(&first, "node-2.test").await);
+    assert!(serves_as(&first, "localhost").await);
     for node in [&first, &second] {
         assert!(
             !node.pki_dir().join("ca.key").exists() && !node.pki_dir().join("report.key").exists(),
