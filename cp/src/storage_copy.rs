@@ -118,12 +118,11 @@ pub async fn copy(options: &CopyOptions) -> Result<CopySummary, CopyError> {
         flag: "ca-file",
         reason: e.reason,
     })?;
-    let secrets = sealed_secrets(&options.from.join("pki"), &key)?;
-
     let sled_path = options.from.join("cp.sled");
     if !sled_path.is_dir() {
         return Err(CopyError::NotADataDir(options.from.clone()));
     }
+    let secrets = sealed_secrets(&options.from.join("pki"), &key)?;
     let source = SledStore::open(&sled_path).map_err(|e| CopyError::InUse {
         path: sled_path.clone(),
         reason: e.to_string(),

@@ -166,7 +166,7 @@ async fn bad_sources_and_key_files_are_refused_naming_them() {
     let error = |options: CopyOptions| async move { copy(&options).await.unwrap_err().to_string() };
 
     let message = error(options(dir.path(), &url)).await;
-    assert!(message.contains("ca.crt"), "no pki: {message}");
+    assert!(message.contains("holds no cp.sled"), "{message}");
 
     let exposed = dir.path().join("exposed.key");
     std::fs::copy(storage_key_file(&url), &exposed).unwrap();
@@ -196,18 +196,13 @@ async fn bad_sources_and_key_files_are_refused_naming_them() {
         "{message}"
     );
 
-    // A data_dir with its pki but no sled database: not an embedded control plane's.
-    let embedded = ControlPlane::start().await;
-    let pki_only = dir.path().join("pki-only");
-    std::fs::create_dir(&pki_only).unwrap();
-    let pki = pki_only.join("pki");
-    std::fs::create_dir(&pki).unwrap();
-    for file in ["ca.crt", "ca.key", "report.key"] {
-        std::fs::copy(embedded.pki_dir().join(file), pki.join(file)).unwrap();
-    }
-    embedded.shutdown().await;
-    let message = error(options(&pki_only, &url)).await;
-    assert!(message.contains("holds no cp.sled"), "{message}");
+    // A sled database without the pki directory beside it: the CA is missing.
+    std::fs::create_dir(dir.path().join("cp.sled")).unwrap();
+    let message = error(options(dir.path(), &url)).await;
+    assert!(
+        message.contains("ca.crt") && message.contains("cluster CA"),
+        "{message}"
+    );
     let status = PostgresStore::connect(&licsync_cp::store::postgres::ConnectOptions {
         url: &url,
         password: None,
