@@ -75,10 +75,12 @@ async fn two_nodes_share_the_ca_report_key_tokens_and_data_planes() {
     assert_eq!(first.ca_fingerprint(), second.ca_fingerprint());
     assert_eq!(first.ca_pem(), second.ca_pem());
     let token = first.admin_token();
-    assert_eq!(
-        report_key(&first, token).await,
-        report_key(&second, token).await
-    );
+    let public = report_key(&first, token).await;
+    assert_eq!(report_key(&second, token).await, public);
+    for node in [&first, &second] {
+        let file = std::fs::read_to_string(node.pki_dir().join("report.pub")).unwrap();
+        assert_eq!(file, public, "report.pub is the shared key's");
+    }
     assert_ne!(
         first.server_serial().await,
         second.server_serial().await,
