@@ -90,6 +90,31 @@ pub enum StorageCommand {
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Copy a stopped control plane with embedded storage (licenses, data planes, tokens,
+    /// principals, usage, the CA and the report key) into an empty PostgreSQL database, in one
+    /// transaction; its data planes then reconnect to nodes on that database unchanged.
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The data_dir of the control plane to copy (storage.backend = "sled"); stop it first.
+    #[arg(long, value_name = "DATA_DIR")]
+    pub from: PathBuf,
+    /// The empty target database: postgres://USER@HOST:PORT/DB (the password from
+    /// LICSYNC_CP_POSTGRES_PASSWORD or --password-file when the URL has none).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// The storage key the nodes on the database will use (storage.encryption_key_file);
+    /// `storage keygen` writes one.
+    #[arg(long, value_name = "FILE")]
+    pub encryption_key_file: PathBuf,
+    /// A file holding the database password.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The PEM CA of the database server's certificate: connect with verified TLS.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

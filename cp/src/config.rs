@@ -201,6 +201,11 @@ pub struct StorageConfig {
     pub postgres: PostgresConfig,
     /// Used when `backend = "sled"`.
     pub sled: SledConfig,
+    /// The storage key (32 random bytes, raw or base64, mode 0600; `licsync-cp storage keygen`
+    /// writes one) under which a shared database holds the cluster's secrets. Required with
+    /// `backend = "postgres"`, where every node must read the same key; unused otherwise (the
+    /// secrets of an embedded store stay in `<data_dir>/pki`).
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// The embedded database's settings.
@@ -216,6 +221,9 @@ pub struct SledConfig {
 /// The smallest `storage.sled.cache_capacity` accepted: below it sled rereads every page from
 /// disk, and a value this small is far more likely a unit mistake (KiB or MiB for bytes).
 pub const MIN_SLED_CACHE_CAPACITY: u64 = 1 << 20;
+
+/// The config key of the storage key file, named in every error about it.
+pub const ENCRYPTION_KEY_FILE_KEY: &str = "storage.encryption_key_file";
 
 /// The PostgreSQL database several control-plane nodes share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +408,20 @@ impl CpConfig {
 }
 
 impl StorageConfig {
+    /// Reads `encryption_key_file`: its errors name the key, the file and what to do.
+    pub fn storage_key(&self) -> Result<crate::store::storage_key::StorageKey, Invalid> {
+        let path = self.encryption_key_file.as_deref().ok_or_else(|| Invalid {
+            key: ENCRYPTION_KEY_FILE_KEY,
+            reason: "required with storage.backend = \"postgres\": create one with \
+                     `licsync-cp storage keygen --output FILE` and give every node the same file"
+                .into(),
+        })?;
+        crate::store::storage_key::StorageKey::load(path).map_err(|e| Invalid {
+            key: ENCRYPTION_KEY_FILE_KEY,
+            reason: e.to_string(),
+        })
+    }
+
     fn validate(&self) -> Result<(), Invalid> {
         if let Some(bytes) = self.sled.cache_capacity
             && bytes < MIN_SLED_CACHE_CAPACITY
@@ -432,6 +454,15 @@ impl StorageConfig {
                 key: "storage.postgres.url",
                 reason: "required with storage.backend = \"postgres\" \
                          (postgres://USER@HOST:PORT/DB)"
+                    .into(),
+            });
+        }
+        if self.backend == StorageBackend::Postgres && self.encryption_key_file.is_none() {
+            return Err(Invalid {
+                key: ENCRYPTION_KEY_FILE_KEY,
+                reason: "required with storage.backend = \"postgres\": every node reads the \
+                         cluster's secrets from the database with this key (create one with \
+                         `licsync-cp storage keygen --output FILE`)"
                     .into(),
             });
         }

@@ -40,6 +40,7 @@ pub mod report_tool;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod storage_copy;
 pub mod storage_tool;
 pub mod store;
 pub mod sync_machine;

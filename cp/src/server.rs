@@ -1,8 +1,9 @@
 //! Starting and stopping a control plane on already-bound listeners.
 //!
 //! `main` binds the configured addresses; tests bind `127.0.0.1:0` and call [`run`] directly, so
-//! both exercise the same start-up order: open storage, create the bootstrap admin token, load
-//! the CA and the report key, load licenses, serve (and watch the active license's expiry and
+//! both exercise the same start-up order: open storage, load (or create) the CA and the report
+//! key where the store says they live, create the bootstrap admin token, issue this node's
+//! server certificate, load licenses, serve (and watch the active license's expiry and
 //! entitlement), and on shutdown stop accepting, end every stream, wait for the
 //! servers within [`DRAIN_DEADLINE`] and flush storage.
 
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::cluster::secrets::{ClusterSecrets, SecretHome};
 use crate::cluster::server_cert::{Rotation, ServerIdentity};
 use crate::cluster::{self, ca::ClusterPki};
 use crate::config::{CpConfig, StorageBackend};
@@ -25,7 +27,6 @@ use crate::lifecycle::{self, expiry::OwnCertificates};
 use crate::state::ControlPlane;
 use crate::store::postgres::ConnectOptions;
 use crate::store::{MemoryStore, PostgresStore, SledStore, Store};
-use crate::usage::ReportKey;
 
 /// How long the servers get to finish after shutdown is signalled (the deadline both binaries
 /// share).
@@ -47,6 +48,8 @@ pub enum ServeError {
     Bootstrap(#[from] crate::principals::bootstrap::BootstrapError),
     #[error(transparent)]
     Pki(#[from] cluster::ca::CaError),
+    #[error(transparent)]
+    Secrets(#[from] cluster::secrets::SecretsError),
     #[error(transparent)]
     ReportKey(#[from] crate::usage::report_key::ReportKeyError),
     #[error("cannot configure TLS for the cluster listener: {0}")]
@@ -135,17 +138,41 @@ pub async fn run_reloadable(
         path: config.data_dir.clone(),
         source,
     })?;
-    let store: Arc<dyn Store> = match config.storage.backend {
-        StorageBackend::Sled => Arc::new(SledStore::open_with_cache(
-            &config.data_dir.join("cp.sled"),
-            config.storage.sled.cache_capacity,
-        )?),
-        StorageBackend::Memory => Arc::new(MemoryStore::new()),
-        StorageBackend::Postgres => Arc::new(open_postgres(&config).await?),
+    // Where the CA and report key live follows from the store: a shared database holds them
+    // (sealed) for every node, an embedded store leaves them in this node's files.
+    let (store, home): (Arc<dyn Store>, SecretHome) = match config.storage.backend {
+        StorageBackend::Sled => (
+            Arc::new(SledStore::open_with_cache(
+                &config.data_dir.join("cp.sled"),
+                config.storage.sled.cache_capacity,
+            )?),
+            SecretHome::Files,
+        ),
+        StorageBackend::Memory => (Arc::new(MemoryStore::new()), SecretHome::Files),
+        StorageBackend::Postgres => {
+            // Read first: a missing or exposed key file fails before the database is touched.
+            let key = config.storage.storage_key()?;
+            let pg = Arc::new(open_postgres(&config).await?);
+            (
+                pg.clone(),
+                SecretHome::Database {
+                    store: pg,
+                    key: Box::new(key),
+                },
+            )
+        }
     };
-    crate::principals::bootstrap::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
     let pki_dir = config.data_dir.join("pki");
-    let pki = ClusterPki::load_or_create(&pki_dir, &config.cluster.server_names, &config.pki)?;
+    // Before the admin token: a node holding the wrong storage key stops here, having written
+    // nothing to the shared database.
+    let secrets = ClusterSecrets::load_or_create(&home, &pki_dir, &config.pki).await?;
+    crate::principals::bootstrap::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
+    let pki = ClusterPki::with_ca(
+        secrets.ca,
+        &pki_dir,
+        &config.cluster.server_names,
+        &config.pki,
+    )?;
     let provider = cluster::tls::provider();
     let identity = Arc::new(
         ServerIdentity::new(provider.clone(), &pki.server, config.pki.server_cert_ttl.0)
@@ -167,7 +194,7 @@ pub async fn run_reloadable(
     }
     let licenses = Arc::new(Licenses::load(store.clone(), trusted).await?);
     let revision = licenses.current().revision;
-    let report_key = ReportKey::load_or_create(&config.data_dir.join("pki"))?;
+    let report_key = secrets.report_key;
     let ca_pem = pki.ca.cert_pem().to_owned();
     let fingerprint = pki.ca.fingerprint();
     let cp = Arc::new(

@@ -2,11 +2,12 @@
 //! of the database the configuration names, without starting the control plane. `serve` also
 //! migrates at start; this lets an operator look first, or migrate before rolling nodes.
 //! `licsync-cp storage keygen --output FILE` writes a new storage key
-//! ([`crate::store::storage_key`]).
+//! ([`crate::store::storage_key`]); `licsync-cp storage copy` moves an embedded control plane
+//! into PostgreSQL ([`crate::storage_copy`]).
 
 use anyhow::Context;
 
-use crate::cli::{MigrateAction, StorageCommand, UsageError};
+use crate::cli::{CopyArgs, MigrateAction, StorageCommand, UsageError};
 use crate::config::StorageBackend;
 
 /// Runs a `storage` command; `Ok(false)` when the schema is newer than this binary.
@@ -22,6 +23,7 @@ pub fn run(command: StorageCommand) -> anyhow::Result<bool> {
             );
             return Ok(true);
         }
+        StorageCommand::Copy(args) => return copy(args),
     };
     let (config, _) = crate::cli::load_config(args.config)?;
     if config.storage.backend != StorageBackend::Postgres {
@@ -71,4 +73,26 @@ pub fn run(command: StorageCommand) -> anyhow::Result<bool> {
             }
         }
     })
+}
+
+/// `storage copy`: prints what was copied.
+fn copy(args: CopyArgs) -> anyhow::Result<bool> {
+    let options = crate::storage_copy::CopyOptions {
+        from: args.from,
+        to: args.to,
+        encryption_key_file: args.encryption_key_file,
+        password_file: args.password_file,
+        ca_file: args.ca_file,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let summary = runtime.block_on(crate::storage_copy::copy(&options))?;
+    println!(
+        "Copied {summary} from {} into the PostgreSQL database. Start the nodes with \
+         storage.backend = \"postgres\", this storage.postgres.url and \
+         storage.encryption_key_file = \"{}\"; the admin tokens of the old control plane work \
+         there.",
+        options.from.display(),
+        options.encryption_key_file.display()
+    );
+    Ok(true)
 }

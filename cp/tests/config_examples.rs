@@ -75,6 +75,11 @@ fn postgres_storage_mistakes_name_their_key() {
             "postgres://",
         ),
         (
+            "backend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u@db/licsync\"\n",
+            "storage.encryption_key_file",
+            "storage keygen",
+        ),
+        (
             "[storage.postgres]\npool_size = 0\n",
             "storage.postgres.pool_size",
             "between 1 and 1000",
@@ -106,4 +111,58 @@ fn postgres_storage_mistakes_name_their_key() {
         invalid.contains("storage.postgres.ca_file") && invalid.contains("cannot read"),
         "{invalid}"
     );
+}
+
+/// The storage key file is read with errors naming `storage.encryption_key_file`: missing,
+/// exposed to others, or not a key; a raw 32-byte file and `storage keygen`'s base64 both load.
+#[test]
+fn storage_key_file_mistakes_name_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CpConfig::default();
+    let error = |config: &CpConfig| config.storage.storage_key().unwrap_err().to_string();
+    let message = error(&config);
+    assert!(
+        message.contains("storage.encryption_key_file") && message.contains("keygen"),
+        "{message}"
+    );
+
+    let missing = dir.path().join("missing.key");
+    config.storage.encryption_key_file = Some(missing.clone());
+    let message = error(&config);
+    assert!(
+        message.contains("storage.encryption_key_file")
+            && message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+
+    let raw = dir.path().join("raw.key");
+    std::fs::write(&raw, [9u8; 32]).unwrap();
+    std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o640)).unwrap();
+    config.storage.encryption_key_file = Some(raw.clone());
+    let message = error(&config);
+    assert!(
+        message.contains("storage.encryption_key_file") && message.contains("chmod 600"),
+        "{message}"
+    );
+    std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o400)).unwrap();
+    config.storage.storage_key().expect("a raw key, mode 0400");
+
+    let long = dir.path().join("long.key");
+    std::fs::write(&long, "A".repeat(4096)).unwrap();
+    std::fs::set_permissions(&long, std::fs::Permissions::from_mode(0o600)).unwrap();
+    config.storage.encryption_key_file = Some(long);
+    let message = error(&config);
+    assert!(
+        message.contains("storage.encryption_key_file") && message.contains("not a storage key"),
+        "{message}"
+    );
+
+    let generated = dir.path().join("generated.key");
+    licsync_cp::store::storage_key::StorageKey::generate_file(&generated).unwrap();
+    config.storage.encryption_key_file = Some(generated);
+    config
+        .storage
+        .storage_key()
+        .expect("what storage keygen writes");
 }

@@ -36,6 +36,8 @@ pub struct ControlPlaneBuilder {
     /// The temp dir holding `data_dir` when the test did not choose one.
     dir: Option<TempDir>,
     issuer: Issuer,
+    /// The admin token to use when this node writes none (see [`ControlPlaneBuilder::admin_token`]).
+    admin_token: Option<String>,
 }
 
 impl Default for ControlPlaneBuilder {
@@ -69,6 +71,7 @@ impl ControlPlaneBuilder {
             admin_ca: None,
             dir: None,
             issuer,
+            admin_token: None,
         }
     }
 
@@ -96,10 +99,23 @@ impl ControlPlaneBuilder {
 
     /// Keeps its data in the PostgreSQL database at `url` (`storage.backend = "postgres"`),
     /// for example a [`crate::postgres::fresh_database`]; several control planes started with
-    /// the same `url` are nodes of one cluster.
+    /// the same `url` are nodes of one cluster, sharing one storage key
+    /// ([`crate::postgres::storage_key_file`]; change `storage.encryption_key_file` with
+    /// [`ControlPlaneBuilder::config`] to start a node with another). Only the first node
+    /// writes the admin token: give the others its token with
+    /// [`ControlPlaneBuilder::admin_token`].
     pub fn postgres(mut self, url: &str) -> Self {
         self.config.storage.backend = licsync_cp::config::StorageBackend::Postgres;
         self.config.storage.postgres.url = Some(url.to_owned());
+        self.config.storage.encryption_key_file = Some(crate::postgres::storage_key_file(url));
+        self
+    }
+
+    /// The admin token this node uses when it writes no `<data_dir>/admin-token` of its own:
+    /// a second node of a cluster, whose first node ([`ControlPlane::admin_token`])
+    /// bootstrapped the token every node accepts.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_owned());
         self
     }
 
@@ -131,7 +147,7 @@ impl ControlPlaneBuilder {
             http = http.add_root_certificate(root);
         }
         let http = http.build().expect("an HTTP client");
-        match launch(&mut config, &http).await {
+        match launch(&mut config, &http, self.admin_token.as_deref()).await {
             Ok(running) => ControlPlane {
                 issuer: self.issuer,
                 config,
@@ -207,7 +223,7 @@ impl ControlPlane {
         self.stop().await;
         let deadline = Instant::now() + GUARD;
         loop {
-            match launch(&mut config, &self.http).await {
+            match launch(&mut config, &self.http, Some(&self.admin_token)).await {
                 Ok(running) => {
                     self.config = config;
                     self.admin_token = running.admin_token;
@@ -232,7 +248,8 @@ impl ControlPlane {
         admin_url(&self.config)
     }
 
-    /// The admin token bootstrapped at first start (`<data_dir>/admin-token`).
+    /// The admin token bootstrapped at first start (`<data_dir>/admin-token`), or the one
+    /// given to [`ControlPlaneBuilder::admin_token`] when this node wrote none.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
     }
@@ -289,8 +306,13 @@ struct Running {
 }
 
 /// Binds `config`'s addresses (recording the ports bound), starts `server::run` and waits for
-/// readiness; a start-up failure is returned, not raised, so a restart can retry.
-async fn launch(config: &mut CpConfig, http: &reqwest::Client) -> Result<Running, String> {
+/// readiness; a start-up failure is returned, not raised, so a restart can retry. The admin
+/// token is read from `<data_dir>/admin-token`, else is `admin_token`.
+async fn launch(
+    config: &mut CpConfig,
+    http: &reqwest::Client,
+    admin_token: Option<&str>,
+) -> Result<Running, String> {
     let listeners = Listeners {
         admin: bind(config.admin.listen).await?,
         cluster: bind(config.cluster.listen).await?,
@@ -331,6 +353,13 @@ async fn launch(config: &mut CpConfig, http: &reqwest::Client) -> Result<Running
             task,
             admin_token: token.trim().to_owned(),
         }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && admin_token.is_some() => {
+            Ok(Running {
+                shutdown,
+                task,
+                admin_token: admin_token.unwrap_or_default().to_owned(),
+            })
+        }
         Err(e) => {
             shutdown.cancel();
             let _ = (&mut task).await;

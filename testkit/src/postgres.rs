@@ -22,6 +22,8 @@ pub const PASSWORD: &str = "licsync-test-password";
 
 struct Server {
     port: u16,
+    /// The server's directory (removed by the watchdog); also holds the storage keys.
+    dir: PathBuf,
     /// The CA that signed the server's certificate (for 127.0.0.1 and localhost).
     ca_pem: String,
     /// The shell command lines that start it again (same port) and stop it (fast shutdown:
@@ -86,6 +88,33 @@ fn running() -> &'static Server {
         Some(Ok(server)) => server,
         _ => panic!("call fresh_database first: the test PostgreSQL server is not running"),
     }
+}
+
+/// The storage key file (`storage.encryption_key_file`) of the database at `url` (from
+/// [`fresh_database`]), created at the first call: every control plane started on one database
+/// gets the same key, as the nodes of one cluster must. It lives in the server's directory,
+/// removed with the server.
+pub fn storage_key_file(url: &str) -> PathBuf {
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = match SERVER.get() {
+        Some(Ok(server)) => server.dir.join("storage-keys"),
+        _ => panic!("call fresh_database first: the test PostgreSQL server is not running"),
+    };
+    let database = url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|name| !name.is_empty() && !name.contains(['.', ':', '@']))
+        .unwrap_or_else(|| panic!("{url} names no database"));
+    let path = dir.join(format!("{database}.key"));
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        licsync_common::fsutil::ensure_private_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        licsync_cp::store::storage_key::StorageKey::generate_file(&path)
+            .unwrap_or_else(|e| panic!("cannot create the storage key: {e}"));
+    }
+    path
 }
 
 /// `url` (from [`fresh_database`]) without its password.
@@ -219,6 +248,7 @@ fn start() -> Result<Server, String> {
                 let stop = as_owner(root, &[&pg_ctl, "-D", &data, "-w", "stop", "-m", "fast"]);
                 return Ok(Server {
                     port,
+                    dir,
                     ca_pem,
                     start,
                     stop,

@@ -99,40 +99,76 @@ impl ClusterPki {
         names: &[String],
         config: &PkiConfig,
     ) -> Result<Self, CaError> {
-        fsutil::ensure_private_dir(dir).map_err(|source| CaError::Io {
-            action: "create directory",
-            path: dir.to_owned(),
-            source,
-        })?;
-        let cert_path = dir.join("ca.crt");
-        let key_path = dir.join("ca.key");
-        let ca = if key_path.exists() {
-            let key_pem = read(&key_path)?;
-            let cert_pem = read(&cert_path)?;
-            fsutil::check_private(&key_path).map_err(CaError::Insecure)?;
-            CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(|source| {
-                CaError::Broken {
-                    path: cert_path.clone(),
-                    source,
-                }
-            })?
-        } else {
-            // A unique subject per cluster: a certificate from another licsync cluster then fails
-            // as "unknown issuer" (and is reported as such) instead of as a bad signature.
-            let name = format!(
-                "licsync cluster CA {}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            );
-            let (ca, key_pem) = CertificateAuthority::generate(&name, config.ca_ttl.0)?;
-            // The certificate first: a crash in between leaves no key without its certificate.
-            write(&cert_path, ca.cert_pem().as_bytes(), PUBLIC_MODE)?;
-            write(&key_path, key_pem.as_bytes(), SECRET_MODE)?;
-            tracing::info!(event = "pki.ca_created", path = %cert_path.display(), fingerprint = %ca.fingerprint(), "Created the cluster CA.");
-            ca
-        };
+        let ca = load_or_create_ca(dir, config)?;
+        Self::with_ca(ca, dir, names, config)
+    }
+
+    /// Issues this node's server certificate from `ca` (however the CA was obtained: from
+    /// `dir` or from a shared database) into `dir`.
+    pub fn with_ca(
+        ca: CertificateAuthority,
+        dir: &Path,
+        names: &[String],
+        config: &PkiConfig,
+    ) -> Result<Self, CaError> {
+        ensure_dir(dir)?;
         let server = ServerCert::issue(&ca, dir, names, config.server_cert_ttl.0)?;
         Ok(Self { ca, server })
     }
+}
+
+/// A new cluster CA and its private key (PEM).
+pub fn generate_ca(config: &PkiConfig) -> Result<(CertificateAuthority, String), CaError> {
+    // A unique subject per cluster: a certificate from another licsync cluster then fails as
+    // "unknown issuer" (and is reported as such) instead of as a bad signature.
+    let name = format!(
+        "licsync cluster CA {}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    Ok(CertificateAuthority::generate(&name, config.ca_ttl.0)?)
+}
+
+/// The CA in `dir` (`ca.crt`, `ca.key`), created there the first time.
+pub fn load_or_create_ca(dir: &Path, config: &PkiConfig) -> Result<CertificateAuthority, CaError> {
+    ensure_dir(dir)?;
+    let cert_path = dir.join("ca.crt");
+    let key_path = dir.join("ca.key");
+    if key_path.exists() {
+        let key_pem = read(&key_path)?;
+        let cert_pem = read(&cert_path)?;
+        fsutil::check_private(&key_path).map_err(CaError::Insecure)?;
+        return CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(|source| {
+            CaError::Broken {
+                path: cert_path.clone(),
+                source,
+            }
+        });
+    }
+    let (ca, key_pem) = generate_ca(config)?;
+    // The certificate first: a crash in between leaves no key without its certificate.
+    write(&cert_path, ca.cert_pem().as_bytes(), PUBLIC_MODE)?;
+    write(&key_path, key_pem.as_bytes(), SECRET_MODE)?;
+    tracing::info!(event = "pki.ca_created", path = %cert_path.display(), fingerprint = %ca.fingerprint(), "Created the cluster CA.");
+    Ok(ca)
+}
+
+/// Writes the CA certificate (public) to `<dir>/ca.crt`, where operators copy it from, when
+/// it differs from what is there.
+pub fn write_ca_cert(dir: &Path, ca: &CertificateAuthority) -> Result<(), CaError> {
+    ensure_dir(dir)?;
+    let path = dir.join("ca.crt");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(ca.cert_pem()) {
+        write(&path, ca.cert_pem().as_bytes(), PUBLIC_MODE)?;
+    }
+    Ok(())
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), CaError> {
+    fsutil::ensure_private_dir(dir).map_err(|source| CaError::Io {
+        action: "create directory",
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn read(path: &Path) -> Result<String, CaError> {

@@ -37,6 +37,7 @@ pub mod idle;
 pub mod issue;
 pub mod log_limit;
 pub mod registration;
+pub mod secrets;
 pub mod server_cert;
 pub mod sync;
 mod sync_actions;

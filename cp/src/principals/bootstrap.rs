@@ -4,6 +4,12 @@
 //! The file is written before the token's digest is stored. A crash in between leaves a file
 //! whose token does not work yet, and the next start (still finding no token) writes a fresh
 //! one; the other order could store a token nobody can ever read and lock the operator out.
+//!
+//! Nodes sharing a database share the API tokens, so only one of them bootstraps: the token is
+//! stored only if no token exists yet, atomically across nodes
+//! ([`crate::store::PrincipalStore::insert_first_api_token`]). A node that loses that race
+//! (another node started at the same moment) removes the file it wrote, whose token was never
+//! stored, and uses the Admin API with the winner's token like any other node.
 
 use std::path::{Path, PathBuf};
 
@@ -38,8 +44,8 @@ pub enum BootstrapError {
 }
 
 /// When `store` holds no API token, creates one, writes it to `<data_dir>/admin-token` (mode
-/// 0600) and returns that path; otherwise does nothing and returns `None`. The token itself is
-/// never logged.
+/// 0600) and returns that path; otherwise (also when another node sharing the store created
+/// one first) does nothing and returns `None`. The token itself is never logged.
 pub async fn bootstrap_admin_token(
     store: &dyn Store,
     data_dir: &Path,
@@ -65,7 +71,19 @@ pub async fn bootstrap_admin_token(
         role: crate::model::Role::Admin,
         expires_at: None,
     };
-    store.put_api_token(&token).await?;
+    if !store.insert_first_api_token(&token).await? {
+        // Another node bootstrapped between our look and our write: its token is the one.
+        if let Err(source) = std::fs::remove_file(&path)
+            && source.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(BootstrapError::Write { path, source });
+        }
+        tracing::info!(
+            event = "admin_token.exists",
+            "Another control-plane node created the bootstrap admin token first; use that one."
+        );
+        return Ok(None);
+    }
     tracing::info!(
         event = "admin_token.created",
         admin_token.id = %token.id,

@@ -12,8 +12,8 @@ use super::{
     SledStore, Store, UsageMonth, UsageRow, UsageSubmission,
 };
 use crate::model::{
-    ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, Role, Scope, StoredLicense,
-    TokenRefusal, User,
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, Role, Scope,
+    StoredLicense, TokenRefusal, User,
 };
 
 /// Every conformance check, in turn, against one empty store.
@@ -127,6 +127,29 @@ async fn exercise_records(store: &dyn Store) {
 }
 
 async fn exercise_principals(store: &dyn Store) {
+    // The first API token is stored only into an empty table (the bootstrap token's rule).
+    let first = ApiToken {
+        id: Uuid::new_v4(),
+        name: "bootstrap-admin".into(),
+        token_hash: "first".into(),
+        created_at: 1,
+        role: Role::Admin,
+        expires_at: None,
+    };
+    let second = ApiToken {
+        id: Uuid::new_v4(),
+        token_hash: "second".into(),
+        ..first.clone()
+    };
+    assert!(store.insert_first_api_token(&first).await.unwrap());
+    assert!(
+        !store.insert_first_api_token(&second).await.unwrap(),
+        "a second first token is refused"
+    );
+    assert_eq!(store.api_tokens().await.unwrap(), vec![first.clone()]);
+    assert!(store.delete_api_token(first.id).await.unwrap());
+    assert!(store.api_tokens().await.unwrap().is_empty());
+
     let alice = User {
         username: "alice".into(),
         password_hash: "$argon2id$v=19$...".into(),

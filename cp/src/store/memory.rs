@@ -216,6 +216,16 @@ impl PrincipalStore for MemoryStore {
         })
     }
 
+    async fn insert_first_api_token(&self, token: &ApiToken) -> StoreResult<bool> {
+        self.with(|i| {
+            let first = i.api_tokens.is_empty();
+            if first {
+                i.api_tokens.insert(token.id, token.clone());
+            }
+            first
+        })
+    }
+
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
         self.with(|i| i.api_tokens.values().cloned().collect())
     }

@@ -25,7 +25,8 @@ pub use records::{
 };
 pub use sled_store::SledStore;
 pub use traits::{
-    AuditStore, DataPlaneStore, LicenseStore, PrincipalStore, StoreMeta, TokenStore, UsageStore,
+    AuditStore, DataPlaneStore, LicenseStore, PrincipalStore, SecretStore, StoreMeta, TokenStore,
+    UsageStore,
 };
 
 /// A storage failure: the operation did not happen (or its durability is unknown).

@@ -349,6 +349,21 @@ impl PrincipalStore for SledStore {
         .await
     }
 
+    /// Writes run one at a time ([`SledStore::write`]) and one process holds the database, so
+    /// checking for emptiness inside the write is atomic.
+    async fn insert_first_api_token(&self, token: &ApiToken) -> StoreResult<bool> {
+        let value = encode(token)?;
+        let id = token.id;
+        self.write(move |t| {
+            if !t.api_tokens.is_empty() {
+                return Ok(false);
+            }
+            t.api_tokens.insert(id.as_bytes(), value).map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
         scan(&self.trees.api_tokens)
     }

@@ -20,6 +20,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 /// Bytes in a storage key.
 pub const KEY_LEN: usize = 32;
 
+/// The longest key file read (base64 with surrounding whitespace fits easily).
+const MAX_FILE_LEN: u64 = 1024;
+
 /// The first byte of every sealed value: the layout below, so a later one can be told apart.
 const FORMAT: u8 = 1;
 
@@ -89,10 +92,20 @@ impl StorageKey {
             reason,
         };
         fsutil::check_private(path).map_err(io)?;
-        let bytes = std::fs::read(path).map_err(io)?;
         let malformed = || StorageKeyError::Malformed {
             path: path.display().to_string(),
         };
+        // A key is 32 bytes raw or 45 as base64 with its newline: anything much longer is not
+        // one, and is not read whole.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_FILE_LEN + 1),
+            &mut bytes,
+        )
+        .map_err(io)?;
+        if bytes.len() as u64 > MAX_FILE_LEN {
+            return Err(malformed());
+        }
         let raw: [u8; KEY_LEN] = match <[u8; KEY_LEN]>::try_from(bytes.as_slice()) {
             Ok(raw) => raw,
             Err(_) => {

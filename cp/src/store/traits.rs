@@ -1,6 +1,8 @@
 //! The storage contract, one trait per aggregate, so a backend (and a reader of it) sees each
 //! kind of record on its own: licenses, registration tokens, data planes, principals and usage,
 //! plus what concerns the whole store ([`StoreMeta`]). [`super::Store`] is all of them at once.
+//! [`SecretStore`] stands apart: only a store several nodes share (PostgreSQL) holds the
+//! cluster's secrets; an embedded store's node keeps them in files.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -73,6 +75,10 @@ pub trait DataPlaneStore: Send + Sync {
 #[async_trait]
 pub trait PrincipalStore: Send + Sync {
     async fn put_api_token(&self, token: &ApiToken) -> StoreResult<()>;
+    /// Stores `token` only when no API token exists at all, atomically, also against other
+    /// nodes sharing the store: `false` then, nothing written. This is how exactly one
+    /// bootstrap admin token comes to exist when several nodes start on one empty database.
+    async fn insert_first_api_token(&self, token: &ApiToken) -> StoreResult<bool>;
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
     async fn delete_api_token(&self, id: Uuid) -> StoreResult<bool>;
 
@@ -113,4 +119,17 @@ pub trait AuditStore: Send + Sync {
     async fn audit_since(&self, since_ms: i64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
     /// Removes the records before `before_ms`; how many went.
     async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64>;
+}
+
+/// The cluster's sealed secrets (CA, report key), by name, in a store several nodes share.
+/// Values are opaque bytes: sealing and opening them is the caller's business
+/// ([`super::storage_key`]), so the store never sees a secret in the clear.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The sealed secret `name`, if stored.
+    async fn secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores `sealed` as `name` unless a secret of that name exists, and returns the value
+    /// stored afterwards: `sealed` itself, or what another node stored first. Two nodes
+    /// creating a secret at once so end up with the same one.
+    async fn insert_secret_if_absent(&self, name: &str, sealed: &[u8]) -> StoreResult<Vec<u8>>;
 }

@@ -75,20 +75,46 @@ impl ReportKey {
             tracing::info!(event = "report_key.created", path = %path.display(), public_key = %key.public_key_base64(), "Created the key that signs usage reports.");
             key
         };
+        let key = Self::from_key(key);
+        key.write_public(dir)?;
+        Ok(key)
+    }
+
+    fn from_key(key: SigningKey) -> Self {
         let public = key.public_key_base64();
+        Self { key, public }
+    }
+
+    /// A new key and its PKCS#8 PEM (to be kept somewhere: a file, or sealed in a database).
+    pub fn generate() -> Result<(Self, String), SigningKeyError> {
+        let (key, pem) = SigningKey::generate()?;
+        Ok((Self::from_key(key), pem))
+    }
+
+    /// The key in `pem` (PKCS#8), as [`ReportKey::generate`] returns it.
+    pub fn from_pem(pem: &str) -> Result<Self, SigningKeyError> {
+        SigningKey::from_pem(pem).map(Self::from_key)
+    }
+
+    /// Writes the public key to `<dir>/report.pub` when it differs from what is there, so the
+    /// file cannot disagree with the key in use.
+    pub fn write_public(&self, dir: &Path) -> Result<(), ReportKeyError> {
         let pub_path = dir.join(REPORT_PUB_FILE);
-        if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(public.as_str()) {
-            fsutil::write_atomic(&pub_path, public.as_bytes(), PUBLIC_MODE)
-                .map_err(io_error("write", &pub_path))?;
+        if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(self.public.as_str()) {
+            fsutil::write_atomic(&pub_path, self.public.as_bytes(), PUBLIC_MODE).map_err(
+                |source| ReportKeyError::Io {
+                    action: "write",
+                    path: pub_path.clone(),
+                    source,
+                },
+            )?;
         }
-        Ok(Self { key, public })
+        Ok(())
     }
 
     /// A key that lives only in memory (tests).
     pub fn ephemeral() -> Result<Self, SigningKeyError> {
-        let (key, _) = SigningKey::generate()?;
-        let public = key.public_key_base64();
-        Ok(Self { key, public })
+        Self::generate().map(|(key, _)| key)
     }
 
     /// The signing key.

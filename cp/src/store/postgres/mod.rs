@@ -16,7 +16,8 @@
 //!
 //! Layout: this file connects and migrates; [`schema`] holds the versioned migrations, `tls`
 //! the TLS connector; `licenses`, `fleet` (registration tokens and data planes), `principals`
-//! and `usage` implement the aggregate traits.
+//! and `usage` implement the aggregate traits, `secrets` the cluster's sealed secrets; `import` fills an empty database
+//! (`storage copy`).
 
 use std::time::Duration;
 
@@ -28,9 +29,11 @@ use async_trait::async_trait;
 
 mod audit;
 mod fleet;
+pub mod import;
 mod licenses;
 mod principals;
 pub mod schema;
+mod secrets;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -48,6 +48,31 @@ impl PrincipalStore for PostgresStore {
         .map(drop)
     }
 
+    /// The table is locked against writers (readers go on) for the check and the insert, so
+    /// of two nodes bootstrapping at once the second waits, then finds the first one's token.
+    async fn insert_first_api_token(&self, token: &ApiToken) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.batch_execute("LOCK TABLE api_tokens IN EXCLUSIVE MODE")
+            .await
+            .map_err(db)?;
+        let taken: bool = tx
+            .query_one("SELECT EXISTS (SELECT 1 FROM api_tokens)", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        if !taken {
+            tx.execute(
+                "INSERT INTO api_tokens (id, record) VALUES ($1, $2)",
+                &[&token.id, &Json(token)],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(!taken)
+    }
+
     async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
         self.records(
             "api_tokens",

@@ -62,6 +62,17 @@ const MIGRATIONS: &[Migration] = &[
     "#,
     },
     Migration {
+        version: 2,
+        description: "cluster secrets (CA, report key), sealed under the storage key",
+        sql: r#"
+        CREATE TABLE cluster_secrets (
+            name text COLLATE "C" PRIMARY KEY,
+            sealed bytea NOT NULL,
+            created_at bigint
+        );
+    "#,
+    },
+    Migration {
         version: 4,
         description: "the audit trail",
         sql: r#"

@@ -1,14 +1,17 @@
 //! What only the shared PostgreSQL backend must show: several nodes (here, several pools on
 //! one database) racing for a token's last use, merging the same usage counters, and starting
-//! together against an empty database; and the refusal of a schema newer than the binary.
+//! together against an empty database (migrations, the first admin token, the cluster
+//! secrets); and the refusal of a schema newer than the binary.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::{ConnectOptions, PostgresStore, schema};
-use crate::model::{RegistrationToken, TokenRefusal};
-use crate::store::{TokenStore, UsageMonth, UsageStore, UsageSubmission};
+use crate::model::{ApiToken, RegistrationToken, TokenRefusal};
+use crate::store::{
+    PrincipalStore, SecretStore, TokenStore, UsageMonth, UsageStore, UsageSubmission,
+};
 use licsync_testkit::postgres::fresh_database;
 
 /// Plain TCP to `url`, one connection.
@@ -154,6 +157,86 @@ async fn a_tokens_last_use_is_taken_by_exactly_one_of_two_concurrent_callers() {
     }
 }
 
+/// Waits (bounded) until `n` backends of this database wait for a lock.
+async fn until_waiting(store: &PostgresStore, n: i64) {
+    let mut waiting = 0;
+    for _ in 0..400 {
+        waiting = lock_waiters(store).await;
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{waiting} caller(s) wait on the lock, expected {n}");
+}
+
+/// Two nodes bootstrap at the same moment (both held at the table lock until both are
+/// there): exactly one first token is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_nodes_bootstrapping_together_exactly_one_stores_the_first_token() {
+    let (a, b, _) = two_nodes().await;
+    let mut holder = a.client().await.unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE api_tokens IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let race = |store: Arc<PostgresStore>, name: &str| {
+        let token = ApiToken {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            token_hash: name.to_owned(),
+            created_at: 0,
+            role: crate::model::Role::Admin,
+            expires_at: None,
+        };
+        tokio::spawn(async move { store.insert_first_api_token(&token).await.unwrap() })
+    };
+    let (first, second) = (race(a.clone(), "a"), race(b.clone(), "b"));
+    until_waiting(&a, 2).await;
+    hold.commit().await.unwrap();
+    let won = [first.await.unwrap(), second.await.unwrap()];
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    assert_eq!(b.api_tokens().await.unwrap().len(), 1);
+}
+
+/// Two nodes create the same secret at the same moment (both held behind a third writer's
+/// uncommitted row, which is then rolled back): both end with one and the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_nodes_storing_a_secret_together_both_read_the_one_stored() {
+    let (a, b, _) = two_nodes().await;
+    assert_eq!(a.secret("cluster_ca").await.unwrap(), None);
+    let mut holder = a.client().await.unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "INSERT INTO cluster_secrets (name, sealed) VALUES ('cluster_ca', 'x')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let race = |store: Arc<PostgresStore>, value: &'static [u8]| {
+        tokio::spawn(async move {
+            store
+                .insert_secret_if_absent("cluster_ca", value)
+                .await
+                .unwrap()
+        })
+    };
+    let (first, second) = (race(a.clone(), b"from a"), race(b.clone(), b"from b"));
+    until_waiting(&a, 2).await;
+    hold.rollback().await.unwrap();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first, second);
+    assert!(first == b"from a" || first == b"from b", "{first:?}");
+    assert_eq!(b.secret("cluster_ca").await.unwrap(), Some(first.clone()));
+    // Later calls never replace it.
+    assert_eq!(
+        a.insert_secret_if_absent("cluster_ca", b"later")
+            .await
+            .unwrap(),
+        first
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_usage_reports_on_two_nodes_keep_the_maximum() {
     let (a, b, _) = two_nodes().await;
@@ -254,6 +337,9 @@ fn config(url: String, password_file: Option<std::path::PathBuf>) -> crate::conf
     config.storage.backend = crate::config::StorageBackend::Postgres;
     config.storage.postgres.url = Some(url);
     config.storage.postgres.password_file = password_file;
+    config.storage.encryption_key_file = Some(licsync_testkit::postgres::storage_key_file(
+        config.storage.postgres.url.as_deref().unwrap_or_default(),
+    ));
     config
 }
 
@@ -284,7 +370,11 @@ fn storage_migrate_shows_then_applies_then_refuses_a_newer_schema() {
     let file = dir.path().join("licsync-cp.toml");
     std::fs::write(
         &file,
-        format!("[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"{url}\"\n"),
+        format!(
+            "[storage]\nbackend = \"postgres\"\nencryption_key_file = \"{}\"\n\
+             [storage.postgres]\nurl = \"{url}\"\n",
+            licsync_testkit::postgres::storage_key_file(&url).display()
+        ),
     )
     .unwrap();
     let migrate = |action| {
