@@ -29,6 +29,9 @@ struct Inner {
     apps: BTreeMap<String, ConnectedApp>,
     usage: BTreeMap<UsageKey, u64>,
     license_fault: LicenseFault,
+    /// Refuse batches decided at another revision than the stored one (see
+    /// [`MemoryStore::shared`]).
+    shared: bool,
 }
 
 /// How [`Store::apply_license_batch`] fails, when a test asks it to.
@@ -53,6 +56,19 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store several license services may write at once, as the nodes of a cluster write to
+    /// PostgreSQL: a batch decided at another revision than the stored one is refused with
+    /// [`StoreError::Conflict`], writing nothing.
+    pub fn shared() -> Self {
+        let store = Self::default();
+        store
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shared = true;
+        store
     }
 
     /// Makes every later license batch fail as `fault` says (`LicenseFault::None` heals it).
@@ -130,6 +146,16 @@ impl LicenseStore for MemoryStore {
         self.with(|i| {
             if i.license_fault == LicenseFault::Refuse {
                 return Err(injected());
+            }
+            let base = changes.first().map(|c| c.revision().saturating_sub(1));
+            if let Some(base) = base
+                && i.shared
+                && base != i.revision
+            {
+                return Err(StoreError::Conflict {
+                    expected: base,
+                    found: i.revision,
+                });
             }
             for change in changes {
                 match change {

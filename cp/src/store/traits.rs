@@ -32,7 +32,10 @@ pub trait LicenseStore: Send + Sync {
     async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool>;
     /// Applies `changes` in order, atomically (all or none) and durably at once, and sets the
     /// revision to the last change's: group commit for the license service, which numbers the
-    /// changes of a batch consecutively. An empty batch writes nothing.
+    /// changes of a batch consecutively. An empty batch writes nothing. A backend several
+    /// nodes write to refuses the batch with [`super::StoreError::Conflict`], writing nothing,
+    /// when the stored revision is not the one the batch was decided at (the first change's
+    /// revision minus one).
     async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()>;
 }
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{PostgresStore, db, signed, unsigned};
 use crate::model::{Revision, StoredLicense};
-use crate::store::{LicenseChange, LicenseRows, LicenseStore, StoreResult};
+use crate::store::{LicenseChange, LicenseRows, LicenseStore, StoreError, StoreResult};
 
 /// The `cp_meta` key holding the revision.
 const REVISION: &str = "revision";
@@ -111,13 +111,38 @@ impl LicenseStore for PostgresStore {
 
     /// One transaction for the whole batch: a `201` for each of its writes is sent only after
     /// this commit, and a failed commit leaves none of them.
+    ///
+    /// Several nodes write here, each numbering its batches from the set it holds. The
+    /// revision row is locked first (`FOR UPDATE`): a second node's batch waits for the first
+    /// to commit, then finds the revision moved and is refused with
+    /// [`StoreError::Conflict`] before writing anything, so two nodes' writes never share a
+    /// revision and each node's uniqueness check was made against everything committed.
     async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()> {
-        let Some(last) = changes.last() else {
+        let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
             return Ok(());
         };
+        let base = first.revision().saturating_sub(1);
         let revision = signed(last.revision(), "license revision")?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
+        let stored: Revision = match tx
+            .query_opt(
+                "SELECT value FROM cp_meta WHERE key = $1 FOR UPDATE",
+                &[&REVISION],
+            )
+            .await
+            .map_err(db)?
+        {
+            Some(row) => unsigned(row.get(0), "cp_meta.revision")?,
+            None => 0,
+        };
+        if stored != base {
+            tx.rollback().await.map_err(db)?;
+            return Err(StoreError::Conflict {
+                expected: base,
+                found: stored,
+            });
+        }
         let upsert = tx.prepare(UPSERT).await.map_err(db)?;
         let delete = tx
             .prepare("DELETE FROM licenses WHERE id = $1")

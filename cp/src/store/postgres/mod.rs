@@ -32,6 +32,8 @@ mod principals;
 pub mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_feed;
 mod tls;
 mod usage;
 

@@ -18,11 +18,12 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "licenses, registration tokens, data planes, principals and usage counters",
-    // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "licenses, registration tokens, data planes, principals and usage counters",
+        // Text keys use the "C" collation so ordering and equality are by bytes, as in sled.
+        sql: r#"
         CREATE TABLE cp_meta (
             key text COLLATE "C" PRIMARY KEY,
             value bigint NOT NULL
@@ -59,7 +60,38 @@ const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (dataplane, epoch, month)
         );
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "reserved: cluster secrets",
+        sql: "",
+    },
+    Migration {
+        version: 3,
+        description: "change feed (license tombstones, revision row) and the control-plane nodes registry",
+        // The revision row exists from the start, so the first writes of two nodes lock it
+        // (`FOR UPDATE` locks nothing when there is no row). Tombstones keep one row per
+        // deleted id (its last deletion), enough for a node to learn of it by revision.
+        sql: r#"
+            INSERT INTO cp_meta (key, value) VALUES ('revision', 0) ON CONFLICT (key) DO NOTHING;
+            CREATE INDEX licenses_by_revision ON licenses (revision);
+            CREATE TABLE license_tombstones (
+                id uuid PRIMARY KEY,
+                revision bigint NOT NULL
+            );
+            CREATE INDEX license_tombstones_by_revision ON license_tombstones (revision);
+            CREATE TABLE control_planes (
+                id uuid PRIMARY KEY,
+                advertised_url text NOT NULL,
+                version text NOT NULL,
+                started_at bigint NOT NULL,
+                last_seen bigint NOT NULL,
+                dataplanes_connected bigint NOT NULL,
+                dataplanes uuid[] NOT NULL
+            );
+        "#,
+    },
+];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
