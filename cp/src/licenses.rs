@@ -178,7 +178,17 @@ impl Licenses {
         match self.committer.submit(Command::Delete { id }).await? {
             Applied::Deleted { .. } => Ok(true),
             Applied::Absent => Ok(false),
-            Applied::Stored(..) => Err(unexpected()),
+            Applied::Stored(..) | Applied::CaughtUp { .. } => Err(unexpected()),
+        }
+    }
+
+    /// Publishes what other control-plane nodes wrote since the published revision, in turn
+    /// with this node's writes (the change feed calls it when told of a commit, and on every
+    /// poll); the revision now published.
+    pub async fn catch_up(&self) -> Result<Revision, WriteError> {
+        match self.committer.submit(Command::CatchUp).await? {
+            Applied::CaughtUp { revision } => Ok(revision),
+            _ => Err(unexpected()),
         }
     }
 
@@ -188,7 +198,9 @@ impl Licenses {
     ) -> Result<(Arc<StoredLicense>, PutOutcome), WriteError> {
         match self.committer.submit(command).await? {
             Applied::Stored(stored, outcome) => Ok((stored, outcome)),
-            Applied::Deleted { .. } | Applied::Absent => Err(unexpected()),
+            Applied::Deleted { .. } | Applied::Absent | Applied::CaughtUp { .. } => {
+                Err(unexpected())
+            }
         }
     }
 }

@@ -49,6 +49,8 @@ pub enum ServeError {
     Pki(#[from] cluster::ca::CaError),
     #[error(transparent)]
     ReportKey(#[from] crate::usage::report_key::ReportKeyError),
+    #[error(transparent)]
+    NodeId(#[from] crate::ha::nodes::NodeIdError),
     #[error("cannot configure TLS for the cluster listener: {0}")]
     Tls(String),
     #[error("cluster listener failed: {0}")]
@@ -130,11 +132,16 @@ pub async fn run_reloadable(
         path: config.data_dir.clone(),
         source,
     })?;
+    // Kept as itself too: the change feed follower needs its own `LISTEN` connection.
+    let mut postgres = None;
     let store: Arc<dyn Store> = match config.storage.backend {
         StorageBackend::Sled => Arc::new(SledStore::open(&config.data_dir.join("cp.sled"))?),
         StorageBackend::Memory => Arc::new(MemoryStore::new()),
-        StorageBackend::Postgres => Arc::new(open_postgres(&config).await?),
+        StorageBackend::Postgres => postgres
+            .insert(Arc::new(open_postgres(&config).await?))
+            .clone(),
     };
+    let node_id = crate::ha::nodes::load_or_create_node_id(&config.data_dir)?;
     crate::principals::bootstrap::bootstrap_admin_token(store.as_ref(), &config.data_dir).await?;
     let pki_dir = config.data_dir.join("pki");
     let pki = ClusterPki::load_or_create(&pki_dir, &config.cluster.server_names, &config.pki)?;
@@ -164,7 +171,8 @@ pub async fn run_reloadable(
     let fingerprint = pki.ca.fingerprint();
     let cp = Arc::new(
         ControlPlane::new(config, store.clone(), licenses, ca_pem, fingerprint)
-            .with_report_key(Arc::new(report_key)),
+            .with_report_key(Arc::new(report_key))
+            .with_node_id(node_id),
     );
 
     let admin_addr = addr_text(&listeners.admin);
@@ -215,6 +223,13 @@ pub async fn run_reloadable(
         )
         .instrument(tracing::info_span!("admin_server")),
     );
+    let follower = postgres.map(|store| {
+        let poll = cp.config().storage.postgres.poll_interval.0;
+        tokio::spawn(
+            crate::ha::follower::run(cp.clone(), store, poll, shutdown.clone())
+                .instrument(tracing::info_span!("cluster_feed", node.id = %node_id)),
+        )
+    });
     let watch_task = tokio::spawn(
         crate::license_watch::watch(cp.clone(), shutdown.clone())
             .instrument(tracing::info_span!("license_watch")),
@@ -261,7 +276,7 @@ pub async fn run_reloadable(
         if !admin_task.is_finished() {
             let _ = (&mut admin_task).await;
         }
-        for task in upkeep {
+        for task in upkeep.into_iter().chain(follower) {
             let _ = task.await;
         }
     };

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::{LicenseSet, PutOutcome, WriteError};
 use crate::model::{Revision, StoredLicense};
-use crate::store::{LicenseChange, Store, StoreError};
+use crate::store::{LicenseChange, LicenseChanges, LicenseRows, Store, StoreError};
 
 /// Most writes applied in one storage transaction.
 const MAX_BATCH: usize = 1024;
@@ -53,6 +53,9 @@ pub(super) enum Command {
     Delete {
         id: Uuid,
     },
+    /// Bring the published set up to what storage holds (other nodes' writes), in turn with
+    /// this node's writes.
+    CatchUp,
 }
 
 /// What a durable write did.
@@ -66,6 +69,10 @@ pub(super) enum Applied {
     },
     /// There was nothing to delete; nothing was written.
     Absent,
+    /// The published set is at least at `revision`, as storage was when read.
+    CaughtUp {
+        revision: Revision,
+    },
 }
 
 type Answer = Result<Applied, WriteError>;
@@ -129,8 +136,74 @@ async fn write_batches(published: Arc<Published>, mut rx: mpsc::Receiver<Request
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     let mut signatures = None;
     while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
-        signatures = commit(&published, signatures, std::mem::take(&mut waiting)).await;
+        let (catch_ups, writes): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting)
+            .into_iter()
+            .partition(|(command, _)| matches!(command, Command::CatchUp));
+        if !catch_ups.is_empty() {
+            let outcome = catch_up(&published).await;
+            for (_, reply) in catch_ups {
+                let answer = outcome
+                    .clone()
+                    .map(|revision| Applied::CaughtUp { revision })
+                    .map_err(WriteError::Storage);
+                let _ = reply.send(answer);
+            }
+        }
+        if !writes.is_empty() {
+            signatures = commit(&published, signatures, writes).await;
+        }
     }
+}
+
+/// Publishes what other nodes committed since the published revision (nothing when there is
+/// nothing new); the revision now published.
+async fn catch_up(published: &Published) -> Result<Revision, StoreError> {
+    let current = published.current.borrow().clone();
+    let changes = published
+        .store
+        .license_changes_since(current.revision)
+        .await?;
+    let (upserted, deleted) = (changes.upserted.len(), changes.deleted.len());
+    match followed(&current, changes) {
+        Some(next) => {
+            let revision = next.revision;
+            tracing::info!(
+                event = "cluster_feed.caught_up",
+                from = current.revision,
+                revision,
+                upserted,
+                deleted,
+                "Published license changes other control-plane nodes made."
+            );
+            published.current.send_replace(Arc::new(next));
+            Ok(revision)
+        }
+        None => Ok(current.revision),
+    }
+}
+
+/// `current` with `changes` applied (deletions, then upserts): `None` when they bring nothing
+/// newer. Pure, so the rule is tested on its own.
+fn followed(current: &LicenseSet, changes: LicenseChanges) -> Option<LicenseSet> {
+    if changes.complete {
+        let next = LicenseSet::from(LicenseRows {
+            revision: changes.revision,
+            licenses: changes.upserted,
+        });
+        return (next != *current && next.revision >= current.revision).then_some(next);
+    }
+    if changes.revision <= current.revision {
+        return None;
+    }
+    let mut next = current.clone();
+    for id in changes.deleted {
+        next.licenses.remove(&id);
+    }
+    for license in changes.upserted {
+        next.licenses.insert(license.id, Arc::new(license));
+    }
+    next.revision = changes.revision;
+    Some(next)
 }
 
 /// Which license holds each signature, at one revision of the set: Kong's uniqueness rule at
@@ -344,6 +417,7 @@ fn decide(
             };
             (stored, PutOutcome::Replaced)
         }
+        Command::CatchUp => return Ok((Applied::Absent, None)),
         Command::Delete { id } => {
             let id = *id;
             let Some(removed) = set.licenses.remove(&id) else {
@@ -379,7 +453,7 @@ fn log_applied(applied: &Applied) {
         Applied::Deleted { id, revision } => {
             tracing::info!(event = "license.deleted", license.id = %id, revision, "License deleted.");
         }
-        Applied::Absent => {}
+        Applied::Absent | Applied::CaughtUp { .. } => {}
     }
 }
 
@@ -480,5 +554,69 @@ mod tests {
             signatures.ids,
             "the index follows the set"
         );
+    }
+
+    fn license(revision: Revision, signature: &str) -> StoredLicense {
+        StoredLicense {
+            id: Uuid::new_v4(),
+            document: format!("doc {signature}"),
+            signature: signature.into(),
+            created_at: 1,
+            updated_at: 1,
+            revision,
+        }
+    }
+
+    /// Another node's changes: deletions then upserts (an id deleted and stored again stays),
+    /// nothing when they are not newer, and a complete answer replaces the set.
+    #[test]
+    fn followed_changes_apply_deletions_then_upserts() {
+        let (a, b) = (license(1, "a"), license(2, "b"));
+        let current = LicenseSet::from(LicenseRows {
+            revision: 2,
+            licenses: vec![a.clone(), b.clone()],
+        });
+        let again = StoredLicense {
+            revision: 5,
+            ..b.clone()
+        };
+        let c = license(4, "c");
+        let changes = LicenseChanges {
+            revision: 5,
+            upserted: vec![c.clone(), again.clone()],
+            deleted: vec![a.id, b.id],
+            complete: false,
+        };
+        let next = followed(&current, changes.clone()).unwrap();
+        assert_eq!(next.revision, 5);
+        assert_eq!(
+            next.licenses
+                .values()
+                .map(|l| (**l).clone())
+                .collect::<Vec<_>>()
+                .len(),
+            2
+        );
+        assert!(!next.licenses.contains_key(&a.id));
+        assert_eq!(*next.licenses[&b.id], again);
+        assert_eq!(*next.licenses[&c.id], c);
+        assert_eq!(followed(&next, changes), None, "already held");
+        let stale = LicenseChanges {
+            revision: 2,
+            ..LicenseChanges::default()
+        };
+        assert_eq!(followed(&current, stale), None);
+
+        let whole = LicenseChanges::complete(LicenseRows {
+            revision: 3,
+            licenses: vec![a.clone()],
+        });
+        let replaced = followed(&current, whole).unwrap();
+        assert_eq!(replaced.licenses.keys().collect::<Vec<_>>(), vec![&a.id]);
+        let same = LicenseChanges::complete(LicenseRows {
+            revision: 2,
+            licenses: vec![a, b],
+        });
+        assert_eq!(followed(&current, same), None, "nothing new");
     }
 }

@@ -116,6 +116,9 @@ impl StoreMeta for MemoryStore {
     }
 }
 
+/// One node: no registry.
+impl super::NodeStore for MemoryStore {}
+
 #[async_trait]
 impl LicenseStore for MemoryStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {

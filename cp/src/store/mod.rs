@@ -23,11 +23,13 @@ use crate::model::Revision;
 pub use memory::{LicenseFault, MemoryStore};
 pub use postgres::PostgresStore;
 pub use records::{
-    LicenseChange, LicenseRows, MergedUsage, UsageKey, UsageMonth, UsageRow, UsageSubmission,
-    merge_usage, token_refusal,
+    LicenseChange, LicenseChanges, LicenseRows, MergedUsage, NodeRecord, UsageKey, UsageMonth,
+    UsageRow, UsageSubmission, merge_usage, token_refusal,
 };
 pub use sled_store::SledStore;
-pub use traits::{DataPlaneStore, LicenseStore, PrincipalStore, StoreMeta, TokenStore, UsageStore};
+pub use traits::{
+    DataPlaneStore, LicenseStore, NodeStore, PrincipalStore, StoreMeta, TokenStore, UsageStore,
+};
 
 /// A storage failure: the operation did not happen (or its durability is unknown).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,7 +61,14 @@ pub struct StorageInfo {
 /// implements them all, so `Arc<dyn Store>` is what services hold; a caller imports the
 /// aggregate traits whose methods it calls.
 pub trait Store:
-    StoreMeta + LicenseStore + TokenStore + DataPlaneStore + PrincipalStore + UsageStore + 'static
+    StoreMeta
+    + LicenseStore
+    + TokenStore
+    + DataPlaneStore
+    + PrincipalStore
+    + UsageStore
+    + NodeStore
+    + 'static
 {
 }
 
@@ -70,6 +79,7 @@ impl<T> Store for T where
         + DataPlaneStore
         + PrincipalStore
         + UsageStore
+        + NodeStore
         + ?Sized
         + 'static
 {

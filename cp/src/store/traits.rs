@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::records::{LicenseChange, LicenseRows, UsageMonth, UsageRow, UsageSubmission};
+use super::records::{
+    LicenseChange, LicenseChanges, LicenseRows, NodeRecord, UsageMonth, UsageRow, UsageSubmission,
+};
 use super::{StorageInfo, StoreResult};
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -37,6 +39,13 @@ pub trait LicenseStore: Send + Sync {
     /// when the stored revision is not the one the batch was decided at (the first change's
     /// revision minus one).
     async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()>;
+    /// What changed after `revision`, read consistently: how a node learns of other nodes'
+    /// writes. A backend only this node writes has nothing to report that the node did not
+    /// write itself, and answers with the whole set.
+    async fn license_changes_since(&self, revision: Revision) -> StoreResult<LicenseChanges> {
+        let _ = revision;
+        Ok(LicenseChanges::complete(self.licenses().await?))
+    }
 }
 
 /// Registration tokens, looked up by the hash of their secret when presented.
@@ -63,6 +72,16 @@ pub trait DataPlaneStore: Send + Sync {
     /// Removes data plane `id`'s record (the purge of long-silent data planes); `false` when
     /// it did not exist.
     async fn delete_dataplane(&self, id: Uuid) -> StoreResult<bool>;
+    /// The ids of revoked data planes (checked against the streams a node holds, in case it
+    /// missed another node's revocation).
+    async fn revoked_dataplanes(&self) -> StoreResult<Vec<Uuid>> {
+        let records = self.dataplanes().await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.revoked)
+            .map(|r| r.id)
+            .collect())
+    }
 }
 
 /// Who may use the Admin API: API tokens, users and connected apps.
@@ -98,4 +117,19 @@ pub trait UsageStore: Send + Sync {
     ) -> StoreResult<Vec<Vec<(UsageMonth, u64)>>>;
     /// Every usage counter, ordered by data plane, epoch and month.
     async fn usage(&self) -> StoreResult<Vec<UsageRow>>;
+}
+
+/// The control-plane nodes sharing this store. A store only one node uses keeps no registry
+/// (the node lists itself).
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Inserts or replaces `node`'s row (its heartbeat).
+    async fn heartbeat_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        let _ = node;
+        Ok(())
+    }
+    /// Every node's row, ordered by id.
+    async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        Ok(Vec::new())
+    }
 }

@@ -5,9 +5,12 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::feed::{self, notify_licenses, tombstone};
 use super::{PostgresStore, db, signed, unsigned};
 use crate::model::{Revision, StoredLicense};
-use crate::store::{LicenseChange, LicenseRows, LicenseStore, StoreError, StoreResult};
+use crate::store::{
+    LicenseChange, LicenseChanges, LicenseRows, LicenseStore, StoreError, StoreResult,
+};
 
 /// The `cp_meta` key holding the revision.
 const REVISION: &str = "revision";
@@ -22,7 +25,7 @@ const UPSERT: &str =
 const SET_REVISION: &str = "INSERT INTO cp_meta (key, value) VALUES ($1, $2)
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
 
-fn license(row: &Row) -> StoreResult<StoredLicense> {
+pub(super) fn license(row: &Row) -> StoreResult<StoredLicense> {
     Ok(StoredLicense {
         id: row.get("id"),
         document: row.get("document"),
@@ -88,11 +91,12 @@ impl LicenseStore for PostgresStore {
         tx.execute(SET_REVISION, &[&REVISION, &revision])
             .await
             .map_err(db)?;
+        notify_licenses(&tx, license.revision).await?;
         tx.commit().await.map_err(db)
     }
 
-    async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool> {
-        let revision = signed(revision, "license revision")?;
+    async fn delete_license(&self, id: Uuid, deleted_at: Revision) -> StoreResult<bool> {
+        let revision = signed(deleted_at, "license revision")?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let existed = tx
@@ -104,6 +108,8 @@ impl LicenseStore for PostgresStore {
             tx.execute(SET_REVISION, &[&REVISION, &revision])
                 .await
                 .map_err(db)?;
+            tombstone(&tx, id, deleted_at).await?;
+            notify_licenses(&tx, deleted_at).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(existed)
@@ -166,14 +172,21 @@ impl LicenseStore for PostgresStore {
                     .await
                     .map_err(db)?;
                 }
-                LicenseChange::Delete { id, .. } => {
+                LicenseChange::Delete { id, revision } => {
                     tx.execute(&delete, &[id]).await.map_err(db)?;
+                    tombstone(&tx, *id, *revision).await?;
                 }
             }
         }
         tx.execute(SET_REVISION, &[&REVISION, &revision])
             .await
             .map_err(db)?;
+        notify_licenses(&tx, last.revision()).await?;
         tx.commit().await.map_err(db)
+    }
+
+    /// From the license rows and tombstones written after `revision` (both indexed by it).
+    async fn license_changes_since(&self, revision: Revision) -> StoreResult<LicenseChanges> {
+        feed::changes_since(self, revision).await
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! Layout: this file connects and migrates; [`schema`] holds the versioned migrations, `tls`
 //! the TLS connector; `licenses`, `fleet` (registration tokens and data planes), `principals`
-//! and `usage` implement the aggregate traits.
+//! and `usage` implement the aggregate traits; `feed` is the change feed several nodes
+//! follow (tombstones, `NOTIFY`, `LISTEN`).
 
 use std::time::Duration;
 
@@ -25,9 +26,12 @@ use tokio_postgres::NoTls;
 
 use super::{StorageInfo, StoreError, StoreMeta, StoreResult};
 use async_trait::async_trait;
+pub use feed::{CHANNEL, Notice, Notifications};
 
+mod feed;
 mod fleet;
 mod licenses;
+mod nodes;
 mod principals;
 pub mod schema;
 #[cfg(test)]
@@ -64,6 +68,9 @@ pub struct ConnectOptions<'a> {
 /// Storage in a PostgreSQL database, through a connection pool.
 pub struct PostgresStore {
     pool: Pool,
+    /// How to open a connection outside the pool (the change feed's `LISTEN`).
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The server's version, for `/status`.
     server_version: &'static str,
 }
@@ -109,9 +116,9 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match tls {
-            Some(tls) => Manager::from_config(config, tls, manager_config),
-            None => Manager::from_config(config, NoTls, manager_config),
+        let manager = match tls.clone() {
+            Some(tls) => Manager::from_config(config.clone(), tls, manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
@@ -131,6 +138,8 @@ impl PostgresStore {
         drop(client);
         Ok(Self {
             pool,
+            config,
+            tls,
             server_version,
         })
     }
