@@ -565,6 +565,35 @@ mod tests {
         );
     }
 
+    /// Another node revoked a data plane whose stream this node holds: the notification (or,
+    /// had it been missed, the poll) ends the stream here.
+    #[tokio::test]
+    async fn a_revocation_stored_by_another_node_ends_the_stream_here() {
+        let store = Arc::new(MemoryStore::new());
+        let here = DataPlanes::new(store.clone());
+        let (kept, gone) = (
+            record(licsync_common::VERSION),
+            record(licsync_common::VERSION),
+        );
+        for r in [&kept, &gone] {
+            here.record(r).await.unwrap();
+        }
+        let (kept_slot, _) = here.stream_opened(kept.id, 2_000);
+        let (gone_slot, _) = here.stream_opened(gone.id, 2_000);
+        assert!(here.enforce_revocations().await.unwrap().is_empty());
+        assert!(!here.revoked_elsewhere(gone.id).await.unwrap());
+
+        // The other node's write, straight to the shared store.
+        let elsewhere = DataPlanes::new(store.clone());
+        elsewhere.revoke(gone.id).await.unwrap().unwrap();
+        assert!(!gone_slot.revoked.is_cancelled(), "not known here yet");
+        assert_eq!(here.enforce_revocations().await.unwrap(), vec![gone.id]);
+        assert!(gone_slot.revoked.is_cancelled());
+        assert!(!kept_slot.revoked.is_cancelled());
+        assert!(here.enforce_revocations().await.unwrap().is_empty(), "once");
+        assert!(here.revoked_elsewhere(gone.id).await.unwrap());
+    }
+
     #[tokio::test]
     async fn revoking_ends_open_and_late_streams_and_hides_the_data_plane() {
         let store = Arc::new(MemoryStore::new());

@@ -87,7 +87,10 @@ async fn post_license(cp: &ControlPlane, document: &str) -> (StatusCode, Value) 
 
 #[tokio::test]
 async fn writes_and_deletes_on_one_node_reach_streams_on_the_other() {
+    // Past the start-up catch-up, with the next poll a minute away: notifications deliver.
+    let (events, _capture) = Events::capture();
     let c = cluster(Duration::from_secs(60)).await;
+    listening(&events).await;
     let dp = c.b.register_dataplane(licsync_common::VERSION).await;
     let mut stream = c.b.sync(&dp, licsync_common::VERSION).await.unwrap();
     let first = stream.update().await;
@@ -154,8 +157,11 @@ async fn writes_on_two_nodes_get_distinct_revisions_and_a_duplicate_is_stored_on
 
 #[tokio::test]
 async fn revoking_on_one_node_ends_the_stream_on_the_other() {
-    // A poll far away: only the notification can end the stream within the guard time.
+    // A poll far away, and both followers past their start-up checks: only the notification
+    // can end the stream within the guard time.
+    let (events, _capture) = Events::capture();
     let c = cluster(Duration::from_secs(3600)).await;
+    listening(&events).await;
     let dp = c.b.register_dataplane(licsync_common::VERSION).await;
     let mut stream = c.b.sync(&dp, licsync_common::VERSION).await.unwrap();
     let first = stream.update().await;
@@ -244,6 +250,14 @@ async fn usage_reported_through_both_nodes_keeps_the_highest_count() {
     assert_eq!(recorded(after), vec![(month, 15)]);
 }
 
+/// Waits until both nodes' followers listen (and have made their start-up checks).
+async fn listening(events: &Events) {
+    eventually("both nodes to listen", || async {
+        (events.named("cluster_feed.connected").len() >= 2).then_some(())
+    })
+    .await;
+}
+
 /// Ends every `LISTEN` session on `url`'s database; how many.
 async fn kill_listeners(url: &str) -> u64 {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -272,10 +286,7 @@ async fn a_killed_listen_connection_loses_no_change() {
     let mut stream = c.b.sync(&dp, licsync_common::VERSION).await.unwrap();
     let first = stream.update().await;
     stream.ack(&first).await;
-    eventually("both nodes to listen", || async {
-        (events.named("cluster_feed.connected").len() >= 2).then_some(())
-    })
-    .await;
+    listening(&events).await;
 
     let mark = events.mark();
     assert!(kill_listeners(&c.url).await >= 2);
@@ -344,6 +355,20 @@ async fn each_node_lists_both_nodes_and_who_holds_each_stream() {
         (row["control_plane"].is_null() && row["connected"] == false).then_some(())
     })
     .await;
+
+    // A node that stops leaves the registry.
+    let Cluster { a, b, _b_dir, .. } = c;
+    b.shutdown().await;
+    let (_, body) = a
+        .call(Method::GET, "/clustering/control-planes", None)
+        .await;
+    let ids: Vec<_> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!(a_id)]);
 }
 
 #[tokio::test]

@@ -36,7 +36,12 @@ pub async fn run(
     let mut reconnect_at = Instant::now();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                if let Err(error) = cp.nodes().leave().await {
+                    tracing::warn!(event = "cluster_feed.heartbeat_failed", %error, "Could not remove this node from the nodes registry; the others will show it gone after three poll intervals.");
+                }
+                return;
+            }
             _ = poll.tick() => {
                 catch_up(&cp).await;
                 enforce_revocations(&cp).await;

@@ -132,4 +132,9 @@ pub trait NodeStore: Send + Sync {
     async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
         Ok(Vec::new())
     }
+    /// Removes node `id`'s row (it is stopping).
+    async fn remove_node(&self, id: Uuid) -> StoreResult<()> {
+        let _ = id;
+        Ok(())
+    }
 }

@@ -72,4 +72,13 @@ impl NodeStore for PostgresStore {
             .map_err(db)?;
         Ok(rows.iter().map(node).collect())
     }
+
+    async fn remove_node(&self, id: uuid::Uuid) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM control_planes WHERE id = $1", &[&id])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
 }

@@ -80,6 +80,10 @@ const MIGRATIONS: &[Migration] = &[
                 revision bigint NOT NULL
             );
             CREATE INDEX license_tombstones_by_revision ON license_tombstones (revision);
+            -- Every node checks its streams against revocations each poll: a partial index
+            -- keeps that read to the revoked few.
+            CREATE INDEX dataplanes_revoked ON dataplanes (id)
+                WHERE (record->>'revoked')::boolean;
             CREATE TABLE control_planes (
                 id uuid PRIMARY KEY,
                 advertised_url text NOT NULL,
