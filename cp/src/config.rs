@@ -239,7 +239,15 @@ pub struct PostgresConfig {
     /// The CA certificate(s) (PEM) that signed the server's certificate: set, connections use
     /// TLS and verify the server; unset, plain TCP (and a URL with `sslmode=require` is refused).
     pub ca_file: Option<PathBuf>,
+    /// How often a node reads what other nodes changed even without a notification (so a
+    /// dropped `LISTEN` connection loses nothing), checks its streams against revocations and
+    /// heartbeats its row in the nodes registry. A node not seen for three intervals is shown
+    /// as gone.
+    pub poll_interval: HumanDuration,
 }
+
+/// `storage.postgres.poll_interval` by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Default for PostgresConfig {
     fn default() -> Self {
@@ -248,6 +256,7 @@ impl Default for PostgresConfig {
             password_file: None,
             pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
             ca_file: None,
+            poll_interval: HumanDuration(DEFAULT_POLL_INTERVAL),
         }
     }
 }
@@ -439,6 +448,13 @@ impl StorageConfig {
             return Err(Invalid {
                 key: "storage.postgres.pool_size",
                 reason: format!("{} is not between 1 and {MAX_POOL_SIZE}", pg.pool_size),
+            });
+        }
+        let poll = pg.poll_interval.0;
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&poll) {
+            return Err(Invalid {
+                key: "storage.postgres.poll_interval",
+                reason: format!("{poll:?} is not between 100ms and 1h"),
             });
         }
         if let Some(url) = &pg.url

@@ -112,6 +112,9 @@ pub struct DataPlaneView {
     pub cert_expires_at: i64,
     /// From last contact, as of the request.
     pub health: Health,
+    /// The id of the control-plane node holding its stream (this one or another on the same
+    /// database), null when it has none.
+    pub control_plane: Option<Uuid>,
 }
 
 /// Registered data planes and their live state.
@@ -143,8 +146,20 @@ impl DataPlanes {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every registered, unrevoked data plane, ordered by id, with its health as of `now`.
+    /// Every registered, unrevoked data plane, ordered by id, with its health as of `now`
+    /// (streams as this node sees them; see [`DataPlanes::list_held`]).
     pub async fn list(&self, now: i64) -> StoreResult<Vec<DataPlaneView>> {
+        self.list_held(now, &HashMap::new()).await
+    }
+
+    /// [`DataPlanes::list`], where `holders` says which control-plane node holds each
+    /// connected data plane's stream (the whole cluster's, from the nodes registry): such a
+    /// data plane is connected, whichever node it is connected to.
+    pub async fn list_held(
+        &self,
+        now: i64,
+        holders: &HashMap<Uuid, Uuid>,
+    ) -> StoreResult<Vec<DataPlaneView>> {
         let mut records = self.store.dataplanes().await?;
         records.retain(|r| !r.revoked);
         records.sort_by_key(|r| r.id);
@@ -153,7 +168,8 @@ impl DataPlanes {
             .into_iter()
             .map(|r| {
                 let state = live.get(&r.id).cloned();
-                view(r, state, now)
+                let holder = holders.get(&r.id).copied();
+                view(r, state, holder, now)
             })
             .collect())
     }
@@ -166,12 +182,18 @@ impl DataPlanes {
         Ok(records)
     }
 
-    /// One registered, unrevoked data plane, with its health as of `now`.
-    pub async fn get(&self, id: Uuid, now: i64) -> StoreResult<Option<DataPlaneView>> {
+    /// One registered, unrevoked data plane, with its health as of `now` (`holders` as for
+    /// [`DataPlanes::list_held`]).
+    pub async fn get(
+        &self,
+        id: Uuid,
+        now: i64,
+        holders: &HashMap<Uuid, Uuid>,
+    ) -> StoreResult<Option<DataPlaneView>> {
         let record = self.store.dataplane(id).await?.filter(|r| !r.revoked);
         Ok(record.map(|r| {
             let state = self.live().get(&id).cloned();
-            view(r, state, now)
+            view(r, state, holders.get(&id).copied(), now)
         }))
     }
 
@@ -322,6 +344,65 @@ impl DataPlanes {
         Ok(Some(record))
     }
 
+    /// Another node revoked data plane `id` (or may have: a notification said so): when its
+    /// stored record says revoked, ends any stream it has here, as [`DataPlanes::revoke`] does
+    /// on the node that revoked it. `true` when it is revoked.
+    pub async fn revoked_elsewhere(&self, id: Uuid) -> StoreResult<bool> {
+        let revoked = self
+            .store
+            .dataplane(id)
+            .await?
+            .is_some_and(|record| record.revoked);
+        if revoked {
+            self.end_revoked(id);
+        }
+        Ok(revoked)
+    }
+
+    /// Ends the streams of every data plane connected here whose stored record says revoked
+    /// (a revocation on another node whose notification this node missed); the ids ended.
+    pub async fn enforce_revocations(&self) -> StoreResult<Vec<Uuid>> {
+        let revoked = self.store.revoked_dataplanes().await?;
+        let mut ended = Vec::new();
+        let live = self.live();
+        for id in revoked {
+            if let Some(entry) = live.get(&id)
+                && entry.connected
+                && !entry.revoked.is_cancelled()
+            {
+                entry.revoked.cancel();
+                ended.push(id);
+            }
+        }
+        Ok(ended)
+    }
+
+    fn end_revoked(&self, id: Uuid) {
+        let mut live = self.live();
+        let entry = live.entry(id).or_default();
+        if !entry.revoked.is_cancelled() {
+            entry.revoked.cancel();
+            tracing::info!(
+                event = "dataplane.revoked_elsewhere",
+                dataplane.id = %id,
+                connected = entry.connected,
+                "A data plane was revoked on another control-plane node; its stream here is ended."
+            );
+        }
+    }
+
+    /// The data planes whose stream this node holds.
+    pub fn connected_ids(&self) -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = self
+            .live()
+            .iter()
+            .filter(|(_, l)| l.connected)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Whether data plane `id` has a stream open.
     pub fn is_connected(&self, id: Uuid) -> bool {
         self.live().get(&id).is_some_and(|l| l.connected)
@@ -371,9 +452,15 @@ impl DataPlanes {
     }
 }
 
-/// One listing row: the stored record joined with live state; health and the version rule are
-/// judged as of `now`. Pure, so every boundary is testable.
-fn view(record: DataPlaneRecord, live: Option<Live>, now: i64) -> DataPlaneView {
+/// One listing row: the stored record joined with live state and the node holding its stream
+/// (`holder`); health and the version rule are judged as of `now`. Pure, so every boundary is
+/// testable.
+fn view(
+    record: DataPlaneRecord,
+    live: Option<Live>,
+    holder: Option<Uuid>,
+    now: i64,
+) -> DataPlaneView {
     let live = live.unwrap_or_default();
     // Before its first sync on this process, the last license written through is the best known.
     let license = if live.sync_status == SyncStatus::Unknown {
@@ -396,7 +483,7 @@ fn view(record: DataPlaneRecord, live: Option<Live>, now: i64) -> DataPlaneView 
         version: record.version,
         registered_at: record.registered_at,
         last_seen,
-        connected: live.connected,
+        connected: live.connected || holder.is_some(),
         sync_status,
         sync_error: live.sync_error,
         last_rejection: live.last_rejection,
@@ -405,6 +492,7 @@ fn view(record: DataPlaneRecord, live: Option<Live>, now: i64) -> DataPlaneView 
         license_updated_at: license.map(|l| l.1),
         cert_expires_at: record.cert_expires_at,
         health: health::health(last_seen, now),
+        control_plane: holder,
     }
 }
 
@@ -435,16 +523,16 @@ mod tests {
     #[test]
     fn view_grades_health_from_the_freshest_contact_as_of_now() {
         let r = record(licsync_common::VERSION);
-        assert_eq!(view(r.clone(), None, 2_060).health, Health::Healthy);
-        assert_eq!(view(r.clone(), None, 2_061).health, Health::Degraded);
-        assert_eq!(view(r.clone(), None, 2_180).health, Health::Degraded);
-        assert_eq!(view(r.clone(), None, 2_181).health, Health::Unhealthy);
+        assert_eq!(view(r.clone(), None, None, 2_060).health, Health::Healthy);
+        assert_eq!(view(r.clone(), None, None, 2_061).health, Health::Degraded);
+        assert_eq!(view(r.clone(), None, None, 2_180).health, Health::Degraded);
+        assert_eq!(view(r.clone(), None, None, 2_181).health, Health::Unhealthy);
         let heartbeat = Live {
             last_seen: Some(2_170),
             connected: true,
             ..Live::default()
         };
-        let fresh = view(r.clone(), Some(heartbeat), 2_181);
+        let fresh = view(r.clone(), Some(heartbeat), None, 2_181);
         assert_eq!(
             (fresh.health, fresh.last_seen),
             (Health::Healthy, Some(2_170))
@@ -453,7 +541,7 @@ mod tests {
             last_seen: None,
             ..r
         };
-        assert_eq!(view(never, None, 2_000).health, Health::Uninitialized);
+        assert_eq!(view(never, None, None, 2_000).health, Health::Uninitialized);
     }
 
     #[test]
@@ -462,14 +550,48 @@ mod tests {
             sync_status: SyncStatus::Normal,
             ..Live::default()
         };
-        let ok = view(record(licsync_common::VERSION), Some(normal.clone()), 0);
+        let ok = view(
+            record(licsync_common::VERSION),
+            Some(normal.clone()),
+            None,
+            0,
+        );
         assert_eq!(ok.sync_status, SyncStatus::Normal);
-        let newer = view(record("99.0.0"), Some(normal), 0);
+        let newer = view(record("99.0.0"), Some(normal), None, 0);
         assert_eq!(newer.sync_status, SyncStatus::VersionIncompatible);
         assert_eq!(
             serde_json::to_value(newer.sync_status).unwrap(),
             "version_incompatible"
         );
+    }
+
+    /// Another node revoked a data plane whose stream this node holds: the notification (or,
+    /// had it been missed, the poll) ends the stream here.
+    #[tokio::test]
+    async fn a_revocation_stored_by_another_node_ends_the_stream_here() {
+        let store = Arc::new(MemoryStore::new());
+        let here = DataPlanes::new(store.clone());
+        let (kept, gone) = (
+            record(licsync_common::VERSION),
+            record(licsync_common::VERSION),
+        );
+        for r in [&kept, &gone] {
+            here.record(r).await.unwrap();
+        }
+        let (kept_slot, _) = here.stream_opened(kept.id, 2_000);
+        let (gone_slot, _) = here.stream_opened(gone.id, 2_000);
+        assert!(here.enforce_revocations().await.unwrap().is_empty());
+        assert!(!here.revoked_elsewhere(gone.id).await.unwrap());
+
+        // The other node's write, straight to the shared store.
+        let elsewhere = DataPlanes::new(store.clone());
+        elsewhere.revoke(gone.id).await.unwrap().unwrap();
+        assert!(!gone_slot.revoked.is_cancelled(), "not known here yet");
+        assert_eq!(here.enforce_revocations().await.unwrap(), vec![gone.id]);
+        assert!(gone_slot.revoked.is_cancelled());
+        assert!(!kept_slot.revoked.is_cancelled());
+        assert!(here.enforce_revocations().await.unwrap().is_empty(), "once");
+        assert!(here.revoked_elsewhere(gone.id).await.unwrap());
     }
 
     #[tokio::test]
@@ -496,7 +618,13 @@ mod tests {
         );
         assert!(fleet.revoke(Uuid::new_v4()).await.unwrap().is_none());
         assert!(fleet.list(2_000).await.unwrap().is_empty());
-        assert!(fleet.get(r.id, 2_000).await.unwrap().is_none());
+        assert!(
+            fleet
+                .get(r.id, 2_000, &HashMap::new())
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // Closing the stream afterwards records last contact without un-revoking.
         fleet.stream_closed(r.id, &open, 2_002).await.unwrap();

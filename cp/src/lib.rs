@@ -26,6 +26,7 @@ pub mod config;
 pub mod dataplanes;
 pub mod entitlement;
 pub mod expiry;
+pub mod ha;
 pub mod license_tool;
 pub mod license_watch;
 pub mod licenses;

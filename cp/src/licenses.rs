@@ -178,7 +178,17 @@ impl Licenses {
         match self.committer.submit(Command::Delete { id }).await? {
             Applied::Deleted { .. } => Ok(true),
             Applied::Absent => Ok(false),
-            Applied::Stored(..) => Err(unexpected()),
+            Applied::Stored(..) | Applied::CaughtUp { .. } => Err(unexpected()),
+        }
+    }
+
+    /// Publishes what other control-plane nodes wrote since the published revision, in turn
+    /// with this node's writes (the change feed calls it when told of a commit, and on every
+    /// poll); the revision now published.
+    pub async fn catch_up(&self) -> Result<Revision, WriteError> {
+        match self.committer.submit(Command::CatchUp).await? {
+            Applied::CaughtUp { revision } => Ok(revision),
+            _ => Err(unexpected()),
         }
     }
 
@@ -188,7 +198,9 @@ impl Licenses {
     ) -> Result<(Arc<StoredLicense>, PutOutcome), WriteError> {
         match self.committer.submit(command).await? {
             Applied::Stored(stored, outcome) => Ok((stored, outcome)),
-            Applied::Deleted { .. } | Applied::Absent => Err(unexpected()),
+            Applied::Deleted { .. } | Applied::Absent | Applied::CaughtUp { .. } => {
+                Err(unexpected())
+            }
         }
     }
 }
@@ -438,5 +450,40 @@ mod tests {
         ));
         let next = licenses.create(doc(&key, "After")).await.unwrap();
         assert_eq!(next.revision, stored.revision + 1);
+    }
+
+    /// Two nodes' license services over one shared store: a node whose set is behind is
+    /// refused by storage, catches up, and decides again, so writes never share a revision and
+    /// a license stored by one node is a duplicate at the other.
+    #[tokio::test]
+    async fn writers_on_two_nodes_never_share_a_revision() {
+        let store = Arc::new(MemoryStore::shared());
+        let (key, _) = SigningKey::generate().unwrap();
+        let trusted = || TrustedKeys::parse(&[key.public_key_base64()]).unwrap();
+        let a = Licenses::load(store.clone(), trusted()).await.unwrap();
+        let b = Licenses::load(store.clone(), trusted()).await.unwrap();
+        let on_a = a.create(doc(&key, "A")).await.unwrap();
+        assert_eq!(on_a.revision, 1);
+        assert_eq!(b.current().revision, 0, "b has not heard of it");
+        let rx = b.subscribe();
+        let on_b = b.create(doc(&key, "B")).await.unwrap();
+        assert_eq!(on_b.revision, 2, "b decided again after a's write");
+        assert!(rx.has_changed().unwrap());
+        let set = b.current();
+        assert_eq!((set.revision, set.licenses.len()), (2, 2));
+        assert!(matches!(
+            b.create(doc(&key, "A")).await,
+            Err(WriteError::Duplicate { existing, .. }) if existing == on_a.id
+        ));
+        assert!(matches!(
+            a.create(doc(&key, "B")).await,
+            Err(WriteError::Duplicate { existing, .. }) if existing == on_b.id
+        ));
+        assert!(a.delete(on_b.id).await.unwrap());
+        assert_eq!(store.licenses().await.unwrap().revision, 3);
+        assert_eq!(
+            a.current().licenses.keys().collect::<Vec<_>>(),
+            vec![&on_a.id]
+        );
     }
 }

@@ -52,6 +52,8 @@ pub enum ServeError {
     Secrets(#[from] cluster::secrets::SecretsError),
     #[error(transparent)]
     ReportKey(#[from] crate::usage::report_key::ReportKeyError),
+    #[error(transparent)]
+    NodeId(#[from] crate::ha::nodes::NodeIdError),
     #[error("cannot configure TLS for the cluster listener: {0}")]
     Tls(String),
     #[error(transparent)]
@@ -140,6 +142,8 @@ pub async fn run_reloadable(
     })?;
     // Where the CA and report key live follows from the store: a shared database holds them
     // (sealed) for every node, an embedded store leaves them in this node's files.
+    // Kept as itself too: the change feed follower needs its own `LISTEN` connection.
+    let mut postgres = None;
     let (store, home): (Arc<dyn Store>, SecretHome) = match config.storage.backend {
         StorageBackend::Sled => (
             Arc::new(SledStore::open_with_cache(
@@ -153,6 +157,7 @@ pub async fn run_reloadable(
             // Read first: a missing or exposed key file fails before the database is touched.
             let key = config.storage.storage_key()?;
             let pg = Arc::new(open_postgres(&config).await?);
+            postgres = Some(pg.clone());
             (
                 pg.clone(),
                 SecretHome::Database {
@@ -162,6 +167,7 @@ pub async fn run_reloadable(
             )
         }
     };
+    let node_id = crate::ha::nodes::load_or_create_node_id(&config.data_dir)?;
     let pki_dir = config.data_dir.join("pki");
     // Before the admin token: a node holding the wrong storage key stops here, having written
     // nothing to the shared database.
@@ -199,7 +205,8 @@ pub async fn run_reloadable(
     let fingerprint = pki.ca.fingerprint();
     let cp = Arc::new(
         ControlPlane::new(config, store.clone(), licenses, ca_pem, fingerprint)
-            .with_report_key(Arc::new(report_key)),
+            .with_report_key(Arc::new(report_key))
+            .with_node_id(node_id),
     );
 
     let admin_addr = addr_text(&listeners.admin);
@@ -263,6 +270,13 @@ pub async fn run_reloadable(
         )
         .instrument(tracing::info_span!("admin_server")),
     );
+    let follower = postgres.map(|store| {
+        let poll = cp.config().storage.postgres.poll_interval.0;
+        tokio::spawn(
+            crate::ha::follower::run(cp.clone(), store, poll, shutdown.clone())
+                .instrument(tracing::info_span!("cluster_feed", node.id = %node_id)),
+        )
+    });
     let watch_task = tokio::spawn(
         crate::license_watch::watch(cp.clone(), shutdown.clone())
             .instrument(tracing::info_span!("license_watch")),
@@ -310,7 +324,7 @@ pub async fn run_reloadable(
         if !admin_task.is_finished() {
             let _ = (&mut admin_task).await;
         }
-        for task in upkeep {
+        for task in upkeep.into_iter().chain(follower) {
             let _ = task.await;
         }
     };

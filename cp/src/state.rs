@@ -12,6 +12,7 @@ use crate::audit::Audit;
 use crate::config::CpConfig;
 use crate::dataplanes::DataPlanes;
 use crate::entitlement::Entitlement;
+use crate::ha::nodes::Nodes;
 use crate::licenses::Licenses;
 use crate::principals::Principals;
 use crate::registration_tokens::RegistrationTokens;
@@ -34,6 +35,7 @@ pub struct ControlPlane {
     audit: Audit,
     entitlement: Entitlement,
     report_key: Option<Arc<ReportKey>>,
+    nodes: Nodes,
     ready: AtomicBool,
     storage_health: StorageHealth,
 }
@@ -85,6 +87,14 @@ impl ControlPlane {
         ca_fingerprint: String,
     ) -> Self {
         let dataplanes = Arc::new(DataPlanes::new(store.clone()));
+        let started_at = licsync_common::unix_now();
+        let nodes = Nodes::new(
+            store.clone(),
+            dataplanes.clone(),
+            config.cluster.cluster_url(),
+            started_at,
+            config.storage.postgres.poll_interval.0,
+        );
         Self {
             cluster: ClusterIdentity {
                 ca_fingerprint,
@@ -105,7 +115,8 @@ impl ControlPlane {
             report_key: None,
             config,
             licenses,
-            started_at: licsync_common::unix_now(),
+            started_at,
+            nodes,
             ready: AtomicBool::new(false),
             storage_health: StorageHealth::default(),
         }
@@ -115,6 +126,17 @@ impl ControlPlane {
     pub fn with_report_key(mut self, key: Arc<ReportKey>) -> Self {
         self.report_key = Some(key);
         self
+    }
+
+    /// Gives this node its stable id (`<data_dir>/node-id`; a random one otherwise).
+    pub fn with_node_id(mut self, id: uuid::Uuid) -> Self {
+        self.nodes.set_id(id);
+        self
+    }
+
+    /// This node and the other nodes sharing its database.
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
     }
 
     pub fn config(&self) -> &CpConfig {

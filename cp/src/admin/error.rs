@@ -88,7 +88,9 @@ impl ApiError {
         tracing::error!(event = "admin.request_failed", %error, "Admin API request failed in storage.");
         let status = match error {
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StoreError::Backend(_) | StoreError::Corrupt { .. } => {
+            // A conflict the license service could not settle by deciding again is this
+            // server's failure, not the request's.
+            StoreError::Backend(_) | StoreError::Corrupt { .. } | StoreError::Conflict { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

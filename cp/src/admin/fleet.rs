@@ -1,6 +1,10 @@
 //! `/clustering/data-planes`: the registered data planes and how their sync is going, as
 //! Kong's `/clustering/data-planes` shows a hybrid-mode fleet, with RHACS's health words; and
-//! revocation (`DELETE`), which cuts a data plane off for good.
+//! revocation (`DELETE`), which cuts a data plane off for good; and
+//! `/clustering/control-planes`, the control-plane nodes sharing this node's database.
+//!
+//! With several nodes, every node shows the whole fleet: a data plane connected to another
+//! node is `connected`, with that node's id in `control_plane` (from the nodes registry).
 
 use std::sync::Arc;
 
@@ -13,21 +17,46 @@ use licsync_common::unix_now;
 use super::error::ApiError;
 use super::params::{EntityId, Page};
 use crate::dataplanes::DataPlaneView;
+use crate::ha::nodes::ControlPlaneView;
 use crate::state::ControlPlane;
 
 pub(super) fn routes() -> Router<Arc<ControlPlane>> {
     Router::new()
         .route("/clustering/data-planes", get(list))
         .route("/clustering/data-planes/{id}", get(fetch).delete(revoke))
+        .route("/clustering/control-planes", get(control_planes))
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<DataPlaneView>>, ApiError> {
+    let now = unix_now();
+    let holders = cp
+        .nodes()
+        .stream_holders(now)
+        .await
+        .map_err(ApiError::storage)?;
     let dataplanes = cp
         .dataplanes()
-        .list(unix_now())
+        .list_held(now, &holders)
         .await
         .map_err(ApiError::storage)?;
     Ok(Json(Page::all(dataplanes)))
+}
+
+/// `{"data": [...]}`: every node in the registry, this one first-hand.
+#[derive(serde::Serialize)]
+struct ControlPlanes {
+    data: Vec<ControlPlaneView>,
+}
+
+async fn control_planes(
+    State(cp): State<Arc<ControlPlane>>,
+) -> Result<Json<ControlPlanes>, ApiError> {
+    let data = cp
+        .nodes()
+        .list(unix_now())
+        .await
+        .map_err(ApiError::storage)?;
+    Ok(Json(ControlPlanes { data }))
 }
 
 async fn fetch(
@@ -35,9 +64,15 @@ async fn fetch(
     id: EntityId,
 ) -> Result<Json<DataPlaneView>, ApiError> {
     let id = id.or_not_found()?;
+    let now = unix_now();
+    let holders = cp
+        .nodes()
+        .stream_holders(now)
+        .await
+        .map_err(ApiError::storage)?;
     let dataplane = cp
         .dataplanes()
-        .get(id, unix_now())
+        .get(id, now, &holders)
         .await
         .map_err(ApiError::storage)?;
     dataplane.map(Json).ok_or_else(ApiError::not_found)

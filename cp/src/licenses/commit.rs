@@ -9,8 +9,11 @@
 //! changes with one [`Store::apply_license_batch`] (one transaction, one flush), and only then
 //! publishes the new set and answers each caller. While one batch is flushed, the next gathers.
 //!
-//! Being the only writer keeps revisions strictly increasing in commit order, and the published
-//! set never shows a write before it is durable. A failed batch fails every request in it: a
+//! Being the only writer on this node keeps revisions strictly increasing in commit order, and
+//! the published set never shows a write before it is durable. Several nodes sharing one
+//! database each run such a writer: storage refuses a batch decided at an older revision than
+//! it holds (another node wrote first), and the writer then publishes what storage holds and
+//! decides the same requests again ([`CONFLICT_RETRIES`] times at most). A failed batch fails every request in it: a
 //! refusal there (a duplicate, a missing id) may have been decided against a write that never
 //! became durable, so the caller learns of the failure and may retry.
 
@@ -23,7 +26,7 @@ use uuid::Uuid;
 
 use super::{LicenseSet, PutOutcome, WriteError};
 use crate::model::{Revision, StoredLicense};
-use crate::store::{LicenseChange, Store, StoreError};
+use crate::store::{LicenseChange, LicenseChanges, LicenseRows, Store, StoreError};
 
 /// Most writes applied in one storage transaction.
 const MAX_BATCH: usize = 1024;
@@ -50,6 +53,9 @@ pub(super) enum Command {
     Delete {
         id: Uuid,
     },
+    /// Bring the published set up to what storage holds (other nodes' writes), in turn with
+    /// this node's writes.
+    CatchUp,
 }
 
 /// What a durable write did.
@@ -63,6 +69,10 @@ pub(super) enum Applied {
     },
     /// There was nothing to delete; nothing was written.
     Absent,
+    /// The published set is at least at `revision`, as storage was when read.
+    CaughtUp {
+        revision: Revision,
+    },
 }
 
 type Answer = Result<Applied, WriteError>;
@@ -126,8 +136,74 @@ async fn write_batches(published: Arc<Published>, mut rx: mpsc::Receiver<Request
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     let mut signatures = None;
     while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
-        signatures = commit(&published, signatures, waiting.drain(..)).await;
+        let (catch_ups, writes): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting)
+            .into_iter()
+            .partition(|(command, _)| matches!(command, Command::CatchUp));
+        if !catch_ups.is_empty() {
+            let outcome = catch_up(&published).await;
+            for (_, reply) in catch_ups {
+                let answer = outcome
+                    .clone()
+                    .map(|revision| Applied::CaughtUp { revision })
+                    .map_err(WriteError::Storage);
+                let _ = reply.send(answer);
+            }
+        }
+        if !writes.is_empty() {
+            signatures = commit(&published, signatures, writes).await;
+        }
     }
+}
+
+/// Publishes what other nodes committed since the published revision (nothing when there is
+/// nothing new); the revision now published.
+async fn catch_up(published: &Published) -> Result<Revision, StoreError> {
+    let current = published.current.borrow().clone();
+    let changes = published
+        .store
+        .license_changes_since(current.revision)
+        .await?;
+    let (upserted, deleted) = (changes.upserted.len(), changes.deleted.len());
+    match followed(&current, changes) {
+        Some(next) => {
+            let revision = next.revision;
+            tracing::info!(
+                event = "cluster_feed.caught_up",
+                from = current.revision,
+                revision,
+                upserted,
+                deleted,
+                "Published license changes other control-plane nodes made."
+            );
+            published.current.send_replace(Arc::new(next));
+            Ok(revision)
+        }
+        None => Ok(current.revision),
+    }
+}
+
+/// `current` with `changes` applied (deletions, then upserts): `None` when they bring nothing
+/// newer. Pure, so the rule is tested on its own.
+fn followed(current: &LicenseSet, changes: LicenseChanges) -> Option<LicenseSet> {
+    if changes.complete {
+        let next = LicenseSet::from(LicenseRows {
+            revision: changes.revision,
+            licenses: changes.upserted,
+        });
+        return (next != *current && next.revision >= current.revision).then_some(next);
+    }
+    if changes.revision <= current.revision {
+        return None;
+    }
+    let mut next = current.clone();
+    for id in changes.deleted {
+        next.licenses.remove(&id);
+    }
+    for license in changes.upserted {
+        next.licenses.insert(license.id, Arc::new(license));
+    }
+    next.revision = changes.revision;
+    Some(next)
 }
 
 /// Which license holds each signature, at one revision of the set: Kong's uniqueness rule at
@@ -174,51 +250,105 @@ impl Signatures {
     }
 }
 
+/// How many times a batch is decided again after another node committed first, before its
+/// writes fail (each retry starts from what storage then holds, so only a node losing every
+/// race to a stream of writes elsewhere gets that far).
+const CONFLICT_RETRIES: usize = 8;
+
 /// Decides, stores, publishes and answers one batch. `signatures` is the index the previous
 /// batch left (rebuilt when it is missing or not of the committed set); the index of the new
 /// committed set is returned, `None` when the batch failed.
+///
+/// When storage refuses the batch because another node wrote first
+/// ([`StoreError::Conflict`]), nothing was stored: the writer publishes what storage now holds
+/// and decides the same requests again against it, so a duplicate of a license the other node
+/// just stored is refused and every write gets a revision of its own.
 async fn commit(
     published: &Published,
     signatures: Option<Signatures>,
-    requests: impl Iterator<Item = Request>,
+    requests: Vec<Request>,
 ) -> Option<Signatures> {
-    let committed = published.current.borrow().clone();
-    let mut signatures = signatures
-        .filter(|s| s.revision == committed.revision)
-        .unwrap_or_else(|| Signatures::of(&committed));
-    let mut next = (*committed).clone();
-    let now = licsync_common::unix_now();
-    let mut changes = Vec::new();
-    let mut answers = Vec::new();
-    for (command, reply) in requests {
-        let answer = decide(&mut next, &mut signatures, command, now).map(|(applied, change)| {
-            changes.extend(change);
-            applied
-        });
-        answers.push((reply, answer));
-    }
-    let next_revision = next.revision;
-    if !changes.is_empty() {
-        if let Err(error) = published.store.apply_license_batch(&changes).await {
-            tracing::error!(event = "license.store_failed", %error, writes = changes.len(), "Could not store a batch of license writes; every request in it fails.");
-            resync_after_failure(published).await;
-            for (reply, _) in answers {
-                // A caller that went away learns nothing either way.
-                let _ = reply.send(Err(WriteError::Storage(error.clone())));
+    let mut signatures = signatures;
+    let mut attempt = 0;
+    loop {
+        let committed = published.current.borrow().clone();
+        let mut index = signatures
+            .take()
+            .filter(|s| s.revision == committed.revision)
+            .unwrap_or_else(|| Signatures::of(&committed));
+        let mut next = (*committed).clone();
+        let now = licsync_common::unix_now();
+        let mut changes = Vec::new();
+        let answers: Vec<Answer> = requests
+            .iter()
+            .map(|(command, _)| {
+                decide(&mut next, &mut index, command, now).map(|(applied, change)| {
+                    changes.extend(change);
+                    applied
+                })
+            })
+            .collect();
+        let next_revision = next.revision;
+        if !changes.is_empty() {
+            match published.store.apply_license_batch(&changes).await {
+                Ok(()) => {
+                    published.current.send_replace(Arc::new(next));
+                    tracing::debug!(writes = changes.len(), "License batch durable.");
+                }
+                Err(StoreError::Conflict { expected, found }) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::info!(
+                        event = "license.write_conflict",
+                        expected,
+                        found,
+                        attempt,
+                        writes = changes.len(),
+                        "Another control-plane node wrote licenses first; deciding these writes again."
+                    );
+                    if let Err(error) = reload(published).await {
+                        fail_all(requests, &error);
+                        return None;
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(event = "license.store_failed", %error, writes = changes.len(), "Could not store a batch of license writes; every request in it fails.");
+                    resync_after_failure(published).await;
+                    fail_all(requests, &error);
+                    return None;
+                }
             }
-            return None;
         }
-        published.current.send_replace(Arc::new(next));
-        tracing::debug!(writes = changes.len(), "License batch durable.");
-    }
-    for (reply, answer) in answers {
-        if let Ok(applied) = &answer {
-            log_applied(applied);
+        for ((_, reply), answer) in requests.into_iter().zip(answers) {
+            if let Ok(applied) = &answer {
+                log_applied(applied);
+            }
+            // A caller that went away learns nothing either way.
+            let _ = reply.send(answer);
         }
-        let _ = reply.send(answer);
+        index.revision = next_revision;
+        return Some(index);
     }
-    signatures.revision = next_revision;
-    Some(signatures)
+}
+
+/// Answers every request of a failed batch with `error`.
+fn fail_all(requests: Vec<Request>, error: &StoreError) {
+    for (_, reply) in requests {
+        let _ = reply.send(Err(WriteError::Storage(error.clone())));
+    }
+}
+
+/// Publishes what storage holds (after a conflict: another node's writes), so the next
+/// decision is made against it and streams send those writes too.
+async fn reload(published: &Published) -> Result<(), StoreError> {
+    let rows = published.store.licenses().await.inspect_err(|error| {
+        tracing::error!(event = "license.storage_read_failed", %error, "Cannot read licenses back after a write conflict.");
+    })?;
+    let set = LicenseSet::from(rows);
+    if set != **published.current.borrow() {
+        published.current.send_replace(Arc::new(set));
+    }
+    Ok(())
 }
 
 /// Applies `command` to `set` (the committed set plus the batch so far, whose signatures are
@@ -227,7 +357,7 @@ async fn commit(
 fn decide(
     set: &mut LicenseSet,
     signatures: &mut Signatures,
-    command: Command,
+    command: &Command,
     now: i64,
 ) -> Result<(Applied, Option<LicenseChange>), WriteError> {
     let revision = set.revision + 1;
@@ -236,11 +366,11 @@ fn decide(
             document,
             signature,
         } => {
-            signatures.check(&signature, None, &document)?;
+            signatures.check(signature, None, document)?;
             let stored = StoredLicense {
                 id: Uuid::new_v4(),
-                document,
-                signature,
+                document: document.clone(),
+                signature: signature.clone(),
                 created_at: now,
                 updated_at: now,
                 revision,
@@ -252,7 +382,8 @@ fn decide(
             document,
             signature,
         } => {
-            signatures.check(&signature, Some(id), &document)?;
+            let id = *id;
+            signatures.check(signature, Some(id), document)?;
             let existing = set.licenses.get(&id);
             let outcome = match existing {
                 Some(_) => PutOutcome::Replaced,
@@ -260,8 +391,8 @@ fn decide(
             };
             let stored = StoredLicense {
                 id,
-                document,
-                signature,
+                document: document.clone(),
+                signature: signature.clone(),
                 created_at: existing.map_or(now, |l| l.created_at),
                 updated_at: now,
                 revision,
@@ -273,19 +404,22 @@ fn decide(
             document,
             signature,
         } => {
+            let id = *id;
             let existing = set.licenses.get(&id).ok_or(WriteError::NotFound(id))?;
-            signatures.check(&signature, Some(id), &document)?;
+            signatures.check(signature, Some(id), document)?;
             let stored = StoredLicense {
                 id,
-                document,
-                signature,
+                document: document.clone(),
+                signature: signature.clone(),
                 created_at: existing.created_at,
                 updated_at: now,
                 revision,
             };
             (stored, PutOutcome::Replaced)
         }
+        Command::CatchUp => return Ok((Applied::Absent, None)),
         Command::Delete { id } => {
+            let id = *id;
             let Some(removed) = set.licenses.remove(&id) else {
                 return Ok((Applied::Absent, None));
             };
@@ -319,7 +453,7 @@ fn log_applied(applied: &Applied) {
         Applied::Deleted { id, revision } => {
             tracing::info!(event = "license.deleted", license.id = %id, revision, "License deleted.");
         }
-        Applied::Absent => {}
+        Applied::Absent | Applied::CaughtUp { .. } => {}
     }
 }
 
@@ -375,19 +509,19 @@ mod tests {
     fn decisions_follow_each_other_within_a_batch() {
         let mut set = LicenseSet::default();
         let mut signatures = Signatures::of(&set);
-        let a = stored(decide(&mut set, &mut signatures, create("a"), 10));
+        let a = stored(decide(&mut set, &mut signatures, &create("a"), 10));
         assert_eq!(a.revision, 1);
         let put = Command::Put {
             id: a.id,
             document: "doc b".into(),
             signature: "b".into(),
         };
-        let renewed = stored(decide(&mut set, &mut signatures, put, 11));
+        let renewed = stored(decide(&mut set, &mut signatures, &put, 11));
         assert_eq!((renewed.revision, renewed.created_at), (2, 10));
 
         let before = set.clone();
         assert!(matches!(
-            decide(&mut set, &mut signatures, create("b"), 12),
+            decide(&mut set, &mut signatures, &create("b"), 12),
             Err(WriteError::Duplicate { existing, .. }) if existing == a.id
         ));
         let patch = Command::Patch {
@@ -396,29 +530,93 @@ mod tests {
             signature: "c".into(),
         };
         assert!(matches!(
-            decide(&mut set, &mut signatures, patch, 12),
+            decide(&mut set, &mut signatures, &patch, 12),
             Err(WriteError::NotFound(_))
         ));
         assert_eq!(set, before, "refusals change nothing");
 
-        let other = stored(decide(&mut set, &mut signatures, create("a"), 12));
+        let other = stored(decide(&mut set, &mut signatures, &create("a"), 12));
         assert_eq!(other.revision, 3, "the replaced signature is free again");
-        match decide(&mut set, &mut signatures, Command::Delete { id: a.id }, 13) {
+        match decide(&mut set, &mut signatures, &Command::Delete { id: a.id }, 13) {
             Ok((Applied::Deleted { id, revision: 4 }, Some(LicenseChange::Delete { .. }))) => {
                 assert_eq!(id, a.id);
             }
             other => panic!("expected a delete, got {other:?}"),
         }
         assert!(matches!(
-            decide(&mut set, &mut signatures, Command::Delete { id: a.id }, 13),
+            decide(&mut set, &mut signatures, &Command::Delete { id: a.id }, 13),
             Ok((Applied::Absent, None))
         ));
-        stored(decide(&mut set, &mut signatures, create("b"), 14));
+        stored(decide(&mut set, &mut signatures, &create("b"), 14));
         assert_eq!(set.revision, 5);
         assert_eq!(
             Signatures::of(&set).ids,
             signatures.ids,
             "the index follows the set"
         );
+    }
+
+    fn license(revision: Revision, signature: &str) -> StoredLicense {
+        StoredLicense {
+            id: Uuid::new_v4(),
+            document: format!("doc {signature}"),
+            signature: signature.into(),
+            created_at: 1,
+            updated_at: 1,
+            revision,
+        }
+    }
+
+    /// Another node's changes: deletions then upserts (an id deleted and stored again stays),
+    /// nothing when they are not newer, and a complete answer replaces the set.
+    #[test]
+    fn followed_changes_apply_deletions_then_upserts() {
+        let (a, b) = (license(1, "a"), license(2, "b"));
+        let current = LicenseSet::from(LicenseRows {
+            revision: 2,
+            licenses: vec![a.clone(), b.clone()],
+        });
+        let again = StoredLicense {
+            revision: 5,
+            ..b.clone()
+        };
+        let c = license(4, "c");
+        let changes = LicenseChanges {
+            revision: 5,
+            upserted: vec![c.clone(), again.clone()],
+            deleted: vec![a.id, b.id],
+            complete: false,
+        };
+        let next = followed(&current, changes.clone()).unwrap();
+        assert_eq!(next.revision, 5);
+        assert_eq!(
+            next.licenses
+                .values()
+                .map(|l| (**l).clone())
+                .collect::<Vec<_>>()
+                .len(),
+            2
+        );
+        assert!(!next.licenses.contains_key(&a.id));
+        assert_eq!(*next.licenses[&b.id], again);
+        assert_eq!(*next.licenses[&c.id], c);
+        assert_eq!(followed(&next, changes), None, "already held");
+        let stale = LicenseChanges {
+            revision: 2,
+            ..LicenseChanges::default()
+        };
+        assert_eq!(followed(&current, stale), None);
+
+        let whole = LicenseChanges::complete(LicenseRows {
+            revision: 3,
+            licenses: vec![a.clone()],
+        });
+        let replaced = followed(&current, whole).unwrap();
+        assert_eq!(replaced.licenses.keys().collect::<Vec<_>>(), vec![&a.id]);
+        let same = LicenseChanges::complete(LicenseRows {
+            revision: 2,
+            licenses: vec![a, b],
+        });
+        assert_eq!(followed(&current, same), None, "nothing new");
     }
 }

@@ -30,6 +30,9 @@ struct Inner {
     usage: BTreeMap<UsageKey, u64>,
     audit: BTreeMap<(i64, Uuid), AuditRecord>,
     license_fault: LicenseFault,
+    /// Refuse batches decided at another revision than the stored one (see
+    /// [`MemoryStore::shared`]).
+    shared: bool,
 }
 
 /// How [`Store::apply_license_batch`] fails, when a test asks it to.
@@ -54,6 +57,19 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store several license services may write at once, as the nodes of a cluster write to
+    /// PostgreSQL: a batch decided at another revision than the stored one is refused with
+    /// [`StoreError::Conflict`], writing nothing.
+    pub fn shared() -> Self {
+        let store = Self::default();
+        store
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shared = true;
+        store
     }
 
     /// Makes every later license batch fail as `fault` says (`LicenseFault::None` heals it).
@@ -101,6 +117,9 @@ impl StoreMeta for MemoryStore {
     }
 }
 
+/// One node: no registry.
+impl super::NodeStore for MemoryStore {}
+
 #[async_trait]
 impl LicenseStore for MemoryStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {
@@ -131,6 +150,16 @@ impl LicenseStore for MemoryStore {
         self.with(|i| {
             if i.license_fault == LicenseFault::Refuse {
                 return Err(injected());
+            }
+            let base = changes.first().map(|c| c.revision().saturating_sub(1));
+            if let Some(base) = base
+                && i.shared
+                && base != i.revision
+            {
+                return Err(StoreError::Conflict {
+                    expected: base,
+                    found: i.revision,
+                });
             }
             for change in changes {
                 match change {

@@ -6,7 +6,9 @@
 //! `apply_license_batch` record the new revision atomically with the change, and
 //! `apply_license_batch` and `record_usage` apply a whole batch (of license writes, of usage
 //! reports) atomically (all or none) with one flush. Uniqueness of license signatures is decided by the
-//! license service, which serialises license writes; backends only persist.
+//! license service, which serialises license writes on one node; a backend several nodes share
+//! (PostgreSQL) refuses a batch decided against an older revision than it holds
+//! ([`StoreError::Conflict`]), so writes on two nodes never share a revision.
 
 #[cfg(test)]
 mod conformance;
@@ -17,16 +19,17 @@ pub mod sled_store;
 pub mod storage_key;
 mod traits;
 
+use crate::model::Revision;
 pub use memory::{LicenseFault, MemoryStore};
 pub use postgres::PostgresStore;
 pub use records::{
-    AuditRecord, LicenseChange, LicenseRows, MergedUsage, UsageKey, UsageMonth, UsageRow,
-    UsageSubmission, merge_usage, token_refusal,
+    AuditRecord, LicenseChange, LicenseChanges, LicenseRows, MergedUsage, NodeRecord, UsageKey,
+    UsageMonth, UsageRow, UsageSubmission, merge_usage, token_refusal,
 };
 pub use sled_store::SledStore;
 pub use traits::{
-    AuditStore, DataPlaneStore, LicenseStore, PrincipalStore, SecretStore, StoreMeta, TokenStore,
-    UsageStore,
+    AuditStore, DataPlaneStore, LicenseStore, NodeStore, PrincipalStore, SecretStore, StoreMeta,
+    TokenStore, UsageStore,
 };
 
 /// A storage failure: the operation did not happen (or its durability is unknown).
@@ -41,6 +44,14 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored record {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    /// A batch of license writes was decided against revision `expected`, but another node
+    /// committed first and storage is at `found`: nothing was written. The license service
+    /// re-reads storage and decides the writes again.
+    #[error(
+        "license writes were decided at revision {expected} but storage is at revision {found} \
+         (another control-plane node wrote first); nothing was written"
+    )]
+    Conflict { expected: Revision, found: Revision },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -63,6 +74,7 @@ pub trait Store:
     + PrincipalStore
     + UsageStore
     + AuditStore
+    + NodeStore
     + 'static
 {
 }
@@ -75,6 +87,7 @@ impl<T> Store for T where
         + PrincipalStore
         + UsageStore
         + AuditStore
+        + NodeStore
         + ?Sized
         + 'static
 {

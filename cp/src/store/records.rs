@@ -18,6 +18,47 @@ pub struct LicenseRows {
     pub licenses: Vec<StoredLicense>,
 }
 
+/// What changed in the license set after a revision a node holds: what it must apply to be
+/// current, deletions included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseChanges {
+    /// The stored revision these changes bring a reader to.
+    pub revision: Revision,
+    /// Licenses written after the revision asked about (their newest version).
+    pub upserted: Vec<StoredLicense>,
+    /// Ids deleted after it (and not stored again since, unless also in `upserted`).
+    pub deleted: Vec<Uuid>,
+    /// `upserted` is the whole set: anything else is gone (a backend without tombstones
+    /// answers this way).
+    pub complete: bool,
+}
+
+impl LicenseChanges {
+    /// The whole set, as a backend without a change feed answers.
+    pub fn complete(rows: LicenseRows) -> Self {
+        Self {
+            revision: rows.revision,
+            upserted: rows.licenses,
+            deleted: Vec::new(),
+            complete: true,
+        }
+    }
+}
+
+/// One control-plane node's row in the nodes registry, as it last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: Uuid,
+    /// The cluster URL it tells data planes to use.
+    pub advertised_url: String,
+    pub version: String,
+    pub started_at: i64,
+    /// Its last heartbeat (its own clock, unix seconds).
+    pub last_seen: i64,
+    /// The data planes whose stream it held then.
+    pub dataplanes: Vec<Uuid>,
+}
+
 /// One data plane's cumulative counts for one epoch, checked: at most
 /// [`crate::usage::submission::MAX_BUCKETS`] months, each once.
 #[derive(Debug, Clone, PartialEq, Eq)]

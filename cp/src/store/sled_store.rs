@@ -147,6 +147,9 @@ impl StoreMeta for SledStore {
     }
 }
 
+/// One node: no registry.
+impl super::NodeStore for SledStore {}
+
 #[async_trait]
 impl LicenseStore for SledStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::records::{
-    AuditRecord, LicenseChange, LicenseRows, UsageMonth, UsageRow, UsageSubmission,
+    AuditRecord, LicenseChange, LicenseChanges, LicenseRows, NodeRecord, UsageMonth, UsageRow,
+    UsageSubmission,
 };
 use super::{StorageInfo, StoreResult};
 use crate::model::{
@@ -41,8 +42,18 @@ pub trait LicenseStore: Send + Sync {
     async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool>;
     /// Applies `changes` in order, atomically (all or none) and durably at once, and sets the
     /// revision to the last change's: group commit for the license service, which numbers the
-    /// changes of a batch consecutively. An empty batch writes nothing.
+    /// changes of a batch consecutively. An empty batch writes nothing. A backend several
+    /// nodes write to refuses the batch with [`super::StoreError::Conflict`], writing nothing,
+    /// when the stored revision is not the one the batch was decided at (the first change's
+    /// revision minus one).
     async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()>;
+    /// What changed after `revision`, read consistently: how a node learns of other nodes'
+    /// writes. A backend only this node writes has nothing to report that the node did not
+    /// write itself, and answers with the whole set.
+    async fn license_changes_since(&self, revision: Revision) -> StoreResult<LicenseChanges> {
+        let _ = revision;
+        Ok(LicenseChanges::complete(self.licenses().await?))
+    }
 }
 
 /// Registration tokens, looked up by the hash of their secret when presented.
@@ -69,6 +80,16 @@ pub trait DataPlaneStore: Send + Sync {
     /// Removes data plane `id`'s record (the purge of long-silent data planes); `false` when
     /// it did not exist.
     async fn delete_dataplane(&self, id: Uuid) -> StoreResult<bool>;
+    /// The ids of revoked data planes (checked against the streams a node holds, in case it
+    /// missed another node's revocation).
+    async fn revoked_dataplanes(&self) -> StoreResult<Vec<Uuid>> {
+        let records = self.dataplanes().await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.revoked)
+            .map(|r| r.id)
+            .collect())
+    }
 }
 
 /// Who may use the Admin API: API tokens, users and connected apps.
@@ -132,4 +153,24 @@ pub trait SecretStore: Send + Sync {
     /// stored afterwards: `sealed` itself, or what another node stored first. Two nodes
     /// creating a secret at once so end up with the same one.
     async fn insert_secret_if_absent(&self, name: &str, sealed: &[u8]) -> StoreResult<Vec<u8>>;
+}
+
+/// The control-plane nodes sharing this store. A store only one node uses keeps no registry
+/// (the node lists itself).
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Inserts or replaces `node`'s row (its heartbeat).
+    async fn heartbeat_node(&self, node: &NodeRecord) -> StoreResult<()> {
+        let _ = node;
+        Ok(())
+    }
+    /// Every node's row, ordered by id.
+    async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        Ok(Vec::new())
+    }
+    /// Removes node `id`'s row (it is stopping).
+    async fn remove_node(&self, id: Uuid) -> StoreResult<()> {
+        let _ = id;
+        Ok(())
+    }
 }

@@ -118,17 +118,34 @@ impl TokenStore for PostgresStore {
 
 #[async_trait]
 impl DataPlaneStore for PostgresStore {
+    /// A revoked record also notifies every node (at commit), so the one holding the data
+    /// plane's stream ends it at once.
     async fn put_dataplane(&self, dataplane: &DataPlaneRecord) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO dataplanes (id, record) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+            &[&dataplane.id, &Json(dataplane)],
+        )
+        .await
+        .map_err(db)?;
+        if dataplane.revoked {
+            super::feed::notify_revoked(&tx, dataplane.id).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn revoked_dataplanes(&self) -> StoreResult<Vec<Uuid>> {
         let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO dataplanes (id, record) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                &[&dataplane.id, &Json(dataplane)],
+        let rows = client
+            .query(
+                "SELECT id FROM dataplanes WHERE (record->>'revoked')::boolean",
+                &[],
             )
             .await
             .map_err(db)?;
-        Ok(())
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     async fn dataplane(&self, id: Uuid) -> StoreResult<Option<DataPlaneRecord>> {

@@ -5,9 +5,12 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::feed::{self, notify_licenses, tombstone};
 use super::{PostgresStore, db, signed, unsigned};
 use crate::model::{Revision, StoredLicense};
-use crate::store::{LicenseChange, LicenseRows, LicenseStore, StoreResult};
+use crate::store::{
+    LicenseChange, LicenseChanges, LicenseRows, LicenseStore, StoreError, StoreResult,
+};
 
 /// The `cp_meta` key holding the revision.
 const REVISION: &str = "revision";
@@ -22,7 +25,7 @@ const UPSERT: &str =
 const SET_REVISION: &str = "INSERT INTO cp_meta (key, value) VALUES ($1, $2)
      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
 
-fn license(row: &Row) -> StoreResult<StoredLicense> {
+pub(super) fn license(row: &Row) -> StoreResult<StoredLicense> {
     Ok(StoredLicense {
         id: row.get("id"),
         document: row.get("document"),
@@ -88,11 +91,12 @@ impl LicenseStore for PostgresStore {
         tx.execute(SET_REVISION, &[&REVISION, &revision])
             .await
             .map_err(db)?;
+        notify_licenses(&tx, license.revision).await?;
         tx.commit().await.map_err(db)
     }
 
-    async fn delete_license(&self, id: Uuid, revision: Revision) -> StoreResult<bool> {
-        let revision = signed(revision, "license revision")?;
+    async fn delete_license(&self, id: Uuid, deleted_at: Revision) -> StoreResult<bool> {
+        let revision = signed(deleted_at, "license revision")?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let existed = tx
@@ -104,6 +108,8 @@ impl LicenseStore for PostgresStore {
             tx.execute(SET_REVISION, &[&REVISION, &revision])
                 .await
                 .map_err(db)?;
+            tombstone(&tx, id, deleted_at).await?;
+            notify_licenses(&tx, deleted_at).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(existed)
@@ -111,13 +117,38 @@ impl LicenseStore for PostgresStore {
 
     /// One transaction for the whole batch: a `201` for each of its writes is sent only after
     /// this commit, and a failed commit leaves none of them.
+    ///
+    /// Several nodes write here, each numbering its batches from the set it holds. The
+    /// revision row is locked first (`FOR UPDATE`): a second node's batch waits for the first
+    /// to commit, then finds the revision moved and is refused with
+    /// [`StoreError::Conflict`] before writing anything, so two nodes' writes never share a
+    /// revision and each node's uniqueness check was made against everything committed.
     async fn apply_license_batch(&self, changes: &[LicenseChange]) -> StoreResult<()> {
-        let Some(last) = changes.last() else {
+        let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
             return Ok(());
         };
+        let base = first.revision().saturating_sub(1);
         let revision = signed(last.revision(), "license revision")?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
+        let stored: Revision = match tx
+            .query_opt(
+                "SELECT value FROM cp_meta WHERE key = $1 FOR UPDATE",
+                &[&REVISION],
+            )
+            .await
+            .map_err(db)?
+        {
+            Some(row) => unsigned(row.get(0), "cp_meta.revision")?,
+            None => 0,
+        };
+        if stored != base {
+            tx.rollback().await.map_err(db)?;
+            return Err(StoreError::Conflict {
+                expected: base,
+                found: stored,
+            });
+        }
         let upsert = tx.prepare(UPSERT).await.map_err(db)?;
         let delete = tx
             .prepare("DELETE FROM licenses WHERE id = $1")
@@ -141,14 +172,21 @@ impl LicenseStore for PostgresStore {
                     .await
                     .map_err(db)?;
                 }
-                LicenseChange::Delete { id, .. } => {
+                LicenseChange::Delete { id, revision } => {
                     tx.execute(&delete, &[id]).await.map_err(db)?;
+                    tombstone(&tx, *id, *revision).await?;
                 }
             }
         }
         tx.execute(SET_REVISION, &[&REVISION, &revision])
             .await
             .map_err(db)?;
+        notify_licenses(&tx, last.revision()).await?;
         tx.commit().await.map_err(db)
+    }
+
+    /// From the license rows and tombstones written after `revision` (both indexed by it).
+    async fn license_changes_since(&self, revision: Revision) -> StoreResult<LicenseChanges> {
+        feed::changes_since(self, revision).await
     }
 }

@@ -16,8 +16,9 @@
 //!
 //! Layout: this file connects and migrates; [`schema`] holds the versioned migrations, `tls`
 //! the TLS connector; `licenses`, `fleet` (registration tokens and data planes), `principals`
-//! and `usage` implement the aggregate traits, `secrets` the cluster's sealed secrets; `import` fills an empty database
-//! (`storage copy`).
+//! and `usage` implement the aggregate traits, `secrets` the cluster's sealed secrets; `import`
+//! fills an empty database (`storage copy`); `feed` is the change feed several nodes follow
+//! (tombstones, `NOTIFY`, `LISTEN`).
 
 use std::time::Duration;
 
@@ -26,16 +27,21 @@ use tokio_postgres::NoTls;
 
 use super::{StorageInfo, StoreError, StoreMeta, StoreResult};
 use async_trait::async_trait;
+pub use feed::{CHANNEL, Notice, Notifications};
 
 mod audit;
+mod feed;
 mod fleet;
 pub mod import;
 mod licenses;
+mod nodes;
 mod principals;
 pub mod schema;
 mod secrets;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_feed;
 mod tls;
 mod usage;
 
@@ -66,6 +72,9 @@ pub struct ConnectOptions<'a> {
 /// Storage in a PostgreSQL database, through a connection pool.
 pub struct PostgresStore {
     pool: Pool,
+    /// How to open a connection outside the pool (the change feed's `LISTEN`).
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The server's version, for `/status`.
     server_version: &'static str,
 }
@@ -111,9 +120,9 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match tls {
-            Some(tls) => Manager::from_config(config, tls, manager_config),
-            None => Manager::from_config(config, NoTls, manager_config),
+        let manager = match tls.clone() {
+            Some(tls) => Manager::from_config(config.clone(), tls, manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
@@ -133,6 +142,8 @@ impl PostgresStore {
         drop(client);
         Ok(Self {
             pool,
+            config,
+            tls,
             server_version,
         })
     }

@@ -73,6 +73,35 @@ const MIGRATIONS: &[Migration] = &[
     "#,
     },
     Migration {
+        version: 3,
+        description: "change feed (license tombstones, revision row) and the control-plane nodes registry",
+        // The revision row exists from the start, so the first writes of two nodes lock it
+        // (`FOR UPDATE` locks nothing when there is no row). Tombstones keep one row per
+        // deleted id (its last deletion), enough for a node to learn of it by revision.
+        sql: r#"
+            INSERT INTO cp_meta (key, value) VALUES ('revision', 0) ON CONFLICT (key) DO NOTHING;
+            CREATE INDEX licenses_by_revision ON licenses (revision);
+            CREATE TABLE license_tombstones (
+                id uuid PRIMARY KEY,
+                revision bigint NOT NULL
+            );
+            CREATE INDEX license_tombstones_by_revision ON license_tombstones (revision);
+            -- Every node checks its streams against revocations each poll: a partial index
+            -- keeps that read to the revoked few.
+            CREATE INDEX dataplanes_revoked ON dataplanes (id)
+                WHERE (record->>'revoked')::boolean;
+            CREATE TABLE control_planes (
+                id uuid PRIMARY KEY,
+                advertised_url text NOT NULL,
+                version text NOT NULL,
+                started_at bigint NOT NULL,
+                last_seen bigint NOT NULL,
+                dataplanes_connected bigint NOT NULL,
+                dataplanes uuid[] NOT NULL
+            );
+        "#,
+    },
+    Migration {
         version: 4,
         description: "the audit trail",
         sql: r#"
