@@ -8,7 +8,6 @@
 //! (as every node will once cluster secrets live in the database), so a data plane may connect
 //! to either node.
 
-use std::path::Path;
 use std::time::Duration;
 
 use licsync_common::pki;
@@ -38,9 +37,10 @@ async fn cluster(poll: Duration) -> Cluster {
         .await;
     let b_dir = tempfile::tempdir().unwrap();
     let data = b_dir.path().join("data");
-    share_secrets(a.data_dir(), &data);
+    // The CA and the report key come from the database; the admin token is the first node's.
     let b = ControlPlane::builder()
         .postgres(&url)
+        .admin_token(a.admin_token())
         .config(|c| {
             c.data_dir = data.clone();
             c.storage.postgres.poll_interval.0 = poll;
@@ -53,19 +53,6 @@ async fn cluster(poll: Duration) -> Cluster {
         a,
         b,
         _b_dir: b_dir,
-    }
-}
-
-/// Copies the cluster CA and the admin token of the node in `from` into data_dir `to`.
-fn share_secrets(from: &Path, to: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let pki = to.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    for dir in [to, pki.as_path()] {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    for file in ["pki/ca.crt", "pki/ca.key", "admin-token"] {
-        std::fs::copy(from.join(file), to.join(file)).unwrap();
     }
 }
 
