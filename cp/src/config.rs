@@ -182,7 +182,7 @@ impl Default for PkiConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LicensesConfig {
     /// Standard base64 Ed25519 public keys; a license signed by any of them is accepted.
@@ -191,6 +191,22 @@ pub struct LicensesConfig {
     /// Refuse a registration that would make the registered data planes exceed the active
     /// license's `dataplanes`; off, exceeding it is only warned about and reported.
     pub enforce_dataplane_limit: bool,
+    /// A directory of signed license documents (`*.json`, e.g. a mounted ConfigMap) imported,
+    /// updated and removed like Admin API writes ([`crate::license_dir`]). Unset: none.
+    pub watch_dir: Option<PathBuf>,
+    /// How often `watch_dir` is scanned.
+    pub watch_interval: HumanDuration,
+}
+
+impl Default for LicensesConfig {
+    fn default() -> Self {
+        Self {
+            trusted_keys: Vec::new(),
+            enforce_dataplane_limit: false,
+            watch_dir: None,
+            watch_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,6 +394,7 @@ impl CpConfig {
                 self.cluster.handshake_timeout.0,
             ),
             ("cluster.idle_timeout", self.cluster.idle_timeout.0),
+            ("licenses.watch_interval", self.licenses.watch_interval.0),
         ] {
             if value < Duration::from_millis(100) {
                 return Err(Invalid {

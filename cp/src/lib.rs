@@ -27,6 +27,7 @@ pub mod dataplanes;
 pub mod entitlement;
 pub mod expiry;
 pub mod ha;
+pub mod license_dir;
 pub mod license_tool;
 pub mod license_watch;
 pub mod licenses;

@@ -277,6 +277,12 @@ pub async fn run_reloadable(
                 .instrument(tracing::info_span!("cluster_feed", node.id = %node_id)),
         )
     });
+    let license_dir_task = cp.config().licenses.watch_dir.clone().map(|dir| {
+        tokio::spawn(
+            crate::license_dir::run(cp.clone(), dir, shutdown.clone())
+                .instrument(tracing::info_span!("license_dir")),
+        )
+    });
     let watch_task = tokio::spawn(
         crate::license_watch::watch(cp.clone(), shutdown.clone())
             .instrument(tracing::info_span!("license_watch")),
@@ -338,6 +344,9 @@ pub async fn run_reloadable(
         admin_task.abort();
     }
     watch_task.abort();
+    if let Some(task) = license_dir_task {
+        task.abort();
+    }
     cp.audit().flush().await;
     store.flush().await?;
     tracing::info!(event = "cp.stopped", "Control plane stopped.");
