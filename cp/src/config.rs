@@ -22,6 +22,7 @@ pub struct CpConfig {
     pub pki: PkiConfig,
     pub licenses: LicensesConfig,
     pub storage: StorageConfig,
+    pub status: StatusConfig,
     pub log: LogConfig,
 }
 
@@ -34,6 +35,7 @@ impl Default for CpConfig {
             pki: PkiConfig::default(),
             licenses: LicensesConfig::default(),
             storage: StorageConfig::default(),
+            status: StatusConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -63,6 +65,25 @@ impl Default for AdminConfig {
             idle_timeout: HumanDuration(http::DEFAULT_IDLE_TIMEOUT),
             body_read_timeout: HumanDuration(http::DEFAULT_BODY_READ_TIMEOUT),
             max_connections: http::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// The unauthenticated listener a monitoring system scrapes (`GET /metrics`) and an
+/// orchestrator probes (`/health/*`), so neither needs the admin token. It serves with the
+/// `[admin]` limits (connections, header, idle and body timeouts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Status HTTP address. What it serves (fleet size, license ids and expiry dates) is
+    /// operational, not secret, but keep it where only your monitoring reaches it.
+    pub listen: SocketAddr,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8100)),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::config::CpConfig;
 use crate::dataplanes::DataPlanes;
 use crate::entitlement::Entitlement;
 use crate::licenses::Licenses;
+use crate::metrics::CpMetrics;
 use crate::principals::Principals;
 use crate::registration_tokens::RegistrationTokens;
 use crate::store::{StorageInfo, Store};
@@ -32,6 +33,7 @@ pub struct ControlPlane {
     usage: UsageLedger,
     entitlement: Entitlement,
     report_key: Option<Arc<ReportKey>>,
+    metrics: CpMetrics,
     ready: AtomicBool,
 }
 
@@ -71,6 +73,7 @@ impl ControlPlane {
             config,
             licenses,
             started_at: licsync_common::unix_now(),
+            metrics: CpMetrics::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -146,6 +149,12 @@ impl ControlPlane {
     /// `/license/report` answers 503).
     pub fn report_key(&self) -> Option<&ReportKey> {
         self.report_key.as_deref()
+    }
+
+    /// The counters and histograms of what happens (sync answers, Admin API requests); the
+    /// rest of `GET /metrics` is read from the services above at scrape time.
+    pub fn metrics(&self) -> &CpMetrics {
+        &self.metrics
     }
 
     /// `/health/ready` answers 200 once storage is open and both listeners accept.

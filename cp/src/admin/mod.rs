@@ -13,6 +13,7 @@
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
+//! - `metrics`: counting each request by method, matched route template and status.
 //! - `licenses`, `registration_tokens`, `users`, `connected_apps`, `fleet`, `report`
 //!   (`/license/report`), `status`: one file per resource.
 //!
@@ -39,6 +40,7 @@ mod error;
 mod fleet;
 mod form;
 mod licenses;
+mod metrics;
 mod params;
 mod registration_tokens;
 mod report;
@@ -50,6 +52,7 @@ pub use crate::principals::bootstrap::{
 };
 pub use auth::KONG_ADMIN_TOKEN;
 pub use body::MAX_BODY_BYTES;
+pub(crate) use status::health_routes;
 
 /// Every Admin API route over `cp`.
 ///
@@ -70,10 +73,15 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         // Applies to the routes present now, so it comes after every route is added.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
+        .layer(middleware::from_fn(metrics::mark_route))
         .with_state(cp.clone());
     Router::new()
         .fallback_service(routes)
-        .layer(middleware::from_fn_with_state(cp, auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            cp.clone(),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(cp, metrics::count))
 }
 
 /// The Admin API's connection limits: `[admin]`'s timeouts and cap, and the body limit of

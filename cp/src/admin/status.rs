@@ -48,8 +48,8 @@ const HEALTH_LIVE: &str = "/health/live";
 /// The readiness probe's path.
 const HEALTH_READY: &str = "/health/ready";
 
-/// The unauthenticated probes.
-pub(super) fn health_routes() -> Router<Arc<ControlPlane>> {
+/// The unauthenticated probes (also served on the status listener, [`crate::status`]).
+pub(crate) fn health_routes() -> Router<Arc<ControlPlane>> {
     Router::new()
         .route(HEALTH_LIVE, get(live))
         .route(HEALTH_READY, get(ready))

@@ -190,6 +190,7 @@ impl LicenseSync for SyncService {
             id: record.id,
             machine,
             tx,
+            propagating: None,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(

@@ -45,6 +45,9 @@ pub(super) struct DataPlaneStream {
     /// Greeted: it holds what the Hello listed.
     pub machine: SyncMachine,
     pub tx: mpsc::Sender<Queued>,
+    /// The update in flight that brings a change, and when that change was committed: its
+    /// Ack is observed in `licsync_cp_sync_propagation_seconds`.
+    pub propagating: Option<(String, std::time::Instant)>,
 }
 
 impl DataPlaneStream {

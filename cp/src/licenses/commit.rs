@@ -208,6 +208,7 @@ async fn commit(
             }
             return None;
         }
+        next.committed_at = Some(std::time::Instant::now());
         published.current.send_replace(Arc::new(next));
         tracing::debug!(writes = changes.len(), "License batch durable.");
     }
