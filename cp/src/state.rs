@@ -157,7 +157,7 @@ impl ControlPlane {
         &self.metrics
     }
 
-    /// `/health/ready` answers 200 once storage is open and both listeners accept.
+    /// `/health/ready` answers 200 once storage is open and every listener accepts.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }

@@ -2,7 +2,7 @@
 //!
 //! `/status` needs a token like every other route. The health probes do not, so a kubelet or
 //! load balancer can call them; they reveal nothing but whether the process is up and ready
-//! (storage open, both listeners accepting).
+//! (storage open, every listener accepting).
 
 use std::sync::Arc;
 
