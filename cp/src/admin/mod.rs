@@ -59,7 +59,8 @@ pub(crate) use status::health_routes;
 /// The token check wraps the routed service as a whole, so a request without a valid token
 /// gets the same 401 whatever its path or method (no `Allow` header telling which routes
 /// exist); only then do unknown routes answer 404 and wrong methods 405. The health probes
-/// are the one exemption (see [`auth::require_token`]).
+/// are the one exemption (see [`auth::require_token`]). Outside the token check, every
+/// request is counted by the route template that answered it (`metrics`).
 pub fn router(cp: Arc<ControlPlane>) -> Router {
     let routes = Router::new()
         .merge(licenses::routes())

@@ -33,7 +33,7 @@ impl DataPlaneStream {
                     let committed_at = self
                         .propagating
                         .take()
-                        .filter(|(sent, _)| *sent == nonce)
+                        .filter(|(revision, _)| *revision == synced.revision)
                         .map(|(_, at)| at);
                     self.cp.metrics().sync_acked(committed_at);
                     self.report(synced, now);
@@ -97,7 +97,7 @@ impl DataPlaneStream {
         // Only an update bringing a change measures how long the change took to arrive.
         self.propagating = committed_at
             .filter(|_| !(upserted.is_empty() && removed.is_empty()))
-            .map(|at| (nonce.clone(), at));
+            .map(|at| (revision, at));
         tracing::info!(
             event = "sync.sent",
             dataplane.id = %self.id,
