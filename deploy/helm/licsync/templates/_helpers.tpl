@@ -58,9 +58,6 @@ app.kubernetes.io/component: data-plane
 {{- define "licsync.cp.adminServiceName" -}}
 {{- printf "%s-admin" (include "licsync.fullname" .) }}
 {{- end }}
-{{- define "licsync.cp.statusServiceName" -}}
-{{- printf "%s-status" (include "licsync.fullname" .) }}
-{{- end }}
 {{- define "licsync.cp.clusterServiceName" -}}
 {{- printf "%s-cluster" (include "licsync.fullname" .) }}
 {{- end }}
