@@ -6,7 +6,7 @@
 #   deploy/quickstart.sh            # release build, keeps running until Ctrl-C
 #   deploy/quickstart.sh --check    # debug build, exits 0 once the agent serves the license (CI)
 #
-# Ports (override with the environment): admin 8001, cluster 8005, agent 8007.
+# Ports (override with the environment): admin 8001, cluster 8005, status 8100, agent 8007.
 # Needs: cargo, curl.
 set -euo pipefail
 
@@ -22,13 +22,14 @@ fi
 
 admin_port=${LICSYNC_ADMIN_PORT:-8001}
 cluster_port=${LICSYNC_CLUSTER_PORT:-8005}
+status_port=${LICSYNC_STATUS_PORT:-8100}
 local_port=${LICSYNC_LOCAL_PORT:-8007}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 command -v curl >/dev/null || { echo "quickstart needs curl: apt-get install curl" >&2; exit 1; }
-for port in "$admin_port" "$cluster_port" "$local_port"; do
+for port in "$admin_port" "$cluster_port" "$status_port" "$local_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is in use; stop what listens there or set LICSYNC_ADMIN_PORT / LICSYNC_CLUSTER_PORT / LICSYNC_LOCAL_PORT" >&2
+    echo "port $port is in use; stop what listens there or set LICSYNC_ADMIN_PORT / LICSYNC_CLUSTER_PORT / LICSYNC_STATUS_PORT / LICSYNC_LOCAL_PORT" >&2
     exit 1
   fi
 done
@@ -97,7 +98,7 @@ step "Creating a license-signing key in $work/keys"
 "$bin/licsync-cp" license keygen --output-dir "$work/keys"
 public_key=$(cat "$work/keys/license-signing.pub")
 
-step "Starting the control plane (admin 127.0.0.1:$admin_port, cluster 127.0.0.1:$cluster_port)"
+step "Starting the control plane (admin 127.0.0.1:$admin_port, cluster 127.0.0.1:$cluster_port, status 127.0.0.1:$status_port)"
 mkdir -p "$work/cp"
 cat >"$work/cp/licsync-cp.toml" <<EOF
 data_dir = "$work/cp/licsync-data"
@@ -106,6 +107,8 @@ listen = "127.0.0.1:$admin_port"
 [cluster]
 listen = "127.0.0.1:$cluster_port"
 server_names = ["127.0.0.1", "localhost"]
+[status]
+listen = "127.0.0.1:$status_port"
 [licenses]
 trusted_keys = ["$public_key"]
 EOF
@@ -173,6 +176,9 @@ step "The agent's local API: GET /status"
 curl -fsS "http://127.0.0.1:$local_port/status"
 echo
 
+step "The control plane's metrics: GET /metrics on the status listener (no token)"
+curl -fsS "http://127.0.0.1:$status_port/metrics" | grep -E '^licsync_cp_(dataplanes|revision|sync_updates_total)'
+
 if [[ $mode == check ]]; then
   echo
   echo "quickstart check passed"
@@ -183,6 +189,7 @@ cat <<EOF
 
 licsync is running.
   Admin API:   http://127.0.0.1:$admin_port   (token: $work/cp/licsync-data/admin-token)
+  Metrics:     http://127.0.0.1:$status_port/metrics
   Agent API:   http://127.0.0.1:$local_port/license
   Try:         curl -H "Authorization: Bearer \$(cat $work/cp/licsync-data/admin-token)" http://127.0.0.1:$admin_port/clustering/data-planes
 Following both logs; press Ctrl-C to stop.

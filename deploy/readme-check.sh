@@ -9,8 +9,9 @@
 # - The blocks run from a scratch copy of the repository root whose target/release is the
 #   freshly built target/debug, so the README's `export PATH="$PWD/target/release:$PATH"` runs
 #   verbatim without a second, release build. TMPDIR points into the scratch directory.
-# - The default ports 8001, 8005, 8007 are replaced by LICSYNC_ADMIN_PORT, LICSYNC_CLUSTER_PORT,
-#   LICSYNC_LOCAL_PORT (default 18101, 18105, 18107), so a running control plane is not hit.
+# - The default ports 8001, 8005, 8007, 8100 are replaced by LICSYNC_ADMIN_PORT,
+#   LICSYNC_CLUSTER_PORT, LICSYNC_LOCAL_PORT, LICSYNC_STATUS_PORT (default 18101, 18105, 18107,
+#   18110), so a running control plane is not hit.
 # - curl fails on an HTTP error (a .curlrc with fail-with-body), so a refused call fails the check.
 # - Everything is bounded by a timeout, and every process the blocks started is stopped.
 # Needs: bash, curl, timeout (coreutils), setsid (util-linux).
@@ -20,6 +21,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 admin_port=${LICSYNC_ADMIN_PORT:-18101}
 cluster_port=${LICSYNC_CLUSTER_PORT:-18105}
 local_port=${LICSYNC_LOCAL_PORT:-18107}
+status_port=${LICSYNC_STATUS_PORT:-18110}
 limit=${LICSYNC_README_TIMEOUT:-300}
 
 for bin in licsync-cp licsync-dp; do
@@ -57,7 +59,7 @@ awk '
     exit 1
   }
 ' "$root/README.md" >"$scratch/blocks.sh"
-sed -i -E "s/\b8001\b/$admin_port/g; s/\b8005\b/$cluster_port/g; s/\b8007\b/$local_port/g" "$scratch/blocks.sh"
+sed -i -E "s/\b8001\b/$admin_port/g; s/\b8005\b/$cluster_port/g; s/\b8007\b/$local_port/g; s/\b8100\b/$status_port/g" "$scratch/blocks.sh"
 {
   echo 'set -euo pipefail'
   echo 'set -x'

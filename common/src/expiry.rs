@@ -63,6 +63,16 @@ pub fn expiry_notice(expiration: Date, today: Date) -> Option<ExpiryNotice> {
     Some(ExpiryNotice { stage, days_left })
 }
 
+/// When a license expiring on `expiration` stops being in force, as unix seconds: the start
+/// (UTC) of the day after, since it is in force through its whole expiration date. What the
+/// expiry-timestamp metrics show, so an alert on `< time() + 7 * 86400` means seven full days.
+pub fn license_end(expiration: Date) -> i64 {
+    let end = expiration.next_day().unwrap_or(expiration);
+    end.with_time(time::Time::MIDNIGHT)
+        .assume_utc()
+        .unix_timestamp()
+}
+
 /// Certificates (a data plane's client certificate, the cluster CA and server certificate) are
 /// spoken of from this long before they expire, at WARN...
 pub const CERT_WARN_FROM: time::Duration = time::Duration::days(30);
@@ -116,6 +126,12 @@ mod tests {
         assert_eq!(at(-day), Some(CertStage::Expired));
     }
     use time::macros::date;
+
+    #[test]
+    fn a_license_ends_at_the_end_of_its_expiration_date() {
+        // 2030-02-01T00:00:00Z.
+        assert_eq!(license_end(date!(2030 - 01 - 31)), 1_896_134_400);
+    }
 
     fn stage_on(today: Date) -> Option<ExpiryStage> {
         expiry_notice(date!(2026 - 12 - 31), today).map(|n| n.stage)

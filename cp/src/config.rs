@@ -23,6 +23,7 @@ pub struct CpConfig {
     pub licenses: LicensesConfig,
     pub storage: StorageConfig,
     pub audit: AuditConfig,
+    pub status: StatusConfig,
     pub log: LogConfig,
 }
 
@@ -52,6 +53,7 @@ impl Default for CpConfig {
             licenses: LicensesConfig::default(),
             storage: StorageConfig::default(),
             audit: AuditConfig::default(),
+            status: StatusConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -88,6 +90,25 @@ impl Default for AdminConfig {
             max_connections: http::DEFAULT_MAX_CONNECTIONS,
             tls_cert_file: None,
             tls_key_file: None,
+        }
+    }
+}
+
+/// The unauthenticated listener a monitoring system scrapes (`GET /metrics`) and an
+/// orchestrator probes (`/health/*`), so neither needs the admin token. It serves with the
+/// `[admin]` limits (connections, header, idle and body timeouts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Status HTTP address. What it serves (fleet size, license ids and expiry dates) is
+    /// operational, not secret, but keep it where only your monitoring reaches it.
+    pub listen: SocketAddr,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8100)),
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   [`usage`] (metered request counts and the signed report), [`entitlement`] and [`expiry`]
 //!   (what the log says about the active license, watched by [`license_watch`]).
 //! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
-//!   services, TLS listener, CA on disk). The HTTP and gRPC adapters reach the domain services
+//!   services, TLS listener, CA on disk), [`status`] (unauthenticated `/metrics` and health
+//!   probes, with [`metrics`]). The HTTP and gRPC adapters reach the domain services
 //!   through [`state::ControlPlane`]'s accessors and never storage itself.
 //! - Upkeep: [`lifecycle`] (purge of silent data planes, certificate expiry reminders).
 //! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
@@ -32,6 +33,7 @@ pub mod license_tool;
 pub mod license_watch;
 pub mod licenses;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod principals;
 #[cfg(test)]
@@ -42,6 +44,7 @@ pub mod report_tool;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod storage_copy;
 pub mod storage_tool;
 pub mod store;

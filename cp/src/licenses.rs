@@ -13,6 +13,7 @@ mod commit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use licsync_common::license::{License, LicenseError, TrustedKeys};
 use tokio::sync::watch;
@@ -23,11 +24,24 @@ use crate::store::{LicenseRows, Store, StoreError};
 use commit::{Applied, Command, Committer, Published};
 
 /// An immutable snapshot of every license at one revision. Cheap to clone and share.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct LicenseSet {
     pub revision: Revision,
     pub licenses: BTreeMap<Uuid, Arc<StoredLicense>>,
+    /// When this process committed the write that made this revision; `None` for a set read
+    /// from storage. Streams measure `licsync_cp_sync_propagation_seconds` from it.
+    pub committed_at: Option<Instant>,
 }
+
+/// Two sets are equal when they hold the same licenses at the same revision, whenever either
+/// was committed (a set republished from storage equals the one it replaces).
+impl PartialEq for LicenseSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision && self.licenses == other.licenses
+    }
+}
+
+impl Eq for LicenseSet {}
 
 impl LicenseSet {
     /// The license a data plane holding all of these would serve (the shared rule,
@@ -46,6 +60,7 @@ impl From<LicenseRows> for LicenseSet {
                 .into_iter()
                 .map(|l| (l.id, Arc::new(l)))
                 .collect(),
+            committed_at: None,
         }
     }
 }

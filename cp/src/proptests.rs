@@ -38,19 +38,20 @@ fn text() -> impl Strategy<Value = String> {
 
 fn config() -> impl Strategy<Value = CpConfig> {
     (
-        (text(), addr(), addr(), prop::option::of(text())),
+        (text(), addr(), addr(), prop::option::of(text()), addr()),
         prop::collection::vec(text(), 1..4),
         prop::collection::vec(duration(), 6),
         (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |((dir, admin, cluster, url), names, d, (enforce, memory, json))| {
+            |((dir, admin, cluster, url, status), names, d, (enforce, memory, json))| {
                 let mut c = CpConfig {
                     data_dir: PathBuf::from(dir),
                     ..CpConfig::default()
                 };
                 c.admin.listen = admin;
                 c.cluster.listen = cluster;
+                c.status.listen = status;
                 c.cluster.advertised_url = url.map(|u| format!("https://{u}"));
                 c.cluster.server_names = names;
                 c.cluster.keepalive_interval = d[0];
@@ -78,7 +79,14 @@ fn config() -> impl Strategy<Value = CpConfig> {
 /// TOML-ish lines: known and unknown keys and tables, values of every kind, multi-byte text.
 fn toml_text() -> impl Strategy<Value = String> {
     licsync_common::testing::toml_text(
-        &["[admin]", "[cluster]", "[pki]", "[licenses]", "[storage]"],
+        &[
+            "[admin]",
+            "[cluster]",
+            "[pki]",
+            "[licenses]",
+            "[storage]",
+            "[status]",
+        ],
         &[
             "data_dir",
             "listen",

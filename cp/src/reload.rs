@@ -95,6 +95,9 @@ fn restart_only_changes(running: &CpConfig, new: &CpConfig) -> Vec<&'static str>
     if running.storage != new.storage {
         changed.push("storage");
     }
+    if running.status != new.status {
+        changed.push("status");
+    }
     if running.licenses.enforce_dataplane_limit != new.licenses.enforce_dataplane_limit {
         changed.push("licenses.enforce_dataplane_limit");
     }
@@ -117,9 +120,10 @@ mod tests {
         assert!(restart_only_changes(&running, &new).is_empty());
         new.admin.max_connections += 1;
         new.licenses.enforce_dataplane_limit = !running.licenses.enforce_dataplane_limit;
+        new.status.listen.set_port(9100);
         assert_eq!(
             restart_only_changes(&running, &new),
-            ["admin", "licenses.enforce_dataplane_limit"]
+            ["admin", "status", "licenses.enforce_dataplane_limit"]
         );
     }
 

@@ -62,20 +62,25 @@ pub enum ServeError {
     Cluster(#[from] cluster::ServeError),
     #[error("admin listener failed: {0}")]
     Admin(std::io::Error),
+    #[error("status listener failed: {0}")]
+    Status(std::io::Error),
 }
 
-/// The two listeners a control plane serves.
+/// The listeners a control plane serves.
 pub struct Listeners {
     pub admin: TcpListener,
     pub cluster: TcpListener,
+    /// `GET /metrics` and the health probes, without a token ([`crate::status`]).
+    pub status: TcpListener,
 }
 
 impl Listeners {
-    /// Binds both addresses, naming the config key to change when one is taken.
+    /// Binds every address, naming the config key to change when one is taken.
     pub async fn bind(config: &CpConfig) -> Result<Self, std::io::Error> {
         Ok(Self {
             admin: bind(config.admin.listen, "admin.listen").await?,
             cluster: bind(config.cluster.listen, "cluster.listen").await?,
+            status: bind(config.status.listen, "status.listen").await?,
         })
     }
 }
@@ -211,6 +216,11 @@ pub async fn run_reloadable(
 
     let admin_addr = addr_text(&listeners.admin);
     let cluster_addr = addr_text(&listeners.cluster);
+    let status_addr = addr_text(&listeners.status);
+    let certificates = crate::metrics::Certificates {
+        server: identity.clone(),
+        ca_not_after,
+    };
     let ca = Arc::new(pki.ca);
     let rotation = Rotation {
         identity: identity.clone(),
@@ -283,6 +293,15 @@ pub async fn run_reloadable(
                 .instrument(tracing::info_span!("license_dir")),
         )
     });
+    let mut status_task = tokio::spawn(
+        crate::status::serve(
+            listeners.status,
+            cp.clone(),
+            certificates,
+            shutdown.clone().cancelled_owned(),
+        )
+        .instrument(tracing::info_span!("status_server")),
+    );
     let watch_task = tokio::spawn(
         crate::license_watch::watch(cp.clone(), shutdown.clone())
             .instrument(tracing::info_span!("license_watch")),
@@ -293,6 +312,7 @@ pub async fn run_reloadable(
         admin.addr = %admin_addr,
         admin.scheme = admin_scheme,
         cluster.addr = %cluster_addr,
+        status.addr = %status_addr,
         cluster_url = %cp.cluster_url(),
         ca_cert_sha256 = %cp.ca_fingerprint(),
         storage = cp.storage_info().backend,
@@ -301,7 +321,7 @@ pub async fn run_reloadable(
         "Control plane started."
     );
     licsync_common::sd_notify::ready(&format!(
-        "serving: admin {admin_addr}, cluster {cluster_addr}"
+        "serving: admin {admin_addr}, cluster {cluster_addr}, status {status_addr}"
     ));
 
     // A listener that dies on its own takes the whole process down rather than leaving half a
@@ -318,6 +338,11 @@ pub async fn run_reloadable(
             Ok(Err(e)) => Some(ServeError::Admin(e)),
             Err(join) => Some(ServeError::Admin(std::io::Error::other(join.to_string()))),
         }),
+        result = &mut status_task => Some(match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(ServeError::Status(e)),
+            Err(join) => Some(ServeError::Status(std::io::Error::other(join.to_string()))),
+        }),
     };
     cp.set_ready(false);
     shutdown.cancel();
@@ -329,6 +354,9 @@ pub async fn run_reloadable(
         }
         if !admin_task.is_finished() {
             let _ = (&mut admin_task).await;
+        }
+        if !status_task.is_finished() {
+            let _ = (&mut status_task).await;
         }
         for task in upkeep.into_iter().chain(follower) {
             let _ = task.await;
@@ -342,6 +370,7 @@ pub async fn run_reloadable(
         );
         cluster_task.abort();
         admin_task.abort();
+        status_task.abort();
     }
     watch_task.abort();
     if let Some(task) = license_dir_task {

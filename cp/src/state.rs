@@ -14,6 +14,7 @@ use crate::dataplanes::DataPlanes;
 use crate::entitlement::Entitlement;
 use crate::ha::nodes::Nodes;
 use crate::licenses::Licenses;
+use crate::metrics::CpMetrics;
 use crate::principals::Principals;
 use crate::registration_tokens::RegistrationTokens;
 use crate::store::{StorageInfo, Store};
@@ -36,6 +37,7 @@ pub struct ControlPlane {
     entitlement: Entitlement,
     report_key: Option<Arc<ReportKey>>,
     nodes: Nodes,
+    metrics: CpMetrics,
     ready: AtomicBool,
     storage_health: StorageHealth,
 }
@@ -117,6 +119,7 @@ impl ControlPlane {
             licenses,
             started_at,
             nodes,
+            metrics: CpMetrics::default(),
             ready: AtomicBool::new(false),
             storage_health: StorageHealth::default(),
         }
@@ -211,12 +214,18 @@ impl ControlPlane {
         self.report_key.as_deref()
     }
 
+    /// The counters and histograms of what happens (sync answers, Admin API requests); the
+    /// rest of `GET /metrics` is read from the services above at scrape time.
+    pub fn metrics(&self) -> &CpMetrics {
+        &self.metrics
+    }
+
     /// Whether storage answers (checked every few seconds).
     pub fn storage_health(&self) -> &StorageHealth {
         &self.storage_health
     }
 
-    /// `/health/ready` answers 200 once storage is open and both listeners accept, and while
+    /// `/health/ready` answers 200 once storage is open and every listener accepts, and while
     /// storage answers.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);

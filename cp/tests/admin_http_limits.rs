@@ -180,3 +180,26 @@ async fn connections_over_the_cap_are_refused_and_service_resumes() {
     })
     .await;
 }
+
+/// The status listener (`/metrics`, no token) is served with the same `[admin]` limits: a
+/// scraper is a client like any other.
+#[tokio::test]
+async fn the_status_listener_has_the_admin_limits() {
+    let api = start(quick(64)).await;
+    let mut stream = TcpStream::connect(api.config().status.listen)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (status, body) = until_closed(&mut stream).await;
+    assert_eq!(status, 408);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("head was not complete"),
+        "{body}"
+    );
+}

@@ -65,6 +65,7 @@ impl ControlPlaneBuilder {
         };
         config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.cluster.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.status.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.cluster.server_names = vec!["127.0.0.1".into(), "localhost".into()];
         Self {
             config,
@@ -248,6 +249,11 @@ impl ControlPlane {
         admin_url(&self.config)
     }
 
+    /// The status listener (`GET /metrics`, `/health/*`), no token needed.
+    pub fn status_url(&self) -> String {
+        format!("http://{}", self.config.status.listen)
+    }
+
     /// The admin token bootstrapped at first start (`<data_dir>/admin-token`), or the one
     /// given to [`ControlPlaneBuilder::admin_token`] when this node wrote none.
     pub fn admin_token(&self) -> &str {
@@ -316,10 +322,12 @@ async fn launch(
     let listeners = Listeners {
         admin: bind(config.admin.listen).await?,
         cluster: bind(config.cluster.listen).await?,
+        status: bind(config.status.listen).await?,
     };
     let local = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
     config.admin.listen = local(&listeners.admin)?;
     config.cluster.listen = local(&listeners.cluster)?;
+    config.status.listen = local(&listeners.status)?;
     let shutdown = CancellationToken::new();
     let mut task = tokio::spawn(licsync_cp::server::run(
         config.clone(),

@@ -18,6 +18,8 @@ pub struct Cp {
     pub dir: PathBuf,
     pub process: Process,
     pub admin_url: String,
+    /// The status listener (`GET /metrics`, `/health/*`).
+    pub status_url: String,
     pub cluster_url: String,
     pub ca_fingerprint: String,
     pub token: String,
@@ -53,6 +55,8 @@ listen = "127.0.0.1:0"
 [cluster]
 listen = "127.0.0.1:0"
 server_names = ["127.0.0.1", "localhost"]
+[status]
+listen = "127.0.0.1:0"
 [licenses]
 trusted_keys = {keys}
 [log]
@@ -99,6 +103,7 @@ level = "info"
         Self {
             dir: dir.to_owned(),
             admin_url: format!("http://{}", field("admin.addr")),
+            status_url: format!("http://{}", field("status.addr")),
             cluster_url: field("cluster_url"),
             ca_fingerprint: field("ca_cert_sha256"),
             token,
@@ -116,7 +121,10 @@ level = "info"
         let mut config = self.config.clone();
         let admin = self.admin_url.trim_start_matches("http://").to_owned();
         let cluster = self.cluster_url.trim_start_matches("https://").to_owned();
-        let pin = format!("[admin]\nlisten = \"{admin}\"\n[cluster]\nlisten = \"{cluster}\"\n");
+        let status = self.status_url.trim_start_matches("http://").to_owned();
+        let pin = format!(
+            "[admin]\nlisten = \"{admin}\"\n[cluster]\nlisten = \"{cluster}\"\n[status]\nlisten = \"{status}\"\n"
+        );
         merge(&mut config, pin.parse().expect("pin TOML"));
         config
     }

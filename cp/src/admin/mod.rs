@@ -14,6 +14,7 @@
 //! - `body`, `params`, `form`: request extraction whose every rejection is JSON (bounded
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
+//! - `metrics`: counting each request by method, matched route template and status.
 //! - `licenses`, `registration_tokens`, `admin_tokens`, `audit`, `users`, `connected_apps`, `fleet`, `report`
 //!   (`/license/report`), `status`: one file per resource.
 //!
@@ -43,6 +44,7 @@ mod error;
 mod fleet;
 mod form;
 mod licenses;
+mod metrics;
 mod params;
 mod registration_tokens;
 mod report;
@@ -55,13 +57,15 @@ pub use crate::principals::bootstrap::{
 };
 pub use auth::KONG_ADMIN_TOKEN;
 pub use body::MAX_BODY_BYTES;
+pub(crate) use status::health_routes;
 
 /// Every Admin API route over `cp`.
 ///
 /// The token check wraps the routed service as a whole, so a request without a valid token
 /// gets the same 401 whatever its path or method (no `Allow` header telling which routes
 /// exist); only then do unknown routes answer 404 and wrong methods 405. The health probes
-/// are the one exemption (see [`auth::require_token`]).
+/// are the one exemption (see [`auth::require_token`]). Outside the token check, every
+/// request is counted by the route template that answered it (`metrics`).
 pub fn router(cp: Arc<ControlPlane>) -> Router {
     let routes = Router::new()
         .merge(licenses::routes())
@@ -77,10 +81,15 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         // Applies to the routes present now, so it comes after every route is added.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
+        .layer(middleware::from_fn(metrics::mark_route))
         .with_state(cp.clone());
     Router::new()
         .fallback_service(routes)
-        .layer(middleware::from_fn_with_state(cp, auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            cp.clone(),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(cp, metrics::count))
 }
 
 /// The Admin API's connection limits: `[admin]`'s timeouts and cap, and the body limit of

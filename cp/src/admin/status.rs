@@ -2,7 +2,7 @@
 //!
 //! `/status` needs a token like every other route. The health probes do not, so a kubelet or
 //! load balancer can call them; they reveal nothing but whether the process is up and ready
-//! (storage open and answering, both listeners accepting). Why storage does not answer is in
+//! (storage open and answering, every listener accepting). Why storage does not answer is in
 //! the log (`storage.unavailable`), not in the probe's answer: it may name the database host.
 
 use std::sync::Arc;
@@ -49,8 +49,8 @@ const HEALTH_LIVE: &str = "/health/live";
 /// The readiness probe's path.
 const HEALTH_READY: &str = "/health/ready";
 
-/// The unauthenticated probes.
-pub(super) fn health_routes() -> Router<Arc<ControlPlane>> {
+/// The unauthenticated probes (also served on the status listener, [`crate::status`]).
+pub(crate) fn health_routes() -> Router<Arc<ControlPlane>> {
     Router::new()
         .route(HEALTH_LIVE, get(live))
         .route(HEALTH_READY, get(ready))

@@ -197,6 +197,7 @@ impl LicenseSync for SyncService {
             id: record.id,
             machine,
             tx,
+            propagating: None,
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(

@@ -1,7 +1,9 @@
 //! What a `Sync` stream does for each action of its [`SyncMachine`](crate::sync_machine):
 //! send the update, record the answer in the fleet's live state, answer the heartbeat, and
 //! write the log line each has always had (`sync.sent`, `sync.acked`, `sync.rejected`,
-//! `sync.failed`, `sync.ack_timeout`). The machine decides; this only carries out.
+//! `sync.failed`, `sync.ack_timeout`) and the metrics each moves
+//! (`licsync_cp_sync_updates_total`, `licsync_cp_sync_propagation_seconds`). The machine
+//! decides; this only carries out.
 
 use licsync_common::proto::{self, ControlPlaneMessage, Nack, control_plane_message};
 use licsync_common::unix_now;
@@ -28,12 +30,20 @@ impl DataPlaneStream {
             match action {
                 Action::Send(update) => self.send(update).await?,
                 Action::Acked { nonce, synced } => {
+                    let committed_at = self
+                        .propagating
+                        .take()
+                        .filter(|(revision, _)| *revision == synced.revision)
+                        .map(|(_, at)| at);
+                    self.cp.metrics().sync_acked(committed_at);
                     self.report(synced, now);
                     tracing::info!(event = "sync.acked", dataplane.id = %self.id, nonce = %nonce, revision = synced.revision, "Data plane applied an update.");
                 }
                 Action::Rejected { nonce, synced } => {
                     let revision = synced.revision;
                     let rejection = Rejection::from_nack(nack, revision, now);
+                    self.propagating = None;
+                    self.cp.metrics().sync_rejected();
                     self.report(synced, now);
                     tracing::warn!(
                         event = "sync.rejected",
@@ -66,6 +76,7 @@ impl DataPlaneStream {
                     tracing::debug!(dataplane.id = %self.id, nonce, "Ignored an answer to an update that is not in flight.");
                 }
                 Action::End(End::AckTimeout { nonce, timeout }) => {
+                    self.cp.metrics().sync_timed_out();
                     tracing::warn!(event = "sync.ack_timeout", dataplane.id = %self.id, nonce, timeout_s = timeout.as_secs_f64(), "Data plane did not answer an update; ending its stream so it resynchronises.");
                     return Err(Ended::ack_timeout(&nonce, timeout));
                 }
@@ -81,7 +92,12 @@ impl DataPlaneStream {
             revision,
             upserted,
             removed,
+            committed_at,
         } = update;
+        // Only an update bringing a change measures how long the change took to arrive.
+        self.propagating = committed_at
+            .filter(|_| !(upserted.is_empty() && removed.is_empty()))
+            .map(|at| (revision, at));
         tracing::info!(
             event = "sync.sent",
             dataplane.id = %self.id,

@@ -45,6 +45,10 @@ pub(super) struct DataPlaneStream {
     /// Greeted: it holds what the Hello listed.
     pub machine: SyncMachine,
     pub tx: mpsc::Sender<Queued>,
+    /// The revision of the update in flight when it brings a change, and when that change
+    /// was committed: its Ack is observed in `licsync_cp_sync_propagation_seconds`. (At most
+    /// one update is in flight, so the revision names it; no nonce is copied per update.)
+    pub propagating: Option<(Revision, std::time::Instant)>,
 }
 
 impl DataPlaneStream {

@@ -292,6 +292,7 @@ async fn commit(
         if !changes.is_empty() {
             match published.store.apply_license_batch(&changes).await {
                 Ok(()) => {
+                    next.committed_at = Some(std::time::Instant::now());
                     published.current.send_replace(Arc::new(next));
                     tracing::debug!(writes = changes.len(), "License batch durable.");
                 }

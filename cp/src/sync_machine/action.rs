@@ -3,7 +3,7 @@
 //! the rule that decides them is tested without a stream.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -17,6 +17,9 @@ pub struct Update {
     pub revision: Revision,
     pub upserted: Vec<Arc<StoredLicense>>,
     pub removed: Vec<Uuid>,
+    /// When revision `revision` was committed by this process, if it was (for
+    /// `licsync_cp_sync_propagation_seconds`).
+    pub committed_at: Option<Instant>,
 }
 
 /// What an answered update leaves the data plane at, for the fleet's live state.

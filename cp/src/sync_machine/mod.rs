@@ -229,6 +229,7 @@ impl SyncMachine {
             revision: set.revision,
             upserted,
             removed,
+            committed_at: set.committed_at,
         }))
     }
 }

@@ -429,6 +429,7 @@ async fn a_control_plane_serves_from_postgres() {
     config.data_dir = dir.path().join("data");
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.cluster.listen = ([127, 0, 0, 1], 0).into();
+    config.status.listen = ([127, 0, 0, 1], 0).into();
     let listeners = crate::server::Listeners::bind(&config).await.unwrap();
     let admin = listeners.admin.local_addr().unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();

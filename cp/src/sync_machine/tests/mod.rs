@@ -35,6 +35,7 @@ fn set(revision: Revision, licenses: &[Arc<StoredLicense>]) -> Arc<LicenseSet> {
             .iter()
             .map(|l| (l.id, l.clone()))
             .collect::<BTreeMap<_, _>>(),
+        committed_at: None,
     })
 }
 
