@@ -179,6 +179,12 @@ impl Role {
         self <= needed
     }
 
+    /// What a request naming a role must say: `expected one of: admin, operator, viewer`.
+    pub fn one_of() -> String {
+        let roles: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
+        format!("expected one of: {}", roles.join(", "))
+    }
+
     /// [`Role::Admin`], for serde's defaults.
     pub fn admin() -> Self {
         Role::Admin

@@ -143,6 +143,7 @@ async fn a_node_with_another_storage_key_refuses_to_start_naming_the_key() {
     config.data_dir = dir.path().join("data");
     config.admin.listen = ([127, 0, 0, 1], 0).into();
     config.cluster.listen = ([127, 0, 0, 1], 0).into();
+    config.status.listen = ([127, 0, 0, 1], 0).into();
     config.storage.encryption_key_file = Some(other_key);
     let message = refused_start(config).await;
     assert!(

@@ -36,6 +36,7 @@ const DP_METRICS: &[(&str, &str)] = &[
         "licsync_dp_usage_unreported_requests",
         "licsync_dp_usage_unreported_requests",
     ),
+    ("licsync_dp_sync_server_info", "licsync_dp_sync_server"),
     (
         "licsync_dp_reload_failures_total",
         "licsync_dp_reload_failures",

@@ -52,7 +52,7 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewApiToken, ApiError
             },
             "role" => match value.as_str().and_then(Role::parse) {
                 Some(r) => role = Some(r),
-                None => violations.add(field, one_of_roles()),
+                None => violations.add(field, Role::one_of()),
             },
             "ttl" => match value {
                 Value::String(text) => match text.parse::<HumanDuration>() {
@@ -71,7 +71,7 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewApiToken, ApiError
     for field in missing {
         let hint = match field {
             "name" => "e.g. \"ci-pipeline\"".to_owned(),
-            _ => one_of_roles(),
+            _ => Role::one_of(),
         };
         violations.add(field, format!("required field missing; {hint}"));
     }
@@ -82,11 +82,6 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewApiToken, ApiError
             "token request validated without its fields",
         )),
     }
-}
-
-fn one_of_roles() -> String {
-    let roles: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
-    format!("expected one of: {}", roles.join(", "))
 }
 
 /// A token as the API lists it: never the secret or its digest.

@@ -59,7 +59,7 @@ fn user_request(JsonObject(fields): JsonObject) -> Result<NewUser, ApiError> {
             },
             "role" => match value.as_str().and_then(Role::parse) {
                 Some(r) => role = Some(r),
-                None => violations.add(field, one_of_roles()),
+                None => violations.add(field, Role::one_of()),
             },
             _ => violations.add(field, "unknown field"),
         }
@@ -68,7 +68,7 @@ fn user_request(JsonObject(fields): JsonObject) -> Result<NewUser, ApiError> {
         let hint = match field {
             "username" => "e.g. \"alice\"".to_owned(),
             "password" => format!("at least {MIN_PASSWORD_CHARS} characters"),
-            _ => one_of_roles(),
+            _ => Role::one_of(),
         };
         violations.add(field, format!("required field missing; {hint}"));
     }
@@ -83,11 +83,6 @@ fn user_request(JsonObject(fields): JsonObject) -> Result<NewUser, ApiError> {
             "user request validated without its fields",
         )),
     }
-}
-
-fn one_of_roles() -> String {
-    let roles: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
-    format!("expected one of: {}", roles.join(", "))
 }
 
 /// A user as the API shows it: never the password or its hash.
