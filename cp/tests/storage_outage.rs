@@ -5,8 +5,10 @@
 //!
 //! It stops the test binary's one PostgreSQL server, so it is alone in this file.
 
+use std::time::Duration;
+
 use licsync_testkit::postgres::{fresh_database, start_server, stop_server};
-use licsync_testkit::{ControlPlane, eventually};
+use licsync_testkit::{ControlPlane, Events, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -15,10 +17,16 @@ async fn readiness(cp: &ControlPlane) -> (StatusCode, Value) {
     licsync_testkit::send(cp.anonymous(Method::GET, "/health/ready")).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: the log capture sees the events of tasks on it only.
+#[tokio::test]
 async fn writes_answer_503_and_streams_stay_up_while_the_database_is_down() {
+    let (events, _capture) = Events::capture();
     let url = fresh_database().await;
-    let cp = ControlPlane::builder().postgres(&url).start().await;
+    let cp = ControlPlane::builder()
+        .postgres(&url)
+        .config(|c| c.storage.postgres.poll_interval.0 = Duration::from_millis(100))
+        .start()
+        .await;
     let dp = cp.register_dataplane(licsync_common::VERSION).await;
     let mut stream = cp.sync(&dp, licsync_common::VERSION).await.unwrap();
     let first = stream.update().await;
@@ -48,6 +56,22 @@ async fn writes_answer_503_and_streams_stay_up_while_the_database_is_down() {
             .then_some(())
     })
     .await;
+    // Once the outage is known, the change feed's polls stop failing every interval (the
+    // outage was logged once): none of them logs in a stretch of several poll intervals.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quiet = events.mark();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for name in [
+        "cluster_feed.catch_up_failed",
+        "cluster_feed.heartbeat_failed",
+    ] {
+        assert!(
+            events.since(quiet, name).is_empty(),
+            "{name} logged during the outage"
+        );
+    }
+    assert_eq!(events.named("storage.unavailable").len(), 1);
+
     // Every Admin API token is checked against storage (so a revocation takes effect on the
     // next request at every node): reads answer the same 503 rather than serve a caller
     // whose token may have been revoked.

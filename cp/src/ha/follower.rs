@@ -43,6 +43,12 @@ pub async fn run(
                 return;
             }
             _ = poll.tick() => {
+                // While storage does not answer (logged once, `storage.unavailable`), a poll
+                // could only fail and say so every interval; the first poll after storage
+                // answers again catches up.
+                if cp.storage_health().unavailable().is_some() {
+                    continue;
+                }
                 catch_up(&cp).await;
                 enforce_revocations(&cp).await;
                 if let Err(error) = cp.nodes().heartbeat(licsync_common::unix_now()).await {
