@@ -15,6 +15,7 @@ mod conformance;
 pub mod memory;
 pub mod postgres;
 pub mod records;
+mod sled_schema;
 pub mod sled_store;
 pub mod storage_key;
 mod traits;

@@ -98,6 +98,7 @@ impl SledStore {
             ))
         })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
+        super::sled_schema::check(&tree("meta")?, path)?;
         Ok(Self {
             trees: Trees {
                 meta: tree("meta")?,
@@ -748,6 +749,46 @@ mod tests {
                     count: 7
                 },
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_release_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(SledStore::reopen(&path));
+        // A newer licsync-cp stamped it (opened raw, once the previous handle let go).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::open(&path) {
+                Ok(db) => break db,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let meta = db.open_tree("meta").unwrap();
+        assert_eq!(
+            meta.get(b"schema_version").unwrap().as_deref(),
+            Some(1u32.to_be_bytes().as_slice()),
+            "a new database is stamped with the current version"
+        );
+        meta.insert(b"schema_version", &2u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+        drop((meta, db));
+        let refusal = loop {
+            match SledStore::open(&path) {
+                Err(e) if e.to_string().contains("schema version") => break e.to_string(),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => panic!("expected a refusal, got {:?}", other.err()),
+            }
+        };
+        assert!(
+            refusal.contains("schema version 2") && refusal.contains("(version 1)"),
+            "{refusal}"
         );
     }
 }

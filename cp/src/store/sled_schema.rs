@@ -1,0 +1,47 @@
+//! The embedded database's schema version, kept in its `meta` tree, so a binary never reads
+//! records a newer licsync-cp wrote in a layout it does not know (as the PostgreSQL backend
+//! refuses a newer schema, [`super::postgres::schema`]).
+//!
+//! Version 1 is the layout every release so far has written: a database without the key (made
+//! before it was recorded) is version 1 and is stamped at open. A later layout change bumps
+//! [`CURRENT`] and upgrades older databases at open, after copying the directory aside.
+
+use std::path::Path;
+
+use super::{StoreError, StoreResult};
+
+/// The key in the `meta` tree.
+const KEY: &[u8] = b"schema_version";
+
+/// The layout this binary reads and writes.
+pub const CURRENT: u32 = 1;
+
+/// Stamps a new database with [`CURRENT`]; refuses one stamped newer, naming both versions and
+/// what to do.
+pub fn check(meta: &sled::Tree, path: &Path) -> StoreResult<()> {
+    let backend = |e: sled::Error| StoreError::Backend(format!("sled: {e}"));
+    match meta.get(KEY).map_err(backend)? {
+        None => {
+            meta.insert(KEY, &CURRENT.to_be_bytes()).map_err(backend)?;
+            meta.flush().map_err(backend)?;
+            Ok(())
+        }
+        Some(raw) => {
+            let found = <[u8; 4]>::try_from(raw.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: "meta/schema_version".into(),
+                    reason: format!("expected 4 bytes, found {}", raw.len()),
+                })?;
+            if found > CURRENT {
+                return Err(StoreError::Backend(format!(
+                    "the embedded database {} is at schema version {found}, newer than this \
+                     licsync-cp knows (version {CURRENT}): run the newer licsync-cp that wrote \
+                     it, or restore the copy of the data_dir taken before that upgrade",
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
