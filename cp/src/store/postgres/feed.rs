@@ -10,10 +10,10 @@ use deadpool_postgres::Transaction;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, Connection, IsolationLevel, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 use uuid::Uuid;
 
-use super::{PostgresStore, db, signed, unsigned, with_causes};
+use super::{PostgresStore, db, signed, with_causes};
 use crate::model::Revision;
 use crate::store::{LicenseChanges, StoreError, StoreResult};
 
@@ -92,21 +92,7 @@ pub(super) async fn changes_since(
 ) -> StoreResult<LicenseChanges> {
     let since_value = signed(since, "license revision")?;
     let mut client = store.client().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(db)?;
-    let revision = match tx
-        .query_opt("SELECT value FROM cp_meta WHERE key = 'revision'", &[])
-        .await
-        .map_err(db)?
-    {
-        Some(row) => unsigned(row.get(0), "cp_meta.revision")?,
-        None => 0,
-    };
+    let (tx, revision) = super::licenses::snapshot(&mut client).await?;
     let upserted = tx
         .query(
             "SELECT id, document, signature, created_at, updated_at, revision

@@ -36,26 +36,35 @@ pub(super) fn license(row: &Row) -> StoreResult<StoredLicense> {
     })
 }
 
+/// A read-only repeatable-read transaction (one snapshot for the revision and the rows read
+/// after it) and the revision stored in it.
+pub(super) async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> StoreResult<(deadpool_postgres::Transaction<'_>, Revision)> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db)?;
+    let revision = match tx
+        .query_opt("SELECT value FROM cp_meta WHERE key = $1", &[&REVISION])
+        .await
+        .map_err(db)?
+    {
+        Some(row) => unsigned(row.get(0), "cp_meta.revision")?,
+        None => 0,
+    };
+    Ok((tx, revision))
+}
+
 #[async_trait]
 impl LicenseStore for PostgresStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {
         let mut client = self.client().await?;
         // One snapshot for the revision and the rows.
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
-        let revision = match tx
-            .query_opt("SELECT value FROM cp_meta WHERE key = $1", &[&REVISION])
-            .await
-            .map_err(db)?
-        {
-            Some(row) => unsigned(row.get(0), "cp_meta.revision")?,
-            None => 0,
-        };
+        let (tx, revision) = snapshot(&mut client).await?;
         let licenses = tx
             .query(
                 "SELECT id, document, signature, created_at, updated_at, revision
