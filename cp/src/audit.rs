@@ -22,7 +22,7 @@ use crate::store::{AuditRecord, Store, StoreResult};
 
 /// Most records appended in one storage write.
 const MAX_BATCH: usize = 1024;
-/// Records that may wait for the writer before `record` falls back to waiting for room.
+/// Records that may wait for the writer; beyond it a record is kept in the log only.
 const QUEUE: usize = 16 * 1024;
 /// How many times a failed append is retried (1 s apart) before its records are given up
 /// (they are in the log either way).
@@ -80,15 +80,17 @@ impl Audit {
             resource: entry.resource,
             result: entry.result,
         };
-        let queue = self.queue();
-        if let Err(mpsc::error::TrySendError::Full(command)) =
-            queue.try_send(Command::Append(record))
+        // Bounded: refused calls are audited too, so a flood of unauthenticated requests while
+        // storage is slow or down must not queue without limit. Beyond the queue a record is
+        // only in the log line above.
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.queue().try_send(Command::Append(record))
         {
-            // A burst beyond the queue: wait for room on another task rather than drop it.
-            let queue = queue.clone();
-            tokio::spawn(async move {
-                let _ = queue.send(command).await;
-            });
+            tracing::warn!(
+                event = "audit.dropped",
+                queue = QUEUE,
+                "The audit queue is full; this record is only in the log."
+            );
         }
     }
 
