@@ -7,7 +7,9 @@
 //! here against stored revocations, and this node's heartbeat in the registry; this is what
 //! makes a dropped notification connection harmless. And that connection's loss: it is opened
 //! again with backoff (meanwhile the poll goes on), and on reconnecting the node catches up
-//! at once.
+//! at once. Once an hour the poll also prunes license tombstones older than a day, so the feed
+//! does not grow with every license ever deleted; a node further behind than that (down for a
+//! day) reads the whole set instead and loses nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,10 @@ use crate::store::postgres::{Notice, Notifications, PostgresStore};
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How often a node prunes tombstones, and how old a tombstone must be to go.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const TOMBSTONE_RETENTION_SECS: i64 = 24 * 3600;
+
 /// Follows the other nodes until `shutdown`.
 pub async fn run(
     cp: Arc<ControlPlane>,
@@ -34,6 +40,7 @@ pub async fn run(
     let mut notifications: Option<Notifications> = None;
     let mut backoff = MIN_BACKOFF;
     let mut reconnect_at = Instant::now();
+    let mut prune_at = Instant::now() + PRUNE_EVERY;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -53,6 +60,10 @@ pub async fn run(
                 enforce_revocations(&cp).await;
                 if let Err(error) = cp.nodes().heartbeat(licsync_common::unix_now()).await {
                     tracing::warn!(event = "cluster_feed.heartbeat_failed", %error, "Could not record this node's heartbeat.");
+                }
+                if Instant::now() >= prune_at {
+                    prune_at = Instant::now() + PRUNE_EVERY;
+                    prune(&store).await;
                 }
             }
             notice = next(&mut notifications) => {
@@ -126,6 +137,23 @@ async fn next(notifications: &mut Option<Notifications>) -> Notice {
             .await
             .unwrap_or_else(|| Notice::Closed("the connection's reader stopped".into())),
         None => std::future::pending().await,
+    }
+}
+
+async fn prune(store: &PostgresStore) {
+    let before = licsync_common::unix_now().saturating_sub(TOMBSTONE_RETENTION_SECS);
+    match store.prune_tombstones(before).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(
+            event = "cluster_feed.pruned",
+            pruned,
+            "Pruned license tombstones older than a day."
+        ),
+        Err(error) => tracing::warn!(
+            event = "cluster_feed.prune_failed",
+            %error,
+            "Could not prune old license tombstones; trying again in an hour."
+        ),
     }
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{PostgresStore, db, signed, with_causes};
 use crate::model::Revision;
-use crate::store::{LicenseChanges, StoreError, StoreResult};
+use crate::store::{LicenseChanges, LicenseRows, StoreError, StoreResult};
 
 /// The channel every licsync node listens on.
 pub const CHANNEL: &str = "licsync_changes";
@@ -76,7 +76,8 @@ pub(super) async fn tombstone(
     let revision = signed(revision, "license revision")?;
     tx.execute(
         "INSERT INTO license_tombstones (id, revision) VALUES ($1, $2)
-         ON CONFLICT (id) DO UPDATE SET revision = EXCLUDED.revision",
+         ON CONFLICT (id) DO UPDATE
+         SET revision = EXCLUDED.revision, deleted_at = EXCLUDED.deleted_at",
         &[&id, &revision],
     )
     .await
@@ -85,7 +86,9 @@ pub(super) async fn tombstone(
 }
 
 /// What changed after `since`, from one snapshot. A deleted id stored again later shows up in
-/// both lists; applying deletions first, then upserts, gives the stored set.
+/// both lists; applying deletions first, then upserts, gives the stored set. A reader further
+/// behind than the pruned tombstones ([`PostgresStore::prune_tombstones`]) gets the whole set instead, marked
+/// complete, since a deletion it never saw may no longer be recorded.
 pub(super) async fn changes_since(
     store: &PostgresStore,
     since: Revision,
@@ -93,6 +96,19 @@ pub(super) async fn changes_since(
     let since_value = signed(since, "license revision")?;
     let mut client = store.client().await?;
     let (tx, revision) = super::licenses::snapshot(&mut client).await?;
+    let pruned_through: i64 = tx
+        .query_opt(
+            "SELECT value FROM cp_meta WHERE key = $1",
+            &[&PRUNED_THROUGH],
+        )
+        .await
+        .map_err(db)?
+        .map_or(0, |row| row.get(0));
+    if since_value < pruned_through {
+        let licenses = super::licenses::all(&tx).await?;
+        tx.commit().await.map_err(db)?;
+        return Ok(LicenseChanges::complete(LicenseRows { revision, licenses }));
+    }
     let upserted = tx
         .query(
             "SELECT id, document, signature, created_at, updated_at, revision
@@ -121,6 +137,35 @@ pub(super) async fn changes_since(
         deleted,
         complete: false,
     })
+}
+
+/// The `cp_meta` row holding the newest revision whose tombstone may have been pruned.
+const PRUNED_THROUGH: &str = "tombstones_pruned_through";
+
+impl PostgresStore {
+    /// Deletes the tombstones recorded before `before` (unix seconds) and moves the horizon past
+    /// them, in one transaction, so a reader's snapshot sees either both or neither. Returns how
+    /// many were deleted. Any node may run it, at any time: two at once only delete less each.
+    pub async fn prune_tombstones(&self, before: i64) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let row = tx
+            .query_one(
+                "WITH pruned AS (
+                     DELETE FROM license_tombstones WHERE deleted_at < $1 RETURNING revision
+                 ), horizon AS (
+                     UPDATE cp_meta SET value = GREATEST(value, (SELECT MAX(revision) FROM pruned))
+                     WHERE key = $2 AND EXISTS (SELECT 1 FROM pruned)
+                 )
+                 SELECT COUNT(*) FROM pruned",
+                &[&before, &PRUNED_THROUGH],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let pruned: i64 = row.get(0);
+        Ok(pruned.unsigned_abs())
+    }
 }
 
 /// A `LISTEN` on a connection of its own; dropping it closes the connection.

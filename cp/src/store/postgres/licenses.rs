@@ -59,23 +59,29 @@ pub(super) async fn snapshot(
     Ok((tx, revision))
 }
 
+/// Every stored license, ordered by id, as `tx` sees them.
+pub(super) async fn all(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> StoreResult<Vec<StoredLicense>> {
+    tx.query(
+        "SELECT id, document, signature, created_at, updated_at, revision
+         FROM licenses ORDER BY id",
+        &[],
+    )
+    .await
+    .map_err(db)?
+    .iter()
+    .map(license)
+    .collect()
+}
+
 #[async_trait]
 impl LicenseStore for PostgresStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {
         let mut client = self.client().await?;
         // One snapshot for the revision and the rows.
         let (tx, revision) = snapshot(&mut client).await?;
-        let licenses = tx
-            .query(
-                "SELECT id, document, signature, created_at, updated_at, revision
-                 FROM licenses ORDER BY id",
-                &[],
-            )
-            .await
-            .map_err(db)?
-            .iter()
-            .map(license)
-            .collect::<StoreResult<_>>()?;
+        let licenses = all(&tx).await?;
         tx.commit().await.map_err(db)?;
         Ok(LicenseRows { revision, licenses })
     }

@@ -113,6 +113,19 @@ const MIGRATIONS: &[Migration] = &[
         );
     "#,
     },
+    Migration {
+        version: 5,
+        description: "license tombstones are pruned after a day (a node further behind reads the whole set)",
+        // Rows already there count as deleted now: they are kept one more day. The horizon
+        // row says up to which revision tombstones may be gone.
+        sql: r#"
+            ALTER TABLE license_tombstones
+                ADD COLUMN deleted_at bigint NOT NULL
+                DEFAULT (extract(epoch FROM now()))::bigint;
+            INSERT INTO cp_meta (key, value) VALUES ('tombstones_pruned_through', 0)
+                ON CONFLICT (key) DO NOTHING;
+        "#,
+    },
 ];
 
 /// The newest schema version this binary knows.

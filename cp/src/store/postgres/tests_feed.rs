@@ -128,3 +128,49 @@ async fn changes_since_a_revision_include_deletions_and_are_notified() {
     assert_eq!(listener.next().await, Some(Notice::Revoked(record.id)));
     assert_eq!(store.revoked_dataplanes().await.unwrap(), vec![record.id]);
 }
+
+#[tokio::test]
+async fn a_reader_behind_pruned_tombstones_gets_the_whole_set() {
+    let url = fresh_database().await;
+    let store = PostgresStore::open(&url, None, 2).await.unwrap();
+    let (a, b) = (license(1, "a"), license(2, "b"));
+    store
+        .apply_license_batch(&[LicenseChange::Put(a.clone()), LicenseChange::Put(b.clone())])
+        .await
+        .unwrap();
+    let delete_a = [LicenseChange::Delete {
+        id: a.id,
+        revision: 3,
+    }];
+    store.apply_license_batch(&delete_a).await.unwrap();
+
+    // Nothing is old enough yet: the tombstone stays and readers get deltas.
+    let now = licsync_common::unix_now();
+    assert_eq!(store.prune_tombstones(now - 60).await.unwrap(), 0);
+    assert_eq!(
+        store.license_changes_since(2).await.unwrap().deleted,
+        vec![a.id]
+    );
+
+    // Pruned: a reader at revision 2 (before the deletion) can no longer be told of it by
+    // tombstone, so it gets the whole set, which lacks `a`.
+    assert_eq!(store.prune_tombstones(now + 60).await.unwrap(), 1);
+    let behind = store.license_changes_since(2).await.unwrap();
+    assert!(behind.complete, "{behind:?}");
+    assert_eq!((behind.revision, behind.upserted), (3, vec![b.clone()]));
+
+    // A reader at the horizon or past it still gets exact deltas, later deletions included.
+    let at_horizon = store.license_changes_since(3).await.unwrap();
+    assert!(!at_horizon.complete && at_horizon.upserted.is_empty());
+    let delete_b = [LicenseChange::Delete {
+        id: b.id,
+        revision: 4,
+    }];
+    store.apply_license_batch(&delete_b).await.unwrap();
+    let after = store.license_changes_since(3).await.unwrap();
+    assert_eq!((after.complete, after.deleted), (false, vec![b.id]));
+    // Pruning again moves the horizon forward, never back.
+    assert_eq!(store.prune_tombstones(now + 60).await.unwrap(), 1);
+    assert!(store.license_changes_since(3).await.unwrap().complete);
+    assert!(!store.license_changes_since(4).await.unwrap().complete);
+}
