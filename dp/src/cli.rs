@@ -176,7 +176,11 @@ pub fn main() -> ExitCode {
         }
         Command::Registration(RegistrationCommand::Renew(args)) => {
             init_quiet_logs();
-            runtime.block_on(renew(args))
+            let servers = match renew_servers(config) {
+                Ok(servers) => servers,
+                Err(code) => return code,
+            };
+            runtime.block_on(renew(args, servers))
         }
         Command::Registration(RegistrationCommand::Inspect(args)) => inspect(config, args),
         Command::Config(ConfigCommand::Check) => match load_config(config.clone()) {
@@ -307,7 +311,17 @@ async fn create(args: CreateArgs) -> ExitCode {
     }
 }
 
-async fn renew(args: RenewArgs) -> ExitCode {
+/// The servers `registration renew` asks in turn: `sync.servers` from the configuration when
+/// there is one (so a renewal works while the node in the registration file is down), else
+/// none (the file's URL).
+fn renew_servers(config: Option<PathBuf>) -> Result<Vec<crate::cluster::ClusterUrl>, ExitCode> {
+    if licsync_common::config::locate(config.clone(), config::DEFAULT_FILE_NAME).is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(load_config(config)?.sync.server_urls())
+}
+
+async fn renew(args: RenewArgs, servers: Vec<crate::cluster::ClusterUrl>) -> ExitCode {
     let RenewArgs {
         username,
         password,
@@ -334,6 +348,7 @@ async fn renew(args: RenewArgs) -> ExitCode {
         output_directory,
         update_urls,
         timeout: timeout.0,
+        servers,
     };
     match registration::renew::renew(options).await {
         Ok(_) => {

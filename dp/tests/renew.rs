@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use licsync_common::duration::HumanDuration;
 use licsync_common::pki::{self, CertificateAuthority};
+use licsync_dp::cluster::ClusterUrl;
 use licsync_dp::registration::renew::renew;
 use licsync_dp::registration::{Credential, RegistrationFile, RenewOptions};
 use support::agent::{self, Agent, file_identity};
@@ -37,6 +38,7 @@ fn options(credential: Credential, file: &Path, out: &Path) -> RenewOptions {
         output_directory: out.to_owned(),
         update_urls: false,
         timeout: GUARD,
+        servers: Vec::new(),
     }
 }
 
@@ -311,6 +313,66 @@ async fn a_wrong_password_or_unknown_user_is_refused_and_nothing_is_written() {
         );
         assert!(!out.join("registration.yaml").exists(), "{name}");
     }
+    cp.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_sync_servers_a_renewal_passes_over_a_node_that_is_down() {
+    let Fleet {
+        dir,
+        cp,
+        mut registration,
+        file,
+        ..
+    } = fleet(None).await;
+    // The node in the registration file is gone; the configuration lists it first, then a
+    // node that answers.
+    let down = "https://127.0.0.1:1";
+    registration.cluster_url = down.into();
+    std::fs::remove_file(&file).unwrap();
+    registration.save(&file).unwrap();
+    let config = dir.path().join("licsync-dp.toml");
+    std::fs::write(
+        &config,
+        format!("[sync]\nservers = [\"{down}\", \"{}\"]\n", cp.url()),
+    )
+    .unwrap();
+    let out = dir.path().join("renewed");
+    let args = [
+        "-c",
+        config.to_str().unwrap(),
+        "--username",
+        "ops",
+        "--password",
+        "correct horse battery staple",
+        "--output-directory",
+        out.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ];
+    let output = run_renew(dir.path(), &args).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), RENEWAL_COMPLETED);
+    assert_renewed(&registration, &out.join("registration.yaml"));
+
+    // A refusal is the cluster's answer, not one node's: the next server is not asked, and
+    // the error names the node that refused.
+    let mut refused = options(user("ops", "wrong"), &file, &dir.path().join("refused"));
+    refused.servers = vec![
+        ClusterUrl::parse(&cp.url()).unwrap(),
+        ClusterUrl::parse(down).unwrap(),
+    ];
+    let err = renew(refused).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "the control plane at {} refused the renewal: ",
+            cp.url()
+        )),
+        "{err}"
+    );
     cp.shutdown().await;
 }
 

@@ -120,8 +120,12 @@ pub struct RenewOptions {
     pub output_directory: PathBuf,
     /// Take the cluster URL the control plane advertises now instead of keeping the file's.
     pub update_urls: bool,
-    /// Limit on connecting and on the call.
+    /// Limit on connecting and on the call, at each server.
     pub timeout: Duration,
+    /// The control-plane nodes to ask, in order (the agent's `sync.servers`); empty: the
+    /// registration file's URL. A node that cannot be reached, or answers that it cannot serve
+    /// now, is passed over for the next, as the agent's sync client does.
+    pub servers: Vec<ClusterUrl>,
 }
 
 /// Renews the registration in `registration_file` into `output_directory/registration.yaml`;
@@ -133,40 +137,39 @@ pub async fn renew(options: RenewOptions) -> Result<PathBuf, RegistrationError> 
         output_directory,
         update_urls,
         timeout,
+        servers,
     } = options;
     let path = output_directory.join(FILE_NAME);
     refuse_existing(&path)?;
     let old = RegistrationFile::load(&registration_file)?;
-    let url = old.cluster_url()?;
+    let urls = crate::sync::servers::urls(&servers, &old.cluster_url()?);
     fsutil::ensure_private_dir(&output_directory).map_err(|source| RegistrationError::Write {
         path: output_directory.clone(),
         source,
     })?;
     let (private_key, csr_der) = pki::new_key_and_csr(&old.dataplane_name)?;
 
-    // No client certificate: the one in the file may have expired, and the credential is
-    // what authorises this call.
-    let connect = ConnectOptions {
-        connect_timeout: timeout,
-        ..ConnectOptions::default()
+    let mut answered = None;
+    for (index, url) in urls.iter().enumerate() {
+        match renew_at(url, &old, &credential, &csr_der, timeout).await {
+            Ok(answer) => {
+                answered = Some((url, answer));
+                break;
+            }
+            Err(Attempt::PassOver(error)) if index + 1 < urls.len() => {
+                tracing::warn!(
+                    event = "registration.server_skipped",
+                    server = %url,
+                    %error,
+                    "Trying the next control-plane server."
+                );
+            }
+            Err(Attempt::PassOver(error) | Attempt::Final(error)) => return Err(error),
+        }
+    }
+    let Some((url, answer)) = answered else {
+        unreachable!("urls always holds at least the registration file's URL");
     };
-    let channel = cluster::endpoint(&url, &old.ca_certificate, None, connect)?
-        .timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| RegistrationError::Unreachable {
-            what: "renew",
-            diagnosis: cluster::diagnose(&e, &url),
-        })?;
-    let answer = RegistrationClient::new(channel)
-        .renew(RenewRequest {
-            credential: Some(renew_request::Credential::from(&credential)),
-            dataplane_id: old.dataplane_id.clone(),
-            csr_der,
-        })
-        .await
-        .map_err(|status| refused(&status, &url, &credential, &old.dataplane_id))?
-        .into_inner();
 
     let file = renewed_file(&old, answer, private_key, update_urls).map_err(|reason| {
         RegistrationError::BadAnswer {
@@ -185,6 +188,58 @@ pub async fn renew(options: RenewOptions) -> Result<PathBuf, RegistrationError> 
         "Registration renewed."
     );
     Ok(path)
+}
+
+/// How one server's renewal failed: worth asking the next server, or final (the answer would
+/// be the same at every node of one cluster: a wrong credential, an unknown data plane).
+enum Attempt {
+    PassOver(RegistrationError),
+    Final(RegistrationError),
+}
+
+/// `Registration.Renew` at `url`. No client certificate: the one in the file may have expired,
+/// and the credential is what authorises this call.
+async fn renew_at(
+    url: &ClusterUrl,
+    old: &RegistrationFile,
+    credential: &Credential,
+    csr_der: &[u8],
+    timeout: Duration,
+) -> Result<RegisterResponse, Attempt> {
+    let connect = ConnectOptions {
+        connect_timeout: timeout,
+        ..ConnectOptions::default()
+    };
+    let channel = cluster::endpoint(url, &old.ca_certificate, None, connect)
+        .map_err(|e| Attempt::Final(e.into()))?
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| {
+            Attempt::PassOver(RegistrationError::Unreachable {
+                what: "renew",
+                diagnosis: cluster::diagnose(&e, url),
+            })
+        })?;
+    let answer = RegistrationClient::new(channel)
+        .renew(RenewRequest {
+            credential: Some(renew_request::Credential::from(credential)),
+            dataplane_id: old.dataplane_id.clone(),
+            csr_der: csr_der.to_vec(),
+        })
+        .await
+        .map_err(|status| {
+            let error = refused(&status, url, credential, &old.dataplane_id);
+            // Draining, storage unavailable, or the connection lost mid-call: another node
+            // may answer.
+            match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
+                    Attempt::PassOver(error)
+                }
+                _ => Attempt::Final(error),
+            }
+        })?;
+    Ok(answer.into_inner())
 }
 
 /// The new registration from the old one and the control plane's answer (see the module
@@ -395,6 +450,7 @@ mod tests {
             output_directory,
             update_urls: false,
             timeout: Duration::from_secs(2),
+            servers: Vec::new(),
         }
     }
 
