@@ -49,8 +49,9 @@ impl SyncMachine {
     pub fn on_apply_failed(&mut self, now: Instant, nonce: &str) -> Vec<Action> {
         let mut actions = self.expire(now);
         if let Some(pending) = self.take_pending(nonce, &mut actions) {
-            let delay = self.retry_delay;
-            self.retry_delay = (delay * 2).min(RETRY_MAX);
+            let nominal = self.retry_delay;
+            self.retry_delay = (nominal * 2).min(RETRY_MAX);
+            let delay = nominal - nominal.mul_f64(fastrand::f64() / 4.0);
             self.retry_at = Some(now + delay);
             actions.push(Action::ApplyFailed {
                 nonce: pending.nonce,

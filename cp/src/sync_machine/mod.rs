@@ -11,7 +11,8 @@
 //! never skipped. An update unanswered for `cluster.ack_timeout` ends the stream (the data
 //! plane reconnects and resynchronises from its Hello). An empty `Nack` (it could not apply
 //! anything) is answered by the same update, brought up to date, after [`RETRY_INITIAL`],
-//! doubling up to [`RETRY_MAX`]; a `Nack` listing licenses counts the rest as held and keeps
+//! doubling up to [`RETRY_MAX`], each wait shortened by up to a quarter at random so data planes
+//! that failed together (one bad write to a shared volume) do not retry in lockstep; a `Nack` listing licenses counts the rest as held and keeps
 //! the listed versions from being sent again until they change. An incompatible data plane is
 //! sent nothing. Once the machine ends, every later input is ignored: an answer that arrives
 //! after its deadline is too late, whichever the transport noticed first.
