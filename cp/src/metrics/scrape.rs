@@ -6,7 +6,6 @@
 //! `metrics.read_failed`) rather than failing the whole answer: the process, sync and
 //! certificate metrics are what an operator needs most while storage is down.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -109,14 +108,10 @@ impl Snapshot {
                 None
             }
         };
-        let usage = match cp.usage().rows().await {
-            Ok(rows) => {
-                let mut months = BTreeMap::<UsageMonth, u64>::new();
-                for row in rows {
-                    let total = months.entry(row.month).or_default();
-                    *total = total.saturating_add(row.count);
-                }
-                Some(months.into_iter().rev().take(USAGE_MONTHS).rev().collect())
+        let usage = match cp.usage().by_month().await {
+            Ok(months) => {
+                let skip = months.len().saturating_sub(USAGE_MONTHS);
+                Some(months.into_iter().skip(skip).collect())
             }
             Err(error) => {
                 read_failed("usage", &error);

@@ -224,6 +224,18 @@ async fn exercise_usage(store: &dyn Store) {
         count,
     };
     assert_eq!(store.usage().await.unwrap(), vec![row(nov, 9), row(dec, 8)]);
+
+    // Another data plane's counters add up per month.
+    let other = UsageSubmission {
+        dataplane: Uuid::new_v4(),
+        epoch,
+        counts: vec![(nov, 1), ("2026-10".parse().unwrap(), 4)],
+    };
+    store.record_usage(vec![other]).await.unwrap();
+    assert_eq!(
+        store.usage_by_month().await.unwrap(),
+        vec![("2026-10".parse().unwrap(), 4), (nov, 10), (dec, 8)]
+    );
 }
 
 /// Audit records come back in time order (then id), from a time on, at most `limit`; pruning

@@ -129,6 +129,16 @@ pub trait UsageStore: Send + Sync {
     ) -> StoreResult<Vec<Vec<(UsageMonth, u64)>>>;
     /// Every usage counter, ordered by data plane, epoch and month.
     async fn usage(&self) -> StoreResult<Vec<UsageRow>>;
+    /// The sum of every counter per month, oldest month first (saturating): what a metrics
+    /// scrape needs, which a database can answer without sending every counter.
+    async fn usage_by_month(&self) -> StoreResult<Vec<(UsageMonth, u64)>> {
+        let mut months = std::collections::BTreeMap::<UsageMonth, u64>::new();
+        for row in self.usage().await? {
+            let total = months.entry(row.month).or_default();
+            *total = total.saturating_add(row.count);
+        }
+        Ok(months.into_iter().collect())
+    }
 }
 
 /// The audit trail: append-only records, read in time order, pruned by age.

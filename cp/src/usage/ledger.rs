@@ -55,6 +55,11 @@ impl UsageLedger {
         self.store.usage().await
     }
 
+    /// Every month's total over all counters, oldest first.
+    pub async fn by_month(&self) -> StoreResult<Vec<(UsageMonth, u64)>> {
+        self.store.usage_by_month().await
+    }
+
     fn queue(&self) -> &mpsc::Sender<(UsageSubmission, Reply)> {
         self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);

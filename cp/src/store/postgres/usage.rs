@@ -87,6 +87,31 @@ impl UsageStore for PostgresStore {
             .map(usage_row)
             .collect()
     }
+
+    async fn usage_by_month(&self) -> StoreResult<Vec<(UsageMonth, u64)>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT month, LEAST(SUM(count), 9223372036854775807)::bigint AS total
+                 FROM usage_counters GROUP BY month ORDER BY month",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| {
+                let month: String = row.get("month");
+                let total: i64 = row.get("total");
+                let month = month
+                    .parse::<UsageMonth>()
+                    .map_err(|e| StoreError::Corrupt {
+                        key: format!("usage_counters/*/{month}"),
+                        reason: e.to_string(),
+                    })?;
+                Ok((month, total.unsigned_abs()))
+            })
+            .collect()
+    }
 }
 
 fn usage_row(row: &tokio_postgres::Row) -> StoreResult<UsageRow> {
