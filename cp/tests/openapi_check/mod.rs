@@ -109,45 +109,48 @@ impl Description {
     /// Panics unless `status` and `body` are an answer `op` describes; `what` names the
     /// request in the message.
     pub fn check(&self, op: &Operation, what: &str, status: StatusCode, body: &Value) {
+        if let Err(contradiction) = self.verify(op, status, body) {
+            panic!("{what}: {contradiction}");
+        }
+    }
+
+    /// Whether `status` and `body` are an answer `op` describes, and if not, how not.
+    pub fn verify(&self, op: &Operation, status: StatusCode, body: &Value) -> Result<(), String> {
+        let (method, path) = (&op.method, &op.path);
         let Some(response) = op.operation["responses"].get(status.as_str()) else {
             let listed: Vec<&String> = op.operation["responses"]
                 .as_object()
                 .unwrap()
                 .keys()
                 .collect();
-            panic!(
-                "{what}: {} {} answered {status}, which its description does not list ({listed:?}): {body}",
-                op.method, op.path
-            );
+            return Err(format!(
+                "{method} {path} answered {status}, which its description does not list ({listed:?}): {body}"
+            ));
         };
         let response = self.resolve(response);
-        match response["content"]["application/json"]["schema"].as_object() {
-            Some(schema) => {
-                let schema = Value::Object(schema.clone());
-                let errors = self.schema_errors(&schema, body);
-                assert!(
-                    errors.is_empty(),
-                    "{what}: {} {} answered {status} with a body its schema refuses: {errors:?}\nbody: {body}\nschema: {schema}",
-                    op.method,
-                    op.path
-                );
-                let mut extra = Vec::new();
-                self.undescribed_fields(&schema, body, "", &mut extra);
-                assert!(
-                    extra.is_empty(),
-                    "{what}: {} {} answered {status} with fields its schema does not describe: {extra:?}\nbody: {body}",
-                    op.method,
-                    op.path
-                );
-            }
-            None => assert_eq!(
-                body,
-                &Value::Null,
-                "{what}: {} {} answered {status}, described without a body",
-                op.method,
-                op.path
-            ),
+        let Some(schema) = response["content"]["application/json"]["schema"].as_object() else {
+            return match body {
+                Value::Null => Ok(()),
+                _ => Err(format!(
+                    "{method} {path} answered {status} with a body, described without one: {body}"
+                )),
+            };
+        };
+        let schema = Value::Object(schema.clone());
+        let errors = self.schema_errors(&schema, body);
+        if !errors.is_empty() {
+            return Err(format!(
+                "{method} {path} answered {status} with a body its schema refuses: {errors:?}\nbody: {body}\nschema: {schema}"
+            ));
         }
+        let mut extra = Vec::new();
+        self.undescribed_fields(&schema, body, "", &mut extra);
+        if !extra.is_empty() {
+            return Err(format!(
+                "{method} {path} answered {status} with fields its schema does not describe: {extra:?}\nbody: {body}"
+            ));
+        }
+        Ok(())
     }
 
     /// Why `instance` does not match `schema` (nothing when it does); references resolve
