@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::body::JsonObject;
+use super::body::{JsonObject, whole_number};
 use super::error::{ApiError, Violations};
 use super::openapi::{Described, ErrorBody};
 use super::params::{EntityId, Page};
@@ -40,7 +40,13 @@ pub(super) fn routes() -> Described {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Describes the body `token_request` reads field by field; never built.
 struct CreateBody {
-    /// A name for the operator.
+    /// A name for the operator: 1 to 64 characters, no control characters, no surrounding
+    /// spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]([^\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069])?$"
+    )]
     name: String,
     role: Role,
     /// How long it is valid (`"90d"`, or whole seconds); left out, until revoked.
@@ -75,7 +81,7 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewApiToken, ApiError
                     Ok(d) => ttl = Some(d.0),
                     Err(e) => violations.add(field, e.to_string()),
                 },
-                Value::Number(n) => match n.as_u64() {
+                Value::Number(n) => match whole_number(&n) {
                     Some(s) => ttl = Some(std::time::Duration::from_secs(s)),
                     None => violations.add(field, "expected a duration like \"30d\""),
                 },
@@ -215,7 +221,7 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>,
     path = "/admin-tokens/{id}",
     tag = "admin-tokens",
     operation_id = "revoke_admin_token",
-    params(("id" = String, Path, description = "The token's id (a hyphenated UUID).")),
+    params(("id" = Uuid, Path, description = "The token's id (a hyphenated UUID).")),
     responses(
         (status = 204, description = "Revoked."),
         (status = 404, description = "No token has this id.", body = ErrorBody),

@@ -38,8 +38,13 @@ pub(super) fn routes() -> Described {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Describes the body `AppRequest::from_body` reads; never built.
 struct CreateBody {
-    /// 1 to 128 characters, no control characters.
-    #[schema(min_length = 1, max_length = 128)]
+    /// 1 to 128 characters, no control characters, not only spaces (surrounding spaces are
+    /// trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]*$"
+    )]
     name: String,
     /// 1 to 16 scopes (a form body may send them as one string, separated by commas).
     #[schema(min_items = 1, max_items = 16)]

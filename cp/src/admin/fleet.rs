@@ -83,7 +83,7 @@ async fn control_planes(
     path = "/clustering/data-planes/{id}",
     tag = "data-planes",
     operation_id = "get_data_plane",
-    params(("id" = String, Path, description = "The data plane's id (a hyphenated UUID).")),
+    params(("id" = uuid::Uuid, Path, description = "The data plane's id (a hyphenated UUID).")),
     responses(
         (status = 200, description = "The data plane.", body = DataPlaneView),
         (status = 404, description = "No registered data plane has this id.", body = ErrorBody),
@@ -117,7 +117,7 @@ async fn fetch(
     path = "/clustering/data-planes/{id}",
     tag = "data-planes",
     operation_id = "revoke_data_plane",
-    params(("id" = String, Path, description = "The data plane's id (a hyphenated UUID).")),
+    params(("id" = uuid::Uuid, Path, description = "The data plane's id (a hyphenated UUID).")),
     responses(
         (status = 204, description = "Revoked."),
         (status = 404, description = "No registered data plane has this id.", body = ErrorBody),

@@ -187,7 +187,7 @@ async fn list(State(cp): State<Arc<ControlPlane>>, paging: Paging) -> Response {
     path = "/licenses/{id}",
     tag = "licenses",
     operation_id = "get_license",
-    params(("id" = String, Path, description = "The license's id (a hyphenated UUID).")),
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
     responses(
         (status = 200, description = "The license.", body = Entity),
         (status = 404, description = "No license has this id (or the id is not a UUID).", body = ErrorBody),
@@ -229,7 +229,7 @@ async fn create(
     path = "/licenses/{id}",
     tag = "licenses",
     operation_id = "put_license",
-    params(("id" = String, Path, description = "The license's id (a hyphenated UUID).")),
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
     request_body(content = WriteBody, description = "The signed license document."),
     responses(
         (status = 200, description = "Stored.", body = Entity),
@@ -254,7 +254,7 @@ async fn put(
     path = "/licenses/{id}",
     tag = "licenses",
     operation_id = "patch_license",
-    params(("id" = String, Path, description = "The license's id (a hyphenated UUID).")),
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
     request_body(content = WriteBody, description = "The signed license document."),
     responses(
         (status = 200, description = "Stored.", body = Entity),
@@ -290,7 +290,7 @@ async fn patch(
     path = "/licenses/{id}",
     tag = "licenses",
     operation_id = "delete_license",
-    params(("id" = String, Path, description = "The license's id (a hyphenated UUID).")),
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
     responses(
         (status = 204, description = "Deleted, or there was none."),
         (status = 400, description = "The id is not a UUID.", body = ErrorBody),

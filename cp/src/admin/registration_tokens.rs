@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::body::JsonObject;
+use super::body::{JsonObject, whole_number};
 use super::error::{ApiError, Violations};
 use super::openapi::{Described, ErrorBody};
 use super::params::{EntityId, Page};
@@ -43,7 +43,10 @@ pub(super) fn routes() -> Described {
 #[allow(dead_code)] // Describes the body `token_request` reads field by field; never built.
 struct CreateBody {
     /// A name for the operator (at most 128 characters, no control characters).
-    #[schema(max_length = 128)]
+    #[schema(
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]*$"
+    )]
     name: Option<String>,
     /// How long it may be used: a duration (`"4h"`, `"30d"`; 1 s to 30 d) or whole seconds;
     /// default 4 h.
@@ -68,7 +71,10 @@ pub(super) fn ttl_schema() -> utoipa::openapi::Schema {
                 .schema_type(Type::Integer)
                 .minimum(Some(0)),
         )
-        .description(Some("A duration (`90s`, `4h`, `30d`) or whole seconds."))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "A duration (`90s`, `4h`, `30d`) or whole seconds; null is the default.",
+        ))
         .build()
         .into()
 }
@@ -108,7 +114,7 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewToken, ApiError> {
 fn ttl(value: &Value) -> Result<Duration, String> {
     let ttl = match value {
         Value::String(text) => text.parse::<HumanDuration>().map_err(|e| e.to_string())?.0,
-        Value::Number(n) => Duration::from_secs(n.as_u64().ok_or_else(ttl_bounds)?),
+        Value::Number(n) => Duration::from_secs(whole_number(n).ok_or_else(ttl_bounds)?),
         _ => return Err(format!("expected a duration string: {}", ttl_bounds())),
     };
     check_ttl(ttl)
@@ -118,7 +124,7 @@ fn ttl(value: &Value) -> Result<Duration, String> {
 /// keeps.
 fn max_uses(value: &Value) -> Option<u32> {
     let n = match value {
-        Value::Number(n) => n.as_u64()?,
+        Value::Number(n) => whole_number(n)?,
         Value::String(text) => text.trim().parse().ok()?,
         _ => return None,
     };
@@ -161,7 +167,7 @@ struct Listed {
     path = "/registration-tokens",
     tag = "registration-tokens",
     operation_id = "create_registration_token",
-    request_body(content = CreateBody, description = "Name, lifetime and uses; all optional."),
+    request_body(content = Option<CreateBody>, description = "Name, lifetime and uses; all optional, and so is the body."),
     responses(
         (status = 201, description = "Created; the secret is shown this once.", body = Created),
         (status = 400, description = "A field unknown, of the wrong type or out of bounds.", body = ErrorBody),
@@ -231,7 +237,7 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>,
     path = "/registration-tokens/{id}",
     tag = "registration-tokens",
     operation_id = "revoke_registration_token",
-    params(("id" = String, Path, description = "The token's id (a hyphenated UUID).")),
+    params(("id" = Uuid, Path, description = "The token's id (a hyphenated UUID).")),
     responses(
         (status = 204, description = "Revoked, or there was none."),
         (status = 400, description = "The id is not a UUID.", body = ErrorBody),
@@ -265,6 +271,8 @@ mod tests {
         assert_eq!((r.ttl, r.max_uses), (MAX_TTL, MAX_USES));
         let r = request(json!({"ttl": 60, "max_uses": "3"})).unwrap();
         assert_eq!((r.ttl, r.max_uses), (Duration::from_secs(60), 3));
+        let r = request(json!({"ttl": 60.0, "max_uses": 2.0})).unwrap();
+        assert_eq!((r.ttl, r.max_uses), (Duration::from_secs(60), 2));
     }
 
     #[test]

@@ -41,7 +41,7 @@ struct ReportKey {
     path = "/license/report",
     tag = "report",
     operation_id = "get_usage_report",
-    params(("by" = Option<String>, Query, description = "`dataplane` adds the per-data-plane breakdown; nothing else is accepted.")),
+    params(("by" = Option<String>, Query, pattern = "^dataplane$", description = "`dataplane` adds the per-data-plane breakdown; nothing else is accepted.")),
     responses(
         (status = 200, description = "The signed report.", body = Sealed),
         (status = 400, description = "`by` other than `dataplane`, or another query parameter.", body = ErrorBody),

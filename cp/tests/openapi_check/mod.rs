@@ -80,7 +80,7 @@ impl Description {
                     .collect();
                 let body = operation["requestBody"]["content"]["application/json"]["schema"]
                     .as_object()
-                    .map(|schema| self.resolve(&Value::Object(schema.clone())).clone());
+                    .map(|schema| self.body_schema(&Value::Object(schema.clone())));
                 all.push(Operation {
                     method: method.to_uppercase().parse().unwrap(),
                     path: path.clone(),
@@ -93,6 +93,21 @@ impl Description {
             }
         }
         all
+    }
+
+    /// The object schema of a request body: through references, and past the `null` of an
+    /// optional body (`oneOf: [null, object]`).
+    fn body_schema(&self, schema: &Value) -> Value {
+        let schema = self.resolve(schema);
+        match schema["oneOf"].as_array() {
+            Some(variants) => variants
+                .iter()
+                .map(|variant| self.resolve(variant))
+                .find(|variant| variant["type"] != "null")
+                .unwrap_or(schema)
+                .clone(),
+            None => schema.clone(),
+        }
     }
 
     /// `value`, or what its `$ref` points to (in this document).
