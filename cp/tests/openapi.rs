@@ -258,3 +258,39 @@ async fn every_operation_refuses_invalid_requests_as_described() {
     }
     cp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_refuses_answers_the_description_does_not_give() {
+    let cp = ControlPlane::start().await;
+    let description = Description::fetch(&cp).await;
+    let operations = description.operations();
+    let find = |id: &str| operations.iter().find(|op| op.id == id).unwrap();
+    let (status_op, delete_op) = (find("get_status"), find("delete_license"));
+    let (status, body) = cp.call(Method::GET, "/status", None).await;
+    assert!(description.verify(status_op, status, &body).is_ok());
+
+    let mut extra = body.clone();
+    extra["colour"] = json!("red");
+    let mut missing = body.clone();
+    missing.as_object_mut().unwrap().remove("version");
+    let mut mistyped = body.clone();
+    mistyped["revision"] = json!("seven");
+    for (what, status, body) in [
+        ("an unlisted status", StatusCode::IM_A_TEAPOT, body.clone()),
+        ("an undescribed field", StatusCode::OK, extra),
+        ("a missing field", StatusCode::OK, missing),
+        ("a mistyped field", StatusCode::OK, mistyped),
+    ] {
+        assert!(
+            description.verify(status_op, status, &body).is_err(),
+            "{what} passed"
+        );
+    }
+    assert!(
+        description
+            .verify(delete_op, StatusCode::NO_CONTENT, &json!({"x": 1}))
+            .is_err(),
+        "a body on a 204"
+    );
+    cp.shutdown().await;
+}
