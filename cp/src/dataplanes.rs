@@ -38,7 +38,7 @@ pub use health::Health;
 const RECORD_LOCKS: usize = 64;
 
 /// Kong's `sync_status` for a data plane.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncStatus {
     /// Never completed a sync on this control plane since it started.
@@ -89,7 +89,8 @@ pub struct StreamSlot {
 }
 
 /// One row of `GET /clustering/data-planes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = DataPlane)]
 pub struct DataPlaneView {
     pub id: Uuid,
     pub name: String,
@@ -106,6 +107,7 @@ pub struct DataPlaneView {
     /// updates are acknowledged; `at` says when), else null.
     pub last_rejection: Option<Rejection>,
     /// Control-plane revision the data plane last acknowledged.
+    #[schema(value_type = u64)]
     pub revision: Revision,
     pub license_id: Option<Uuid>,
     pub license_updated_at: Option<i64>,

@@ -147,7 +147,19 @@ impl ApiToken {
 /// What an Admin API token or a user may do, after RHACS's and Vault's built-in roles; each
 /// role may do everything the ones after it may. Renewing a data plane's certificate by hand
 /// needs [`Role::Admin`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including who may use the Admin API (tokens, users, connected apps), the
@@ -227,7 +239,19 @@ impl std::fmt::Debug for User {
 }
 
 /// What a connected app may do, after Anypoint's connected-app scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Scope {
     /// Read data planes and their state.
     #[serde(rename = "read:servers")]

@@ -7,6 +7,8 @@
 //!   records tell an attacker whom to aim at.
 //! - `operator`: every other change (licenses, registration tokens, data planes).
 //! - `viewer`: every other read (`GET`, `HEAD`).
+//!
+//! The health probes and the API's description need no credential at all ([`needs_no_token`]).
 
 use axum::http::Method;
 
@@ -14,6 +16,13 @@ use crate::model::Role;
 
 /// Resources only admins may read or change.
 const ADMIN_ONLY: [&str; 5] = ["admin-tokens", "users", "connected-apps", "audit", "backup"];
+
+/// Whether `path` (exactly as the router matches it) is served without a credential: the
+/// health probes, for orchestrators, and the OpenAPI description, for client generators.
+/// Nothing else slips past the token check: no trailing slash, no other `/health/...`.
+pub fn needs_no_token(path: &str) -> bool {
+    super::status::is_health_probe(path) || path == super::openapi::OPENAPI_PATH
+}
 
 /// The role a call of `method` on `path` (as the router sees it, not decoded) needs.
 pub fn required_role(method: &Method, path: &str) -> Role {
@@ -59,6 +68,23 @@ mod tests {
             (Method::GET, "//users", Role::Admin),
         ] {
             assert_eq!(required_role(&method, path), role, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn only_the_probes_and_the_description_need_no_token() {
+        for path in ["/health/live", "/health/ready", "/openapi.json"] {
+            assert!(needs_no_token(path), "{path}");
+        }
+        for path in [
+            "/health/live/",
+            "/health",
+            "/openapi.json/",
+            "/openapi",
+            "/status",
+            "//openapi.json",
+        ] {
+            assert!(!needs_no_token(path), "{path}");
         }
     }
 

@@ -8,28 +8,50 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use licsync_common::duration::HumanDuration;
 use licsync_common::unix_now;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::body::JsonObject;
+use super::body::{JsonObject, whole_number};
 use super::error::{ApiError, Violations};
+use super::openapi::{Described, ErrorBody};
 use super::params::{EntityId, Page};
 use crate::model::{ApiToken, Role};
 use crate::principals::{ApiTokenError, NewApiToken};
 use crate::state::ControlPlane;
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route("/admin-tokens", get(list).post(create))
-        .route("/admin-tokens/{id}", delete(revoke))
+pub(super) fn routes() -> Described {
+    Described::new()
+        .with(routes!(list, create))
+        .with(routes!(revoke))
+}
+
+/// What `POST /admin-tokens` sends.
+#[derive(ToSchema)]
+#[schema(as = NewAdminToken, example = json!({"name": "ci", "role": "operator", "ttl": "90d"}))]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes the body `token_request` reads field by field; never built.
+struct CreateBody {
+    /// A name for the operator: 1 to 64 characters, no control characters, no surrounding
+    /// spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]([^\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]*[^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069])?$"
+    )]
+    name: String,
+    role: Role,
+    /// How long it is valid (`"90d"`, or whole seconds); left out, until revoked.
+    #[schema(schema_with = super::registration_tokens::ttl_schema)]
+    ttl: Option<Value>,
 }
 
 /// What `POST /admin-tokens` asks for, its fields checked (the name and lifetime rules are
@@ -59,7 +81,7 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewApiToken, ApiError
                     Ok(d) => ttl = Some(d.0),
                     Err(e) => violations.add(field, e.to_string()),
                 },
-                Value::Number(n) => match n.as_u64() {
+                Value::Number(n) => match whole_number(&n) {
                     Some(s) => ttl = Some(std::time::Duration::from_secs(s)),
                     None => violations.add(field, "expected a duration like \"30d\""),
                 },
@@ -85,7 +107,8 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewApiToken, ApiError
 }
 
 /// A token as the API lists it: never the secret or its digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AdminToken)]
 struct Listed {
     id: Uuid,
     name: String,
@@ -110,11 +133,13 @@ impl Listed {
 }
 
 /// The creation answer: the only time the secret is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AdminTokenCreated)]
 struct Created {
     id: Uuid,
     name: String,
     role: Role,
+    /// The secret, for `Authorization: Bearer`; shown only here.
     token: String,
     created_at: i64,
     expires_at: Option<i64>,
@@ -129,6 +154,18 @@ fn token_error(error: ApiTokenError) -> ApiError {
     }
 }
 
+/// Creates an Admin API token with a role.
+#[utoipa::path(
+    post,
+    path = "/admin-tokens",
+    tag = "admin-tokens",
+    operation_id = "create_admin_token",
+    request_body(content = CreateBody, description = "Name, role and optional lifetime."),
+    responses(
+        (status = 201, description = "Created; the secret is shown this once.", body = Created),
+        (status = 400, description = "A field missing, unknown or invalid.", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
@@ -158,6 +195,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// Lists the Admin API tokens, never their secrets.
+#[utoipa::path(
+    get,
+    path = "/admin-tokens",
+    tag = "admin-tokens",
+    operation_id = "list_admin_tokens",
+    responses((status = 200, description = "Every token (`next` is null).", body = Page<Listed>)),
+)]
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>, ApiError> {
     let now = unix_now();
     let tokens = cp
@@ -170,6 +215,19 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>,
     )))
 }
 
+/// Revokes an Admin API token; it is refused from its next request on, at every node.
+#[utoipa::path(
+    delete,
+    path = "/admin-tokens/{id}",
+    tag = "admin-tokens",
+    operation_id = "revoke_admin_token",
+    params(("id" = Uuid, Path, description = "The token's id (a hyphenated UUID).")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "No token has this id.", body = ErrorBody),
+        (status = 409, description = "It is the last unexpired admin token.", body = ErrorBody),
+    ),
+)]
 async fn revoke(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
     let id = id.or_not_found()?;
     if !cp

@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
+use super::openapi::{Described, ErrorBody};
 use crate::state::ControlPlane;
 use crate::store::AuditRecord;
 
@@ -20,23 +22,42 @@ const DEFAULT_LIMIT: usize = 100;
 /// Most records one request returns.
 const MAX_LIMIT: usize = 1000;
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new().route("/audit", get(list))
+pub(super) fn routes() -> Described {
+    Described::new().with(routes!(list))
 }
 
-#[derive(Debug, Serialize)]
+/// The records, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditRecords)]
 struct Listed {
     data: Vec<View>,
 }
 
 /// A record as the API shows it: its time in unix seconds (with milliseconds) too.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEntry)]
 struct View {
     #[serde(flatten)]
     record: AuditRecord,
     at: f64,
 }
 
+/// The audit trail from `since`, oldest first, at most `limit` records; page on by asking
+/// again from the last record's `at`.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    operation_id = "list_audit",
+    params(
+        ("since" = Option<i64>, Query, description = "Unix seconds (default 0)."),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many records (default 100)."),
+    ),
+    responses(
+        (status = 200, description = "The records.", body = Listed),
+        (status = 400, description = "`since` not an integer, `limit` out of 1..1000, or another parameter.", body = ErrorBody),
+    ),
+)]
 async fn list(
     State(cp): State<Arc<ControlPlane>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,

@@ -24,8 +24,8 @@ use base64::engine::general_purpose::STANDARD;
 use licsync_common::unix_now;
 use uuid::Uuid;
 
+use super::access;
 use super::error::ApiError;
-use super::{access, status};
 use crate::model::Role;
 use crate::principals::{Credential, Principal, Refusal, TokenCheck};
 use crate::state::ControlPlane;
@@ -68,14 +68,14 @@ enum Presented<'a> {
 }
 
 /// Middleware: lets the request through only from a known caller whose role covers the call,
-/// or when it is for a health probe. It wraps the whole router, so it runs before routing can
+/// or when it is for a health probe or the API's description. It wraps the whole router, so it runs before routing can
 /// answer 404 or 405.
 pub async fn require_token(
     State(cp): State<Arc<ControlPlane>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if status::is_health_probe(request.uri().path()) {
+    if access::needs_no_token(request.uri().path()) {
         return next.run(request).await;
     }
     let call = Call {

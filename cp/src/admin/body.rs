@@ -46,6 +46,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
+/// `n` as a whole non-negative number: JSON Schema counts `3.0` as the integer 3, so a client
+/// generated from the OpenAPI description may send a count or a lifetime that way.
+pub fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    // Below 2^53 every whole f64 is exact.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..EXACT).contains(f))
+            .map(|f| f as u64)
+    })
+}
+
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }

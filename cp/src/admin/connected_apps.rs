@@ -8,26 +8,47 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::body::JsonObject;
 use super::error::{ApiError, Violations};
+use super::openapi::{Described, ErrorBody};
 use super::params::Page;
 use crate::model::{ConnectedApp, Scope};
 use crate::principals::{AppError, check_app_name, check_scopes, is_client_id, known_scopes};
 use crate::state::ControlPlane;
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route("/connected-apps", get(list).post(create))
-        .route("/connected-apps/{client_id}", get(show).delete(remove))
+pub(super) fn routes() -> Described {
+    Described::new()
+        .with(routes!(list, create))
+        .with(routes!(show, remove))
+}
+
+/// What `POST /connected-apps` sends.
+#[derive(ToSchema)]
+#[schema(as = NewConnectedApp, example = json!({"name": "ci-renewals", "scopes": ["manage:servers"]}))]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes the body `AppRequest::from_body` reads; never built.
+struct CreateBody {
+    /// 1 to 128 characters, no control characters, not only spaces (surrounding spaces are
+    /// trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]*$"
+    )]
+    name: String,
+    /// 1 to 16 scopes (a form body may send them as one string, separated by commas).
+    #[schema(min_items = 1, max_items = 16)]
+    scopes: Vec<Scope>,
 }
 
 /// What `POST /connected-apps` asks for, validated.
@@ -96,9 +117,11 @@ fn parse_scopes(value: &Value) -> Result<Vec<Scope>, String> {
 }
 
 /// The creation answer: the only time the secret is shown.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConnectedAppCreated)]
 struct Created {
     client_id: String,
+    /// The secret (`lsc_...`); shown only here.
     client_secret: String,
     name: String,
     scopes: Vec<Scope>,
@@ -106,7 +129,8 @@ struct Created {
 }
 
 /// An app as listings show it: never the secret or its digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ConnectedApp)]
 struct AppView {
     client_id: String,
     name: String,
@@ -125,6 +149,18 @@ impl From<ConnectedApp> for AppView {
     }
 }
 
+/// Creates a connected app; its secret is shown once.
+#[utoipa::path(
+    post,
+    path = "/connected-apps",
+    tag = "connected-apps",
+    operation_id = "create_connected_app",
+    request_body(content = CreateBody, description = "Name and scopes."),
+    responses(
+        (status = 201, description = "Created; the secret is shown this once.", body = Created),
+        (status = 400, description = "A field missing, unknown or invalid (an unknown scope is named).", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
@@ -151,6 +187,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// Lists the connected apps, never their secrets.
+#[utoipa::path(
+    get,
+    path = "/connected-apps",
+    tag = "connected-apps",
+    operation_id = "list_connected_apps",
+    responses((status = 200, description = "Every app (`next` is null).", body = Page<AppView>)),
+)]
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<AppView>>, ApiError> {
     let apps = cp.principals().apps().await.map_err(ApiError::storage)?;
     Ok(Json(Page::all(
@@ -166,6 +210,18 @@ fn client_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
     }
 }
 
+/// One connected app.
+#[utoipa::path(
+    get,
+    path = "/connected-apps/{client_id}",
+    tag = "connected-apps",
+    operation_id = "get_connected_app",
+    params(("client_id" = String, Path, description = "The app's client id.")),
+    responses(
+        (status = 200, description = "The app.", body = AppView),
+        (status = 404, description = "No such app.", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(cp): State<Arc<ControlPlane>>,
     path: Result<Path<String>, PathRejection>,
@@ -176,6 +232,18 @@ async fn show(
         .ok_or_else(ApiError::not_found)
 }
 
+/// Deletes a connected app.
+#[utoipa::path(
+    delete,
+    path = "/connected-apps/{client_id}",
+    tag = "connected-apps",
+    operation_id = "delete_connected_app",
+    params(("client_id" = String, Path, description = "The app's client id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such app.", body = ErrorBody),
+    ),
+)]
 async fn remove(
     State(cp): State<Arc<ControlPlane>>,
     path: Result<Path<String>, PathRejection>,

@@ -8,25 +8,35 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use licsync_common::unix_now;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
+use super::openapi::{Described, ErrorBody};
 use super::params::{EntityId, Page};
 use crate::dataplanes::DataPlaneView;
 use crate::ha::nodes::ControlPlaneView;
 use crate::state::ControlPlane;
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route("/clustering/data-planes", get(list))
-        .route("/clustering/data-planes/{id}", get(fetch).delete(revoke))
-        .route("/clustering/control-planes", get(control_planes))
+pub(super) fn routes() -> Described {
+    Described::new()
+        .with(routes!(list))
+        .with(routes!(fetch, revoke))
+        .with(routes!(control_planes))
 }
 
+/// Lists every registered data plane, with the node holding its stream.
+#[utoipa::path(
+    get,
+    path = "/clustering/data-planes",
+    tag = "data-planes",
+    operation_id = "list_data_planes",
+    responses((status = 200, description = "Every registered data plane (`next` is null).", body = Page<DataPlaneView>)),
+)]
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<DataPlaneView>>, ApiError> {
     let now = unix_now();
     let holders = cp
@@ -43,11 +53,19 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<DataPlane
 }
 
 /// `{"data": [...]}`: every node in the registry, this one first-hand.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 struct ControlPlanes {
     data: Vec<ControlPlaneView>,
 }
 
+/// Lists the control-plane nodes sharing this node's storage.
+#[utoipa::path(
+    get,
+    path = "/clustering/control-planes",
+    tag = "data-planes",
+    operation_id = "list_control_planes",
+    responses((status = 200, description = "Every node in the registry.", body = ControlPlanes)),
+)]
 async fn control_planes(
     State(cp): State<Arc<ControlPlane>>,
 ) -> Result<Json<ControlPlanes>, ApiError> {
@@ -59,6 +77,18 @@ async fn control_planes(
     Ok(Json(ControlPlanes { data }))
 }
 
+/// One data plane.
+#[utoipa::path(
+    get,
+    path = "/clustering/data-planes/{id}",
+    tag = "data-planes",
+    operation_id = "get_data_plane",
+    params(("id" = uuid::Uuid, Path, description = "The data plane's id (a hyphenated UUID).")),
+    responses(
+        (status = 200, description = "The data plane.", body = DataPlaneView),
+        (status = 404, description = "No registered data plane has this id.", body = ErrorBody),
+    ),
+)]
 async fn fetch(
     State(cp): State<Arc<ControlPlane>>,
     id: EntityId,
@@ -78,9 +108,21 @@ async fn fetch(
     dataplane.map(Json).ok_or_else(ApiError::not_found)
 }
 
-/// Revokes a data plane: durable before the answer, then its open stream is ended. Its
-/// certificates are refused from then on and it disappears from the listing; it comes back
-/// only by registering anew with a registration token.
+/// Revokes a data plane: its stream is closed and its certificates are refused from now on.
+///
+/// Durable before the answer, then its open stream is ended. It disappears from the listing;
+/// it comes back only by registering anew with a registration token.
+#[utoipa::path(
+    delete,
+    path = "/clustering/data-planes/{id}",
+    tag = "data-planes",
+    operation_id = "revoke_data_plane",
+    params(("id" = uuid::Uuid, Path, description = "The data plane's id (a hyphenated UUID).")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "No registered data plane has this id.", body = ErrorBody),
+    ),
+)]
 async fn revoke(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
     let id = id.or_not_found()?;
     let revoked = cp

@@ -6,17 +6,19 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::body::JsonObject;
 use super::error::{ApiError, Violations};
+use super::openapi::{Described, ErrorBody};
 use super::params::{EntityId, Page, Paging};
 use crate::licenses::WriteError;
 use crate::model::StoredLicense;
@@ -24,23 +26,42 @@ use crate::state::ControlPlane;
 
 const COLLECTION: &str = "/licenses";
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route(COLLECTION, get(list).post(create))
-        .route(
-            "/licenses/{id}",
-            get(fetch).put(put).patch(patch).delete(delete),
-        )
+pub(super) fn routes() -> Described {
+    Described::new()
+        .with(routes!(list, create))
+        .with(routes!(fetch, put, patch, delete))
 }
 
 /// Kong's license entity.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = License)]
 struct Entity<'a> {
     id: Uuid,
-    /// The document exactly as stored.
+    /// The signed license document exactly as stored (a JSON text).
     payload: &'a str,
+    /// Unix seconds.
     created_at: i64,
+    /// Unix seconds.
     updated_at: i64,
+}
+
+/// What a license write sends: the signed document (`licsync-cp license sign`), as a JSON
+/// string or as the object itself. `id`, `created_at` and `updated_at` of an entity sent back
+/// are ignored on `PUT` and `PATCH`; on `PATCH` `payload` may be left out.
+#[derive(ToSchema)]
+#[schema(as = LicenseWrite, example = json!({"payload": "{\"license\":{\"payload\":{...},\"signature\":\"...\",\"version\":\"1\"}}"}))]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes the body `document_in` reads field by field; never built.
+struct WriteBody {
+    /// The signed license document.
+    #[schema(schema_with = payload_schema)]
+    payload: Value,
+    #[schema(nullable = false)]
+    id: Option<Uuid>,
+    #[schema(nullable = false)]
+    created_at: Option<i64>,
+    #[schema(nullable = false)]
+    updated_at: Option<i64>,
 }
 
 impl<'a> From<&'a StoredLicense> for Entity<'a> {
@@ -61,6 +82,19 @@ enum Write {
     /// `PUT` / `PATCH`: the path names the entity, an `id` in the body (a fetched entity sent
     /// back) is ignored.
     ById,
+}
+
+/// `payload`: the document as a JSON string, or as the object itself.
+fn payload_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Object))
+        .description(Some(
+            "The signed license document, as a JSON string or as the object itself.",
+        ))
+        .build()
+        .into()
 }
 
 /// The license document in a request body, or `None` when the body has no `payload`.
@@ -117,6 +151,21 @@ fn entity_response(status: StatusCode, license: &StoredLicense) -> Response {
     (status, Json(Entity::from(license))).into_response()
 }
 
+/// Lists the licenses, ordered by id, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/licenses",
+    tag = "licenses",
+    operation_id = "list_licenses",
+    params(
+        ("size" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)."),
+        ("offset" = Option<String>, Query, description = "Where the page starts: the `offset` of the previous page's `next` link."),
+    ),
+    responses(
+        (status = 200, description = "A page of licenses; `next` links to the following page, or is null.", body = Page<Entity>),
+        (status = 400, description = "`size` out of 1..1000, or an offset this server did not hand out.", body = ErrorBody),
+    ),
+)]
 async fn list(State(cp): State<Arc<ControlPlane>>, paging: Paging) -> Response {
     let set = cp.licenses().current();
     let mut rest = match paging.start {
@@ -132,6 +181,18 @@ async fn list(State(cp): State<Arc<ControlPlane>>, paging: Paging) -> Response {
     Json(Page { data, next }).into_response()
 }
 
+/// One license.
+#[utoipa::path(
+    get,
+    path = "/licenses/{id}",
+    tag = "licenses",
+    operation_id = "get_license",
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
+    responses(
+        (status = 200, description = "The license.", body = Entity),
+        (status = 404, description = "No license has this id (or the id is not a UUID).", body = ErrorBody),
+    ),
+)]
 async fn fetch(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<Response, ApiError> {
     let id = id.or_not_found()?;
     let set = cp.licenses().current();
@@ -139,6 +200,20 @@ async fn fetch(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<Resp
     Ok(entity_response(StatusCode::OK, license))
 }
 
+/// Stores a license: validated (signature by a trusted key), durable, then sent to every
+/// connected data plane.
+#[utoipa::path(
+    post,
+    path = "/licenses",
+    tag = "licenses",
+    operation_id = "create_license",
+    request_body(content = WriteBody, description = "The signed license document."),
+    responses(
+        (status = 201, description = "Stored.", body = Entity),
+        (status = 400, description = "`Unable to validate license: <reason>`, or a field missing, unknown or of the wrong type.", body = ErrorBody),
+        (status = 409, description = "A license with the same signature is stored: `UNIQUE violation detected on '{payload=...}'`.", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
@@ -148,6 +223,20 @@ async fn create(
     Ok(entity_response(StatusCode::CREATED, &stored))
 }
 
+/// Creates the license with this id, or replaces it (keeping `created_at`).
+#[utoipa::path(
+    put,
+    path = "/licenses/{id}",
+    tag = "licenses",
+    operation_id = "put_license",
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
+    request_body(content = WriteBody, description = "The signed license document."),
+    responses(
+        (status = 200, description = "Stored.", body = Entity),
+        (status = 400, description = "The id is not a UUID, or the license is invalid, or a field missing, unknown or of the wrong type.", body = ErrorBody),
+        (status = 409, description = "Another license has the same signature.", body = ErrorBody),
+    ),
+)]
 async fn put(
     State(cp): State<Arc<ControlPlane>>,
     id: EntityId,
@@ -159,6 +248,21 @@ async fn put(
     Ok(entity_response(StatusCode::OK, &stored))
 }
 
+/// Replaces the document of a stored license; without `payload`, returns it unchanged.
+#[utoipa::path(
+    patch,
+    path = "/licenses/{id}",
+    tag = "licenses",
+    operation_id = "patch_license",
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
+    request_body(content = WriteBody, description = "The signed license document."),
+    responses(
+        (status = 200, description = "Stored.", body = Entity),
+        (status = 400, description = "The id is not a UUID, or the license is invalid, or a field unknown or of the wrong type.", body = ErrorBody),
+        (status = 404, description = "No license has this id: `could not find the entity with primary key '{id=\"...\"}'`.", body = ErrorBody),
+        (status = 409, description = "Another license has the same signature.", body = ErrorBody),
+    ),
+)]
 async fn patch(
     State(cp): State<Arc<ControlPlane>>,
     id: EntityId,
@@ -179,6 +283,19 @@ async fn patch(
     Ok(entity_response(StatusCode::OK, &stored))
 }
 
+/// Deletes a license (also answered `204` for an unknown id), then tells every connected data
+/// plane.
+#[utoipa::path(
+    delete,
+    path = "/licenses/{id}",
+    tag = "licenses",
+    operation_id = "delete_license",
+    params(("id" = Uuid, Path, description = "The license's id (a hyphenated UUID).")),
+    responses(
+        (status = 204, description = "Deleted, or there was none."),
+        (status = 400, description = "The id is not a UUID.", body = ErrorBody),
+    ),
+)]
 async fn delete(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
     let id = id.or_invalid()?;
     cp.licenses().delete(id).await?;

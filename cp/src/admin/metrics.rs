@@ -43,6 +43,15 @@ pub(super) async fn count(
     response
 }
 
+/// The route template that answered `response`, if a route did (not a fallback).
+#[cfg(test)]
+pub(super) fn answered_by(response: &Response) -> Option<String> {
+    response
+        .extensions()
+        .get::<AnsweredBy>()
+        .map(|answered| answered.0.as_str().to_owned())
+}
+
 /// Inner middleware, on the routes: marks the response with the template that matched.
 pub(super) async fn mark_route(request: Request, next: Next) -> Response {
     let matched = request.extensions().get::<MatchedPath>().cloned();

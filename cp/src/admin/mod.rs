@@ -15,6 +15,9 @@
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
 //! - `metrics`: counting each request by method, matched route template and status.
+//! - `openapi`: the OpenAPI description, generated from the handlers' `#[utoipa::path]`
+//!   attributes and served at `GET /openapi.json`; routes are added only with their
+//!   description ([`openapi::Described`]).
 //! - `licenses`, `registration_tokens`, `admin_tokens`, `audit`, `users`, `connected_apps`, `fleet`, `report`
 //!   (`/license/report`), `status`: one file per resource.
 //!
@@ -45,6 +48,7 @@ mod fleet;
 mod form;
 mod licenses;
 mod metrics;
+pub(crate) mod openapi;
 mod params;
 mod registration_tokens;
 mod report;
@@ -59,25 +63,16 @@ pub use auth::KONG_ADMIN_TOKEN;
 pub use body::MAX_BODY_BYTES;
 pub(crate) use status::health_routes;
 
-/// Every Admin API route over `cp`.
+/// Every Admin API route over `cp`, with `GET /openapi.json` serving their description.
 ///
 /// The token check wraps the routed service as a whole, so a request without a valid token
 /// gets the same 401 whatever its path or method (no `Allow` header telling which routes
 /// exist); only then do unknown routes answer 404 and wrong methods 405. The health probes
-/// are the one exemption (see [`auth::require_token`]). Outside the token check, every
-/// request is counted by the route template that answered it (`metrics`).
+/// and the description are the exemptions (see [`access::needs_no_token`]). Outside the token
+/// check, every request is counted by the route template that answered it (`metrics`).
 pub fn router(cp: Arc<ControlPlane>) -> Router {
-    let routes = Router::new()
-        .merge(licenses::routes())
-        .merge(registration_tokens::routes())
-        .merge(admin_tokens::routes())
-        .merge(audit::routes())
-        .merge(users::routes())
-        .merge(connected_apps::routes())
-        .merge(fleet::routes())
-        .merge(report::routes())
-        .merge(status::routes())
-        .merge(status::health_routes())
+    let (routes, api) = described().into_parts();
+    let routes = openapi::serve_description(routes, &api)
         // Applies to the routes present now, so it comes after every route is added.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
@@ -90,6 +85,28 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
             auth::require_token,
         ))
         .layer(middleware::from_fn_with_state(cp, metrics::count))
+}
+
+/// Every Admin API route, each with its description: to add a route, annotate its handler
+/// with `#[utoipa::path]` and add it to its module's `routes()` (a new module is merged here).
+pub(crate) fn described() -> openapi::Described {
+    openapi::Described::new()
+        .merge(licenses::routes())
+        .merge(registration_tokens::routes())
+        .merge(admin_tokens::routes())
+        .merge(audit::routes())
+        .merge(users::routes())
+        .merge(connected_apps::routes())
+        .merge(fleet::routes())
+        .merge(report::routes())
+        .merge(status::routes())
+        .merge(status::health_described())
+        .merge(openapi::routes())
+}
+
+/// The Admin API's OpenAPI 3.1 description, as `GET /openapi.json` serves it.
+pub fn description() -> utoipa::openapi::OpenApi {
+    described().into_parts().1
 }
 
 /// The Admin API's connection limits: `[admin]`'s timeouts and cap, and the body limit of
@@ -126,5 +143,7 @@ pub async fn serve(
     serving.await
 }
 
+#[cfg(test)]
+mod openapi_tests;
 #[cfg(test)]
 mod tests;

@@ -50,9 +50,10 @@ fn parse_uuid(raw: &str) -> Option<Uuid> {
 }
 
 /// A listing, as Kong shapes one: `next` is the link to the following page, or null.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
+    /// The path and query of the following page, or null on the last page.
     pub next: Option<String>,
 }
 

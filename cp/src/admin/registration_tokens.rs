@@ -9,29 +9,74 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use licsync_common::duration::HumanDuration;
 use licsync_common::unix_now;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::body::JsonObject;
+use super::body::{JsonObject, whole_number};
 use super::error::{ApiError, Violations};
+use super::openapi::{Described, ErrorBody};
 use super::params::{EntityId, Page};
 use crate::registration_tokens::{
     CreateError, MAX_USES, NewToken, check_max_uses, check_name, check_ttl, is_expired, ttl_bounds,
 };
 use crate::state::ControlPlane;
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route("/registration-tokens", get(list).post(create))
-        .route("/registration-tokens/{id}", delete(revoke))
+pub(super) fn routes() -> Described {
+    Described::new()
+        .with(routes!(list, create))
+        .with(routes!(revoke))
+}
+
+/// What `POST /registration-tokens` may send; every field has a default.
+#[derive(ToSchema)]
+#[schema(as = NewRegistrationToken, example = json!({"name": "edge-1", "ttl": "4h", "max_uses": 1}))]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes the body `token_request` reads field by field; never built.
+struct CreateBody {
+    /// A name for the operator (at most 128 characters, no control characters).
+    #[schema(
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069]*$"
+    )]
+    name: Option<String>,
+    /// How long it may be used: a duration (`"4h"`, `"30d"`; 1 s to 30 d) or whole seconds;
+    /// default 4 h.
+    #[schema(schema_with = ttl_schema)]
+    ttl: Option<Value>,
+    /// How many data planes may register with it (1 to 10000); default 1.
+    #[schema(minimum = 1, maximum = 10000)]
+    max_uses: Option<u32>,
+}
+
+/// `ttl`: a duration string or whole seconds.
+pub(super) fn ttl_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples([Value::from("4h")]),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "A duration (`90s`, `4h`, `30d`) or whole seconds; null is the default.",
+        ))
+        .build()
+        .into()
 }
 
 /// What `POST /registration-tokens` asks for, validated.
@@ -69,7 +114,7 @@ fn token_request(JsonObject(fields): JsonObject) -> Result<NewToken, ApiError> {
 fn ttl(value: &Value) -> Result<Duration, String> {
     let ttl = match value {
         Value::String(text) => text.parse::<HumanDuration>().map_err(|e| e.to_string())?.0,
-        Value::Number(n) => Duration::from_secs(n.as_u64().ok_or_else(ttl_bounds)?),
+        Value::Number(n) => Duration::from_secs(whole_number(n).ok_or_else(ttl_bounds)?),
         _ => return Err(format!("expected a duration string: {}", ttl_bounds())),
     };
     check_ttl(ttl)
@@ -79,7 +124,7 @@ fn ttl(value: &Value) -> Result<Duration, String> {
 /// keeps.
 fn max_uses(value: &Value) -> Option<u32> {
     let n = match value {
-        Value::Number(n) => n.as_u64()?,
+        Value::Number(n) => whole_number(n)?,
         Value::String(text) => text.trim().parse().ok()?,
         _ => return None,
     };
@@ -87,20 +132,25 @@ fn max_uses(value: &Value) -> Option<u32> {
 }
 
 /// The creation answer: the only time the secret is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = RegistrationTokenCreated)]
 struct Created {
     id: Uuid,
     name: String,
+    /// The secret (`lsr_...`), for `licsync-dp registration create --token`; shown only here.
     token: String,
     created_at: i64,
     expires_at: i64,
     max_uses: u32,
+    /// SHA-256 of the cluster CA certificate (hex), for `--ca-cert-hash sha256:...`.
     ca_cert_sha256: String,
+    /// Where data planes connect.
     cluster_url: String,
 }
 
 /// A listed token: everything but the secret and its digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = RegistrationToken)]
 struct Listed {
     id: Uuid,
     name: String,
@@ -111,6 +161,18 @@ struct Listed {
     expired: bool,
 }
 
+/// Creates a registration token for new data planes.
+#[utoipa::path(
+    post,
+    path = "/registration-tokens",
+    tag = "registration-tokens",
+    operation_id = "create_registration_token",
+    request_body(content = Option<CreateBody>, description = "Name, lifetime and uses; all optional, and so is the body."),
+    responses(
+        (status = 201, description = "Created; the secret is shown this once.", body = Created),
+        (status = 400, description = "A field unknown, of the wrong type or out of bounds.", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
@@ -139,6 +201,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// Lists the registration tokens, never their secrets.
+#[utoipa::path(
+    get,
+    path = "/registration-tokens",
+    tag = "registration-tokens",
+    operation_id = "list_registration_tokens",
+    responses((status = 200, description = "Every token (`next` is null).", body = Page<Listed>)),
+)]
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>, ApiError> {
     let tokens = cp
         .registration_tokens()
@@ -161,6 +231,18 @@ async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<Listed>>,
     Ok(Json(Page::all(data)))
 }
 
+/// Revokes a registration token (also answered `204` for an unknown id).
+#[utoipa::path(
+    delete,
+    path = "/registration-tokens/{id}",
+    tag = "registration-tokens",
+    operation_id = "revoke_registration_token",
+    params(("id" = Uuid, Path, description = "The token's id (a hyphenated UUID).")),
+    responses(
+        (status = 204, description = "Revoked, or there was none."),
+        (status = 400, description = "The id is not a UUID.", body = ErrorBody),
+    ),
+)]
 async fn revoke(State(cp): State<Arc<ControlPlane>>, id: EntityId) -> Result<StatusCode, ApiError> {
     let id = id.or_invalid()?;
     cp.registration_tokens()
@@ -189,6 +271,8 @@ mod tests {
         assert_eq!((r.ttl, r.max_uses), (MAX_TTL, MAX_USES));
         let r = request(json!({"ttl": 60, "max_uses": "3"})).unwrap();
         assert_eq!((r.ttl, r.max_uses), (Duration::from_secs(60), 3));
+        let r = request(json!({"ttl": 60.0, "max_uses": 2.0})).unwrap();
+        assert_eq!((r.ttl, r.max_uses), (Duration::from_secs(60), 2));
     }
 
     #[test]

@@ -6,25 +6,48 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::Uri;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::form;
+use super::openapi::{Described, ErrorBody};
 use crate::state::ControlPlane;
-use crate::usage::report::{self, ReportOptions};
+use crate::usage::report::{self, ReportOptions, Sealed};
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route("/license/report", get(report))
-        .route("/license/report/key", get(key))
+pub(super) fn routes() -> Described {
+    Described::new().with(routes!(report)).with(routes!(key))
 }
 
+/// The key that verifies usage reports.
+#[derive(Debug, Serialize, ToSchema)]
+struct ReportKey {
+    /// Always `ed25519`.
+    algorithm: &'static str,
+    /// The Ed25519 public key, standard base64 of 32 bytes.
+    public_key: String,
+}
+
+/// The usage report of the last 12 months, signed with the control plane's report key.
+#[utoipa::path(
+    get,
+    path = "/license/report",
+    tag = "report",
+    operation_id = "get_usage_report",
+    params(("by" = Option<String>, Query, pattern = "^dataplane$", description = "`dataplane` adds the per-data-plane breakdown; nothing else is accepted.")),
+    responses(
+        (status = 200, description = "The signed report.", body = Sealed),
+        (status = 400, description = "`by` other than `dataplane`, or another query parameter.", body = ErrorBody),
+        (status = 503, description = "No report key is loaded, or storage cannot be reached.", body = ErrorBody),
+    ),
+)]
 async fn report(
     State(cp): State<Arc<ControlPlane>>,
     uri: Uri,
@@ -37,12 +60,23 @@ async fn report(
     Ok(Json(report))
 }
 
-async fn key(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Value>, ApiError> {
+/// The public key that verifies usage reports (`licsync-cp report verify --key`).
+#[utoipa::path(
+    get,
+    path = "/license/report/key",
+    tag = "report",
+    operation_id = "get_usage_report_key",
+    responses(
+        (status = 200, description = "The report key.", body = ReportKey),
+        (status = 503, description = "No report key is loaded, or storage cannot be reached.", body = ErrorBody),
+    ),
+)]
+async fn key(State(cp): State<Arc<ControlPlane>>) -> Result<Json<ReportKey>, ApiError> {
     let key = cp.report_key().ok_or_else(no_key)?;
-    Ok(Json(json!({
-        "algorithm": "ed25519",
-        "public_key": key.public_key_base64(),
-    })))
+    Ok(Json(ReportKey {
+        algorithm: "ed25519",
+        public_key: key.public_key_base64().to_owned(),
+    }))
 }
 
 fn no_key() -> ApiError {

@@ -9,39 +9,48 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
+use super::openapi::Described;
 use crate::model::Revision;
 use crate::state::ControlPlane;
 use crate::store::StorageInfo;
 
 /// The `/status` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Status {
+    /// The control plane's version.
     version: &'static str,
     storage: StorageInfo,
     dataplanes: DataPlaneCounts,
     /// The revision of the current license set.
+    #[schema(value_type = u64)]
     revision: Revision,
 }
 
-#[derive(Debug, Serialize)]
+/// How many data planes this node holds a stream of, and how many are registered.
+#[derive(Debug, Serialize, ToSchema)]
 struct DataPlaneCounts {
     connected: usize,
     registered: usize,
 }
 
-#[derive(Debug, Serialize)]
+/// A probe's answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Probe)]
 struct Health {
+    /// `ok`, or why not ready: `starting`, `storage_unavailable`.
+    #[schema(value_type = String, example = "ok")]
     status: &'static str,
 }
 
 /// The authenticated routes.
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new().route("/status", get(status))
+pub(super) fn routes() -> Described {
+    Described::new().with(routes!(status))
 }
 
 /// The liveness probe's path.
@@ -49,11 +58,14 @@ const HEALTH_LIVE: &str = "/health/live";
 /// The readiness probe's path.
 const HEALTH_READY: &str = "/health/ready";
 
-/// The unauthenticated probes (also served on the status listener, [`crate::status`]).
+/// The unauthenticated probes.
+pub(super) fn health_described() -> Described {
+    Described::new().with(routes!(live)).with(routes!(ready))
+}
+
+/// The unauthenticated probes, for the status listener ([`crate::status`]).
 pub(crate) fn health_routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route(HEALTH_LIVE, get(live))
-        .route(HEALTH_READY, get(ready))
+    health_described().into_router()
 }
 
 /// Whether `path` is one of the health probes, the only paths served without a token. It is
@@ -63,6 +75,14 @@ pub(super) fn is_health_probe(path: &str) -> bool {
     path == HEALTH_LIVE || path == HEALTH_READY
 }
 
+/// The control plane's version, storage backend, data-plane counts and license revision.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "status",
+    operation_id = "get_status",
+    responses((status = 200, description = "The control plane's status.", body = Status)),
+)]
 async fn status(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Status>, ApiError> {
     let registered = cp
         .dataplanes()
@@ -81,10 +101,29 @@ async fn status(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Status>, Api
     }))
 }
 
+/// Whether the process is up.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    operation_id = "health_live",
+    responses((status = 200, description = "The process is up: `{\"status\": \"ok\"}`.", body = Health)),
+)]
 async fn live() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
+/// Whether storage and every listener are up.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    operation_id = "health_ready",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ok\"}`.", body = Health),
+        (status = 503, description = "Not ready: `starting` or `storage_unavailable` (why is in the log).", body = Health),
+    ),
+)]
 async fn ready(State(cp): State<Arc<ControlPlane>>) -> (StatusCode, Json<Health>) {
     if cp.is_ready() {
         (StatusCode::OK, Json(Health { status: "ok" }))

@@ -18,7 +18,7 @@ use crate::store::{MemoryStore, PrincipalStore};
 
 /// A control plane over `store`, not yet marked ready (as `server::run` builds it before its
 /// listeners are up).
-async fn control_plane(store: Arc<MemoryStore>) -> Arc<ControlPlane> {
+pub(super) async fn control_plane(store: Arc<MemoryStore>) -> Arc<ControlPlane> {
     let licenses = Licenses::load(store.clone(), TrustedKeys::parse::<&str>(&[]).unwrap())
         .await
         .unwrap();

@@ -7,26 +7,43 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::body::JsonObject;
 use super::error::{ApiError, Violations};
+use super::openapi::{Described, ErrorBody};
 use super::params::Page;
 use crate::model::{Role, User};
 use crate::principals::{MIN_PASSWORD_CHARS, NewUser, UserError, check_password, check_username};
 use crate::state::ControlPlane;
 
-pub(super) fn routes() -> Router<Arc<ControlPlane>> {
-    Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/{name}", get(show).delete(remove))
+pub(super) fn routes() -> Described {
+    Described::new()
+        .with(routes!(list, create))
+        .with(routes!(show, remove))
+}
+
+/// What `POST /users` sends.
+#[derive(ToSchema)]
+#[schema(as = NewUser, example = json!({"username": "alice", "password": "at least twelve characters", "role": "admin"}))]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes the body `user_request` reads field by field; never built.
+struct CreateBody {
+    /// 1 to 64 of `A-Z a-z 0-9 . _ - @`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]{1,64}$")]
+    username: String,
+    /// At least 12 characters; stored as an Argon2id hash, never returned.
+    #[schema(min_length = 12)]
+    password: String,
+    role: Role,
 }
 
 /// What `POST /users` asks for, its fields checked with the rules of [`crate::principals`].
@@ -86,7 +103,8 @@ fn user_request(JsonObject(fields): JsonObject) -> Result<NewUser, ApiError> {
 }
 
 /// A user as the API shows it: never the password or its hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 struct UserView {
     username: String,
     role: Role,
@@ -103,6 +121,19 @@ impl From<User> for UserView {
     }
 }
 
+/// Creates a user who may log in with HTTP Basic under a role.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    operation_id = "create_user",
+    request_body(content = CreateBody, description = "Username, password and role."),
+    responses(
+        (status = 201, description = "Created.", body = UserView),
+        (status = 400, description = "A field missing, unknown or invalid (the password is never quoted).", body = ErrorBody),
+        (status = 409, description = "The username is taken.", body = ErrorBody),
+    ),
+)]
 async fn create(
     State(cp): State<Arc<ControlPlane>>,
     body: JsonObject,
@@ -121,6 +152,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(UserView::from(user))).into_response())
 }
 
+/// Lists the users.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    operation_id = "list_users",
+    responses((status = 200, description = "Every user (`next` is null).", body = Page<UserView>)),
+)]
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<UserView>>, ApiError> {
     let users = cp.principals().users().await.map_err(ApiError::storage)?;
     Ok(Json(Page::all(
@@ -136,6 +175,18 @@ fn username(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErro
     }
 }
 
+/// One user.
+#[utoipa::path(
+    get,
+    path = "/users/{name}",
+    tag = "users",
+    operation_id = "get_user",
+    params(("name" = String, Path, description = "The username.")),
+    responses(
+        (status = 200, description = "The user.", body = UserView),
+        (status = 404, description = "No such user.", body = ErrorBody),
+    ),
+)]
 async fn show(
     State(cp): State<Arc<ControlPlane>>,
     path: Result<Path<String>, PathRejection>,
@@ -150,6 +201,18 @@ async fn show(
         .ok_or_else(ApiError::not_found)
 }
 
+/// Deletes a user.
+#[utoipa::path(
+    delete,
+    path = "/users/{name}",
+    tag = "users",
+    operation_id = "delete_user",
+    params(("name" = String, Path, description = "The username.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such user.", body = ErrorBody),
+    ),
+)]
 async fn remove(
     State(cp): State<Arc<ControlPlane>>,
     path: Result<Path<String>, PathRejection>,

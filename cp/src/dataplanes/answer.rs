@@ -21,19 +21,21 @@ pub const MAX_REASON: usize = 512;
 const MAX_ID: usize = 64;
 
 /// One license a data plane refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RejectedLicense {
     pub id: String,
+    #[schema(value_type = u64)]
     pub revision: Revision,
     pub reason: String,
 }
 
 /// A `Nack` that refused licenses: the data plane kept the rest of the update.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     /// Unix seconds when it was received.
     pub at: i64,
     /// The control-plane revision of the update it answered.
+    #[schema(value_type = u64)]
     pub revision: Revision,
     /// The data plane's summary.
     pub reason: String,

@@ -14,7 +14,7 @@ pub const HEALTHY_WITHIN: i64 = 60;
 pub const DEGRADED_WITHIN: i64 = 3 * 60;
 
 /// A data plane's health, serialised in RHACS's upper-case words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Health {
     /// Heard from within the last minute.

@@ -71,7 +71,8 @@ pub fn load_or_create_node_id(data_dir: &Path) -> Result<Uuid, NodeIdError> {
 }
 
 /// One row of `GET /clustering/control-planes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ControlPlaneNode)]
 pub struct ControlPlaneView {
     pub id: Uuid,
     pub advertised_url: String,

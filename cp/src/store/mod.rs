@@ -58,9 +58,11 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What `/status` reports about storage.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StorageInfo {
+    /// `sled`, `postgres` or `memory`.
     pub backend: &'static str,
+    /// The backend's version.
     pub version: &'static str,
 }
 

@@ -170,7 +170,7 @@ impl LicenseChange {
 /// One audit record: who did what to which resource, from where, and how it ended. Kept for
 /// `audit.retention` and served by `GET /audit`; never holds a secret (callers put ids and
 /// names in it, never tokens or passwords).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: Uuid,
     /// When it happened, unix milliseconds (records are ordered by it, then by id).

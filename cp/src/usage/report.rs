@@ -39,7 +39,7 @@ pub struct ReportOptions {
     pub by_dataplane: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Report {
     counters: Vec<Counter>,
     total_requests: u64,
@@ -55,20 +55,24 @@ struct Report {
     dataplanes: Option<Vec<DataPlaneUsage>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One month's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = UsageCounter)]
 struct Counter {
+    /// `YYYY-MM` (UTC).
     bucket: String,
     request_count: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// The active license, or `{"license_key": "UNLICENSED"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LicenseSummary {
     license_key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     license_expiration_date: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DeploymentInfo {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -78,12 +82,27 @@ struct DeploymentInfo {
     entitled_dataplanes: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+/// One registered data plane's requests (`?by=dataplane`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DataPlaneUsage {
     id: Uuid,
     name: String,
     counters: Vec<Counter>,
     total_requests: u64,
+}
+
+/// `GET /license/report` as sent: the report, with `checksum` (SHA-256 of its canonical JSON)
+/// and `signature` (Ed25519 over the same bytes) added by [`licsync_common::report::seal`].
+#[derive(utoipa::ToSchema)]
+#[schema(as = UsageReport)]
+#[allow(dead_code)] // Describes the sealed JSON object `build` returns; never built.
+pub(crate) struct Sealed {
+    #[serde(flatten)]
+    report: Report,
+    /// SHA-256 of the canonical JSON of the rest, lowercase hex.
+    checksum: String,
+    /// Ed25519 signature of the same bytes, 128 lowercase hex digits.
+    signature: String,
 }
 
 /// How many users (`POST /users`) the control plane has: Kong's `rbac_users`. API tokens are

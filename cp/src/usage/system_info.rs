@@ -9,7 +9,7 @@ use licsync_common::pki::sha256_hex;
 use serde::Serialize;
 
 /// `system_info` of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SystemInfo {
     pub cores: usize,
     /// SHA-256 (lowercase hex) of the host name.
