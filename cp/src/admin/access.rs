@@ -15,10 +15,18 @@ use crate::model::Role;
 /// Resources only admins may read or change.
 const ADMIN_ONLY: [&str; 5] = ["admin-tokens", "users", "connected-apps", "audit", "backup"];
 
+/// Whether `path` is the backup, which the audit trail records even though it is a read.
+pub fn is_backup(path: &str) -> bool {
+    resource(path) == "backup"
+}
+
+fn resource(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
 /// The role a call of `method` on `path` (as the router sees it, not decoded) needs.
 pub fn required_role(method: &Method, path: &str) -> Role {
-    let resource = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if ADMIN_ONLY.contains(&resource) {
+    if ADMIN_ONLY.contains(&resource(path)) {
         Role::Admin
     } else if method == Method::GET || method == Method::HEAD {
         Role::Viewer

@@ -15,8 +15,8 @@
 //!   bodies, JSON or form fields, `{id}` and paging parameters).
 //! - `error`: the JSON error answers, in Kong's shapes.
 //! - `metrics`: counting each request by method, matched route template and status.
-//! - `licenses`, `registration_tokens`, `admin_tokens`, `audit`, `users`, `connected_apps`, `fleet`, `report`
-//!   (`/license/report`), `status`: one file per resource.
+//! - `licenses`, `registration_tokens`, `admin_tokens`, `audit`, `backup`, `users`, `connected_apps`,
+//!   `fleet`, `report` (`/license/report`), `status`: one file per resource.
 //!
 //! Handlers hold no state of their own and never touch storage: they translate HTTP to the
 //! domain services [`ControlPlane`] hands out (`principals()`, `registration_tokens()`, ...),
@@ -38,6 +38,7 @@ mod access;
 mod admin_tokens;
 mod audit;
 mod auth;
+mod backup;
 mod body;
 mod connected_apps;
 mod error;
@@ -72,6 +73,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .merge(registration_tokens::routes())
         .merge(admin_tokens::routes())
         .merge(audit::routes())
+        .merge(backup::routes())
         .merge(users::routes())
         .merge(connected_apps::routes())
         .merge(fleet::routes())
