@@ -3,6 +3,7 @@
 //! control plane's signed usage report and `report verify` checks a saved one offline;
 //! `storage migrate [status|up]` shows or applies the PostgreSQL schema migrations and
 //! `storage keygen` writes a storage key;
+//! `backup` saves a running control plane's backup and `restore` turns one into a data_dir;
 //! `config check` lets an operator (or a deployment pipeline) try a configuration before a
 //! restart depends on it, and `completions` prints a shell completion script.
 //!
@@ -47,6 +48,49 @@ pub enum Command {
     /// schema migrations.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Save a consistent backup of a running control plane (GET /backup, an admin token) to a
+    /// new file, mode 0600: licenses, data planes, tokens, principals, usage, audit and the
+    /// PKI. It holds secret keys.
+    Backup(BackupArgs),
+    /// Turn a backup into the data_dir of an embedded control plane (DIR must be empty or
+    /// absent); start licsync-cp on it, or `storage copy` it into PostgreSQL.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The control plane's Admin API.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8001")]
+    pub server: String,
+    /// An admin token (the first one is in <data_dir>/admin-token), sent as Kong-Admin-Token.
+    /// Prefer --token-file or the environment variable: arguments are visible to other users.
+    #[arg(
+        long,
+        env = "LICSYNC_CP_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the admin token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The new backup file (never replaced; written 0600).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// CA certificate (PEM) to trust when --server is https.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A backup written by `licsync-cp backup` (or into <data_dir>/backups/ before an upgrade).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The data_dir to create: absent or empty.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 /// A bad command line or configuration: exit 2 rather than 1.

@@ -16,11 +16,12 @@
 //! - Upkeep: [`lifecycle`] (purge of silent data planes, certificate expiry reminders).
 //! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
 //!   [`cli`] (the `licsync-cp` command line), [`license_tool`] and [`report_tool`] (its offline
-//!   commands).
+//!   commands), [`backup`] (backups, restores, and the backup before a storage upgrade).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         Command::License(command) => licsync_cp::license_tool::run(command),
         Command::Report(command) => licsync_cp::report_tool::run(command),
         Command::Storage(command) => licsync_cp::storage_tool::run(command),
+        Command::Backup(args) => licsync_cp::backup::client::run(args),
+        Command::Restore(args) => licsync_cp::backup::run_restore(args),
         Command::Serve(args) => serve(args.config).map(|()| true),
         Command::Config(ConfigCommand::Check(args)) => check(args.config).map(|()| true),
         Command::Completions { shell } => {

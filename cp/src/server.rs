@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backup::PkiSource;
 use crate::cluster::secrets::{ClusterSecrets, SecretHome};
 use crate::cluster::server_cert::{Rotation, ServerIdentity};
 use crate::cluster::{self, ca::ClusterPki};
@@ -44,6 +45,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Storage(#[from] crate::store::StoreError),
+    #[error("cannot write the backup taken before the storage upgrade (nothing was upgraded): {0}")]
+    Backup(#[from] crate::backup::BackupError),
     #[error(transparent)]
     Bootstrap(#[from] crate::principals::bootstrap::BootstrapError),
     #[error(transparent)]
@@ -150,18 +153,21 @@ pub async fn run_reloadable(
     // Kept as itself too: the change feed follower needs its own `LISTEN` connection.
     let mut postgres = None;
     let (store, home): (Arc<dyn Store>, SecretHome) = match config.storage.backend {
-        StorageBackend::Sled => (
-            Arc::new(SledStore::open_with_cache(
+        StorageBackend::Sled => {
+            let mut sled = SledStore::open_with_cache(
                 &config.data_dir.join("cp.sled"),
                 config.storage.sled.cache_capacity,
-            )?),
-            SecretHome::Files,
-        ),
+            )?;
+            upgrade_sled(&mut sled, &config.data_dir).await?;
+            (Arc::new(sled), SecretHome::Files)
+        }
         StorageBackend::Memory => (Arc::new(MemoryStore::new()), SecretHome::Files),
         StorageBackend::Postgres => {
             // Read first: a missing or exposed key file fails before the database is touched.
             let key = config.storage.storage_key()?;
-            let pg = Arc::new(open_postgres(&config).await?);
+            let pg = connect_postgres(&config).await?;
+            upgrade_postgres(&pg, &config, Some(&key)).await?;
+            let pg = Arc::new(pg);
             postgres = Some(pg.clone());
             (
                 pg.clone(),
@@ -392,11 +398,80 @@ fn addr_text(listener: &TcpListener) -> String {
         .unwrap_or_default()
 }
 
-/// Connects to `storage.postgres` and brings its schema up to date.
+/// Connects to `storage.postgres` and brings its schema up to date (after a backup when it
+/// is older, [`upgrade_postgres`]).
 pub async fn open_postgres(config: &CpConfig) -> Result<PostgresStore, ServeError> {
     let store = connect_postgres(config).await?;
-    store.migrate().await?;
+    let key = config.storage.storage_key().ok();
+    upgrade_postgres(&store, config, key.as_ref()).await?;
     Ok(store)
+}
+
+/// Migrates the database's schema to this binary's; the versions applied. A database that
+/// holds an older schema (not an empty one) is first backed up into `<data_dir>/backups/`
+/// ([`crate::backup::auto`]), its sealed PKI opened with `key` (without one, the backup holds
+/// the records only). Two nodes starting together may both write a backup; only one migrates.
+pub async fn upgrade_postgres(
+    store: &PostgresStore,
+    config: &CpConfig,
+    key: Option<&crate::store::storage_key::StorageKey>,
+) -> Result<Vec<i32>, ServeError> {
+    let status = store.schema_status().await?;
+    if status.current > 0 && status.current < status.known {
+        let snapshot = store.snapshot_at(status.current).await?;
+        let pki = match key {
+            Some(key) => PkiSource::Sealed(key),
+            None => PkiSource::Files(&config.data_dir.join("pki")),
+        };
+        fsutil::ensure_private_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        crate::backup::auto::before_upgrade(
+            &config.data_dir,
+            snapshot,
+            pki,
+            "postgres",
+            status.current.unsigned_abs(),
+            status.known.unsigned_abs(),
+        )?;
+    }
+    let applied = store.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(
+            event = "storage.migrated",
+            from = status.current,
+            to = status.known,
+            "Upgraded the PostgreSQL schema."
+        );
+    }
+    Ok(applied)
+}
+
+/// Upgrades an embedded database opened at an older schema, after writing a backup of it into
+/// `<data_dir>/backups/` ([`crate::backup::auto`]).
+async fn upgrade_sled(store: &mut SledStore, data_dir: &std::path::Path) -> Result<(), ServeError> {
+    let from = store.schema_version();
+    if from >= SledStore::CURRENT_SCHEMA {
+        return Ok(());
+    }
+    let snapshot = crate::store::SnapshotStore::snapshot(&*store).await?;
+    crate::backup::auto::before_upgrade(
+        data_dir,
+        snapshot,
+        PkiSource::Files(&data_dir.join("pki")),
+        "sled",
+        from,
+        SledStore::CURRENT_SCHEMA,
+    )?;
+    store.upgrade_schema().await?;
+    tracing::info!(
+        event = "storage.migrated",
+        from,
+        to = SledStore::CURRENT_SCHEMA,
+        "Upgraded the embedded database layout."
+    );
+    Ok(())
 }
 
 /// Connects to `storage.postgres` (password and CA as configured) without migrating.

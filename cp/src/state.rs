@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::Audit;
+use crate::backup::Backups;
 use crate::config::CpConfig;
 use crate::dataplanes::DataPlanes;
 use crate::entitlement::Entitlement;
@@ -34,6 +35,7 @@ pub struct ControlPlane {
     started_at: i64,
     usage: UsageLedger,
     audit: Audit,
+    backups: Backups,
     entitlement: Entitlement,
     report_key: Option<Arc<ReportKey>>,
     nodes: Nodes,
@@ -107,6 +109,7 @@ impl ControlPlane {
             principals: Principals::new(store.clone()),
             registration_tokens: RegistrationTokens::new(store.clone()),
             audit: Audit::new(store.clone()),
+            backups: Backups::new(store.clone()),
             usage: UsageLedger::new(store),
             entitlement: Entitlement::new(
                 config.licenses.enforce_dataplane_limit,
@@ -196,6 +199,11 @@ impl ControlPlane {
     /// Usage counters reported by data planes (group-committed).
     pub fn usage(&self) -> &UsageLedger {
         &self.usage
+    }
+
+    /// Consistent backups of the whole store and the PKI (`GET /backup`).
+    pub fn backups(&self) -> &Backups {
+        &self.backups
     }
 
     /// The audit trail of changes and who made them.

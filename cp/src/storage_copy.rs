@@ -17,10 +17,7 @@ use crate::config::PostgresConfig;
 use crate::store::postgres::ConnectOptions;
 use crate::store::postgres::import::{Import, ImportError};
 use crate::store::storage_key::StorageKey;
-use crate::store::{
-    DataPlaneStore, LicenseStore, PostgresStore, PrincipalStore, SledStore, StoreError, TokenStore,
-    UsageStore,
-};
+use crate::store::{PostgresStore, SledStore, SnapshotStore, StoreError, StoreSnapshot};
 use crate::usage::ReportKey;
 use crate::usage::report_key::REPORT_KEY_FILE;
 
@@ -127,14 +124,16 @@ pub async fn copy(options: &CopyOptions) -> Result<CopySummary, CopyError> {
         path: sled_path.clone(),
         reason: e.to_string(),
     })?;
-    let read = CopyError::Source;
-    let licenses = source.licenses().await.map_err(read)?;
-    let registration_tokens = source.registration_tokens().await.map_err(read)?;
-    let dataplanes = source.dataplanes().await.map_err(read)?;
-    let api_tokens = source.api_tokens().await.map_err(read)?;
-    let users = source.users().await.map_err(read)?;
-    let connected_apps = source.connected_apps().await.map_err(read)?;
-    let usage = source.usage().await.map_err(read)?;
+    let StoreSnapshot {
+        licenses,
+        registration_tokens,
+        dataplanes,
+        api_tokens,
+        users,
+        connected_apps,
+        usage,
+        ..
+    } = source.snapshot().await.map_err(CopyError::Source)?;
     drop(source);
 
     let store = PostgresStore::connect(&ConnectOptions {

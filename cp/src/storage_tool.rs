@@ -57,7 +57,13 @@ pub fn run(command: StorageCommand) -> anyhow::Result<bool> {
                 Ok(true)
             }
             MigrateAction::Up => {
-                let applied = store.migrate().await?;
+                // As a node starting would: an older schema is backed up first.
+                let applied = crate::server::upgrade_postgres(
+                    &store,
+                    &config,
+                    config.storage.storage_key().ok().as_ref(),
+                )
+                .await?;
                 let status = store.schema_status().await?;
                 if applied.is_empty() {
                     println!("schema version {}: up to date", status.current);

@@ -24,10 +24,18 @@ pub fn needs_no_token(path: &str) -> bool {
     super::status::is_health_probe(path) || path == super::openapi::OPENAPI_PATH
 }
 
+/// Whether `path` is the backup, which the audit trail records even though it is a read.
+pub fn is_backup(path: &str) -> bool {
+    resource(path) == "backup"
+}
+
+fn resource(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
 /// The role a call of `method` on `path` (as the router sees it, not decoded) needs.
 pub fn required_role(method: &Method, path: &str) -> Role {
-    let resource = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if ADMIN_ONLY.contains(&resource) {
+    if ADMIN_ONLY.contains(&resource(path)) {
         Role::Admin
     } else if method == Method::GET || method == Method::HEAD {
         Role::Viewer

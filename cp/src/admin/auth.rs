@@ -87,7 +87,7 @@ pub async fn require_token(
     let caller = match identify(&cp, request.headers(), &call).await {
         Ok(caller) => caller,
         Err(refusal) => {
-            if call.changes_state() {
+            if call.audited() {
                 audit(&cp, "-", &call, refusal.status(), "denied");
             }
             return refusal;
@@ -114,7 +114,7 @@ pub async fn require_token(
         )
         .into_response();
     }
-    let actor = call.changes_state().then(|| caller.to_string());
+    let actor = call.audited().then(|| caller.to_string());
     request.extensions_mut().insert(caller);
     let response = next.run(request).await;
     if let Some(actor) = actor {
@@ -164,9 +164,11 @@ struct Call {
 }
 
 impl Call {
-    /// Whether the call may change something (and so is audited whatever its outcome).
-    fn changes_state(&self) -> bool {
+    /// Whether the call is audited whatever its outcome: every call that may change
+    /// something, and every backup (it carries the cluster's keys).
+    fn audited(&self) -> bool {
         !matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            || access::is_backup(&self.path)
     }
 }
 

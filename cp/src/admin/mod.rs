@@ -18,7 +18,7 @@
 //! - `openapi`: the OpenAPI description, generated from the handlers' `#[utoipa::path]`
 //!   attributes and served at `GET /openapi.json`; routes are added only with their
 //!   description ([`openapi::Described`]).
-//! - `licenses`, `registration_tokens`, `admin_tokens`, `audit`, `users`, `connected_apps`, `fleet`, `report`
+//! - `licenses`, `registration_tokens`, `admin_tokens`, `audit`, `backup`, `users`, `connected_apps`, `fleet`, `report`
 //!   (`/license/report`), `status`: one file per resource.
 //!
 //! Handlers hold no state of their own and never touch storage: they translate HTTP to the
@@ -41,6 +41,7 @@ mod access;
 mod admin_tokens;
 mod audit;
 mod auth;
+mod backup;
 mod body;
 mod connected_apps;
 mod error;
@@ -95,6 +96,7 @@ pub(crate) fn described() -> openapi::Described {
         .merge(registration_tokens::routes())
         .merge(admin_tokens::routes())
         .merge(audit::routes())
+        .merge(backup::routes())
         .merge(users::routes())
         .merge(connected_apps::routes())
         .merge(fleet::routes())

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::{
     AuditRecord, AuditStore, DataPlaneStore, LicenseChange, LicenseRows, LicenseStore,
-    PrincipalStore, StorageInfo, StoreError, StoreMeta, StoreResult, TokenStore, UsageKey,
-    UsageMonth, UsageRow, UsageStore, UsageSubmission, merge_usage, token_refusal,
+    PrincipalStore, SnapshotStore, StorageInfo, StoreError, StoreMeta, StoreResult, StoreSnapshot,
+    TokenStore, UsageKey, UsageMonth, UsageRow, UsageStore, UsageSubmission, merge_usage,
+    token_refusal,
 };
 use crate::model::{
     ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
@@ -310,16 +311,40 @@ impl UsageStore for MemoryStore {
     }
 
     async fn usage(&self) -> StoreResult<Vec<UsageRow>> {
-        self.with(|i| {
-            i.usage
-                .iter()
-                .map(|(&(dataplane, epoch, month), &count)| UsageRow {
-                    dataplane,
-                    epoch,
-                    month,
-                    count,
-                })
-                .collect()
+        self.with(|i| usage_rows(i))
+    }
+}
+
+fn usage_rows(inner: &Inner) -> Vec<UsageRow> {
+    inner
+        .usage
+        .iter()
+        .map(|(&(dataplane, epoch, month), &count)| UsageRow {
+            dataplane,
+            epoch,
+            month,
+            count,
+        })
+        .collect()
+}
+
+/// Everything is copied under the one lock every write takes.
+#[async_trait]
+impl SnapshotStore for MemoryStore {
+    async fn snapshot(&self) -> StoreResult<StoreSnapshot> {
+        self.with(|i| StoreSnapshot {
+            licenses: LicenseRows {
+                revision: i.revision,
+                licenses: i.licenses.values().cloned().collect(),
+            },
+            registration_tokens: i.tokens.values().cloned().collect(),
+            dataplanes: i.dataplanes.values().cloned().collect(),
+            api_tokens: i.api_tokens.values().cloned().collect(),
+            users: i.users.values().cloned().collect(),
+            connected_apps: i.apps.values().cloned().collect(),
+            usage: usage_rows(i),
+            audit: i.audit.values().cloned().collect(),
+            sealed_secrets: Vec::new(),
         })
     }
 }

@@ -24,13 +24,13 @@ use crate::model::Revision;
 pub use memory::{LicenseFault, MemoryStore};
 pub use postgres::PostgresStore;
 pub use records::{
-    AuditRecord, LicenseChange, LicenseChanges, LicenseRows, MergedUsage, NodeRecord, UsageKey,
-    UsageMonth, UsageRow, UsageSubmission, merge_usage, token_refusal,
+    AuditRecord, LicenseChange, LicenseChanges, LicenseRows, MergedUsage, NodeRecord,
+    StoreSnapshot, UsageKey, UsageMonth, UsageRow, UsageSubmission, merge_usage, token_refusal,
 };
 pub use sled_store::SledStore;
 pub use traits::{
-    AuditStore, DataPlaneStore, LicenseStore, NodeStore, PrincipalStore, SecretStore, StoreMeta,
-    TokenStore, UsageStore,
+    AuditStore, DataPlaneStore, LicenseStore, NodeStore, PrincipalStore, SecretStore,
+    SnapshotStore, StoreMeta, TokenStore, UsageStore,
 };
 
 /// A storage failure: the operation did not happen (or its durability is unknown).
@@ -78,6 +78,7 @@ pub trait Store:
     + UsageStore
     + AuditStore
     + NodeStore
+    + SnapshotStore
     + 'static
 {
 }
@@ -91,6 +92,7 @@ impl<T> Store for T where
         + UsageStore
         + AuditStore
         + NodeStore
+        + SnapshotStore
         + ?Sized
         + 'static
 {

@@ -9,7 +9,10 @@ pub use licsync_common::usage_month::UsageMonth;
 use uuid::Uuid;
 
 use super::StoreResult;
-use crate::model::{RegistrationToken, Revision, StoredLicense, TokenRefusal};
+use crate::model::{
+    ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, Revision, StoredLicense,
+    TokenRefusal, User,
+};
 
 /// Every license and the revision they are current at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,7 +72,8 @@ pub struct UsageSubmission {
 }
 
 /// One stored counter: the highest count `dataplane` reported for `month` in `epoch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UsageRow {
     pub dataplane: Uuid,
     pub epoch: Uuid,
@@ -186,4 +190,22 @@ pub struct AuditRecord {
     pub resource: String,
     /// `ok`, or why not (`denied (403)`, `failed (409)`, ...).
     pub result: String,
+}
+
+/// Every record of a store at one point in time (`GET /backup`, the automatic backup before a
+/// schema upgrade, and what `licsync-cp restore` writes back): no write of any kind falls
+/// between the reads of two of its parts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreSnapshot {
+    pub licenses: LicenseRows,
+    pub registration_tokens: Vec<RegistrationToken>,
+    pub dataplanes: Vec<DataPlaneRecord>,
+    pub api_tokens: Vec<ApiToken>,
+    pub users: Vec<User>,
+    pub connected_apps: Vec<ConnectedApp>,
+    pub usage: Vec<UsageRow>,
+    pub audit: Vec<AuditRecord>,
+    /// The cluster's secrets as a shared store keeps them (sealed under the storage key), by
+    /// name; empty for an embedded store, whose node keeps them in files.
+    pub sealed_secrets: Vec<(String, Vec<u8>)>,
 }

@@ -26,6 +26,8 @@ use crate::model::{
     TokenRefusal, User,
 };
 
+mod backup;
+
 const REVISION_KEY: &[u8] = b"revision";
 
 /// The database handle and its trees; cheap to clone (sled handles are reference-counted).
@@ -57,6 +59,8 @@ struct Trees {
 pub struct SledStore {
     trees: Trees,
     writer: tokio::sync::Mutex<()>,
+    /// The schema version the database was at when opened ([`SledStore::schema_version`]).
+    schema_version: u32,
 }
 
 impl SledStore {
@@ -98,8 +102,9 @@ impl SledStore {
             ))
         })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        super::sled_schema::check(&tree("meta")?, path)?;
+        let schema_version = super::sled_schema::check(&tree("meta")?, path)?;
         Ok(Self {
+            schema_version,
             trees: Trees {
                 meta: tree("meta")?,
                 licenses: tree("licenses")?,
@@ -115,6 +120,25 @@ impl SledStore {
             },
             writer: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The schema version the database was at when opened: [`SledStore::CURRENT_SCHEMA`],
+    /// or older until [`SledStore::upgrade_schema`] brings it up to date.
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// The layout this binary reads and writes.
+    pub const CURRENT_SCHEMA: u32 = super::sled_schema::CURRENT;
+
+    /// Brings a database opened at an older schema version up to [`SledStore::CURRENT_SCHEMA`]
+    /// (take a backup first: a newer layout cannot be read by the older binary).
+    pub async fn upgrade_schema(&mut self) -> StoreResult<()> {
+        let from = self.schema_version;
+        self.write(move |t| super::sled_schema::upgrade(&t.meta, from))
+            .await?;
+        self.schema_version = Self::CURRENT_SCHEMA;
+        Ok(())
     }
 
     /// Runs `change` and then flushes, alone and off the async workers; returns once durable.

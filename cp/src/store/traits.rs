@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::records::{
-    AuditRecord, LicenseChange, LicenseChanges, LicenseRows, NodeRecord, UsageMonth, UsageRow,
-    UsageSubmission,
+    AuditRecord, LicenseChange, LicenseChanges, LicenseRows, NodeRecord, StoreSnapshot, UsageMonth,
+    UsageRow, UsageSubmission,
 };
 use super::{StorageInfo, StoreResult};
 use crate::model::{
@@ -28,6 +28,15 @@ pub trait StoreMeta: Send + Sync {
     }
     /// Makes every write so far durable (used on shutdown).
     async fn flush(&self) -> StoreResult<()>;
+}
+
+/// Every record at one point in time, for backups.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Every record, read so that no write (of any kind, on any node) falls between two of
+    /// the reads: a backup restores to a state the store really was in. Embedded stores hold
+    /// their writer for the duration; PostgreSQL reads in one repeatable-read transaction.
+    async fn snapshot(&self) -> StoreResult<StoreSnapshot>;
 }
 
 /// Licenses and the revision counter that orders their changes.

@@ -14,9 +14,10 @@ use super::{PostgresStore, db, unsigned};
 use crate::model::{DataPlaneRecord, RegistrationToken, TokenRefusal};
 use crate::store::{DataPlaneStore, StoreResult, TokenStore, token_refusal};
 
-const TOKEN_COLUMNS: &str = "id, name, token_hash, created_at, expires_at, max_uses, uses";
+pub(super) const TOKEN_COLUMNS: &str =
+    "id, name, token_hash, created_at, expires_at, max_uses, uses";
 
-fn token(row: &Row) -> StoreResult<RegistrationToken> {
+pub(super) fn token(row: &Row) -> StoreResult<RegistrationToken> {
     Ok(RegistrationToken {
         id: row.get("id"),
         name: row.get("name"),

@@ -38,6 +38,7 @@ mod nodes;
 mod principals;
 pub mod schema;
 mod secrets;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -153,6 +154,15 @@ impl PostgresStore {
     pub async fn migrate(&self) -> StoreResult<Vec<i32>> {
         let mut client = self.client().await?;
         schema::up(&mut client)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    /// Migrates only up to schema `version`: the database an older release leaves, for tests
+    /// of the upgrade from it. Nodes always [`PostgresStore::migrate`] to the newest.
+    pub async fn migrate_to(&self, version: i32) -> StoreResult<Vec<i32>> {
+        let mut client = self.client().await?;
+        schema::up_to(&mut client, version)
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))
     }

@@ -189,6 +189,12 @@ pub async fn status(client: &Client) -> Result<SchemaStatus, SchemaError> {
 /// Applies every migration the database lacks, under the migration lock; returns the versions
 /// applied (empty when the schema was current). Refuses a schema newer than [`LATEST`].
 pub async fn up(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
+    up_to(client, LATEST).await
+}
+
+/// [`up`], stopping at version `target`: a database as an older release left it, for tests of
+/// the upgrade from one (nodes always migrate to [`LATEST`]).
+pub async fn up_to(client: &mut Client, target: i32) -> Result<Vec<i32>, SchemaError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -214,7 +220,10 @@ pub async fn up(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
         });
     }
     let mut applied = Vec::new();
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
         tx.batch_execute(migration.sql).await?;
         tx.execute(
             "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",

@@ -114,7 +114,7 @@ impl UsageStore for PostgresStore {
     }
 }
 
-fn usage_row(row: &tokio_postgres::Row) -> StoreResult<UsageRow> {
+pub(super) fn usage_row(row: &tokio_postgres::Row) -> StoreResult<UsageRow> {
     let dataplane: Uuid = row.get("dataplane");
     let month: String = row.get("month");
     let month = month
