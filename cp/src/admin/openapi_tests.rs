@@ -6,18 +6,15 @@
 //! routes answer, and that it matches the description, is tested against a running control
 //! plane in `cp/tests/openapi.rs`.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
+use std::collections::HashSet;
 use tower::ServiceExt;
 
 use super::openapi::operations;
-use super::tests::control_plane;
+use super::tests::{bootstrapped, control_plane};
 use super::{description, metrics, router};
-use crate::store::MemoryStore;
 
 /// Every method a client might send.
 const METHODS: [Method; 8] = [
@@ -48,13 +45,7 @@ fn concrete(template: &str) -> String {
 
 #[tokio::test]
 async fn every_described_operation_is_served_by_its_route_and_only_those() {
-    let store = Arc::new(MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    let file = super::bootstrap_admin_token(store.as_ref(), dir.path())
-        .await
-        .unwrap()
-        .expect("an empty store gets a bootstrap token");
-    let token = std::fs::read_to_string(file).unwrap();
+    let (store, token) = bootstrapped().await;
     let cp = control_plane(store).await;
     cp.set_ready(true);
     let app = router(cp);

@@ -31,6 +31,17 @@ pub(super) async fn control_plane(store: Arc<MemoryStore>) -> Arc<ControlPlane> 
     ))
 }
 
+/// An empty store with its bootstrap admin token, and that token.
+pub(super) async fn bootstrapped() -> (Arc<MemoryStore>, String) {
+    let store = Arc::new(MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let file = super::bootstrap_admin_token(store.as_ref(), dir.path())
+        .await
+        .unwrap()
+        .expect("an empty store gets a bootstrap token");
+    (store, std::fs::read_to_string(file).unwrap())
+}
+
 /// `GET path` through the router, with `token` as a bearer when given.
 async fn get(cp: &Arc<ControlPlane>, path: &str, token: Option<&str>) -> (StatusCode, Value) {
     let mut request = Request::get(path);
@@ -72,13 +83,7 @@ async fn health_probes_follow_readiness() {
 
 #[tokio::test]
 async fn a_deleted_token_stops_working_at_once() {
-    let store = Arc::new(MemoryStore::new());
-    let dir = tempfile::tempdir().unwrap();
-    let file = super::bootstrap_admin_token(store.as_ref(), dir.path())
-        .await
-        .unwrap()
-        .expect("an empty store gets a bootstrap token");
-    let token = std::fs::read_to_string(file).unwrap();
+    let (store, token) = bootstrapped().await;
     let cp = control_plane(store.clone()).await;
 
     let (status, _) = get(&cp, "/status", Some(&token)).await;

@@ -180,16 +180,8 @@ impl LicenseStore for SledStore {
     async fn licenses(&self) -> StoreResult<LicenseRows> {
         // License writers are serialised by the license service and this runs at start-up, so
         // the revision and the rows cannot be torn apart by a concurrent write.
-        let revision = self
-            .trees
-            .meta
-            .get(REVISION_KEY)
-            .map_err(backend)?
-            .map(|v| decode_revision(&v))
-            .transpose()?
-            .unwrap_or(0);
         Ok(LicenseRows {
-            revision,
+            revision: stored_revision(&self.trees)?,
             licenses: scan(&self.trees.licenses)?,
         })
     }
@@ -625,6 +617,16 @@ fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> StoreResult<T> {
             .unwrap_or_else(|_| String::from_utf8_lossy(key).into_owned()),
         reason: e.to_string(),
     })
+}
+
+/// The revision counter as stored (0 before the first license write).
+fn stored_revision(t: &Trees) -> StoreResult<Revision> {
+    t.meta
+        .get(REVISION_KEY)
+        .map_err(backend)?
+        .map(|v| decode_revision(&v))
+        .transpose()
+        .map(|r| r.unwrap_or(0))
 }
 
 fn decode_revision(raw: &[u8]) -> Result<Revision, StoreError> {

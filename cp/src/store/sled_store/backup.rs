@@ -9,8 +9,8 @@
 use async_trait::async_trait;
 
 use super::{
-    REVISION_KEY, SledStore, Trees, audit_key, backend, decode_revision, decode_usage_row, encode,
-    scan,
+    REVISION_KEY, SledStore, Trees, audit_key, backend, decode_usage_row, encode, scan,
+    stored_revision,
 };
 use crate::store::{LicenseRows, SnapshotStore, StoreError, StoreResult, StoreSnapshot};
 
@@ -19,13 +19,7 @@ impl SnapshotStore for SledStore {
     async fn snapshot(&self) -> StoreResult<StoreSnapshot> {
         let _no_writes = self.writer.lock().await;
         let t = &self.trees;
-        let revision = t
-            .meta
-            .get(REVISION_KEY)
-            .map_err(backend)?
-            .map(|v| decode_revision(&v))
-            .transpose()?
-            .unwrap_or(0);
+        let revision = stored_revision(t)?;
         let usage = t
             .usage
             .iter()
