@@ -8,14 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
-use licsync_common::license::TrustedKeys;
 use licsync_common::pki;
 use licsync_common::proto::RegisterRequest;
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::registration_client::RegistrationClient;
 use licsync_dp::cluster::{self, ClientIdentity, ClusterUrl, ConnectOptions};
-use licsync_dp::config::SyncConfig;
-use licsync_dp::sync::SyncSettings;
 use reqwest::StatusCode;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -78,9 +75,15 @@ impl BenchCp {
         Ok(body)
     }
 
-    /// Starts `executable` on 127.0.0.1 ports it picks itself, with sled storage under
-    /// `dir/data`, trusting `trusted_key` for licenses.
-    pub async fn start(dir: &Path, executable: &Path, trusted_key: &str) -> anyhow::Result<Self> {
+    /// Starts `executable` on 127.0.0.1 ports it picks itself, with its data directory at
+    /// `dir/data` (sled storage there unless `overrides`, TOML merged over the benchmark's
+    /// configuration, say otherwise), trusting `trusted_key` for licenses.
+    pub async fn start(
+        dir: &Path,
+        executable: &Path,
+        trusted_key: &str,
+        overrides: &str,
+    ) -> anyhow::Result<Self> {
         ensure!(
             executable.exists(),
             "{} does not exist; build it with `cargo build --release -p licsync-cp` or pass --cp-binary",
@@ -89,7 +92,7 @@ impl BenchCp {
         let cp = Cp::start_with(
             dir,
             &[trusted_key],
-            BENCH_CONFIG,
+            &format!("{BENCH_CONFIG}{overrides}"),
             executable,
             &[("LICSYNC_LOG", CP_LOG_FILTER)],
         )
@@ -267,39 +270,6 @@ pub struct Enrolled {
 }
 
 impl Enrolled {
-    /// Sync settings as the agent builds them from its registration file and the default
-    /// `[sync]` table, pointed at `url` with the given trust anchor and certificate.
-    pub fn settings(
-        &self,
-        url: &ClusterUrl,
-        ca_pem: &str,
-        certificate_pem: &str,
-    ) -> anyhow::Result<SyncSettings> {
-        let sync = SyncConfig::default();
-        Ok(SyncSettings {
-            dataplane_id: self.dataplane_id.clone(),
-            cluster_url: url.clone(),
-            ca_certificate_pem: ca_pem.to_owned(),
-            identity: ClientIdentity {
-                certificate_pem: certificate_pem.to_owned(),
-                private_key_pem: self.private_key_pem.clone(),
-            },
-            trusted_keys: TrustedKeys::parse(&self.trusted_license_keys)?,
-            follow_control_plane_keys: false,
-            active_rule: licsync_dp::state::ActiveRule::default(),
-            hostname: self.hostname.clone(),
-            version: licsync_common::VERSION.to_owned(),
-            heartbeat_interval: sync.heartbeat_interval.0,
-            backoff_initial: sync.backoff_initial.0,
-            backoff_max: sync.backoff_max.0,
-            connect: ConnectOptions {
-                connect_timeout: sync.connect_timeout.0,
-                keepalive_interval: Some(sync.keepalive_interval.0),
-                keepalive_timeout: sync.keepalive_timeout.0,
-            },
-        })
-    }
-
     /// A `LicenseSync` client on its own mTLS connection to `cluster_url`, presenting this data
     /// plane's certificate (what the agent uses to send `ReportUsage`).
     pub async fn license_sync_client(
@@ -321,11 +291,5 @@ impl Enrolled {
         .await
         .with_context(|| format!("data plane {} cannot connect to {url}", self.dataplane_id))?;
         Ok(LicenseSyncClient::new(channel))
-    }
-
-    /// Settings for the control plane that registered it.
-    pub fn cp_settings(&self, cluster_url: &str) -> anyhow::Result<SyncSettings> {
-        let url = ClusterUrl::parse(cluster_url)?;
-        self.settings(&url, &self.ca_pem, &self.certificate_pem)
     }
 }
