@@ -3,7 +3,11 @@
 //! on every write, against the control plane and against the floor, a control plane killed
 //! and restarted resends nothing a data plane already holds, and usage reports from many data
 //! planes at once (retries among them) add up exactly, as do `POST /usage` increments at one
-//! data-plane agent, in memory and on disk after a clean stop.
+//! data-plane agent, in memory and on disk after a clean stop. The same runs on three
+//! `licsync-cp` nodes on one real PostgreSQL server, with the data planes in worker processes:
+//! every data plane converges (and on the one sled node of the baseline), the data planes of a
+//! node killed with SIGKILL fail over to the others with nothing resent, and durable license
+//! writes on PostgreSQL are all answered.
 //!
 //! Runs the debug `licsync-cp` and `licsync-dp` (build them first: `cargo build -p licsync-cp
 //! -p licsync-dp`) and this crate's `licsync-bench` for the floor.

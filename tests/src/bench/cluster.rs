@@ -9,6 +9,7 @@
 //! data planes of a dead node spread evenly over the survivors instead of all landing on one
 //! (one node holds at most ~19,000 streams under a 20,000 open-files limit).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
@@ -203,6 +204,32 @@ impl BenchCluster {
             .iter()
             .zip(&self.alive)
             .map(|(node, alive)| alive.then(|| node.usage().ok()).flatten())
+            .collect()
+    }
+
+    /// What each node logged at `warn` or `error` (the benchmark runs the nodes at `warn`):
+    /// event name (or message, for a line without one) → how many times. Killed nodes
+    /// included; a restarted node counts from its restart.
+    pub fn warnings(&self) -> Vec<BTreeMap<String, usize>> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let mut counts = BTreeMap::new();
+                for line in node.cp.process.logs.lines() {
+                    let event = licsync_testkit::Event::from_json(&line);
+                    let level = event.field("level").unwrap_or_default();
+                    if !level.eq_ignore_ascii_case("warn") && !level.eq_ignore_ascii_case("error") {
+                        continue;
+                    }
+                    let key = if event.name.is_empty() {
+                        event.field("message").unwrap_or("(no message)").to_owned()
+                    } else {
+                        event.name.clone()
+                    };
+                    *counts.entry(key).or_default() += 1;
+                }
+                counts
+            })
             .collect()
     }
 }

@@ -11,10 +11,12 @@
 //!   [`usage`] (durable `ReportUsage` rate at the control plane, and exact totals),
 //!   [`dp_usage`] (`POST /usage` increments per second at one real `licsync-dp`, and exact
 //!   totals in memory and on disk).
-//! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`simulated`]
-//!   (the in-process data planes and their probes), [`floor`] (the minimal tonic server to
-//!   compare against), [`stats`] (percentiles), [`procfs`] (RSS, CPU, open-file limit),
-//!   [`table`] (the printed tables).
+//! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`cluster`] (one
+//!   sled node, or several nodes on one PostgreSQL database), [`postgres`] (the run's durable
+//!   PostgreSQL server), [`simulated`] (the in-process data planes and their probes),
+//!   [`workers`] (the same data planes spread over worker processes, beyond one process's
+//!   open-files limit), [`floor`] (the minimal tonic server to compare against), [`stats`]
+//!   (percentiles), [`procfs`] (RSS, CPU, open-file limit), [`table`] (the printed tables).
 //!
 //! Everything talks to 127.0.0.1 only, and every wait is bounded.
 

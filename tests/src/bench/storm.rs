@@ -80,6 +80,8 @@ pub struct StormReport {
     /// Why data planes failed to reconnect (as the agent words it), with the most data planes
     /// seen failing that way at one sample.
     pub failures: BTreeMap<String, usize>,
+    /// What each node logged at `warn` or worse: event → count.
+    pub node_warnings: Vec<BTreeMap<String, usize>>,
 }
 
 /// The fleet at one moment of the resync.
@@ -159,6 +161,7 @@ impl StormReport {
                 "t_s": secs(s.at), "resynced": s.resynced, "connected": s.connected,
             })).collect::<Vec<_>>(),
             "failures": self.failures,
+            "node_warnings": self.node_warnings,
             "targets": targets,
         })
     }
@@ -379,6 +382,7 @@ pub async fn run(env: &BenchEnv, options: &StormOptions) -> anyhow::Result<Storm
         cp_rss_after_kib: cp_rss,
         timeline,
         failures,
+        node_warnings: cluster.warnings(),
     };
     cluster.kill_all();
     fleet.stop().await;
