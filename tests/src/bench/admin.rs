@@ -1,7 +1,7 @@
 //! `admin`: the Admin API under load, with no data plane connected. M distinct signed licenses
 //! are created with `POST /licenses`, C requests in flight at a time (each `201` means the
-//! write is durable: sled has flushed it); then M `GET /licenses/{id}` of those licenses, C at
-//! a time.
+//! write is durable: sled has flushed it, or PostgreSQL has committed it with `fsync` and
+//! `synchronous_commit` on); then M `GET /licenses/{id}` of those licenses, C at a time.
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::control_plane::BenchCp;
+use super::cluster::{Backend, BenchCluster};
+use super::procfs;
 use super::stats::{Summary, ms, round3, secs};
 use super::table::{Table, verdict};
 use super::{BenchEnv, progress};
@@ -24,6 +25,8 @@ pub const TARGET_GET_P99: Duration = Duration::from_millis(5);
 pub struct AdminOptions {
     pub requests: usize,
     pub concurrency: usize,
+    /// Where the one control-plane node stores licenses.
+    pub backend: Backend,
 }
 
 /// How one kind of request went.
@@ -61,6 +64,8 @@ pub struct AdminReport {
     pub get: Load,
     pub cp_cpu: Duration,
     pub cp_rss_kib: u64,
+    /// `/proc/loadavg` when the run started.
+    pub load_average: Option<String>,
 }
 
 impl AdminReport {
@@ -91,6 +96,8 @@ impl AdminReport {
             "scenario": "admin",
             "requests": self.options.requests,
             "concurrency": self.options.concurrency,
+            "backend": self.options.backend.name(),
+            "load_average": self.load_average,
             "post": self.post.to_json(),
             "get": self.get.to_json(),
             "cp_cpu_s": secs(self.cp_cpu),
@@ -102,8 +109,11 @@ impl AdminReport {
     pub fn table(&self) -> Table {
         let mut t = Table::new(
             format!(
-                "admin: {} requests of each kind, {} in flight",
-                self.options.requests, self.options.concurrency
+                "admin: {} requests of each kind, {} in flight, {} (load average {})",
+                self.options.requests,
+                self.options.concurrency,
+                self.options.backend.name(),
+                self.load_average.as_deref().unwrap_or("unknown")
             ),
             &["admin", "POST /licenses", "GET /licenses/{id}"],
         );
@@ -149,9 +159,18 @@ impl AdminReport {
 
 /// Runs the scenario.
 pub async fn run(env: &BenchEnv, options: &AdminOptions) -> anyhow::Result<AdminReport> {
+    let load_average = procfs::load_average();
     let run_dir = env.run_dir("admin")?;
     let issuer = Issuer::new();
-    let mut cp = BenchCp::start(&run_dir.path().join("cp"), &env.cp_binary, &issuer.public).await?;
+    let mut cluster = BenchCluster::start(
+        env,
+        &run_dir.path().join("cp"),
+        options.backend,
+        1,
+        &issuer.public,
+    )
+    .await?;
+    let cp = cluster.first();
     let concurrency = options.concurrency.max(1);
     let documents: Vec<String> = (0..options.requests)
         .map(|k| issuer.license(&format!("licsync-bench admin customer {k}")))
@@ -161,7 +180,7 @@ pub async fn run(env: &BenchEnv, options: &AdminOptions) -> anyhow::Result<Admin
         options.requests
     ));
 
-    let cp_ref = &cp;
+    let cp_ref = cp;
     let started = Instant::now();
     let outcomes: Vec<(Duration, Option<String>)> = futures::stream::iter(documents.iter())
         .map(|document| async move {
@@ -210,8 +229,9 @@ pub async fn run(env: &BenchEnv, options: &AdminOptions) -> anyhow::Result<Admin
         }
     };
     let usage = cp.usage()?;
-    cp.cp.kill();
+    cluster.kill_all();
     Ok(AdminReport {
+        load_average,
         options: options.clone(),
         post,
         get,

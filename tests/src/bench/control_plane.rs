@@ -8,14 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
-use licsync_common::license::TrustedKeys;
 use licsync_common::pki;
 use licsync_common::proto::RegisterRequest;
 use licsync_common::proto::license_sync_client::LicenseSyncClient;
 use licsync_common::proto::registration_client::RegistrationClient;
 use licsync_dp::cluster::{self, ClientIdentity, ClusterUrl, ConnectOptions};
-use licsync_dp::config::SyncConfig;
-use licsync_dp::sync::SyncSettings;
 use reqwest::StatusCode;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -37,6 +34,9 @@ const MAX_TOKEN_USES: usize = 10_000;
 
 /// Registrations in flight at once, over one HTTP/2 connection.
 const REGISTER_CONCURRENCY: usize = 32;
+
+/// Registrations over one connection; the next chunk opens a new one.
+const REGISTER_CHUNK: usize = 5_000;
 
 /// A running `licsync-cp` and an Admin API client.
 pub struct BenchCp {
@@ -78,9 +78,15 @@ impl BenchCp {
         Ok(body)
     }
 
-    /// Starts `executable` on 127.0.0.1 ports it picks itself, with sled storage under
-    /// `dir/data`, trusting `trusted_key` for licenses.
-    pub async fn start(dir: &Path, executable: &Path, trusted_key: &str) -> anyhow::Result<Self> {
+    /// Starts `executable` on 127.0.0.1 ports it picks itself, with its data directory at
+    /// `dir/data` (sled storage there unless `overrides`, TOML merged over the benchmark's
+    /// configuration, say otherwise), trusting `trusted_key` for licenses.
+    pub async fn start(
+        dir: &Path,
+        executable: &Path,
+        trusted_key: &str,
+        overrides: &str,
+    ) -> anyhow::Result<Self> {
         ensure!(
             executable.exists(),
             "{} does not exist; build it with `cargo build --release -p licsync-cp` or pass --cp-binary",
@@ -89,7 +95,7 @@ impl BenchCp {
         let cp = Cp::start_with(
             dir,
             &[trusted_key],
-            BENCH_CONFIG,
+            &format!("{BENCH_CONFIG}{overrides}"),
             executable,
             &[("LICSYNC_LOG", CP_LOG_FILTER)],
         )
@@ -205,47 +211,62 @@ impl BenchCp {
     pub async fn enrol(&self, count: usize) -> anyhow::Result<Vec<Enrolled>> {
         let ca_pem = self.ca_pem()?;
         let url = ClusterUrl::parse(&self.cp.cluster_url)?;
-        let tokens = self.registration_tokens(count).await?;
-        let channel = cluster::endpoint(&url, &ca_pem, None, ConnectOptions::default())?
-            .timeout(Duration::from_secs(60))
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {url} to register"))?;
-        let client = RegistrationClient::new(channel);
+        let tokens: Vec<(usize, String)> = self
+            .registration_tokens(count)
+            .await?
+            .into_iter()
+            .enumerate()
+            .collect();
         let ca_pem = Arc::new(ca_pem);
-        let mut enrolled: Vec<Enrolled> = futures::stream::iter(tokens.into_iter().enumerate())
-            .map(|(index, token)| {
-                let mut client = client.clone();
-                let ca_pem = ca_pem.clone();
-                async move {
-                    let hostname = format!("bench-dp-{index}");
-                    let (private_key_pem, csr_der) = pki::new_key_and_csr(&hostname)?;
-                    let answer = client
-                        .register(RegisterRequest {
-                            token,
-                            csr_der: csr_der.clone(),
-                            name: hostname.clone(),
-                            hostname: hostname.clone(),
-                            version: licsync_common::VERSION.to_owned(),
+        let mut enrolled: Vec<Enrolled> = Vec::with_capacity(count);
+        // A fresh connection per chunk: one HTTP/2 connection carrying 45,000 registrations
+        // was closed under us after ~18,000 (seen once on the loaded machine), and a chunk
+        // keeps what such a failure costs small.
+        for chunk in tokens.chunks(REGISTER_CHUNK) {
+            let channel = cluster::endpoint(&url, &ca_pem, None, ConnectOptions::default())?
+                .timeout(Duration::from_secs(60))
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {url} to register"))?;
+            let client = RegistrationClient::new(channel);
+            let registered: Vec<Enrolled> = futures::stream::iter(chunk.iter().cloned())
+                .map(|(index, token)| {
+                    let mut client = client.clone();
+                    let ca_pem = ca_pem.clone();
+                    async move {
+                        let hostname = format!("bench-dp-{index}");
+                        let (private_key_pem, csr_der) = pki::new_key_and_csr(&hostname)?;
+                        let answer = client
+                            .register(RegisterRequest {
+                                token,
+                                csr_der: csr_der.clone(),
+                                name: hostname.clone(),
+                                hostname: hostname.clone(),
+                                version: licsync_common::VERSION.to_owned(),
+                            })
+                            .await
+                            .map_err(|status| anyhow!("Register for {hostname}: {status}"))?
+                            .into_inner();
+                        anyhow::Ok(Enrolled {
+                            index,
+                            dataplane_id: answer.dataplane_id,
+                            hostname,
+                            private_key_pem,
+                            csr_der,
+                            certificate_pem: answer.certificate_pem,
+                            ca_pem,
+                            trusted_license_keys: answer.trusted_license_keys,
                         })
-                        .await
-                        .map_err(|status| anyhow!("Register for {hostname}: {status}"))?
-                        .into_inner();
-                    anyhow::Ok(Enrolled {
-                        index,
-                        dataplane_id: answer.dataplane_id,
-                        hostname,
-                        private_key_pem,
-                        csr_der,
-                        certificate_pem: answer.certificate_pem,
-                        ca_pem,
-                        trusted_license_keys: answer.trusted_license_keys,
-                    })
-                }
-            })
-            .buffer_unordered(REGISTER_CONCURRENCY)
-            .try_collect()
-            .await?;
+                    }
+                })
+                .buffer_unordered(REGISTER_CONCURRENCY)
+                .try_collect()
+                .await?;
+            enrolled.extend(registered);
+            if count > REGISTER_CHUNK {
+                super::progress(format_args!("registered {}/{count}", enrolled.len()));
+            }
+        }
         enrolled.sort_by_key(|e| e.index);
         Ok(enrolled)
     }
@@ -267,39 +288,6 @@ pub struct Enrolled {
 }
 
 impl Enrolled {
-    /// Sync settings as the agent builds them from its registration file and the default
-    /// `[sync]` table, pointed at `url` with the given trust anchor and certificate.
-    pub fn settings(
-        &self,
-        url: &ClusterUrl,
-        ca_pem: &str,
-        certificate_pem: &str,
-    ) -> anyhow::Result<SyncSettings> {
-        let sync = SyncConfig::default();
-        Ok(SyncSettings {
-            dataplane_id: self.dataplane_id.clone(),
-            cluster_url: url.clone(),
-            ca_certificate_pem: ca_pem.to_owned(),
-            identity: ClientIdentity {
-                certificate_pem: certificate_pem.to_owned(),
-                private_key_pem: self.private_key_pem.clone(),
-            },
-            trusted_keys: TrustedKeys::parse(&self.trusted_license_keys)?,
-            follow_control_plane_keys: false,
-            active_rule: licsync_dp::state::ActiveRule::default(),
-            hostname: self.hostname.clone(),
-            version: licsync_common::VERSION.to_owned(),
-            heartbeat_interval: sync.heartbeat_interval.0,
-            backoff_initial: sync.backoff_initial.0,
-            backoff_max: sync.backoff_max.0,
-            connect: ConnectOptions {
-                connect_timeout: sync.connect_timeout.0,
-                keepalive_interval: Some(sync.keepalive_interval.0),
-                keepalive_timeout: sync.keepalive_timeout.0,
-            },
-        })
-    }
-
     /// A `LicenseSync` client on its own mTLS connection to `cluster_url`, presenting this data
     /// plane's certificate (what the agent uses to send `ReportUsage`).
     pub async fn license_sync_client(
@@ -321,11 +309,5 @@ impl Enrolled {
         .await
         .with_context(|| format!("data plane {} cannot connect to {url}", self.dataplane_id))?;
         Ok(LicenseSyncClient::new(channel))
-    }
-
-    /// Settings for the control plane that registered it.
-    pub fn cp_settings(&self, cluster_url: &str) -> anyhow::Result<SyncSettings> {
-        let url = ClusterUrl::parse(cluster_url)?;
-        self.settings(&url, &self.ca_pem, &self.certificate_pem)
     }
 }

@@ -11,24 +11,29 @@
 //!   [`usage`] (durable `ReportUsage` rate at the control plane, and exact totals),
 //!   [`dp_usage`] (`POST /usage` increments per second at one real `licsync-dp`, and exact
 //!   totals in memory and on disk).
-//! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`simulated`]
-//!   (the in-process data planes and their probes), [`floor`] (the minimal tonic server to
-//!   compare against), [`stats`] (percentiles), [`procfs`] (RSS, CPU, open-file limit),
-//!   [`table`] (the printed tables).
+//! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`cluster`] (one
+//!   sled node, or several nodes on one PostgreSQL database), [`postgres`] (the run's durable
+//!   PostgreSQL server), [`simulated`] (the in-process data planes and their probes),
+//!   [`workers`] (the same data planes spread over worker processes, beyond one process's
+//!   open-files limit), [`floor`] (the minimal tonic server to compare against), [`stats`]
+//!   (percentiles), [`procfs`] (RSS, CPU, open-file limit), [`table`] (the printed tables).
 //!
 //! Everything talks to 127.0.0.1 only, and every wait is bounded.
 
 pub mod admin;
+pub mod cluster;
 pub mod control_plane;
 pub mod dp_usage;
 pub mod fleet;
 pub mod floor;
+pub mod postgres;
 pub mod procfs;
 pub mod simulated;
 pub mod stats;
 pub mod storm;
 pub mod table;
 pub mod usage;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 
@@ -106,42 +111,87 @@ impl RunDir {
     }
 }
 
-/// What every fleet-sized scenario starts from: a control plane and N registered data planes.
+/// What every fleet-sized scenario starts from: the control-plane nodes and N registered data
+/// planes.
 pub(crate) struct Started {
     pub run_dir: RunDir,
     pub issuer: licsync_testkit::Issuer,
-    pub cp: control_plane::BenchCp,
+    pub cluster: cluster::BenchCluster,
     pub enrolled: Vec<control_plane::Enrolled>,
     pub register: std::time::Duration,
 }
 
-/// Raises the open-file limit for `n` data planes, starts the control plane in a fresh run
-/// directory and registers `n` data planes through the real registration RPC.
+/// Raises the open-file limit (for `n` data planes in this process, or for one node's share
+/// when `workers` processes hold them), starts `nodes` control-plane nodes on `backend` in a
+/// fresh run directory and registers `n` data planes through the real registration RPC at the
+/// first node.
 pub(crate) async fn start_and_enrol(
     env: &BenchEnv,
     scenario: &str,
     n: usize,
+    backend: cluster::Backend,
+    nodes: usize,
+    workers: usize,
 ) -> anyhow::Result<Started> {
     anyhow::ensure!(n > 0, "--dataplanes must be at least 1");
-    procfs::raise_open_file_limit(n as u64 + FD_HEADROOM)?;
+    let here = if workers == 0 {
+        n
+    } else {
+        n.div_ceil(nodes.max(1))
+    };
+    procfs::raise_open_file_limit(here as u64 + FD_HEADROOM)?;
     let run_dir = env.run_dir(scenario)?;
     let issuer = licsync_testkit::Issuer::new();
-    let cp =
-        control_plane::BenchCp::start(&run_dir.path().join("cp"), &env.cp_binary, &issuer.public)
-            .await?;
+    let cluster = cluster::BenchCluster::start(
+        env,
+        &run_dir.path().join("cp"),
+        backend,
+        nodes,
+        &issuer.public,
+    )
+    .await?;
     progress(format_args!(
-        "control plane up at {}; registering {n} data planes",
-        cp.cp.cluster_url
+        "{} control-plane node(s) on {} up at {}; registering {n} data planes",
+        cluster.nodes.len(),
+        backend.name(),
+        cluster
+            .nodes
+            .iter()
+            .map(|node| node.cp.cluster_url.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let started = std::time::Instant::now();
-    let enrolled = cp.enrol(n).await?;
+    let enrolled = cluster.first().enrol(n).await?;
     Ok(Started {
         run_dir,
         issuer,
-        cp,
+        cluster,
         enrolled,
         register: started.elapsed(),
     })
+}
+
+/// Each enrolled data plane at its node (round robin), with every node as its `sync.servers`
+/// ([`cluster::BenchCluster::servers_for`]; none with one node, as an agent configured with
+/// only its registration file).
+pub(crate) fn cluster_specs(
+    cluster: &cluster::BenchCluster,
+    enrolled: &[control_plane::Enrolled],
+) -> Vec<workers::DpSpec> {
+    enrolled
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let servers = if cluster.nodes.len() > 1 {
+                cluster.servers_for(i)
+            } else {
+                Vec::new()
+            };
+            let url = &cluster.nodes[cluster.node_of(i)].cp.cluster_url;
+            workers::DpSpec::of(e, url, servers)
+        })
+        .collect()
 }
 
 /// A report's targets as the JSON `targets` object: name → met (`null`: not judged).

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use licsync_dp::cluster::ClusterUrl;
 use licsync_dp::state::{DpState, MemoryStateStore};
 use licsync_dp::sync::{SyncClient, SyncSettings, SyncStatus};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
@@ -59,6 +60,16 @@ impl Progress {
         }
     }
 
+    /// How many data planes take part.
+    pub fn expected(&self) -> usize {
+        self.expected
+    }
+
+    /// Each arrival so far.
+    pub fn times(&self) -> Vec<Instant> {
+        self.times.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// How many data planes have arrived so far.
     pub fn arrived(&self) -> usize {
         self.arrived.load(Ordering::SeqCst)
@@ -100,6 +111,8 @@ impl Progress {
 #[derive(Debug)]
 struct Target {
     expect: Expect,
+    /// Only the data planes whose first server is this URL take part (`None`: all).
+    members: Option<String>,
     progress: Arc<Progress>,
 }
 
@@ -118,15 +131,18 @@ pub struct SimulatedFleet {
     tasks: Vec<JoinHandle<()>>,
     status: Vec<watch::Receiver<SyncStatus>>,
     licenses: Vec<watch::Receiver<Arc<DpState>>>,
+    /// Each client's first server (its `cluster_url`).
+    first_servers: Vec<String>,
     targets: watch::Sender<Option<Arc<Target>>>,
 }
 
 impl SimulatedFleet {
-    /// Starts one sync client per entry of `settings`, at most `concurrency` of them between
-    /// start and initial update at a time (0: no limit), and waits until each has applied the
-    /// control plane's first update or `timeout` passed.
+    /// Starts one sync client per entry of `settings` (with its `sync.servers`, empty for just
+    /// the settings' URL), at most `concurrency` of them between start and initial update at a
+    /// time (0: no limit), and waits until each has applied the control plane's first update or
+    /// `timeout` passed.
     pub async fn connect(
-        settings: Vec<SyncSettings>,
+        settings: Vec<(SyncSettings, Vec<ClusterUrl>)>,
         concurrency: usize,
         timeout: Duration,
     ) -> anyhow::Result<(Self, Connected)> {
@@ -138,6 +154,7 @@ impl SimulatedFleet {
             tasks: Vec::with_capacity(count * 2),
             status: Vec::with_capacity(count),
             licenses: Vec::with_capacity(count),
+            first_servers: Vec::with_capacity(count),
             targets,
         };
         let initial = Progress::new(count);
@@ -148,14 +165,16 @@ impl SimulatedFleet {
         }));
         let started = Instant::now();
         let deadline = started + timeout;
-        for settings in settings {
+        for (settings, servers) in settings {
             let permit =
                 match tokio::time::timeout_at(deadline, permits.clone().acquire_owned()).await {
                     Ok(Ok(permit)) => Some(permit),
                     // Out of time: start the rest without waiting; they will be counted as late.
                     _ => None,
                 };
-            fleet.start_one(settings, initial.clone(), permit).await?;
+            fleet
+                .start_one(settings, servers, initial.clone(), permit)
+                .await?;
         }
         initial.wait_all(deadline).await;
         let elapsed = initial
@@ -171,12 +190,15 @@ impl SimulatedFleet {
     async fn start_one(
         &mut self,
         settings: SyncSettings,
+        servers: Vec<ClusterUrl>,
         initial: Arc<Progress>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> anyhow::Result<()> {
         let id = settings.dataplane_id.clone();
+        let first_server = settings.cluster_url.to_string();
         let mut client = SyncClient::new(settings, Arc::new(MemoryStateStore::default()), None)
-            .with_context(|| format!("sync client for data plane {id}"))?;
+            .with_context(|| format!("sync client for data plane {id}"))?
+            .with_servers(servers);
         client
             .load()
             .await
@@ -186,9 +208,11 @@ impl SimulatedFleet {
         licenses.borrow_and_update();
         self.status.push(client.status());
         self.licenses.push(licenses.clone());
+        self.first_servers.push(first_server.clone());
         let targets = self.targets.subscribe();
         let shutdown = self.shutdown.clone();
         self.tasks.push(tokio::spawn(probe(
+            first_server,
             licenses,
             targets,
             initial,
@@ -206,9 +230,25 @@ impl SimulatedFleet {
     /// change only after this returns. For [`Expect::NextUpdate`], give the probes a moment to
     /// take note (`settle`) before anything can reach a data plane.
     pub async fn expect(&self, expect: Expect, settle: Duration) -> Arc<Progress> {
-        let progress = Progress::new(self.licenses.len());
+        self.expect_some(expect, None, settle).await
+    }
+
+    /// [`SimulatedFleet::expect`] for the data planes whose first server is `members` only
+    /// (`None`: all).
+    pub async fn expect_some(
+        &self,
+        expect: Expect,
+        members: Option<String>,
+        settle: Duration,
+    ) -> Arc<Progress> {
+        let expected = match &members {
+            None => self.first_servers.len(),
+            Some(url) => self.first_servers.iter().filter(|s| *s == url).count(),
+        };
+        let progress = Progress::new(expected);
         self.targets.send_replace(Some(Arc::new(Target {
             expect,
+            members,
             progress: progress.clone(),
         })));
         tokio::time::sleep(settle).await;
@@ -283,6 +323,7 @@ impl Drop for SimulatedFleet {
 /// Watches one client: its first applied update (the answer to `Hello`) arrives at `initial`,
 /// then each announced expectation when its state reaches it.
 async fn probe(
+    first_server: String,
     mut licenses: watch::Receiver<Arc<DpState>>,
     mut targets: watch::Receiver<Option<Arc<Target>>>,
     initial: Arc<Progress>,
@@ -305,7 +346,10 @@ async fn probe(
                 if changed.is_err() {
                     return;
                 }
-                current = targets.borrow_and_update().clone();
+                current = targets
+                    .borrow_and_update()
+                    .clone()
+                    .filter(|t| t.members.as_ref().is_none_or(|m| *m == first_server));
                 match current.as_deref() {
                     Some(Target { expect: Expect::NextUpdate, .. }) => {
                         licenses.borrow_and_update();

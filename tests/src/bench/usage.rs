@@ -249,11 +249,12 @@ pub async fn run(env: &BenchEnv, options: &UsageOptions) -> anyhow::Result<Usage
     let super::Started {
         // Kept to the end: dropping it removes the control plane's data directory.
         run_dir: _run_dir,
-        cp,
+        mut cluster,
         enrolled,
         register,
         ..
-    } = super::start_and_enrol(env, "usage", n).await?;
+    } = super::start_and_enrol(env, "usage", n, super::cluster::Backend::Sled, 1, 0).await?;
+    let cp = cluster.first();
     progress(format_args!(
         "registered {n} in {:.1} s; connecting",
         register.as_secs_f64()
@@ -355,8 +356,7 @@ pub async fn run(env: &BenchEnv, options: &UsageOptions) -> anyhow::Result<Usage
         cp_total,
         result.receipted_total
     ));
-    let mut cp = cp;
-    cp.cp.kill();
+    cluster.kill_all();
     Ok(result)
 }
 

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use licsync_common::duration::HumanDuration;
 use licsync_tests::bench::admin::{self, AdminOptions};
+use licsync_tests::bench::cluster::Backend;
 use licsync_tests::bench::dp_usage::{self, DpUsageOptions};
 use licsync_tests::bench::fleet::{self, FleetOptions};
 use licsync_tests::bench::storm::{self, StormOptions};
 use licsync_tests::bench::table::Table;
 use licsync_tests::bench::usage::{self, UsageOptions};
-use licsync_tests::bench::{BenchEnv, floor};
+use licsync_tests::bench::{BenchEnv, floor, workers};
 
 /// Benchmarks a real licsync-cp against thousands of simulated data planes, and a real
 /// licsync-dp's local usage API.
@@ -58,6 +59,14 @@ enum Scenario {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// A worker holding part of the simulated data planes (started by `--workers`; not for
+    /// direct use).
+    #[command(hide = true)]
+    FleetWorker {
+        /// The JSON file with this worker's data planes.
+        #[arg(long)]
+        specs: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +89,28 @@ struct FleetArgs {
     /// How long one write may take to reach every data plane.
     #[arg(long, default_value = "60s")]
     write_timeout: HumanDuration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --backend postgres: skip the same run against one sled node.
+    #[arg(long)]
+    no_sled_baseline: bool,
+}
+
+/// Where the control plane stores its data, how many nodes it runs, and where the simulated
+/// data planes run.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Storage of the control plane: embedded sled, or a PostgreSQL server started for the run.
+    #[arg(long, value_enum, default_value_t = Backend::Sled)]
+    backend: Backend,
+    /// Control-plane nodes on the one database (more than one needs --backend postgres);
+    /// data planes are spread over them round robin, each with every node in sync.servers.
+    #[arg(long, default_value_t = 1)]
+    cp_nodes: usize,
+    /// Worker processes that simulate the data planes, each under its own open-files limit
+    /// (0: this process).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +130,8 @@ struct StormArgs {
     /// How long after the kill the fleet may take to resynchronise.
     #[arg(long, default_value = "5m")]
     resync_timeout: HumanDuration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +142,9 @@ struct AdminArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Storage of the control plane: embedded sled, or a PostgreSQL server started for the run.
+    #[arg(long, value_enum, default_value_t = Backend::Sled)]
+    backend: Backend,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +209,7 @@ async fn run(
     env.work_dir = work_dir;
     let (table, value) = match scenario {
         Scenario::FloorServer { dir } => return floor::serve(&dir).await,
+        Scenario::FleetWorker { specs } => return workers::serve(&specs).await,
         Scenario::Fleet(FleetArgs {
             dataplanes,
             updates,
@@ -180,6 +217,8 @@ async fn run(
             connect_concurrency,
             connect_timeout,
             write_timeout,
+            cluster,
+            no_sled_baseline,
         }) => {
             let options = FleetOptions {
                 dataplanes,
@@ -188,6 +227,10 @@ async fn run(
                 connect_concurrency,
                 connect_timeout: connect_timeout.0,
                 write_timeout: write_timeout.0,
+                backend: cluster.backend,
+                cp_nodes: cluster.cp_nodes,
+                workers: cluster.workers,
+                sled_baseline: !no_sled_baseline,
             };
             let report = fleet::run(&env, &options).await?;
             (report.table(), report.to_json())
@@ -198,6 +241,7 @@ async fn run(
             connect_concurrency,
             connect_timeout,
             resync_timeout,
+            cluster,
         }) => {
             let options = StormOptions {
                 dataplanes,
@@ -205,6 +249,9 @@ async fn run(
                 connect_concurrency,
                 connect_timeout: connect_timeout.0,
                 resync_timeout: resync_timeout.0,
+                backend: cluster.backend,
+                cp_nodes: cluster.cp_nodes,
+                workers: cluster.workers,
             };
             let report = storm::run(&env, &options).await?;
             (report.table(), report.to_json())
@@ -212,10 +259,12 @@ async fn run(
         Scenario::Admin(AdminArgs {
             requests,
             concurrency,
+            backend,
         }) => {
             let options = AdminOptions {
                 requests,
                 concurrency,
+                backend,
             };
             let report = admin::run(&env, &options).await?;
             (report.table(), report.to_json())

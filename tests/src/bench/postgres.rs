@@ -1,0 +1,199 @@
+//! The benchmark's own PostgreSQL server: `initdb` and `pg_ctl` from `PATH` in a fresh temporary
+//! directory, on a free 127.0.0.1 port, **durable** (`fsync = on`, `synchronous_commit = on`,
+//! `full_page_writes = on`: PostgreSQL's defaults, as in production). The test kit's server
+//! ([`licsync_testkit::postgres`]) turns fsync off to keep tests quick; a benchmark of durable
+//! writes must not, so it starts its own.
+//!
+//! When the benchmark runs as root, the server runs as the `postgres` user (PostgreSQL refuses
+//! root) in a directory it owns. [`PgServer`] stops the server and removes the directory when
+//! dropped; a watchdog shell (its own process group) does the same if the benchmark dies without
+//! dropping it (SIGKILL, a panic that aborts), so no postgres is left behind.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, anyhow, bail};
+
+/// The superuser `initdb` creates; local TCP connections are trusted (loopback only).
+const SUPERUSER: &str = "licsync";
+
+/// Connections the server accepts: three nodes with their pools, their `LISTEN` connections and
+/// the storage tools, with room to spare.
+const MAX_CONNECTIONS: u32 = 300;
+
+/// A running PostgreSQL server for one benchmark run.
+pub struct PgServer {
+    port: u16,
+    dir: PathBuf,
+    stop: String,
+}
+
+impl PgServer {
+    /// Initialises and starts a server; fails naming what to install when the binaries are
+    /// missing.
+    pub fn start() -> anyhow::Result<Self> {
+        let initdb = binary("initdb")?;
+        let pg_ctl = binary("pg_ctl")?;
+        binary("postgres")?;
+        let root = running_as_root();
+        let dir = tempfile::Builder::new()
+            .prefix("licsync-bench-pg-")
+            .tempdir()
+            .context("temporary directory for PostgreSQL")?
+            .keep();
+        let text = |p: &Path| {
+            p.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("non-UTF-8 path {}", p.display()))
+        };
+        let dir_text = text(&dir)?;
+        let data = text(&dir.join("data"))?;
+        let log = text(&dir.join("server.log"))?;
+        let (initdb, pg_ctl) = (text(&initdb)?, text(&pg_ctl)?);
+        let stop_now = as_owner(root, &[&pg_ctl, "-D", &data, "-w", "stop", "-m", "fast"]);
+        watchdog(root, &pg_ctl, &data, &dir_text)?;
+        if root {
+            sh(&format!("chown -R postgres: {}", quote(&dir_text)))?;
+        }
+        sh(&as_owner(
+            root,
+            &[
+                &initdb,
+                "-D",
+                &data,
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        ))
+        .context("initdb")?;
+        // A port found free can be taken before the server binds it: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let options = format!(
+                "-p {port} -k {dir_text} -c listen_addresses=127.0.0.1 \
+                 -c max_connections={MAX_CONNECTIONS} -c shared_buffers=256MB \
+                 -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+            );
+            let start = as_owner(
+                root,
+                &[
+                    &pg_ctl, "-D", &data, "-l", &log, "-w", "-o", &options, "start",
+                ],
+            );
+            match sh(&start) {
+                Ok(()) => {
+                    return Ok(Self {
+                        port,
+                        dir,
+                        stop: stop_now,
+                    });
+                }
+                Err(e) => {
+                    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+                    last = Some(e.context(server_log));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last.unwrap_or_else(|| anyhow!("PostgreSQL did not start")))
+    }
+
+    /// `storage.postgres.url` for the control plane (the `postgres` database, no password).
+    pub fn url(&self) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgServer {
+    /// Stops the server (fast shutdown) and removes its directory.
+    fn drop(&mut self) {
+        let _ = sh(&self.stop);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Finds `program` on `PATH`, or says what to install.
+fn binary(program: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "`{program}` is not on PATH: `--backend postgres` needs the PostgreSQL server \
+                 binaries (Debian: `apt-get install postgresql-15` and put \
+                 /usr/lib/postgresql/15/bin on PATH)"
+            )
+        })
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| out.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+/// Quotes `word` for `/bin/sh`.
+fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// A shell command line running `args` as the server's owner: `postgres` when we are root.
+fn as_owner(root: bool, args: &[&str]) -> String {
+    let line = args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
+    if root {
+        format!("su postgres -s /bin/sh -c {}", quote(&line))
+    } else {
+        line
+    }
+}
+
+fn sh(line: &str) -> anyhow::Result<()> {
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(line)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run /bin/sh")?;
+    if !out.status.success() {
+        bail!(
+            "`{line}` failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Starts the shell that stops the server and removes `dir` once this process is gone.
+fn watchdog(root: bool, pg_ctl: &str, data: &str, dir: &str) -> anyhow::Result<()> {
+    let stop = as_owner(root, &[pg_ctl, "-D", data, "stop", "-m", "immediate"]);
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        dir = quote(dir),
+    );
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(drop)
+        .context("cannot start the PostgreSQL watchdog")
+}
