@@ -194,7 +194,10 @@ async fn a_node_on_an_older_postgres_schema_backs_it_up_before_migrating() {
     .await
     .unwrap();
     assert_eq!(status.current, status.known, "migrated after the backup");
-    assert!(name.ends_with(&format!("-to-{}.json", status.known)), "{name}");
+    assert!(
+        name.ends_with(&format!("-to-{}.json", status.known)),
+        "{name}"
+    );
 
     // The backup restores into a data_dir holding the same licenses and the same CA.
     let restored = scratch.path().join("restored");
