@@ -169,30 +169,46 @@ impl LicenseStore for PostgresStore {
             .prepare("DELETE FROM licenses WHERE id = $1")
             .await
             .map_err(db)?;
+        // Pipelined: every statement is sent before the first answer is awaited (one round
+        // trip for the batch instead of one per license). The server runs them in the order
+        // sent, which is the batch's order, since the futures are polled first in that order.
+        let mut revisions = Vec::with_capacity(changes.len());
         for change in changes {
+            revisions.push(signed(change.revision(), "license revision")?);
+        }
+        let mut statements: Vec<futures::future::BoxFuture<'_, StoreResult<()>>> =
+            Vec::with_capacity(changes.len() * 2);
+        for (change, row_revision) in changes.iter().zip(&revisions) {
             match change {
                 LicenseChange::Put(license) => {
-                    let row_revision = signed(license.revision, "license revision")?;
-                    tx.execute(
-                        &upsert,
-                        &[
-                            &license.id,
-                            &license.document,
-                            &license.signature,
-                            &license.created_at,
-                            &license.updated_at,
-                            &row_revision,
-                        ],
-                    )
-                    .await
-                    .map_err(db)?;
+                    let (tx, upsert) = (&tx, &upsert);
+                    statements.push(Box::pin(async move {
+                        tx.execute(
+                            upsert,
+                            &[
+                                &license.id,
+                                &license.document,
+                                &license.signature,
+                                &license.created_at,
+                                &license.updated_at,
+                                row_revision,
+                            ],
+                        )
+                        .await
+                        .map(drop)
+                        .map_err(db)
+                    }));
                 }
                 LicenseChange::Delete { id, revision } => {
-                    tx.execute(&delete, &[id]).await.map_err(db)?;
-                    tombstone(&tx, *id, *revision).await?;
+                    let (tx, delete) = (&tx, &delete);
+                    statements.push(Box::pin(async move {
+                        tx.execute(delete, &[id]).await.map(drop).map_err(db)
+                    }));
+                    statements.push(Box::pin(tombstone(tx, *id, *revision)));
                 }
             }
         }
+        futures::future::try_join_all(statements).await?;
         tx.execute(SET_REVISION, &[&REVISION, &revision])
             .await
             .map_err(db)?;

@@ -174,3 +174,36 @@ async fn a_reader_behind_pruned_tombstones_gets_the_whole_set() {
     assert!(store.license_changes_since(3).await.unwrap().complete);
     assert!(!store.license_changes_since(4).await.unwrap().complete);
 }
+
+#[tokio::test]
+async fn a_pipelined_batch_applies_its_changes_in_order() {
+    let url = fresh_database().await;
+    let store = PostgresStore::open(&url, None, 2).await.unwrap();
+    // Past 30 changes the pipelined statements are joined differently; the order must hold
+    // either way. One id is stored, deleted and stored again over and over; the last wins.
+    let id = Uuid::new_v4();
+    let mut changes = Vec::new();
+    for revision in 1..=41u64 {
+        changes.push(if revision % 2 == 1 {
+            LicenseChange::Put(StoredLicense {
+                id,
+                ..license(revision, &format!("s{revision}"))
+            })
+        } else {
+            LicenseChange::Delete { id, revision }
+        });
+    }
+    store.apply_license_batch(&changes).await.unwrap();
+    let rows = store.licenses().await.unwrap();
+    assert_eq!(rows.revision, 41);
+    assert_eq!(rows.licenses.len(), 1);
+    assert_eq!(rows.licenses[0].signature, "s41");
+    // Ending on a deletion leaves nothing, and a tombstone.
+    let delete = [LicenseChange::Delete { id, revision: 42 }];
+    store.apply_license_batch(&delete).await.unwrap();
+    assert!(store.licenses().await.unwrap().licenses.is_empty());
+    assert_eq!(
+        store.license_changes_since(41).await.unwrap().deleted,
+        vec![id]
+    );
+}
