@@ -187,7 +187,7 @@ curl -fsS "http://127.0.0.1:$admin_port/ui/login" | grep -q 'name="token"' || {
   echo "the status page's sign-in form is missing" >&2
   exit 1
 }
-echo "http://127.0.0.1:$admin_port/ui answers; sign in with the viewer token below"
+echo "Status page: http://127.0.0.1:$admin_port/ui (sign in with the viewer token $viewer_token)"
 
 if [[ $mode == check ]]; then
   echo

@@ -119,6 +119,7 @@ pub fn routes(cp: Arc<ControlPlane>) -> Router<Arc<ControlPlane>> {
         .route_layer(middleware::from_fn_with_state(cp.clone(), require_session));
     Router::new()
         .merge(pages)
+        .route("/ui/", get(|| async { auth::see_other("/ui") }))
         .route("/ui/login", get(auth::login_page).post(auth::sign_in))
         .route("/ui/logout", post(auth::sign_out))
         .route(assets::CSS_PATH, get(assets::css))
