@@ -100,7 +100,7 @@ pub fn table(snapshot: &Snapshot, query: &TableQuery) -> Markup {
                             @let cert = Urgency::of_certificate(dp.cert_expires_at, snapshot.now);
                             tr data-testid="dataplane-row" data-dataplane-id=(dp.id) {
                                 td data-label="Name" { a href={ "/ui/data-planes/" (dp.id) } { (dp.name) } }
-                                td data-label="Host" { (dp.hostname) br; small { (dp.ip) } }
+                                td data-label="Host" { (dp.hostname) " " small { "(" (dp.ip) ")" } }
                                 td data-label="Version" { (dp.version) }
                                 td data-label="Health" { (health_badge(dp.health)) }
                                 td data-label="Sync" { (sync_badge(dp.sync_status)) }
