@@ -75,7 +75,9 @@ pub async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if access::needs_no_token(request.uri().path()) {
+    // The status page checks its own session cookie (and shows nothing without one).
+    let path = request.uri().path();
+    if access::needs_no_token(path) || crate::ui::is_ui_path(path) {
         return next.run(request).await;
     }
     let call = Call {

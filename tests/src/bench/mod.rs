@@ -10,7 +10,8 @@
 //!   resends), [`admin`] (durable `POST /licenses` rate, `GET /licenses/{id}` latency),
 //!   [`usage`] (durable `ReportUsage` rate at the control plane, and exact totals),
 //!   [`dp_usage`] (`POST /usage` increments per second at one real `licsync-dp`, and exact
-//!   totals in memory and on disk).
+//!   totals in memory and on disk), [`ui`] (the status page's render time for a large fleet,
+//!   in process).
 //! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`cluster`] (one
 //!   sled node, or several nodes on one PostgreSQL database), [`postgres`] (the run's durable
 //!   PostgreSQL server), [`simulated`] (the in-process data planes and their probes),
@@ -32,6 +33,7 @@ pub mod simulated;
 pub mod stats;
 pub mod storm;
 pub mod table;
+pub mod ui;
 pub mod usage;
 pub mod workers;
 
