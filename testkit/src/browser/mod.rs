@@ -80,6 +80,7 @@ pub struct BrowserBuilder {
     test: String,
     viewport: Viewport,
     javascript: bool,
+    insecure_certs: bool,
 }
 
 impl BrowserBuilder {
@@ -89,6 +90,7 @@ impl BrowserBuilder {
             test: test.to_owned(),
             viewport: LAPTOP,
             javascript: true,
+            insecure_certs: false,
         }
     }
 
@@ -101,6 +103,13 @@ impl BrowserBuilder {
     /// run (the harness's checks still can, through WebDriver).
     pub fn without_javascript(mut self) -> Self {
         self.javascript = false;
+        self
+    }
+
+    /// Accepts any HTTPS certificate (WebDriver's `acceptInsecureCerts`), for a server whose
+    /// certificate comes from a test CA the browser does not know.
+    pub fn accept_insecure_certs(mut self) -> Self {
+        self.insecure_certs = true;
         self
     }
 
@@ -146,6 +155,7 @@ impl BrowserBuilder {
             "browserName": "chrome",
             "goog:chromeOptions": options,
             "goog:loggingPrefs": { "performance": "ALL" },
+            "acceptInsecureCerts": self.insecure_certs,
         });
         let Value::Object(capabilities) = capabilities else {
             unreachable!("a JSON object literal")
