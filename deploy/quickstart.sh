@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # licsync quickstart: builds both binaries, starts a control plane and a data-plane agent on
 # loopback, creates a license-signing key, signs and posts a demo license, and shows the agent's
-# license.json and the sync events from both logs. Ctrl-C stops both.
+# license.json and the sync events from both logs, and prints the status page's URL with a
+# viewer token to sign in with. Ctrl-C stops both.
 #
 #   deploy/quickstart.sh            # release build, keeps running until Ctrl-C
 #   deploy/quickstart.sh --check    # debug build, exits 0 once the agent serves the license (CI)
@@ -179,6 +180,15 @@ echo
 step "The control plane's metrics: GET /metrics on the status listener (no token)"
 curl -fsS "http://127.0.0.1:$status_port/metrics" | grep -E '^licsync_cp_(dataplanes|revision|sync_updates_total)'
 
+step "The status page: a read-only Admin API token to sign in with"
+viewer=$(admin -X POST "http://127.0.0.1:$admin_port/admin-tokens" -d '{"name":"status-page","role":"viewer","ttl":"7d"}')
+viewer_token=$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' <<<"$viewer")
+curl -fsS "http://127.0.0.1:$admin_port/ui/login" | grep -q 'name="token"' || {
+  echo "the status page's sign-in form is missing" >&2
+  exit 1
+}
+echo "http://127.0.0.1:$admin_port/ui answers; sign in with the viewer token below"
+
 if [[ $mode == check ]]; then
   echo
   echo "quickstart check passed"
@@ -188,6 +198,8 @@ fi
 cat <<EOF
 
 licsync is running.
+  Status page: http://127.0.0.1:$admin_port/ui
+               sign in with this viewer token (read-only, valid 7 days): $viewer_token
   Admin API:   http://127.0.0.1:$admin_port   (token: $work/cp/licsync-data/admin-token)
   Metrics:     http://127.0.0.1:$status_port/metrics
   Agent API:   http://127.0.0.1:$local_port/license

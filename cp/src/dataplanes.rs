@@ -14,6 +14,7 @@
 //! - [`health`]: `HEALTHY` / `DEGRADED` / `UNHEALTHY` / `UNINITIALIZED` from last contact.
 //! - [`compat`]: Kong's version rule (`version_incompatible`).
 //! - [`purge`]: when a long-silent data plane is removed.
+//! - [`events`]: the last sync events of each data plane, in memory, for the status page.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,10 +28,12 @@ use crate::store::{Store, StoreResult};
 
 pub mod answer;
 pub mod compat;
+pub mod events;
 pub mod health;
 pub mod purge;
 
 pub use answer::Rejection;
+pub use events::{SyncEvent, SyncEventKind};
 pub use health::Health;
 
 /// Record locks, striped by id: enough that unrelated data planes rarely wait on each other,
@@ -77,6 +80,8 @@ struct Live {
     /// Cancelled when the data plane is revoked: ends every stream it has, and any stream that
     /// authenticated just before the revocation and opens just after it.
     revoked: CancellationToken,
+    /// Its recent sync events on this node.
+    events: events::EventRing,
 }
 
 /// An open stream's registration with [`DataPlanes`].
@@ -197,6 +202,14 @@ impl DataPlanes {
         }))
     }
 
+    /// Data plane `id`'s recent sync events on this node, newest first (see [`events`]).
+    pub fn events(&self, id: Uuid) -> Vec<SyncEvent> {
+        self.live()
+            .get(&id)
+            .map(|l| l.events.newest_first())
+            .unwrap_or_default()
+    }
+
     /// How many data planes have an open stream.
     pub fn connected_count(&self) -> usize {
         self.live().values().filter(|l| l.connected).count()
@@ -213,6 +226,7 @@ impl DataPlanes {
         entry.connected = true;
         entry.last_seen = Some(now);
         entry.streams_opened += 1;
+        entry.events.push(now, SyncEventKind::Connected);
         let slot = StreamSlot {
             number: entry.streams_opened,
             replaced: CancellationToken::new(),
@@ -244,6 +258,7 @@ impl DataPlanes {
             entry.streams = entry.streams.saturating_sub(1);
             entry.connected = entry.streams > 0;
             entry.last_seen = Some(now);
+            entry.events.push(now, SyncEventKind::Disconnected);
             entry.license
         };
         self.update(id, |record| {
@@ -279,6 +294,13 @@ impl DataPlanes {
             entry.sync_error = None;
             entry.license = license;
             entry.last_seen = Some(now);
+            entry.events.push(
+                now,
+                SyncEventKind::Acked {
+                    revision,
+                    license: license.map(|(id, _)| id),
+                },
+            );
         }
     }
 
@@ -286,6 +308,14 @@ impl DataPlanes {
     /// [`DataPlanes::synced`], which sets the status).
     pub fn rejected(&self, id: Uuid, rejection: Rejection) {
         if let Some(entry) = self.live().get_mut(&id) {
+            entry.events.push(
+                rejection.at,
+                SyncEventKind::Rejected {
+                    revision: rejection.revision,
+                    count: rejection.rejected_total,
+                    reason: rejection.reason.clone(),
+                },
+            );
             entry.last_rejection = Some(rejection);
         }
     }
@@ -295,6 +325,12 @@ impl DataPlanes {
     pub fn apply_failed(&self, id: Uuid, reason: String, now: i64) {
         if let Some(entry) = self.live().get_mut(&id) {
             entry.sync_status = SyncStatus::ApplyFailed;
+            entry.events.push(
+                now,
+                SyncEventKind::ApplyFailed {
+                    reason: reason.clone(),
+                },
+            );
             entry.sync_error = Some(reason);
             entry.last_seen = Some(now);
         }

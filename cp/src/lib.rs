@@ -11,7 +11,8 @@
 //!   (what the log says about the active license, watched by [`license_watch`]).
 //! - Adapters: [`store`] (sled, in-memory), [`admin`] (axum Admin API), [`cluster`] (tonic
 //!   services, TLS listener, CA on disk), [`status`] (unauthenticated `/metrics` and health
-//!   probes, with [`metrics`]). The HTTP and gRPC adapters reach the domain services
+//!   probes, with [`metrics`]), [`ui`] (the status page under `/ui` on the admin listener).
+//!   The HTTP and gRPC adapters reach the domain services
 //!   through [`state::ControlPlane`]'s accessors and never storage itself.
 //! - Upkeep: [`lifecycle`] (purge of silent data planes, certificate expiry reminders).
 //! - Wiring: [`config`], [`server`] (start everything on bound listeners, drain on shutdown),
@@ -49,4 +50,5 @@ pub mod storage_copy;
 pub mod storage_tool;
 pub mod store;
 pub mod sync_machine;
+pub mod ui;
 pub mod usage;

@@ -211,6 +211,7 @@ pub async fn run_reloadable(
     let cp = Arc::new(
         ControlPlane::new(config, store.clone(), licenses, ca_pem, fingerprint)
             .with_report_key(Arc::new(report_key))
+            .with_session_key(secrets.session_key)
             .with_node_id(node_id),
     );
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::Audit;
 use crate::config::CpConfig;
+use crate::dataplanes::DataPlaneView;
 use crate::dataplanes::DataPlanes;
 use crate::entitlement::Entitlement;
 use crate::ha::nodes::Nodes;
@@ -17,8 +18,10 @@ use crate::licenses::Licenses;
 use crate::metrics::CpMetrics;
 use crate::principals::Principals;
 use crate::registration_tokens::RegistrationTokens;
-use crate::store::{StorageInfo, Store};
+use crate::store::{StorageInfo, Store, StoreResult};
+use crate::ui::session::SessionKey;
 use crate::usage::{ReportKey, UsageLedger};
+use uuid::Uuid;
 
 /// Everything a request handler or a data-plane stream needs.
 pub struct ControlPlane {
@@ -40,6 +43,7 @@ pub struct ControlPlane {
     metrics: CpMetrics,
     ready: AtomicBool,
     storage_health: StorageHealth,
+    session_key: Option<SessionKey>,
 }
 
 /// Whether storage answered the last check ([`crate::lifecycle::storage_watch`]), and why not.
@@ -122,7 +126,35 @@ impl ControlPlane {
             metrics: CpMetrics::default(),
             ready: AtomicBool::new(false),
             storage_health: StorageHealth::default(),
+            session_key: None,
         }
+    }
+
+    /// Sets the key status-page sessions are signed with (a cluster secret, the same at every
+    /// node: [`crate::cluster::secrets`]).
+    pub fn with_session_key(mut self, key: SessionKey) -> Self {
+        self.session_key = Some(key);
+        self
+    }
+
+    /// The key status-page sessions are signed with; `None` until
+    /// [`ControlPlane::with_session_key`] (then nobody can sign in to the status page).
+    pub fn session_key(&self) -> Option<&SessionKey> {
+        self.session_key.as_ref()
+    }
+
+    /// Every registered data plane, with the node holding its stream (the whole cluster's,
+    /// from the nodes registry) and its health as of `now`: what `GET /clustering/data-planes`
+    /// and the status page list.
+    pub async fn fleet(&self, now: i64) -> StoreResult<Vec<DataPlaneView>> {
+        let holders = self.nodes.stream_holders(now).await?;
+        self.dataplanes.list_held(now, &holders).await
+    }
+
+    /// One registered data plane as [`ControlPlane::fleet`] shows it.
+    pub async fn fleet_member(&self, id: Uuid, now: i64) -> StoreResult<Option<DataPlaneView>> {
+        let holders = self.nodes.stream_holders(now).await?;
+        self.dataplanes.get(id, now, &holders).await
     }
 
     /// Sets the key that signs usage reports (`server::run` loads it from `<data_dir>/pki`).

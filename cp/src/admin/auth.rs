@@ -75,7 +75,9 @@ pub async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if status::is_health_probe(request.uri().path()) {
+    // The status page checks its own session cookie (and shows nothing without one).
+    if status::is_health_probe(request.uri().path()) || crate::ui::is_ui_path(request.uri().path())
+    {
         return next.run(request).await;
     }
     let call = Call {

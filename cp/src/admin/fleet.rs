@@ -28,17 +28,7 @@ pub(super) fn routes() -> Router<Arc<ControlPlane>> {
 }
 
 async fn list(State(cp): State<Arc<ControlPlane>>) -> Result<Json<Page<DataPlaneView>>, ApiError> {
-    let now = unix_now();
-    let holders = cp
-        .nodes()
-        .stream_holders(now)
-        .await
-        .map_err(ApiError::storage)?;
-    let dataplanes = cp
-        .dataplanes()
-        .list_held(now, &holders)
-        .await
-        .map_err(ApiError::storage)?;
+    let dataplanes = cp.fleet(unix_now()).await.map_err(ApiError::storage)?;
     Ok(Json(Page::all(dataplanes)))
 }
 
@@ -64,15 +54,8 @@ async fn fetch(
     id: EntityId,
 ) -> Result<Json<DataPlaneView>, ApiError> {
     let id = id.or_not_found()?;
-    let now = unix_now();
-    let holders = cp
-        .nodes()
-        .stream_holders(now)
-        .await
-        .map_err(ApiError::storage)?;
     let dataplane = cp
-        .dataplanes()
-        .get(id, now, &holders)
+        .fleet_member(id, unix_now())
         .await
         .map_err(ApiError::storage)?;
     dataplane.map(Json).ok_or_else(ApiError::not_found)

@@ -8,6 +8,8 @@
 //!   loop of `licsync_common::http_server` with the `[admin]` limits ([`http_limits`]):
 //!   connection cap, header, idle and body timeouts, JSON answers to protocol errors, 413 on
 //!   a declared `Content-Length` over [`MAX_BODY_BYTES`].
+//! - The status page ([`crate::ui`]) is routed here too, under `/ui`, with its own session
+//!   check instead of the token check.
 //! - `auth`: the authentication middleware (a bearer token or a user's HTTP Basic password),
 //!   and `access`: which role each call needs, checked by it. The first token is created at
 //!   start by [`bootstrap_admin_token`] (in [`crate::principals`], re-exported here).
@@ -42,7 +44,7 @@ mod body;
 mod connected_apps;
 mod error;
 mod fleet;
-mod form;
+pub(crate) mod form;
 mod licenses;
 mod metrics;
 mod params;
@@ -78,6 +80,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .merge(report::routes())
         .merge(status::routes())
         .merge(status::health_routes())
+        .merge(crate::ui::routes(cp.clone()))
         // Applies to the routes present now, so it comes after every route is added.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)

@@ -9,12 +9,17 @@
 //! report's public key are written to `<data_dir>/pki` there (both public, for operators); the
 //! private keys never touch a node's disk. Each node still issues its own server certificate.
 //!
+//! The status page's session key ([`crate::ui::session`]) is kept the same way: sealed in the
+//! database, so a session started at one node is valid at every node behind a load balancer;
+//! or `<data_dir>/pki/ui-session.key` (0600) on an embedded store.
+//!
 //! A secret's name is also its sealing label, so a sealed value stored under one name can never
 //! be opened as another.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use licsync_common::fsutil;
 use licsync_common::pki::CertificateAuthority;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +27,7 @@ use super::ca::{self, CaError};
 use crate::config::PkiConfig;
 use crate::store::storage_key::{StorageKey, StorageKeyError};
 use crate::store::{SecretStore, StoreError};
+use crate::ui::session::SessionKey;
 use crate::usage::ReportKey;
 use crate::usage::report_key::ReportKeyError;
 
@@ -29,6 +35,11 @@ use crate::usage::report_key::ReportKeyError;
 pub const CA_SECRET: &str = "cluster_ca";
 /// The name (and sealing label) of the report-signing key (PKCS#8 PEM).
 pub const REPORT_KEY_SECRET: &str = "report_key";
+
+/// The name (and sealing label) of the status page's session key (32 random bytes).
+pub const UI_SESSION_SECRET: &str = "ui_session_key";
+/// The session key's file in `<data_dir>/pki` on an embedded store.
+pub const UI_SESSION_KEY_FILE: &str = "ui-session.key";
 
 /// Where a node finds the cluster's secrets.
 pub enum SecretHome {
@@ -53,6 +64,12 @@ pub enum SecretsError {
     /// A wrong storage key lands here, naming `storage.encryption_key_file`.
     #[error("{0}; this node cannot join the cluster")]
     Sealing(#[from] StorageKeyError),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "the stored {name} is unusable: {reason}; restore the database from backup (every data plane would otherwise have to register again)"
     )]
@@ -63,6 +80,7 @@ pub enum SecretsError {
 pub struct ClusterSecrets {
     pub ca: CertificateAuthority,
     pub report_key: ReportKey,
+    pub session_key: SessionKey,
 }
 
 /// The CA as sealed in the database.
@@ -82,9 +100,11 @@ impl ClusterSecrets {
     ) -> Result<Self, SecretsError> {
         let (store, key) = match home {
             SecretHome::Files => {
+                let ca = ca::load_or_create_ca(pki_dir, config)?;
                 return Ok(Self {
-                    ca: ca::load_or_create_ca(pki_dir, config)?,
+                    ca,
                     report_key: ReportKey::load_or_create(pki_dir)?,
+                    session_key: session_key_file(pki_dir)?,
                 });
             }
             SecretHome::Database { store, key } => (store.as_ref(), key),
@@ -118,8 +138,49 @@ impl ClusterSecrets {
             tracing::info!(event = "report_key.created", public_key = %report_key.public_key_base64(), "Created the key that signs usage reports in the shared database.");
         }
         report_key.write_public(pki_dir)?;
-        Ok(Self { ca, report_key })
+
+        let (bytes, _) = shared(store, key, UI_SESSION_SECRET, || {
+            let bytes = SessionKey::generate_bytes().map_err(|e| broken(UI_SESSION_SECRET, e))?;
+            Ok(bytes.to_vec())
+        })
+        .await?;
+        let session_key =
+            SessionKey::from_bytes(&bytes).map_err(|e| broken(UI_SESSION_SECRET, e))?;
+        Ok(Self {
+            ca,
+            report_key,
+            session_key,
+        })
     }
+}
+
+/// The session key in `<pki_dir>/ui-session.key`, created (0600) the first time. A file that
+/// others may read is refused, as for the other keys there.
+fn session_key_file(pki_dir: &Path) -> Result<SessionKey, SecretsError> {
+    let path = pki_dir.join(UI_SESSION_KEY_FILE);
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| SecretsError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let bytes = if path.exists() {
+        fsutil::check_private(&path).map_err(io("use", &path))?;
+        std::fs::read(&path).map_err(io("read", &path))?
+    } else {
+        let bytes = SessionKey::generate_bytes().map_err(|e| broken(UI_SESSION_SECRET, e))?;
+        fsutil::write_new_secret(&path, &bytes).map_err(io("write", &path))?;
+        bytes.to_vec()
+    };
+    SessionKey::from_bytes(&bytes).map_err(|e| SecretsError::Broken {
+        name: UI_SESSION_SECRET,
+        reason: format!(
+            "{e} in {}; delete the file to create a new one (everyone signs in again)",
+            path.display()
+        ),
+    })
 }
 
 /// The secret `name` opened, created with `create` when the database has none (and no other

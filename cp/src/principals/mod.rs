@@ -232,6 +232,18 @@ impl Principals {
         }
     }
 
+    /// Refuses a sign-in from `source` while it is locked out after failed logins of any
+    /// kind (the status page checks this before a bearer token, which names no principal).
+    pub fn check_source(&self, source: IpAddr, now: i64) -> Result<(), Throttled> {
+        self.throttle().check_source(source, now)
+    }
+
+    /// Counts a failed bearer-token sign-in against `source`, as a failed password counts;
+    /// `Some(seconds)` when it locked the source out.
+    pub fn source_failed(&self, source: IpAddr, now: i64) -> Option<u64> {
+        self.throttle().source_failed(source, now)
+    }
+
     /// The user, or why not (a reason for the log only).
     async fn check_user(
         &self,

@@ -242,6 +242,23 @@ impl LoginThrottle {
     pub fn succeeded(&mut self, key: &PrincipalKey) {
         self.principals.succeeded(key);
     }
+
+    /// Refuses while `source` is locked out (for a credential that names no principal, such
+    /// as a bearer token).
+    pub fn check_source(&self, source: IpAddr, now: i64) -> Result<(), Throttled> {
+        self.sources
+            .check(&source, now)
+            .map_err(|retry_after| Throttled {
+                who: format!("from {source}"),
+                retry_after,
+            })
+    }
+
+    /// Counts a failure of such a credential against `source`; `Some(seconds)` when it locked
+    /// the source out.
+    pub fn source_failed(&mut self, source: IpAddr, now: i64) -> Option<u64> {
+        self.sources.failed(&source, now)
+    }
 }
 
 #[cfg(test)]

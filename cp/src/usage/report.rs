@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::system_info::SystemInfo;
 use super::{ReportKey, UsageMonth, UsageRow};
+use crate::dataplanes::DataPlaneView;
 use crate::entitlement::ActiveLicense;
 use crate::state::ControlPlane;
 use crate::store::{StoreError, StoreResult};
@@ -55,10 +56,12 @@ struct Report {
     dataplanes: Option<Vec<DataPlaneUsage>>,
 }
 
+/// One month's requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct Counter {
-    bucket: String,
-    request_count: u64,
+pub struct Counter {
+    /// `YYYY-MM`.
+    pub bucket: String,
+    pub request_count: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,12 +81,66 @@ struct DeploymentInfo {
     entitled_dataplanes: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct DataPlaneUsage {
-    id: Uuid,
-    name: String,
-    counters: Vec<Counter>,
-    total_requests: u64,
+/// One registered data plane's requests per month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataPlaneUsage {
+    pub id: Uuid,
+    pub name: String,
+    pub counters: Vec<Counter>,
+    pub total_requests: u64,
+}
+
+/// The report's request counts: per month over every data plane (and epoch), and per data
+/// plane when asked. What the status page's usage charts show, so they cannot disagree with
+/// `/license/report`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageTotals {
+    /// Newest month first.
+    pub counters: Vec<Counter>,
+    pub total_requests: u64,
+    /// With [`ReportOptions::by_dataplane`]: per registered data plane, in `dataplanes`' order.
+    pub dataplanes: Option<Vec<DataPlaneUsage>>,
+}
+
+/// The first month a report made at `now` covers ([`MONTHS`] months, the current one included).
+pub fn first_month(now: OffsetDateTime) -> UsageMonth {
+    UsageMonth::clamped(now).minus(MONTHS - 1)
+}
+
+/// The request counts of `rows` from month `since` on: per month, and with `options`, per
+/// data plane of `dataplanes` (counts of data planes no longer registered stay in the
+/// monthly sums). Pure: `/license/report` and the status page both call it.
+pub fn totals(
+    rows: &[UsageRow],
+    dataplanes: &[DataPlaneView],
+    options: ReportOptions,
+    since: UsageMonth,
+) -> StoreResult<UsageTotals> {
+    let counters = monthly(rows.iter().filter(|r| r.month >= since))?;
+    let per_dataplane = if options.by_dataplane {
+        let mut by_id: HashMap<Uuid, Vec<&UsageRow>> = HashMap::new();
+        for row in rows.iter().filter(|r| r.month >= since) {
+            by_id.entry(row.dataplane).or_default().push(row);
+        }
+        let mut usage = Vec::with_capacity(dataplanes.len());
+        for dp in dataplanes {
+            let counters = monthly(by_id.remove(&dp.id).unwrap_or_default())?;
+            usage.push(DataPlaneUsage {
+                id: dp.id,
+                name: dp.name.clone(),
+                total_requests: total(&counters)?,
+                counters,
+            });
+        }
+        Some(usage)
+    } else {
+        None
+    };
+    Ok(UsageTotals {
+        total_requests: total(&counters)?,
+        counters,
+        dataplanes: per_dataplane,
+    })
 }
 
 /// How many users (`POST /users`) the control plane has: Kong's `rbac_users`. API tokens are
@@ -99,7 +156,7 @@ pub async fn build(
     options: ReportOptions,
     now: OffsetDateTime,
 ) -> StoreResult<Map<String, Value>> {
-    let since = UsageMonth::clamped(now).minus(MONTHS - 1);
+    let since = first_month(now);
     let rows = cp.usage().rows().await?;
     let dataplanes = cp.dataplanes().list(now.unix_timestamp()).await?;
     let active = ActiveLicense::of(&cp.licenses().current());
@@ -107,29 +164,14 @@ pub async fn build(
     let registered = dataplanes.len();
     let exceeded = entitled.is_some_and(|n| registered as u64 > n);
 
-    let counters = monthly(rows.iter().filter(|r| r.month >= since))?;
-    let per_dataplane = if options.by_dataplane {
-        let mut by_id: HashMap<Uuid, Vec<&UsageRow>> = HashMap::new();
-        for row in rows.iter().filter(|r| r.month >= since) {
-            by_id.entry(row.dataplane).or_default().push(row);
-        }
-        let mut usage = Vec::with_capacity(dataplanes.len());
-        for dp in &dataplanes {
-            let counters = monthly(by_id.remove(&dp.id).unwrap_or_default())?;
-            usage.push(DataPlaneUsage {
-                id: dp.id,
-                name: dp.name.clone(),
-                total_requests: total(&counters)?,
-                counters,
-            });
-        }
-        Some(usage)
-    } else {
-        None
-    };
+    let UsageTotals {
+        counters,
+        total_requests,
+        dataplanes: per_dataplane,
+    } = totals(&rows, &dataplanes, options, since)?;
     let storage = cp.storage_info().clone();
     let report = Report {
-        total_requests: total(&counters)?,
+        total_requests,
         counters,
         license: match &active {
             Some(active) => LicenseSummary {

@@ -10,7 +10,8 @@
 //!   resends), [`admin`] (durable `POST /licenses` rate, `GET /licenses/{id}` latency),
 //!   [`usage`] (durable `ReportUsage` rate at the control plane, and exact totals),
 //!   [`dp_usage`] (`POST /usage` increments per second at one real `licsync-dp`, and exact
-//!   totals in memory and on disk).
+//!   totals in memory and on disk), [`ui`] (the status page's render time for a large fleet,
+//!   in process).
 //! - Pieces: [`control_plane`] (the child process, its Admin API, enrolment), [`simulated`]
 //!   (the in-process data planes and their probes), [`floor`] (the minimal tonic server to
 //!   compare against), [`stats`] (percentiles), [`procfs`] (RSS, CPU, open-file limit),
@@ -28,6 +29,7 @@ pub mod simulated;
 pub mod stats;
 pub mod storm;
 pub mod table;
+pub mod ui;
 pub mod usage;
 
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@ use licsync_tests::bench::dp_usage::{self, DpUsageOptions};
 use licsync_tests::bench::fleet::{self, FleetOptions};
 use licsync_tests::bench::storm::{self, StormOptions};
 use licsync_tests::bench::table::Table;
+use licsync_tests::bench::ui::{self, UiOptions};
 use licsync_tests::bench::usage::{self, UsageOptions};
 use licsync_tests::bench::{BenchEnv, floor};
 
@@ -51,6 +52,9 @@ enum Scenario {
     /// C HTTP/1.1 keep-alive clients send POST /usage {"request_count": 1} to one real
     /// licsync-dp; increments per second, and whether its totals in memory and on disk are exact.
     DpUsage(DpUsageArgs),
+    /// Render the status page's pages for a sample fleet of N data planes, R times each;
+    /// p50/p99 render time per page.
+    Ui(UiArgs),
     /// The floor server (started by `fleet --with-floor`; not for direct use).
     #[command(hide = true)]
     FloorServer {
@@ -136,6 +140,16 @@ struct DpUsageArgs {
     /// connection for the whole run).
     #[arg(long, default_value_t = 0)]
     requests_per_connection: u64,
+}
+
+#[derive(Debug, Args)]
+struct UiArgs {
+    /// Data planes in the sample fleet.
+    #[arg(long, default_value_t = 10_000)]
+    dataplanes: usize,
+    /// Renders of each page.
+    #[arg(long, default_value_t = 50)]
+    renders: usize,
 }
 
 #[tokio::main]
@@ -244,6 +258,17 @@ async fn run(
                 requests_per_connection,
             };
             let report = dp_usage::run(&env, &options).await?;
+            (report.table(), report.to_json())
+        }
+        Scenario::Ui(UiArgs {
+            dataplanes,
+            renders,
+        }) => {
+            let options = UiOptions {
+                dataplanes,
+                renders,
+            };
+            let report = ui::run(&options)?;
             (report.table(), report.to_json())
         }
     };
