@@ -67,7 +67,9 @@ pub struct Span {
 pub fn timeline(title: &str, test_id: &str, spans: &[Span], today: Date) -> Markup {
     let row = 28.0;
     let label_width = 220.0;
-    let height = TOP + row * spans.len().max(1) as f64 + BOTTOM;
+    // Room above the rows for the "today" label, below them for the axis dates.
+    let top = 26.0;
+    let height = top + row * spans.len().max(1) as f64 + BOTTOM;
     let first = spans
         .iter()
         .map(|s| s.start)
@@ -81,28 +83,35 @@ pub fn timeline(title: &str, test_id: &str, spans: &[Span], today: Date) -> Mark
         .unwrap_or(today)
         .max(today);
     let total_days = ((last - first).whole_days()).max(1) as f64;
-    let x_of = |d: Date| {
-        label_width + (WIDTH - label_width - 8.0) * (d - first).whole_days() as f64 / total_days
-    };
+    let plot_width = WIDTH - label_width - 8.0;
+    let x_of = |d: Date| label_width + plot_width * (d - first).whole_days() as f64 / total_days;
     let view_box = format!("0 0 {WIDTH} {}", fmt(height));
     let today_x = x_of(today);
+    // Keep the label inside the drawing when today is near either end.
+    let today_anchor = if today_x > WIDTH - 90.0 {
+        "end"
+    } else if today_x < label_width + 90.0 {
+        "start"
+    } else {
+        "middle"
+    };
     html! {
         svg.chart.timeline viewBox=(view_box) role="img" aria-label=(title) data-testid=(test_id)
             preserveAspectRatio="xMidYMid meet" {
             title { (title) }
             @for (i, span) in spans.iter().enumerate() {
-                @let y = TOP + row * i as f64;
+                @let y = top + row * i as f64;
                 @let x = x_of(span.start);
                 @let width = (x_of(span.end) - x).max(2.0);
-                text.label x="4" y=(fmt(y + row * 0.6)) { (clip(&span.label, 30)) }
+                text.label x="4" y=(fmt(y + row * 0.6)) { (clip(&span.label, 28)) }
                 rect class={ "span " (span.class) } x=(fmt(x)) y=(fmt(y + 4.0)) width=(fmt(width)) height=(fmt(row - 10.0)) {
                     title { (span.label) ": " (span.start) " to " (span.end) }
                 }
             }
-            line.today x1=(fmt(today_x)) x2=(fmt(today_x)) y1=(TOP) y2=(fmt(height - BOTTOM)) {}
-            text.axis x=(fmt(today_x)) y=(fmt(height - 8.0)) text-anchor="middle" { "today " (today) }
-            text.axis x=(label_width) y=(fmt(height - 8.0)) text-anchor="start" { (first) }
-            text.axis x=(WIDTH - 8.0) y=(fmt(height - 8.0)) text-anchor="end" { (last) }
+            line.today x1=(fmt(today_x)) x2=(fmt(today_x)) y1=(fmt(top - 6.0)) y2=(fmt(height - BOTTOM)) {}
+            text.axis x=(fmt(today_x)) y=(fmt(top - 10.0)) text-anchor=(today_anchor) { "today " (today) }
+            text.axis x=(fmt(label_width)) y=(fmt(height - 8.0)) text-anchor="start" { (first) }
+            text.axis x=(fmt(WIDTH - 8.0)) y=(fmt(height - 8.0)) text-anchor="end" { (last) }
         }
     }
 }
