@@ -99,3 +99,50 @@ async fn a_viewer_signs_in_sees_a_new_license_and_keeps_the_session_across_a_res
     assert!(body.is_empty());
     cp.shutdown().await;
 }
+
+/// Behind a load balancer a browser may reach any node: a session started at one node of a
+/// PostgreSQL cluster is valid at the other (the session key is a shared, sealed secret), a
+/// control plane of another cluster refuses it, and revoking the token at one node ends the
+/// session at both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_started_at_one_node_is_valid_at_every_node_of_the_cluster() {
+    let url = licsync_testkit::postgres::fresh_database().await;
+    let first = ControlPlane::builder().postgres(&url).start().await;
+    let second = ControlPlane::builder()
+        .postgres(&url)
+        .trusting(&first.issuer)
+        .admin_token(first.admin_token())
+        .start()
+        .await;
+    let stranger = ControlPlane::start().await;
+    let (status, body) = first
+        .call(
+            Method::POST,
+            "/admin-tokens",
+            Some(json!({"name": "status-page", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let token_id = body["id"].as_str().unwrap().to_owned();
+
+    let cookie = sign_in(&first, &token).await;
+    for node in [&first, &second] {
+        let (status, page) = live(node, "/ui", &cookie).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+    }
+    let (status, _) = live(&stranger, "/ui", &cookie).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "another cluster's key");
+
+    let (status, _) = second
+        .call(Method::DELETE, &format!("/admin-tokens/{token_id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for node in [&first, &second] {
+        let (status, _) = live(node, "/ui", &cookie).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+    stranger.shutdown().await;
+    second.shutdown().await;
+    first.shutdown().await;
+}

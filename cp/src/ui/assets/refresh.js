@@ -1,7 +1,7 @@
 // licsync status page: live refresh of the live region without a full reload.
 // Every few seconds (body[data-refresh-seconds]) it fetches the same URL with the header
 // "X-Licsync-Fragment: live" and replaces the contents of #live with the server's HTML
-// (already escaped there). When the session has ended, the server answers with the sign-in
+// (already escaped there). When the session has ended, the server redirects to the sign-in
 // page and this script goes there. Without JavaScript the pages work; only this refresh stops.
 (function () {
   "use strict";
@@ -22,11 +22,17 @@
       cache: "no-store",
       redirect: "follow"
     }).then(function (response) {
-      if (response.redirected || response.headers.get("X-Licsync-Fragment") !== "live") {
-        window.location.assign("/ui/login");
+      if (response.redirected) {
+        // The session has ended: the server sent the sign-in page.
+        window.location.assign(response.url);
         return null;
       }
-      return response.ok ? response.text() : null;
+      // Anything but the live region (storage down, a proxy's error page) leaves the page as
+      // it is; the next tick tries again.
+      if (!response.ok || response.headers.get("X-Licsync-Fragment") !== "live") {
+        return null;
+      }
+      return response.text();
     }).then(function (html) {
       if (html !== null && html !== undefined) {
         live.innerHTML = html;
