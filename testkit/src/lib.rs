@@ -9,6 +9,9 @@
 //! - [`events`]: the structured log events (`event = "..."`) captured from `tracing` in-process,
 //!   or parsed from a process's JSON log lines, and waited for.
 //! - [`fixtures`]: license-signing keys and the documents they sign.
+//! - [`browser`] (feature `browser`): a real headless Chromium through chromedriver, with
+//!   screenshots, the page's network requests and accessibility checks (axe-core), for the
+//!   status page's tests.
 //! - [`postgres`]: a throwaway PostgreSQL server per test binary, a fresh database per test.
 //! - [`eventually`] and [`wait_for`]: polling that fails the test after [`GUARD`].
 //!
@@ -18,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_api;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod control_plane;
 pub mod dataplane;
 pub mod events;
