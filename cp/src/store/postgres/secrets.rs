@@ -34,7 +34,17 @@ impl SecretStore for PostgresStore {
             )
             .await
             .map_err(db)?;
-        self.secret(name).await?.ok_or_else(|| StoreError::Corrupt {
+        // Read on the same connection: asking the pool for a second one while holding this
+        // one would wait forever with `storage.postgres.pool_size = 1`.
+        let stored: Option<Vec<u8>> = client
+            .query_opt(
+                "SELECT sealed FROM cluster_secrets WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db)?
+            .map(|row| row.get(0));
+        stored.ok_or_else(|| StoreError::Corrupt {
             key: format!("cluster_secrets.{name}"),
             reason: "missing right after it was stored".into(),
         })

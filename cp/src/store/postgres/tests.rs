@@ -459,3 +459,15 @@ async fn a_control_plane_serves_from_postgres() {
     assert_eq!(store.info().backend, "postgres");
     assert_eq!(store.api_tokens().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn storing_a_secret_needs_one_connection_of_the_pool() {
+    // `storage.postgres.pool_size = 1` is valid: bootstrapping must not wait for a second
+    // connection while holding the first.
+    let url = fresh_database().await;
+    let store = PostgresStore::open(&url, None, 1).await.unwrap();
+    let first = store.insert_secret_if_absent("report_key", b"first").await;
+    assert_eq!(first.unwrap(), b"first");
+    let second = store.insert_secret_if_absent("report_key", b"second").await;
+    assert_eq!(second.unwrap(), b"first", "the stored secret wins");
+}
