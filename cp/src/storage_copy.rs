@@ -12,12 +12,15 @@ use std::path::{Path, PathBuf};
 
 use licsync_common::pki::CertificateAuthority;
 
-use crate::cluster::secrets::{CA_SECRET, REPORT_KEY_SECRET, SealedCa};
+use crate::cluster::secrets::{
+    CA_SECRET, REPORT_KEY_SECRET, SealedCa, UI_SESSION_KEY_FILE, UI_SESSION_SECRET,
+};
 use crate::config::PostgresConfig;
 use crate::store::postgres::ConnectOptions;
 use crate::store::postgres::import::{Import, ImportError};
 use crate::store::storage_key::StorageKey;
 use crate::store::{PostgresStore, SledStore, SnapshotStore, StoreError, StoreSnapshot};
+use crate::ui::session::SessionKey;
 use crate::usage::ReportKey;
 use crate::usage::report_key::REPORT_KEY_FILE;
 
@@ -47,6 +50,7 @@ pub struct CopySummary {
     pub users: usize,
     pub connected_apps: usize,
     pub usage_counters: usize,
+    pub audit_records: usize,
 }
 
 impl std::fmt::Display for CopySummary {
@@ -55,7 +59,7 @@ impl std::fmt::Display for CopySummary {
             f,
             "{} license(s) at revision {}, {} data plane(s), {} registration token(s), \
              {} API token(s), {} user(s), {} connected app(s), {} usage counter(s), \
-             the cluster CA and the report key",
+             {} audit record(s), the cluster CA and the report key",
             self.licenses,
             self.revision,
             self.dataplanes,
@@ -63,7 +67,8 @@ impl std::fmt::Display for CopySummary {
             self.api_tokens,
             self.users,
             self.connected_apps,
-            self.usage_counters
+            self.usage_counters,
+            self.audit_records
         )
     }
 }
@@ -132,6 +137,7 @@ pub async fn copy(options: &CopyOptions) -> Result<CopySummary, CopyError> {
         users,
         connected_apps,
         usage,
+        audit,
         ..
     } = source.snapshot().await.map_err(CopyError::Source)?;
     drop(source);
@@ -155,6 +161,7 @@ pub async fn copy(options: &CopyOptions) -> Result<CopySummary, CopyError> {
             users: &users,
             connected_apps: &connected_apps,
             usage: &usage,
+            audit: &audit,
             secrets: &secrets,
         })
         .await
@@ -171,11 +178,12 @@ pub async fn copy(options: &CopyOptions) -> Result<CopySummary, CopyError> {
         users: users.len(),
         connected_apps: connected_apps.len(),
         usage_counters: usage.len(),
+        audit_records: audit.len(),
     })
 }
 
 /// The CA and report key in `pki`, checked and sealed under `key`.
-fn sealed_secrets(pki: &Path, key: &StorageKey) -> Result<[(&'static str, Vec<u8>); 2], CopyError> {
+fn sealed_secrets(pki: &Path, key: &StorageKey) -> Result<Vec<(&'static str, Vec<u8>)>, CopyError> {
     let read = |name: &str| {
         let path = pki.join(name);
         std::fs::read_to_string(&path).map_err(|e| CopyError::Pki {
@@ -202,11 +210,23 @@ fn sealed_secrets(pki: &Path, key: &StorageKey) -> Result<[(&'static str, Vec<u8
             reason: e.to_string(),
         })
     };
-    Ok([
+    let mut sealed = vec![
         (CA_SECRET, seal(CA_SECRET, &ca_json)?),
         (
             REPORT_KEY_SECRET,
             seal(REPORT_KEY_SECRET, report_pem.as_bytes())?,
         ),
-    ])
+    ];
+    // The status page's session key, when the control plane made one: sessions signed in
+    // before the move stay valid at the new nodes.
+    let session_path = pki.join(UI_SESSION_KEY_FILE);
+    if session_path.exists() {
+        let bytes = std::fs::read(&session_path).map_err(|e| CopyError::Pki {
+            path: session_path.clone(),
+            reason: e.to_string(),
+        })?;
+        SessionKey::from_bytes(&bytes).map_err(|e| broken(UI_SESSION_KEY_FILE, e.to_string()))?;
+        sealed.push((UI_SESSION_SECRET, seal(UI_SESSION_SECRET, &bytes)?));
+    }
+    Ok(sealed)
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use licsync_cp::storage_copy::{CopyError, CopyOptions, CopySummary, copy};
 use licsync_cp::store::{
-    DataPlaneStore, LicenseRows, LicenseStore, PostgresStore, PrincipalStore, SledStore,
-    TokenStore, UsageRow, UsageStore,
+    AuditStore, DataPlaneStore, LicenseRows, LicenseStore, PostgresStore, PrincipalStore,
+    SledStore, TokenStore, UsageRow, UsageStore,
 };
 use licsync_cp::usage::UsageMonth;
 use licsync_testkit::postgres::{fresh_database, storage_key_file};
@@ -29,6 +29,7 @@ struct Contents {
     api_tokens: Vec<String>,
     users: Vec<String>,
     usage: Vec<UsageRow>,
+    audit: Vec<String>,
 }
 
 /// Each record's `Debug` text, sorted: equal lists, equal records.
@@ -40,7 +41,7 @@ fn debug<T: std::fmt::Debug>(items: Vec<T>) -> Vec<String> {
 
 async fn contents<S>(store: &S) -> Contents
 where
-    S: LicenseStore + TokenStore + DataPlaneStore + PrincipalStore + UsageStore,
+    S: LicenseStore + TokenStore + DataPlaneStore + PrincipalStore + UsageStore + AuditStore,
 {
     let mut licenses = store.licenses().await.unwrap();
     licenses.licenses.sort_by_key(|l| l.id);
@@ -51,6 +52,7 @@ where
         api_tokens: debug(store.api_tokens().await.unwrap()),
         users: debug(store.users().await.unwrap()),
         usage: store.usage().await.unwrap(),
+        audit: debug(store.audit_since(i64::MIN, usize::MAX).await.unwrap()),
     }
 }
 
@@ -126,6 +128,8 @@ async fn an_embedded_control_plane_moves_to_postgres_and_its_data_planes_follow(
         "{summary}"
     );
     assert_eq!((summary.users, summary.usage_counters), (1, 1), "{summary}");
+    // The license writes, the deletion and the user at least, each audited.
+    assert!(summary.audit_records >= 4, "{summary}");
     let source = contents(&SledStore::open(&data_dir.join("cp.sled")).unwrap()).await;
     let target = PostgresStore::open(&url, None, 1).await.unwrap();
     assert_eq!(contents(&target).await, source);

@@ -11,7 +11,7 @@ use tokio_postgres::types::Json;
 
 use super::{PostgresStore, db, signed};
 use crate::model::{ApiToken, ConnectedApp, DataPlaneRecord, RegistrationToken, User};
-use crate::store::{LicenseRows, StoreError, UsageRow};
+use crate::store::{AuditRecord, LicenseRows, StoreError, UsageRow};
 
 /// The tables holding licsync data, each checked empty before a copy.
 const TABLES: &[&str] = &[
@@ -29,12 +29,12 @@ const TABLES: &[&str] = &[
 ];
 
 /// What a table holds when it holds no licsync data: migration 3 seeds the revision row at 0,
-/// so the first writes of two nodes have a row to lock.
+/// so the first writes of two nodes have a row to lock, and migration 5 the tombstone horizon.
 fn data_rows(table: &str) -> String {
     match table {
-        "cp_meta" => {
-            "SELECT count(*) FROM cp_meta WHERE NOT (key = 'revision' AND value = 0)".into()
-        }
+        "cp_meta" => "SELECT count(*) FROM cp_meta \
+             WHERE NOT (key IN ('revision', 'tombstones_pruned_through') AND value = 0)"
+            .into(),
         _ => format!("SELECT count(*) FROM {table}"),
     }
 }
@@ -48,6 +48,9 @@ pub struct Import<'a> {
     pub users: &'a [User],
     pub connected_apps: &'a [ConnectedApp],
     pub usage: &'a [UsageRow],
+    /// The audit trail, so moving storage (or rolling back through a restore and a copy)
+    /// keeps who did what.
+    pub audit: &'a [AuditRecord],
     /// Cluster secrets, already sealed, by name.
     pub secrets: &'a [(&'a str, Vec<u8>)],
 }
@@ -193,6 +196,22 @@ impl PostgresStore {
             "INSERT INTO usage_counters (dataplane, epoch, month, count)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[])",
             &[&dataplanes, &epochs, &months, &counts],
+        )
+        .await
+        .map_err(db)?;
+
+        let mut times = Vec::with_capacity(import.audit.len());
+        let mut ids = Vec::with_capacity(import.audit.len());
+        let mut bodies = Vec::with_capacity(import.audit.len());
+        for record in import.audit {
+            times.push(record.at_ms);
+            ids.push(record.id);
+            bodies.push(Json(record));
+        }
+        tx.execute(
+            "INSERT INTO audit_records (at_ms, id, record)
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::jsonb[])",
+            &[&times, &ids, &bodies],
         )
         .await
         .map_err(db)?;
