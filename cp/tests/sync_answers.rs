@@ -45,12 +45,17 @@ async fn an_update_the_data_plane_could_not_apply_is_sent_again_with_backoff() {
     // Failing again doubles the delay; an answer resets it.
     stream.nack(&retry, "still failing", &[]).await;
     let again = stream.update().await;
-    let delays: Vec<String> = events
+    let delays: Vec<u64> = events
         .named("sync.failed")
         .iter()
-        .map(|e| e.field("retry_in_ms").unwrap_or_default().to_owned())
+        .map(|e| e.field("retry_in_ms").unwrap().parse().unwrap())
         .collect();
-    assert_eq!(delays, ["1000", "2000"]);
+    // 1 s then 2 s, each shortened by up to a quarter (jitter).
+    let [first_delay, second_delay] = delays[..] else {
+        panic!("{delays:?}")
+    };
+    assert!((750..=1000).contains(&first_delay), "{delays:?}");
+    assert!((1500..=2000).contains(&second_delay), "{delays:?}");
     let failed = &events.named("sync.failed")[1];
     assert_eq!(failed.level, tracing::Level::WARN);
     assert_eq!(failed.field("reason"), Some("still failing"));
