@@ -137,7 +137,9 @@ fn binary(program: &str) -> Result<PathBuf, String> {
         })
 }
 
-fn running_as_root() -> bool {
+/// Whether this process runs as root, when PostgreSQL's tools must run as `postgres` (also
+/// used by the benchmark's own durable server).
+pub fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -146,12 +148,12 @@ fn running_as_root() -> bool {
 }
 
 /// Quotes `word` for `/bin/sh`.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// A shell command line running `args` as the server's owner: `postgres` when we are root.
-fn as_owner(root: bool, args: &[&str]) -> String {
+pub fn as_owner(root: bool, args: &[&str]) -> String {
     let line = args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
     if root {
         format!("su postgres -s /bin/sh -c {}", quote(&line))

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, anyhow, bail};
+use licsync_testkit::postgres::{as_owner, quote, running_as_root};
 
 /// The superuser `initdb` creates; local TCP connections are trusted (loopback only).
 const SUPERUSER: &str = "licsync";
@@ -130,29 +131,6 @@ fn binary(program: &str) -> anyhow::Result<PathBuf> {
                  /usr/lib/postgresql/15/bin on PATH)"
             )
         })
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| out.stdout.trim_ascii() == b"0")
-        .unwrap_or(false)
-}
-
-/// Quotes `word` for `/bin/sh`.
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-/// A shell command line running `args` as the server's owner: `postgres` when we are root.
-fn as_owner(root: bool, args: &[&str]) -> String {
-    let line = args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
-    if root {
-        format!("su postgres -s /bin/sh -c {}", quote(&line))
-    } else {
-        line
-    }
 }
 
 fn sh(line: &str) -> anyhow::Result<()> {
