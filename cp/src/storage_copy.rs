@@ -39,39 +39,8 @@ pub struct CopyOptions {
     pub ca_file: Option<PathBuf>,
 }
 
-/// How many records of each kind were copied.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CopySummary {
-    pub licenses: usize,
-    pub revision: u64,
-    pub dataplanes: usize,
-    pub registration_tokens: usize,
-    pub api_tokens: usize,
-    pub users: usize,
-    pub connected_apps: usize,
-    pub usage_counters: usize,
-    pub audit_records: usize,
-}
-
-impl std::fmt::Display for CopySummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} license(s) at revision {}, {} data plane(s), {} registration token(s), \
-             {} API token(s), {} user(s), {} connected app(s), {} usage counter(s), \
-             {} audit record(s), the cluster CA and the report key",
-            self.licenses,
-            self.revision,
-            self.dataplanes,
-            self.registration_tokens,
-            self.api_tokens,
-            self.users,
-            self.connected_apps,
-            self.usage_counters,
-            self.audit_records
-        )
-    }
-}
+/// What a copy carried: the same counts a backup prints, with the PKI always present.
+pub type CopySummary = crate::backup::Counts;
 
 /// Why a copy did not happen; the target is then unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +148,7 @@ pub async fn copy(options: &CopyOptions) -> Result<CopySummary, CopyError> {
         connected_apps: connected_apps.len(),
         usage_counters: usage.len(),
         audit_records: audit.len(),
+        pki: true,
     })
 }
 
