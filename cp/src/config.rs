@@ -122,9 +122,10 @@ pub struct ClusterConfig {
     pub advertised_url: Option<String>,
     /// DNS names and IP addresses in the cluster server certificate.
     pub server_names: Vec<String>,
-    /// HTTP/2 keepalive ping interval on data-plane connections.
+    /// A data plane silent this long is sent an HTTP/2 keepalive ping.
     pub keepalive_interval: HumanDuration,
-    /// How long an unanswered keepalive ping may take before the connection is dropped.
+    /// How long that ping may stay unanswered before the connection is dropped; an answer
+    /// already received but not yet read by a busy node counts as an answer.
     pub keepalive_timeout: HumanDuration,
     /// How long an update may stay unanswered (no Ack or Nack) before the stream is ended with
     /// `DEADLINE_EXCEEDED`; the data plane reconnects and its Hello resynchronises it.
@@ -152,7 +153,7 @@ impl Default for ClusterConfig {
             advertised_url: None,
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             keepalive_interval: HumanDuration(Duration::from_secs(20)),
-            keepalive_timeout: HumanDuration(Duration::from_secs(10)),
+            keepalive_timeout: HumanDuration(Duration::from_secs(20)),
             ack_timeout: HumanDuration(Duration::from_secs(60)),
             dataplane_purge_delay: HumanDuration(Duration::from_secs(14 * 86_400)),
             handshake_timeout: HumanDuration(Duration::from_secs(10)),
@@ -396,6 +397,14 @@ impl CpConfig {
             ("pki.dataplane_cert_ttl", self.pki.dataplane_cert_ttl.0),
             ("pki.server_cert_ttl", self.pki.server_cert_ttl.0),
             ("cluster.ack_timeout", self.cluster.ack_timeout.0),
+            (
+                "cluster.keepalive_interval",
+                self.cluster.keepalive_interval.0,
+            ),
+            (
+                "cluster.keepalive_timeout",
+                self.cluster.keepalive_timeout.0,
+            ),
             ("audit.retention", self.audit.retention.0),
             (
                 "cluster.dataplane_purge_delay",

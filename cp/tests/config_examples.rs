@@ -57,6 +57,23 @@ fn sled_cache_capacity_is_bytes_and_a_tiny_one_is_refused() {
     assert!(err.contains("cache_size"), "{err}");
 }
 
+/// A keepalive of zero would ping without pause or drop every data plane at once: refused,
+/// naming the key.
+#[test]
+fn keepalive_durations_under_a_second_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("licsync-cp.toml");
+    for key in ["keepalive_interval", "keepalive_timeout"] {
+        std::fs::write(&path, format!("[cluster]\n{key} = \"0s\"\n")).unwrap();
+        let config: CpConfig = licsync_common::config::load(Some(&path)).unwrap();
+        let invalid = config.validate().unwrap_err().to_string();
+        assert!(
+            invalid.contains(&format!("cluster.{key}")) && invalid.contains("at least 1s"),
+            "{invalid}"
+        );
+    }
+}
+
 /// Each PostgreSQL storage mistake is refused naming its key.
 #[test]
 fn postgres_storage_mistakes_name_their_key() {

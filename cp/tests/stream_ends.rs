@@ -1,13 +1,15 @@
 //! How the control plane ends a `Sync` stream, over real mutual TLS: revocation, a newer
 //! stream, an unanswered update and shutdown each end it with their own gRPC status, message
 //! and `licsync-end-reason` trailer (never `OK`); heartbeats are answered; a certificate is
-//! refused as superseded only when the data plane really held it before.
+//! refused as superseded only when the data plane really held it before; a data plane that
+//! falls silent is dropped by the keepalive, one that answers pings is kept.
 
 use std::time::Duration;
 
 use licsync_common::duration::HumanDuration;
 use licsync_common::stream_end::EndReason;
-use licsync_testkit::{ControlPlane, Events, eventually};
+use licsync_testkit::dataplane::SyncStream;
+use licsync_testkit::{ControlPlane, Events, Relay, eventually};
 use reqwest::Method;
 use tonic::{Code, Status};
 
@@ -238,4 +240,76 @@ async fn a_certificate_never_issued_is_told_apart_from_a_superseded_one() {
         );
         assert!(refused.message().contains("superseded"), "{refused:?}");
     }
+}
+
+/// A data plane whose host vanished (no FIN, no RST: the relay in between goes silent) is
+/// dropped after `cluster.keepalive_interval` + `keepalive_timeout`; one that answers the
+/// control plane's pings stays connected through many of them without sending anything else.
+#[tokio::test]
+async fn a_data_plane_that_falls_silent_is_dropped_after_the_keepalive_and_one_that_answers_stays()
+{
+    let (events, _guard) = Events::capture();
+    let cp = ControlPlane::builder()
+        .config(|config| {
+            config.cluster.keepalive_interval = HumanDuration(Duration::from_secs(1));
+            config.cluster.keepalive_timeout = HumanDuration(Duration::from_secs(1));
+        })
+        .start()
+        .await;
+    let relay = Relay::start(cp.config().cluster.listen).await;
+    let vanishing = cp
+        .register_named("edge-vanishing", licsync_common::VERSION)
+        .await;
+    let answering = cp
+        .register_named("edge-answering", licsync_common::VERSION)
+        .await;
+    let mut gone = SyncStream::open(
+        cp.connect_through(relay.addr(), Some(&vanishing)).await,
+        licsync_common::VERSION,
+    )
+    .await
+    .unwrap();
+    let mut alive = cp.sync(&answering, licsync_common::VERSION).await.unwrap();
+    for stream in [&mut gone, &mut alive] {
+        let update = stream.update().await;
+        stream.ack(&update).await;
+    }
+
+    relay.cut();
+    let cut_at = std::time::Instant::now();
+    let line = eventually("the vanished data plane's disconnect line", || async {
+        events
+            .named("dataplane.disconnected")
+            .into_iter()
+            .find(|e| e.field("dataplane.id") == Some(vanishing.id.as_str()))
+    })
+    .await;
+    // Dropped by the keepalive (1 s of silence, then 1 s for the unanswered ping), not by any
+    // of licsync's own ends, and not before the peer had its chance.
+    assert_eq!(line.field("cause"), None, "{line:?}");
+    assert!(cut_at.elapsed() >= Duration::from_secs(2), "{line:?}");
+    let why = events
+        .named("dataplane.unresponsive")
+        .into_iter()
+        .find(|e| e.field("dataplane.id") == Some(vanishing.id.as_str()))
+        .expect("the keepalive close is logged with the data plane's id");
+    let silent: u64 = why.field("silent_s").unwrap().parse().unwrap();
+    assert!(silent >= 2, "{why:?}");
+    let listed = cp.find_dataplane(&vanishing.id).await.unwrap();
+    assert_eq!(listed["connected"], false, "{listed}");
+
+    // The other stream sat idle through the same seconds (several pings) and is still served.
+    assert!(
+        events
+            .named("dataplane.disconnected")
+            .iter()
+            .all(|e| e.field("dataplane.id") != Some(answering.id.as_str())),
+        "the answering data plane was dropped"
+    );
+    alive.heartbeat().await;
+    alive.heartbeat_answer().await;
+    assert_eq!(
+        cp.find_dataplane(&answering.id).await.unwrap()["connected"],
+        true
+    );
 }

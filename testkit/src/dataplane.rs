@@ -40,13 +40,23 @@ impl DataPlane {
 impl ControlPlane {
     /// A new connection to the cluster listener, presenting `dp`'s certificate when given.
     pub async fn connect(&self, dp: Option<&DataPlane>) -> Channel {
+        self.connect_through(self.config().cluster.listen, dp).await
+    }
+
+    /// [`ControlPlane::connect`] through `addr`, a relay in front of the cluster listener
+    /// (the TLS session is still with the control plane).
+    pub async fn connect_through(
+        &self,
+        addr: std::net::SocketAddr,
+        dp: Option<&DataPlane>,
+    ) -> Channel {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(self.ca_pem()))
             .domain_name("localhost");
         if let Some(dp) = dp {
             tls = tls.identity(Identity::from_pem(&dp.cert_pem, &dp.key_pem));
         }
-        Endpoint::from_shared(format!("https://{}", self.config().cluster.listen))
+        Endpoint::from_shared(format!("https://{addr}"))
             .unwrap()
             .tls_config(tls)
             .unwrap()

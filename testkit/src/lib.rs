@@ -28,6 +28,7 @@ pub mod dataplane;
 pub mod events;
 pub mod fixtures;
 pub mod postgres;
+pub mod relay;
 
 use std::future::Future;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use admin_api::{RegistrationToken, send};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use events::{Capture, Event, Events};
 pub use fixtures::Issuer;
+pub use relay::Relay;
 
 /// How long anything may take before the test gives up: a guard against hanging on failure,
 /// never a bound the code must meet (a cold debug build on a loaded 2-core machine is slow).

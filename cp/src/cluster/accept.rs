@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use super::admission::{self, Admission, Admitted, Refused};
 use super::idle::{Activity, IdleDeadline};
+use super::liveness::Keepalive;
 use super::log_limit::PerSource;
 use super::tls::{PeerInfo, TlsConnection, explain};
 use crate::config::ClusterConfig;
@@ -45,6 +46,8 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Cluster connections open at once, whatever their source.
     pub max_open: usize,
+    /// When a silent peer counts as dead.
+    pub keepalive: Keepalive,
 }
 
 impl Limits {
@@ -55,6 +58,10 @@ impl Limits {
             idle_timeout: config.idle_timeout.0,
             max_connections_per_ip: config.max_connections_per_ip,
             max_open: admission::connection_budget(),
+            keepalive: Keepalive {
+                interval: config.keepalive_interval.0,
+                timeout: config.keepalive_timeout.0,
+            },
         }
     }
 }
@@ -153,7 +160,12 @@ impl Handshakes {
             .and_then(|chain| chain.first())
             .map(|leaf| Arc::new(CertInfo::from_der(leaf).map_err(|e| e.to_string())));
         let activity = Activity::new();
-        let idle = IdleDeadline::new(activity.clone(), deadline, self.limits.idle_timeout);
+        let idle = IdleDeadline::new(
+            activity.clone(),
+            deadline,
+            self.limits.idle_timeout,
+            Some(self.limits.keepalive),
+        );
         let info = PeerInfo {
             remote_addr,
             client,

@@ -35,6 +35,7 @@ mod caller;
 pub mod health;
 pub mod idle;
 pub mod issue;
+pub mod liveness;
 pub mod log_limit;
 pub mod registration;
 pub mod secrets;
@@ -82,8 +83,10 @@ pub async fn serve(
     let incoming = accept::incoming(listener, tls, limits, shutdown.clone());
     tonic::transport::Server::builder()
         .layer(idle::TrackCallsLayer)
+        // hyper sends the pings; the connection's own read decides when an unanswered one
+        // means a dead peer (see `liveness`).
         .http2_keepalive_interval(Some(keepalive.keepalive_interval.0))
-        .http2_keepalive_timeout(Some(keepalive.keepalive_timeout.0))
+        .http2_keepalive_timeout(Some(liveness::HYPER_PING_TIMEOUT))
         .add_service(registration)
         .add_service(sync)
         .add_service(health::service(shutdown.clone()))

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::admission::Admitted;
-use super::idle::{Activity, IdleDeadline};
+use super::idle::{Activity, Expired, IdleDeadline, read_or_expire};
 
 /// What the gRPC handlers learn about the peer of a request.
 #[derive(Debug, Clone)]
@@ -142,11 +142,33 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Poll::Ready(error) = self.idle.poll_expired(cx) {
-            tracing::debug!(peer.addr = %self.info.remote_addr, "Closing a cluster connection without a gRPC call in progress.");
-            return Poll::Ready(Err(error));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        let info = &this.info;
+        read_or_expire(
+            Pin::new(&mut this.stream),
+            &mut this.idle,
+            cx,
+            buf,
+            |why| match why {
+                Expired::Idle => {
+                    tracing::debug!(peer.addr = %info.remote_addr, "Closing a cluster connection without a gRPC call in progress.");
+                }
+                Expired::Silent(silent) => {
+                    let dataplane = info
+                        .client
+                        .as_deref()
+                        .and_then(|cert| cert.as_ref().ok())
+                        .and_then(|cert| cert.dataplane_id.as_deref());
+                    tracing::warn!(
+                        event = "dataplane.unresponsive",
+                        dataplane.id = dataplane,
+                        peer.addr = %info.remote_addr,
+                        silent_s = silent.as_secs(),
+                        "Peer sent nothing and did not answer the keepalive ping in time; closing its connection."
+                    );
+                }
+            },
+        )
     }
 }
 
@@ -156,7 +178,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.idle.sent();
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -172,7 +198,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.idle.sent();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -211,6 +211,7 @@ impl BenchCluster {
     /// event name (or message, for a line without one) → how many times. Killed nodes
     /// included; a restarted node counts from its restart.
     pub fn warnings(&self) -> Vec<BTreeMap<String, usize>> {
+        let everything = std::env::var_os(super::control_plane::CP_LOG_ENV).is_some();
         self.nodes
             .iter()
             .map(|node| {
@@ -218,11 +219,15 @@ impl BenchCluster {
                 for line in node.cp.process.logs.lines() {
                     let event = licsync_testkit::Event::from_json(&line);
                     let level = event.field("level").unwrap_or_default();
-                    if !level.eq_ignore_ascii_case("warn") && !level.eq_ignore_ascii_case("error") {
+                    let warns =
+                        level.eq_ignore_ascii_case("warn") || level.eq_ignore_ascii_case("error");
+                    if !warns && !everything {
                         continue;
                     }
                     let key = if event.name.is_empty() {
                         event.field("message").unwrap_or("(no message)").to_owned()
+                    } else if let Some(reason) = event.field("reason") {
+                        format!("{}: {reason}", event.name)
                     } else {
                         event.name.clone()
                     };

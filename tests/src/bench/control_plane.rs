@@ -25,6 +25,15 @@ use crate::cp::Cp;
 /// ten thousand `dataplane.connected` lines would cost more than the work measured.
 const CP_LOG_FILTER: &str = "warn,licsync_cp::server=info";
 
+/// Replaces [`CP_LOG_FILTER`] to see more of what the nodes do (at the cost of the log's
+/// CPU); the storm then counts every event the nodes logged (`node_warnings`).
+pub const CP_LOG_ENV: &str = "LICSYNC_BENCH_CP_LOG";
+
+/// The nodes' log filter: [`CP_LOG_ENV`] when set.
+pub fn cp_log_filter() -> String {
+    std::env::var(CP_LOG_ENV).unwrap_or_else(|_| CP_LOG_FILTER.to_owned())
+}
+
 /// Every simulated data plane connects from 127.0.0.1, so the per-address connection limit
 /// (meant for real fleets, where a NAT rarely hides thousands of data planes) is turned off.
 const BENCH_CONFIG: &str = "[cluster]\nmax_connections_per_ip = 0\n";
@@ -35,8 +44,14 @@ const MAX_TOKEN_USES: usize = 10_000;
 /// Registrations in flight at once, over one HTTP/2 connection.
 const REGISTER_CONCURRENCY: usize = 32;
 
-/// Registrations over one connection; the next chunk opens a new one.
-const REGISTER_CHUNK: usize = 5_000;
+/// Registrations over one connection; the next chunk opens a new one. The control plane
+/// closes a connection that has had only short calls in progress, without a pause, for
+/// longer than 30 s (`SHORT_CALL_LIMIT`, which bounds anonymous clients), and 32
+/// registrations in flight never pause: 1,000 take a few seconds even on a loaded machine.
+const REGISTER_CHUNK: usize = 1_000;
+
+/// How often the registration's progress is printed.
+const REGISTER_PROGRESS_EVERY: usize = 5_000;
 
 /// A running `licsync-cp` and an Admin API client.
 pub struct BenchCp {
@@ -97,7 +112,7 @@ impl BenchCp {
             &[trusted_key],
             &format!("{BENCH_CONFIG}{overrides}"),
             executable,
-            &[("LICSYNC_LOG", CP_LOG_FILTER)],
+            &[("LICSYNC_LOG", &cp_log_filter())],
         )
         .await;
         Self::new(cp)
@@ -219,9 +234,7 @@ impl BenchCp {
             .collect();
         let ca_pem = Arc::new(ca_pem);
         let mut enrolled: Vec<Enrolled> = Vec::with_capacity(count);
-        // A fresh connection per chunk: one HTTP/2 connection carrying 45,000 registrations
-        // was closed under us after ~18,000 (seen once on the loaded machine), and a chunk
-        // keeps what such a failure costs small.
+        // A fresh connection per chunk (see REGISTER_CHUNK).
         for chunk in tokens.chunks(REGISTER_CHUNK) {
             let channel = cluster::endpoint(&url, &ca_pem, None, ConnectOptions::default())?
                 .timeout(Duration::from_secs(60))
@@ -263,7 +276,9 @@ impl BenchCp {
                 .try_collect()
                 .await?;
             enrolled.extend(registered);
-            if count > REGISTER_CHUNK {
+            if count > REGISTER_PROGRESS_EVERY
+                && enrolled.len().is_multiple_of(REGISTER_PROGRESS_EVERY)
+            {
                 super::progress(format_args!("registered {}/{count}", enrolled.len()));
             }
         }
