@@ -5,9 +5,11 @@
 //! keeps them for the RPC's life. A control plane holds one long-lived `Sync` stream per data
 //! plane, so at 10,000 data planes those defaults alone are ~160 MiB of mostly empty buffers,
 //! while the messages on the stream are heartbeats (tens of bytes) and license updates (a few
-//! KiB). With 1 KiB buffers that grow on demand (in 1 KiB steps) a stream pays for what it
-//! carries. The fleet benchmark (`BENCHMARKS.md`) measured the difference; the sync tests send
-//! licenses many times [`BUFFER_SIZE`] through it.
+//! KiB). With 256-byte buffers that grow on demand a stream pays for what it carries: the
+//! data plane's side of a stream (Acks, heartbeats) never outgrows them. The fleet benchmark
+//! (`BENCHMARKS.md`) measured the difference (8 KiB → 1 KiB, then 1 KiB → 256 bytes: 40.6 →
+//! 39.0 KiB per data plane); the sync tests send licenses many times [`BUFFER_SIZE`] through
+//! it.
 
 use std::marker::PhantomData;
 
@@ -16,7 +18,7 @@ use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::ProstCodec;
 
 /// Initial size and growth step of each RPC's encode and decode buffer.
-pub const BUFFER_SIZE: usize = 1024;
+pub const BUFFER_SIZE: usize = 256;
 /// How much ready-to-send data a stream gathers into one write (tonic's default).
 pub const YIELD_THRESHOLD: usize = 32 * 1024;
 
