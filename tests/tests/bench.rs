@@ -85,6 +85,7 @@ async fn a_killed_and_restarted_cp_resyncs_everyone_and_resends_nothing() {
         backend: Backend::Sled,
         cp_nodes: 1,
         workers: 0,
+        first_node_dataplanes: None,
     };
     let report = storm::run(&env(), &options).await.unwrap();
     assert_eq!(report.synced, N);
@@ -195,17 +196,20 @@ async fn the_dataplanes_of_a_killed_node_fail_over_and_nothing_is_resent() {
         backend: Backend::Postgres,
         cp_nodes: 3,
         workers: 2,
+        // More than an equal share (7), as the 45,000 run gives the node it kills 15,000.
+        first_node_dataplanes: Some(10),
     };
     let report = storm::run(&env(), &options).await.unwrap();
     assert_eq!(report.synced, N);
-    assert_eq!(report.killed_dataplanes, 7, "the first node's share");
-    assert_eq!(report.resynced, 7, "each of them resynchronised elsewhere");
+    assert_eq!(report.killed_dataplanes, 10, "the first node's share");
+    assert_eq!(report.resynced, 10, "each of them resynchronised elsewhere");
     assert_eq!(report.redundant_resends, 0, "nothing held was sent again");
     assert!(report.state_intact, "every data plane holds what it held");
     assert!(report.restart.is_none(), "the killed node stays down");
     let json = report.to_json();
     assert_eq!(json["scenario"], "storm");
     assert_eq!(json["cp_nodes"], 3);
+    assert_eq!(json["first_node_dataplanes"], 10);
     assert_eq!(json["redundant_resends"], 0);
 }
 

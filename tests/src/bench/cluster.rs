@@ -44,6 +44,9 @@ pub struct BenchCluster {
     /// The nodes, in start order; a killed node stays in place (see [`BenchCluster::alive`]).
     pub nodes: Vec<BenchCp>,
     alive: Vec<bool>,
+    /// `(f, n)`: the first node holds `f` of the `n` data planes, the others share the rest;
+    /// `None`: every node an equal share.
+    first_share: Option<(usize, usize)>,
     /// Dropped after the nodes (fields drop in order), so no node sees its database vanish
     /// while it stops.
     _database: Option<PgServer>,
@@ -71,6 +74,7 @@ impl BenchCluster {
                 backend,
                 nodes: vec![cp],
                 alive: vec![true],
+                first_share: None,
                 _database: None,
             });
         }
@@ -113,6 +117,7 @@ impl BenchCluster {
         Ok(Self {
             backend,
             alive: vec![true; nodes.len()],
+            first_share: None,
             nodes,
             _database: Some(database),
         })
@@ -123,9 +128,17 @@ impl BenchCluster {
         &self.nodes[0]
     }
 
+    /// Gives the first node `first` of the `total` data planes and the other nodes equal
+    /// shares of the rest, so the node a storm kills can hold more than the others (15,000 of
+    /// 45,000 on four nodes leaves each survivor 15,000 after the failover, under the
+    /// open-files limit). Spread evenly over the indices, so every worker holds some of each.
+    pub fn weight_first(&mut self, first: usize, total: usize) {
+        self.first_share = Some((first.min(total), total.max(1)));
+    }
+
     /// The node data plane `index` connects to first.
     pub fn node_of(&self, index: usize) -> usize {
-        index % self.nodes.len()
+        Spread::new(self.nodes.len(), self.first_share).node_of(index)
     }
 
     /// `sync.servers` of data plane `index`: its own node first, then the others, rotated per
@@ -136,7 +149,9 @@ impl BenchCluster {
         let others: Vec<usize> = (1..k).map(|d| (own + d) % k).collect();
         let mut servers = vec![self.nodes[own].cp.cluster_url.clone()];
         if !others.is_empty() {
-            let shift = (index / k) % others.len();
+            // Consecutive data planes of one node fail over to different nodes.
+            let rank = Spread::new(k, self.first_share).rank(index);
+            let shift = rank % others.len();
             servers.extend((0..others.len()).map(|j| {
                 self.nodes[others[(j + shift) % others.len()]]
                     .cp
@@ -236,5 +251,92 @@ impl BenchCluster {
                 counts
             })
             .collect()
+    }
+}
+
+/// Which node each data plane connects to first: round robin, or with the first node's share
+/// fixed ([`BenchCluster::weight_first`]).
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    nodes: usize,
+    first_share: Option<(usize, usize)>,
+}
+
+impl Spread {
+    fn new(nodes: usize, first_share: Option<(usize, usize)>) -> Self {
+        Self {
+            nodes: nodes.max(1),
+            first_share,
+        }
+    }
+
+    /// How many of the data planes before `index` connect to the first node.
+    fn firsts_before(self, index: usize) -> usize {
+        match self.first_share {
+            Some((first, total)) => index * first / total,
+            None => index.div_ceil(self.nodes),
+        }
+    }
+
+    fn node_of(self, index: usize) -> usize {
+        let k = self.nodes;
+        match self.first_share {
+            None => index % k,
+            Some(_) if k == 1 => 0,
+            Some(_) => {
+                let firsts = self.firsts_before(index);
+                if self.firsts_before(index + 1) > firsts {
+                    0
+                } else {
+                    1 + (index - firsts) % (k - 1)
+                }
+            }
+        }
+    }
+
+    /// The position of data plane `index` among its node's.
+    fn rank(self, index: usize) -> usize {
+        match (self.node_of(index), self.first_share) {
+            (0, _) => self.firsts_before(index),
+            (_, None) => index / self.nodes,
+            (_, Some(_)) => (index - self.firsts_before(index)) / (self.nodes - 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    fn shares(spread: Spread, n: usize) -> Vec<usize> {
+        let mut counts = vec![0; spread.nodes];
+        for i in 0..n {
+            counts[spread.node_of(i)] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_by_default() {
+        let spread = Spread::new(4, None);
+        assert_eq!(shares(spread, 45_000), vec![11_250; 4]);
+        assert_eq!(
+            (0..8).map(|i| spread.node_of(i)).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 0, 1, 2, 3]
+        );
+        assert_eq!(
+            (0..8).map(|i| spread.rank(i)).collect::<Vec<_>>(),
+            [0, 0, 0, 0, 1, 1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn the_first_node_gets_its_share_spread_over_the_indices() {
+        let spread = Spread::new(4, Some((15_000, 45_000)));
+        assert_eq!(shares(spread, 45_000), vec![15_000, 10_000, 10_000, 10_000]);
+        // Every third data plane, so each worker's contiguous block holds its share.
+        assert_eq!(shares(spread, 3_000), vec![1_000, 667, 667, 666]);
+        let firsts: Vec<usize> = (0..45_000).filter(|&i| spread.node_of(i) == 0).collect();
+        assert!(firsts.iter().enumerate().all(|(r, &i)| spread.rank(i) == r));
     }
 }

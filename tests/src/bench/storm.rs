@@ -46,6 +46,8 @@ pub struct StormOptions {
     pub cp_nodes: usize,
     /// Worker processes simulating the data planes (0: this process).
     pub workers: usize,
+    /// With several nodes, the killed node's data planes (`None`: an equal share).
+    pub first_node_dataplanes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +146,7 @@ impl StormReport {
             "backend": self.options.backend.name(),
             "cp_nodes": self.options.cp_nodes,
             "workers": self.options.workers,
+            "first_node_dataplanes": self.options.first_node_dataplanes,
             "load_average": self.load_average,
             "register_s": secs(self.register),
             "connect_s": secs(self.connect),
@@ -245,6 +248,12 @@ impl StormReport {
 /// Runs the scenario.
 pub async fn run(env: &BenchEnv, options: &StormOptions) -> anyhow::Result<StormReport> {
     let n = options.dataplanes;
+    if let Some(first) = options.first_node_dataplanes {
+        anyhow::ensure!(
+            options.cp_nodes > 1 && first <= n,
+            "--first-node-dataplanes needs --cp-nodes 2 or more and at most --dataplanes ({n})"
+        );
+    }
     let load_average = procfs::load_average();
     let super::Started {
         // Kept to the end: dropping it removes the control plane's data directory.
@@ -262,6 +271,9 @@ pub async fn run(env: &BenchEnv, options: &StormOptions) -> anyhow::Result<Storm
         options.workers,
     )
     .await?;
+    if let Some(first) = options.first_node_dataplanes {
+        cluster.weight_first(first, n);
+    }
     let specs = super::cluster_specs(&cluster, &enrolled);
     drop(enrolled);
     let (mut fleet, connected) = Fleet::connect(

@@ -134,6 +134,10 @@ struct StormArgs {
     /// How long after the kill the fleet may take to resynchronise.
     #[arg(long, default_value = "5m")]
     resync_timeout: HumanDuration,
+    /// With several nodes: how many data planes the node to be killed holds (default: an
+    /// equal share); the other nodes share the rest.
+    #[arg(long)]
+    first_node_dataplanes: Option<usize>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -255,9 +259,11 @@ async fn run(
             connect_concurrency,
             connect_timeout,
             resync_timeout,
+            first_node_dataplanes,
             cluster,
         }) => {
             let options = StormOptions {
+                first_node_dataplanes,
                 dataplanes,
                 licenses,
                 connect_concurrency,
