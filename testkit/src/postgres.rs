@@ -162,7 +162,9 @@ pub fn as_owner(root: bool, args: &[&str]) -> String {
     }
 }
 
-fn sh(line: &str) -> Result<(), String> {
+/// Runs `line` with `/bin/sh`; its output in the error when it fails (also used by the
+/// benchmark's own server).
+pub fn sh(line: &str) -> Result<(), String> {
     let out = Command::new("/bin/sh")
         .arg("-c")
         .arg(line)
@@ -180,7 +182,8 @@ fn sh(line: &str) -> Result<(), String> {
     ))
 }
 
-fn free_port() -> Result<u16, String> {
+/// A TCP port on 127.0.0.1 nobody listens on right now.
+pub fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| format!("cannot find a free port: {e}"))?;
     listener
@@ -291,7 +294,7 @@ fn write_certificate(dir: &Path) -> Result<String, String> {
 }
 
 /// Starts the shell that stops the server and removes `dir` once this process is gone.
-fn watchdog(root: bool, pg_ctl: &str, data: &str, dir: &str) -> Result<(), String> {
+pub fn watchdog(root: bool, pg_ctl: &str, data: &str, dir: &str) -> Result<(), String> {
     let stop = as_owner(root, &[pg_ctl, "-D", data, "stop", "-m", "immediate"]);
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",

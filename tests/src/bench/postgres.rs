@@ -9,12 +9,10 @@
 //! dropped; a watchdog shell (its own process group) does the same if the benchmark dies without
 //! dropping it (SIGKILL, a panic that aborts), so no postgres is left behind.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, anyhow, bail};
-use licsync_testkit::postgres::{as_owner, quote, running_as_root};
+use anyhow::{Context, anyhow};
+use licsync_testkit::postgres::{self, as_owner, quote, running_as_root};
 
 /// The superuser `initdb` creates; local TCP connections are trusted (loopback only).
 const SUPERUSER: &str = "licsync";
@@ -134,44 +132,13 @@ fn binary(program: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn sh(line: &str) -> anyhow::Result<()> {
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(line)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run /bin/sh")?;
-    if !out.status.success() {
-        bail!(
-            "`{line}` failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    postgres::sh(line).map_err(anyhow::Error::msg)
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
+    postgres::free_port().map_err(anyhow::Error::msg)
 }
 
-/// Starts the shell that stops the server and removes `dir` once this process is gone.
 fn watchdog(root: bool, pg_ctl: &str, data: &str, dir: &str) -> anyhow::Result<()> {
-    let stop = as_owner(root, &[pg_ctl, "-D", data, "stop", "-m", "immediate"]);
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
-        pid = std::process::id(),
-        dir = quote(dir),
-    );
-    Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map(drop)
-        .context("cannot start the PostgreSQL watchdog")
+    postgres::watchdog(root, pg_ctl, data, dir).map_err(anyhow::Error::msg)
 }
